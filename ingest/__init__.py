@@ -1,0 +1,1 @@
+"""Getting data in: snapshot readers, change-event codecs, the Kafka consumer loop."""
