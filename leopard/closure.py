@@ -1,0 +1,228 @@
+"""Transitive closure of nested groups: cycles collapsed, one pass over the DAG.
+
+The input is the graph of direct nesting edges ``parent -> child`` over dense group
+numbers ``0..n-1``. Strongly connected components (Tarjan, iterative so that deep
+chains do not hit Python's recursion limit) collapse cycles: every group in a cycle
+contains all the others. Tarjan emits components children-first, which is exactly
+the order in which ``GROUP2GROUP(c) = c ∪ ⋃ GROUP2GROUP(child)`` can be computed in
+one pass; the reverse order gives ``GROUP2ANCESTOR`` the same way.
+
+``dfs_order`` numbers groups in depth-first preorder from the roots of the condensed
+DAG, so that a group's descendants get nearby ids and closures become few dense
+roaring containers instead of many sparse ones.
+
+The functions here are pure: the offline build and the incremental layer (which
+re-derives the closures of the groups a change touches) share them.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pyroaring import BitMap
+
+__all__ = ["Graph", "Condensation", "condense", "dfs_order", "closures", "depths"]
+
+
+@dataclass
+class Graph:
+    """Adjacency of ``n`` nodes in CSR form: children of ``v`` are ``indices[indptr[v]:indptr[v+1]]``."""
+
+    n: int
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    @classmethod
+    def from_edges(cls, n: int, parents: np.ndarray, children: np.ndarray) -> Graph:
+        """Build from edge arrays; duplicate edges are removed."""
+        if len(parents):
+            key = np.unique(parents.astype(np.uint64) << np.uint64(32) | children.astype(np.uint64))
+            src = (key >> np.uint64(32)).astype(np.int64)
+            dst = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        else:
+            src = dst = np.zeros(0, dtype=np.int64)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(src, minlength=n), out=indptr[1:])
+        return cls(n, indptr, dst)
+
+    def reverse(self) -> Graph:
+        src = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr))
+        return Graph.from_edges(self.n, self.indices, src)
+
+    @property
+    def edge_count(self) -> int:
+        return int(len(self.indices))
+
+
+@dataclass
+class Condensation:
+    """Strongly connected components of a graph.
+
+    ``comp[v]`` is the component of node ``v``; components are numbered in Tarjan's
+    emission order, so every edge between components goes from a higher number to a
+    lower one (children first). ``members[c]`` lists the nodes of component ``c`` and
+    ``children[c]`` the distinct child components.
+    """
+
+    comp: np.ndarray
+    members: list[list[int]]
+    children: list[list[int]]
+
+    @property
+    def count(self) -> int:
+        return len(self.members)
+
+    def parents(self) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in self.members]
+        for c, kids in enumerate(self.children):
+            for k in kids:
+                out[k].append(c)
+        return out
+
+    @property
+    def cycles(self) -> int:
+        """Components that are cycles of two or more groups."""
+        return sum(1 for m in self.members if len(m) > 1)
+
+
+def condense(g: Graph) -> Condensation:
+    """Tarjan's strongly connected components, iterative."""
+    n = g.n
+    indptr = g.indptr.tolist()
+    indices = g.indices.tolist()
+    index = [-1] * n
+    low = [0] * n
+    on_stack = [False] * n
+    comp = [-1] * n
+    stack: list[int] = []
+    members: list[list[int]] = []
+    counter = 0
+    for root in range(n):
+        if index[root] != -1:
+            continue
+        # frames of (node, next edge position)
+        work = [(root, indptr[root])]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack[root] = True
+        while work:
+            v, pos = work[-1]
+            end = indptr[v + 1]
+            pushed = False
+            while pos < end:
+                w = indices[pos]
+                pos += 1
+                if index[w] == -1:
+                    work[-1] = (v, pos)
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on_stack[w] = True
+                    work.append((w, indptr[w]))
+                    pushed = True
+                    break
+                if on_stack[w] and index[w] < low[v]:
+                    low[v] = index[w]
+            if pushed:
+                continue
+            work.pop()
+            if low[v] == index[v]:
+                c = len(members)
+                group: list[int] = []
+                while True:
+                    w = stack.pop()
+                    on_stack[w] = False
+                    comp[w] = c
+                    group.append(w)
+                    if w == v:
+                        break
+                members.append(group)
+            if work:
+                u = work[-1][0]
+                if low[v] < low[u]:
+                    low[u] = low[v]
+    comp_arr = np.asarray(comp, dtype=np.int64)
+    # distinct child components per component
+    src = np.repeat(comp_arr, np.diff(g.indptr)) if n else np.zeros(0, dtype=np.int64)
+    dst = comp_arr[g.indices] if n else np.zeros(0, dtype=np.int64)
+    keep = src != dst
+    children: list[list[int]] = [[] for _ in members]
+    if keep.any():
+        pairs = np.unique(src[keep].astype(np.uint64) << np.uint64(32) | dst[keep].astype(np.uint64))
+        ps = (pairs >> np.uint64(32)).astype(np.int64).tolist()
+        cs = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64).tolist()
+        for p, c in zip(ps, cs, strict=True):
+            children[p].append(c)
+    return Condensation(comp_arr, members, children)
+
+
+def dfs_order(cond: Condensation) -> np.ndarray:
+    """New number for every node: depth-first preorder from the roots of the DAG.
+
+    Members of one component get consecutive numbers; a component's descendants
+    follow it closely. Returns ``new_id[node]``.
+    """
+    n = len(cond.comp)
+    new_id = np.full(n, -1, dtype=np.int64)
+    has_parent = [False] * cond.count
+    for kids in cond.children:
+        for k in kids:
+            has_parent[k] = True
+    visited = [False] * cond.count
+    nxt = 0
+    # Roots in descending component number: Tarjan numbers parents after children,
+    # so this visits top-level groups first.
+    for root in range(cond.count - 1, -1, -1):
+        if has_parent[root] or visited[root]:
+            continue
+        todo = [root]
+        while todo:
+            c = todo.pop()
+            if visited[c]:
+                continue
+            visited[c] = True
+            for v in sorted(cond.members[c]):
+                new_id[v] = nxt
+                nxt += 1
+            # push in reverse so the first child is visited first
+            for k in reversed(cond.children[c]):
+                if not visited[k]:
+                    todo.append(k)
+    return new_id
+
+
+def closures(
+    cond: Condensation, ids: Sequence[int] | np.ndarray, *, reverse: bool = False
+) -> list[BitMap]:
+    """Per component: the ids of every group it reaches, itself included.
+
+    ``ids[node]`` is the id to put in the bitmaps. With ``reverse=False`` this is
+    GROUP2GROUP (descendants); with ``reverse=True`` GROUP2ANCESTOR.
+    """
+    ids_list = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+    own = [BitMap(array("I", sorted(ids_list[v] for v in m))) for m in cond.members]
+    out: list[BitMap] = [BitMap()] * cond.count
+    if not reverse:
+        for c in range(cond.count):  # children have lower numbers: already done
+            kids = cond.children[c]
+            out[c] = BitMap.union(own[c], *(out[k] for k in kids)) if kids else own[c]
+    else:
+        parents = cond.parents()
+        for c in range(cond.count - 1, -1, -1):  # parents have higher numbers
+            ps = parents[c]
+            out[c] = BitMap.union(own[c], *(out[p] for p in ps)) if ps else own[c]
+    return out
+
+
+def depths(cond: Condensation) -> list[int]:
+    """Per component: the number of groups on the longest nesting chain below it, itself included."""
+    out = [1] * cond.count
+    for c in range(cond.count):
+        kids = cond.children[c]
+        if kids:
+            out[c] = 1 + max(out[k] for k in kids)
+    return out

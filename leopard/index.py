@@ -1,0 +1,272 @@
+"""The query API: ``Index`` answers membership questions from the stored sets.
+
+``s`` is in ``g`` exactly when ``MEMBER2GROUP(s) ∩ GROUP2GROUP(g) ≠ ∅`` (or, for a
+subject of namespace ``ns``, when ``MEMBER2GROUP(ns:*)`` meets it: a wildcard makes
+every subject of its namespace a member). Reads go through ``SetReader`` (see
+``leopard.layers``), which overlays the incremental layer on the base, so every
+query path here sees both layers the same way.
+
+Names: a group is ``ns:id#relation``, or ``ns:id`` when its namespace has exactly one
+indexed set. A subject is ``ns:id`` (``#...`` is the same), a wildcard ``ns:*``, or a
+userset ``ns:id#relation``: when that is an indexed set, ``check`` answers whether
+the set is nested in the group (a set is nested in itself); otherwise it is an
+opaque leaf subject, like a user.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from pyroaring import BitMap
+
+from leopard.errors import InvalidInput, InvalidTuple
+from leopard.layers import SetReader
+from leopard.tuples import parse_object, parse_subject
+
+__all__ = ["Index"]
+
+_NS = r"(?:[a-z][a-z0-9_]{0,63}/)*[a-z][a-z0-9_]{0,63}"
+_ID = r"[A-Za-z0-9_\-/|=+.@]+"
+_REL = r"[a-z][a-z0-9_]{0,63}"
+_SUBJECT_RE = re.compile(rf"({_NS}):(\*|{_ID})(?:#({_REL}|\.\.\.))?")
+_GROUP_RE = re.compile(rf"({_NS}):({_ID})(?:#({_REL}))?")
+
+_CACHE_LIMIT = 200_000
+
+
+class Index:
+    """An open index. Cheap to query from one thread; open one per process."""
+
+    def __init__(self, path: str | Path, *, reader: SetReader | None = None) -> None:
+        self.path = Path(path)
+        self._r = reader if reader is not None else SetReader.open(self.path)
+        self._gids: dict[str, int] = {}
+        self._g2g: dict[int, BitMap] = {}
+        self._wild: dict[str, BitMap | None] = {}
+        self._seen_version = self._r.version_key()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._r.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def config(self):  # type: ignore[no-untyped-def]
+        return self._r.config
+
+    @property
+    def version(self) -> str:
+        """An opaque token for the stream position this index reflects."""
+        return self._r.token()
+
+    def refresh(self) -> None:
+        """Pick up changes applied by a consumer since the last call."""
+        self._r.refresh()
+        self._sync()
+
+    def _sync(self) -> None:
+        key = self._r.version_key()
+        if key != self._seen_version:
+            self._seen_version = key
+            self._g2g.clear()
+            self._wild.clear()
+            self._gids.clear()
+
+    # -- name resolution ----------------------------------------------------------------
+
+    def _group_id(self, name: str) -> int | None:
+        """The id of a group name; None for a well-formed name the index does not know."""
+        gid = self._gids.get(name)
+        if gid is not None:
+            return gid if gid >= 0 else None
+        if not isinstance(name, str):
+            raise InvalidInput(f"group must be a string, not {type(name).__name__}")
+        m = _GROUP_RE.fullmatch(name)
+        if m is None:
+            parse_object(name, what="group")  # raises with the precise reason
+            raise InvalidTuple(f"{name!r} is not a valid group name")
+        ns, oid, rel = m.groups()
+        cfg = self._r.config
+        if rel is None:
+            sets = cfg.sets_of(ns)
+            if len(sets) != 1:
+                if not sets:
+                    raise InvalidInput(
+                        f"group {name!r}: namespace {ns!r} has no indexed set "
+                        "(see the set configuration)"
+                    )
+                raise InvalidInput(
+                    f"group {name!r}: namespace {ns!r} has several sets "
+                    f"({', '.join(sets)}); name one, e.g. {name}#{sets[0]}"
+                )
+            rel = sets[0]
+            full = f"{ns}:{oid}#{rel}"
+        else:
+            if not cfg.is_set(ns, rel):
+                raise InvalidInput(
+                    f"group {name!r}: {ns}#{rel} is not an indexed set "
+                    f"(sets of {ns!r}: {', '.join(cfg.sets_of(ns)) or 'none'})"
+                )
+            full = name
+        found = self._r.group_id(full)
+        if len(self._gids) > _CACHE_LIMIT:
+            self._gids.clear()
+        self._gids[name] = -1 if found is None else found
+        return found
+
+    def _parse_subject(self, name: str) -> tuple[str, int | None, str]:
+        """``("leaf", None, key)`` or ``("set", gid, key)`` for a subject name."""
+        if not isinstance(name, str):
+            raise InvalidInput(f"subject must be a string, not {type(name).__name__}")
+        m = _SUBJECT_RE.fullmatch(name)
+        if m is None:
+            parse_subject(name)  # raises with the precise reason
+            raise InvalidTuple(f"{name!r} is not a valid subject")
+        ns, oid, rel = m.groups()
+        if rel is None or rel == "...":
+            return "leaf", None, f"{ns}:{oid}" if rel else name
+        if oid == "*":
+            raise InvalidTuple(f"{name!r}: a wildcard subject cannot carry a relation")
+        if self._r.config.is_set(ns, rel):
+            return "set", self._r.group_id(name), name
+        return "leaf", None, name
+
+    def _g2g_of(self, gid: int) -> BitMap:
+        bm = self._g2g.get(gid)
+        if bm is None:
+            if len(self._g2g) > _CACHE_LIMIT:
+                self._g2g.clear()
+            bm = self._g2g[gid] = self._r.bitmap("g2g", gid)
+        return bm
+
+    def _wildcard_groups(self, key: str) -> BitMap | None:
+        ns = key[: key.index(":")]
+        if ns in self._wild:
+            return self._wild[ns]
+        found = self._r.m2g(f"{ns}:*")
+        bm = found[1] if found else None
+        self._wild[ns] = bm
+        return bm
+
+    def _direct_groups(self, key: str) -> BitMap:
+        """Groups the leaf ``key`` is directly in, its namespace's wildcard included."""
+        found = self._r.m2g(key)
+        direct = found[1] if found else BitMap()
+        if not key.endswith(":*"):
+            wild = self._wildcard_groups(key)
+            if wild:
+                direct = direct | wild
+        return direct
+
+    # -- queries ------------------------------------------------------------------------
+
+    def check(self, subject: str, group: str) -> bool:
+        """Whether ``subject`` is in ``group``, directly or through nested groups."""
+        if self._r.dirty():
+            self._sync()
+        gid = self._group_id(group)
+        kind, sgid, key = self._parse_subject(subject)
+        if gid is None:
+            return False
+        if kind == "set":
+            return sgid is not None and sgid in self._g2g_of(gid)
+        g2g = self._g2g_of(gid)
+        found = self._r.m2g(key)
+        if found is not None and found[1].intersect(g2g):
+            return True
+        if key.endswith(":*"):
+            return False
+        wild = self._wildcard_groups(key)
+        return wild is not None and wild.intersect(g2g)
+
+    def check_many(self, pairs: Any) -> list[bool]:
+        """``check`` for each ``(subject, group)`` pair, in order."""
+        return [self.check(s, g) for s, g in pairs]
+
+    def groups_of(self, subject: str) -> list[str]:
+        """Every group the subject is in, transitively, sorted by name."""
+        if self._r.dirty():
+            self._sync()
+        kind, sgid, key = self._parse_subject(subject)
+        if kind == "set":
+            if sgid is None:
+                return []
+            ancestors = self._r.bitmap("g2a", sgid)
+        else:
+            direct = self._direct_groups(key)
+            if not direct:
+                return []
+            ancestors = BitMap.union(BitMap(), *(self._r.bitmap("g2a", g) for g in direct))
+        return sorted(self._r.group_names(ancestors))
+
+    def members_of(
+        self, group: str, limit: int | None = None, after: str | None = None
+    ) -> list[str]:
+        """Every leaf subject in the group, transitively, sorted by name.
+
+        Paginate with ``after``: the next page starts after that subject name. A
+        wildcard member appears as ``ns:*``.
+        """
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidInput(f"limit must be a non-negative integer, not {limit!r}")
+        if after is not None:
+            if not isinstance(after, str) or not after:
+                raise InvalidInput(f"after must be a subject name, not {after!r}")
+        if self._r.dirty():
+            self._sync()
+        gid = self._group_id(group)
+        if gid is None or limit == 0:
+            return []
+        members = BitMap.union(BitMap(), *(self._r.bitmap("g2m", d) for d in self._g2g_of(gid)))
+        return self._r.subject_page(members, limit=limit, after=after)
+
+    def explain(self, subject: str, group: str) -> list[str] | None:
+        """A shortest chain of groups from ``group`` down to one the subject is directly in.
+
+        Returns None when the subject is not a member.
+        """
+        if self._r.dirty():
+            self._sync()
+        gid = self._group_id(group)
+        kind, sgid, key = self._parse_subject(subject)
+        if gid is None:
+            return None
+        if kind == "set":
+            targets = BitMap([sgid]) if sgid is not None else BitMap()
+        else:
+            targets = self._direct_groups(key)
+        reach = self._g2g_of(gid)
+        if not targets.intersect(reach):
+            return None
+        # Only groups that are below `group` and above a target can lie on a chain.
+        above = BitMap.union(BitMap(), *(self._r.bitmap("g2a", t) for t in (targets & reach)))
+        allowed = reach & above
+        prev: dict[int, int] = {gid: -1}
+        queue = deque([gid])
+        while queue:
+            v = queue.popleft()
+            if v in targets:
+                chain = []
+                while v != -1:
+                    chain.append(v)
+                    v = prev[v]
+                chain.reverse()
+                return [self._r.group_name(g) for g in chain]
+            for w in self._r.bitmap("child", v) & allowed:
+                if w not in prev:
+                    prev[w] = v
+                    queue.append(w)
+        return None  # pragma: no cover - closures and edges agree
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes of the index and its layers."""
+        return self._r.stats()

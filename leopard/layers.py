@@ -1,0 +1,224 @@
+"""Reading sets through both layers: the incremental overlay over the base.
+
+The base is an immutable RocksDB written by a build or a compaction. The
+incremental layer holds whole replacement sets for everything changed since the
+base (never diffs), so a read is: the overlay's copy if it has one, else the base's.
+The overlay is small by construction (compaction folds it away past a threshold),
+so readers hold it in memory: a lookup costs one dict probe before the RocksDB get.
+
+Ids: groups and subjects keep their base ids; ones first seen in the stream get
+ids after the base's. Base subject ids follow name order, which makes a page of
+``members_of`` a range of ids; subjects added later are merged in by name.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pyroaring import BitMap
+from rocksdict import Rdict
+
+from leopard.config import Config
+from leopard.errors import StorageError
+from leopard.storage import IndexDir, dir_size, gkey, open_db, read_meta
+from leopard.tokens import encode_token
+
+__all__ = ["SetReader", "Overlay"]
+
+_U32 = struct.Struct(">I")
+_EMPTY = BitMap()
+
+
+def _clamp(bm: BitMap, lo: int, hi: int) -> BitMap:
+    """The elements ``lo <= x < hi`` of a bitmap."""
+    if hi <= lo or not bm:
+        return BitMap()
+    i = bm.rank(lo - 1) if lo > 0 else 0
+    j = bm.rank(hi - 1)
+    return bm[i:j]
+
+
+class Overlay:
+    """Sets changed since the base, as raw serialized bytes, by family and key.
+
+    ``None`` as a value means "absent in the new state" (a subject with no groups
+    left); a missing key means "unchanged, read the base".
+    """
+
+    def __init__(self) -> None:
+        self.sets: dict[str, dict[bytes, bytes | None]] = {}
+        self.group_names: list[str] = []  # groups added after the base, in id order
+        self.group_ids: dict[str, int] = {}
+        self.next_subject: int | None = None
+        self.position: dict[str, int] = {}
+        self.seq = 0
+
+    def get(self, family: str, key: bytes) -> tuple[bool, bytes | None]:
+        fam = self.sets.get(family)
+        if fam is None or key not in fam:
+            return False, None
+        return True, fam[key]
+
+    def size(self) -> int:
+        return sum(len(f) for f in self.sets.values())
+
+
+class SetReader:
+    """Reads every family through the overlay, then the base."""
+
+    def __init__(self, path: Path, generation: Path, base: Rdict, meta: dict[str, Any]) -> None:
+        self.path = path
+        self.generation = generation
+        self.base = base
+        self.meta = meta
+        self.config = Config.model_validate(meta.get("config", {}))
+        names_raw = base.get(b"groups") or b""
+        self.base_groups: list[str] = names_raw.decode().split("\n") if names_raw else []
+        self.base_group_ids = {n: i for i, n in enumerate(self.base_groups)}
+        self.base_subjects = int(meta.get("subjects", 0))
+        self.overlay = Overlay()
+        self.overlay.position = dict(meta.get("position", {}))
+        self._families = {
+            name: base.get_column_family(name)
+            for name in ("m2g", "sname", "g2g", "g2a", "g2m", "child", "parent")
+        }
+
+    @classmethod
+    def open(cls, path: str | Path) -> SetReader:
+        p = Path(path)
+        gen = IndexDir(p).current()
+        base = open_db(gen / "base", read_only=True)
+        try:
+            meta = read_meta(base, str(p))
+        except BaseException:
+            base.close()
+            raise
+        return cls(p, gen, base, meta)
+
+    def close(self) -> None:
+        try:
+            self.base.close()
+        except Exception:  # closing twice is harmless
+            pass
+
+    # -- versions -----------------------------------------------------------------------
+
+    def version_key(self) -> tuple[str, int]:
+        return (self.generation.name, self.overlay.seq)
+
+    def dirty(self) -> bool:
+        """Whether the overlay changed since the index last looked (in-process writers)."""
+        return False
+
+    def refresh(self) -> None:
+        """Hook for layers that can change under a reader; the base alone cannot."""
+
+    @property
+    def position(self) -> dict[str, int]:
+        return self.overlay.position
+
+    def token(self) -> str:
+        return encode_token(self.position)
+
+    # -- raw reads ----------------------------------------------------------------------
+
+    def _get(self, family: str, key: bytes) -> bytes | None:
+        hit, value = self.overlay.get(family, key)
+        if hit:
+            return value
+        try:
+            return self._families[family].get(key)
+        except Exception as exc:
+            raise StorageError(f"read of {family} from {self.path} failed: {exc}") from exc
+
+    def bitmap(self, family: str, gid: int) -> BitMap:
+        raw = self._get(family, gkey(gid))
+        return BitMap.deserialize(raw) if raw else _EMPTY
+
+    def m2g(self, subject: str) -> tuple[int, BitMap] | None:
+        """The id and direct groups of a leaf subject, or None when unknown."""
+        raw = self._get("m2g", subject.encode())
+        if not raw:
+            return None
+        return _U32.unpack_from(raw)[0], BitMap.deserialize(raw[4:])
+
+    # -- names --------------------------------------------------------------------------
+
+    def group_id(self, name: str) -> int | None:
+        gid = self.base_group_ids.get(name)
+        if gid is None:
+            gid = self.overlay.group_ids.get(name)
+        return gid
+
+    def group_name(self, gid: int) -> str:
+        n = len(self.base_groups)
+        return self.base_groups[gid] if gid < n else self.overlay.group_names[gid - n]
+
+    def group_names(self, gids: Iterable[int]) -> list[str]:
+        names = self.base_groups
+        n = len(names)
+        extra = self.overlay.group_names
+        return [names[g] if g < n else extra[g - n] for g in gids]
+
+    def group_count(self) -> int:
+        return len(self.base_groups) + len(self.overlay.group_names)
+
+    def subject_name(self, sid: int) -> str:
+        raw = self._get("sname", gkey(sid))
+        if raw is None:
+            raise StorageError(f"index at {self.path} has no name for subject id {sid}")
+        return raw.decode()
+
+    def _first_base_id_after(self, after: str) -> int:
+        """The smallest base subject id whose name sorts after ``after``."""
+        it = self._families["m2g"].iter()
+        it.seek(after.encode())
+        while it.valid():
+            key = it.key()
+            if key.decode() > after:
+                return _U32.unpack_from(it.value())[0]
+            it.next()
+        return self.base_subjects
+
+    def subject_page(self, members: BitMap, *, limit: int | None, after: str | None) -> list[str]:
+        """Names of ``members`` in name order, after ``after``, at most ``limit``."""
+        nb = self.base_subjects
+        base_part = _clamp(members, 0, nb)
+        new_part = members - base_part
+        if after is not None:
+            start = self._first_base_id_after(after)
+            base_part = _clamp(base_part, start, nb)
+        new_names = sorted(self.subject_name(s) for s in new_part)
+        if after is not None:
+            new_names = [n for n in new_names if n > after]
+        take = base_part if limit is None else base_part[:limit]
+        base_names = [self.subject_name(s) for s in take]
+        if not new_names:
+            return base_names
+        merged = sorted(base_names + new_names)
+        return merged if limit is None else merged[:limit]
+
+    # -- stats --------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        report_path = self.generation / "build-report.json"
+        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+        return {
+            "path": str(self.path),
+            "generation": self.generation.name,
+            "format_version": self.meta.get("format_version"),
+            "groups": self.group_count(),
+            "subjects": self.base_subjects,
+            "base_groups": len(self.base_groups),
+            "base_subjects": self.base_subjects,
+            "overlay_sets": self.overlay.size(),
+            "position": dict(self.position),
+            "version": self.token(),
+            "bytes_on_disk": dir_size(self.generation),
+            "config": json.loads(self.config.to_json()),
+            "build": report,
+        }
