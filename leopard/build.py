@@ -83,7 +83,12 @@ def table_from_tuples(tuples: Iterable[RelationTuple]) -> pa.Table:
 
 
 class _Collector:
-    """Classifies tuple batches into nesting edges and leaf memberships."""
+    """Classifies tuple batches into nesting edges and leaf memberships.
+
+    For a set fed by several stored relations it also records which ones feed each
+    edge (a bit per source), so the incremental layer can tell whether deleting one
+    stored tuple leaves the edge supported by another.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -91,6 +96,11 @@ class _Collector:
         self.children: list[pa.Array] = []
         self.m_groups: list[pa.Array] = []
         self.m_leaves: list[pa.Array] = []
+        # support of multi-source sets: (group, subject, is_nested, source bit)
+        self.s_groups: list[pa.Array] = []
+        self.s_subjects: list[pa.Array] = []
+        self.s_nested: list[pa.Array] = []
+        self.s_bits: list[pa.Array] = []
         self.skipped: Counter[str] = Counter()
         self.read = 0
         self.indexed = 0
@@ -102,41 +112,36 @@ class _Collector:
             self.set_keys = pa.array(
                 sorted({f"{s.namespace}#{s.relation}" for s in config.sets or ()}), pa.string()
             )
-            feeds: dict[str, list[str]] = {}
-            for ns, src, rel in config.feed_pairs():
-                feeds.setdefault(rel, []).append(f"{ns}#{src}")
-            self.feeds = {rel: pa.array(sorted(keys), pa.string()) for rel, keys in feeds.items()}
 
     def add(self, table: pa.Table) -> None:
         n = table.num_rows
         if n == 0:
             return
         self.read += n
-        rns, rid, rel = table["rns"], table["rid"], table["rel"]
+        rns, rel = table["rns"], table["rel"]
+        selections: list[tuple[str, Any, list[str]]] = []
         if self.set_keys is None:
-            selections = [(DEFAULT_RELATION, pc.equal(rel, DEFAULT_RELATION))]
+            selections.append((DEFAULT_RELATION, pc.equal(rel, DEFAULT_RELATION), []))
         else:
-            res_key = pc.binary_join_element_wise(rns, rel, "#")
-            selections = [
-                (set_rel, pc.is_in(res_key, value_set=keys)) for set_rel, keys in self.feeds.items()
-            ]
+            for sc in self.config.sets or ():
+                mask = pc.and_(
+                    pc.equal(rns, sc.namespace), pc.is_in(rel, value_set=pa.array(sc.sources))
+                )
+                selections.append((sc.relation, mask, sc.sources))
         fed = selections[0][1]
-        for _, mask in selections[1:]:
+        for _, mask, _ in selections[1:]:
             fed = pc.or_(fed, mask)
+        self.indexed += pc.sum(fed).as_py() or 0
         unfed = pc.invert(fed)
         if pc.any(unfed).as_py():
-            keys = pc.binary_join_element_wise(
-                pc.filter(rns, unfed), pc.filter(rel, unfed), "#"
-            )
+            keys = pc.binary_join_element_wise(pc.filter(rns, unfed), pc.filter(rel, unfed), "#")
             for item in pc.value_counts(keys).to_pylist():
                 self.skipped[f"{item['values']} is not fed into an indexed set"] += item["counts"]
-        for set_rel, mask in selections:
-            part = table.filter(mask)
-            if part.num_rows:
-                self._add_fed(part, set_rel)
+        for set_rel, mask, sources in selections:
+            if pc.any(mask).as_py():
+                self._add_fed(table.filter(mask), set_rel, sources)
 
-    def _add_fed(self, t: pa.Table, set_rel: str) -> None:
-        self.indexed += t.num_rows
+    def _add_fed(self, t: pa.Table, set_rel: str, sources: list[str]) -> None:
         group = pc.binary_join_element_wise(
             pc.binary_join_element_wise(t["rns"], t["rid"], ":"), pa.scalar(set_rel), "#"
         )
@@ -159,12 +164,49 @@ class _Collector:
         self.children.append(pc.filter(subject, nested).combine_chunks())
         self.m_groups.append(pc.filter(group, leaf).combine_chunks())
         self.m_leaves.append(pc.filter(subject, leaf).combine_chunks())
+        if len(sources) > 1:
+            self.s_groups.append(group.combine_chunks())
+            self.s_subjects.append(subject.combine_chunks())
+            self.s_nested.append(nested.combine_chunks())
+            self.s_bits.append(
+                pc.index_in(t["rel"], value_set=pa.array(sources)).combine_chunks()
+            )
 
 
 def _concat(arrays: list[pa.Array]) -> pa.Array:
     if not arrays:
         return pa.array([], pa.string())
     return pa.concat_arrays([a.cast(pa.string()) for a in arrays])
+
+
+def support_key(gid: int, nested: bool, other: int) -> bytes:
+    """Key of the support mask of the edge from group ``gid`` to a group or subject."""
+    return gkey(gid) + (b"g" if nested else b"s") + gkey(other)
+
+
+def _support(
+    col: _Collector, group_names: pa.Array, leaf_names: pa.Array, new_id: np.ndarray
+) -> list[tuple[bytes, bytes]]:
+    """Support masks of the edges of multi-source sets, as (key, value) pairs."""
+    if not col.s_groups:
+        return []
+    g = new_id[pc.index_in(_concat(col.s_groups), value_set=group_names).to_numpy()]
+    nested = pa.concat_arrays(col.s_nested).to_numpy(zero_copy_only=False)
+    subjects = _concat(col.s_subjects)
+    as_group = pc.fill_null(pc.index_in(subjects, value_set=group_names), 0).to_numpy()
+    as_leaf = pc.fill_null(pc.index_in(subjects, value_set=leaf_names), 0).to_numpy()
+    other = np.where(nested, new_id[as_group], as_leaf).astype(np.uint64)
+    bits = pa.concat_arrays(col.s_bits).to_numpy(zero_copy_only=False).astype(np.uint64)
+    key = (g.astype(np.uint64) << np.uint64(33)) | (nested.astype(np.uint64) << np.uint64(32)) | other
+    uniq, inverse = np.unique(key, return_inverse=True)
+    masks = np.zeros(len(uniq), dtype=np.uint64)
+    np.bitwise_or.at(masks, inverse, np.left_shift(np.uint64(1), bits))
+    out = []
+    # An edge fed by the first source alone is the common case and needs no entry.
+    keep = masks != np.uint64(1)
+    for k, m in zip(uniq[keep].tolist(), masks[keep].tolist(), strict=True):
+        out.append((support_key(k >> 33, bool((k >> 32) & 1), k & 0xFFFFFFFF), m.to_bytes(8, "little")))
+    return out
 
 
 def _split_sorted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -259,6 +301,7 @@ def build_from_batches(
         mg = new_id[mg_tmp].astype(np.uint64) if len(mg_tmp) else np.zeros(0, np.uint64)
         by_group = np.unique(mg << np.uint64(32) | leaf_ids)
         by_leaf = np.sort(leaf_ids << np.uint64(32) | mg)
+        support = _support(col, group_names, leaf_names, new_id)
         phase("edges")
 
         # -- write --------------------------------------------------------------
@@ -278,6 +321,8 @@ def build_from_batches(
                 for i, head in enumerate(heads.tolist()):
                     vals = array("I", lows[bounds[i] : bounds[i + 1]].tobytes())
                     w.put(family, gkey(head), BitMap(vals).serialize())
+            for key, mask in support:
+                w.put("support", key, mask)
             phase("write groups")
 
             heads, bounds, lows = _split_sorted(by_leaf)

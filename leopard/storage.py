@@ -23,6 +23,11 @@ so that iteration follows id order; every set value is a portable roaring bitmap
     g2m       group id -> GROUP2MEMBER (direct leaf members: subject ids)
     child     group id -> direct child groups
     parent    group id -> direct parent groups
+    support   group id + b"g" + child group id, or group id + b"s" + subject id ->
+              8-byte little-endian mask of the stored relations feeding that edge
+              (only for sets fed by several relations: deleting one tuple must not
+              drop an edge another relation still feeds; an edge with no entry is
+              fed by the set's first relation alone)
 
 rocksdict must be opened with ``column_families=`` naming every family, default
 included: otherwise each family silently falls back to default options (no block
@@ -64,7 +69,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-SET_FAMILIES = ("m2g", "sname", "g2g", "g2a", "g2m", "child", "parent")
+SET_FAMILIES = ("m2g", "sname", "g2g", "g2a", "g2m", "child", "parent", "support")
 FAMILIES = ("default", *SET_FAMILIES)
 
 _GEN_RE = re.compile(r"^gen-(\d{6})$")
