@@ -16,14 +16,20 @@ opaque leaf subject, like a user.
 from __future__ import annotations
 
 import re
+import struct
+import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 from pyroaring import BitMap
 
-from leopard.errors import InvalidInput, InvalidTuple
+from leopard.config import Config
+from leopard.errors import InvalidInput, InvalidTuple, StaleIndex
 from leopard.layers import SetReader
+from leopard.storage import IndexDir
+from leopard.tokens import decode_token, reached
 from leopard.tuples import parse_object, parse_subject
 
 __all__ = ["Index"]
@@ -35,6 +41,7 @@ _SUBJECT_RE = re.compile(rf"({_NS}):(\*|{_ID})(?:#({_REL}|\.\.\.))?")
 _GROUP_RE = re.compile(rf"({_NS}):({_ID})(?:#({_REL}))?")
 
 _CACHE_LIMIT = 200_000
+_U32 = struct.Struct(">I")
 
 
 class Index:
@@ -42,11 +49,29 @@ class Index:
 
     def __init__(self, path: str | Path, *, reader: SetReader | None = None) -> None:
         self.path = Path(path)
-        self._r = reader if reader is not None else SetReader.open(self.path)
         self._gids: dict[str, int] = {}
         self._g2g: dict[int, BitMap] = {}
         self._wild: dict[str, BitMap | None] = {}
-        self._seen_version = self._r.version_key()
+        self._applied = threading.Condition()
+        self._attach(reader if reader is not None else SetReader.open(self.path))
+
+    def _attach(self, reader: SetReader) -> None:
+        self._r = reader
+        reader.listeners.append(self._invalidate)
+        self._invalidate({})
+
+    def _invalidate(self, updates: dict[str, dict[bytes, bytes | None]]) -> None:
+        """Drop cached sets a batch replaced (everything, when ``updates`` is empty)."""
+        g2g = updates.get("g2g")
+        if not updates:
+            self._g2g.clear()
+        elif g2g:
+            for key in g2g:
+                self._g2g.pop(_U32.unpack(key)[0], None)
+        self._wild.clear()
+        self._gids.clear()
+        with self._applied:
+            self._applied.notify_all()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -60,26 +85,69 @@ class Index:
         self.close()
 
     @property
-    def config(self):  # type: ignore[no-untyped-def]
+    def reader(self) -> SetReader:
+        """The layered set reader under this index (for the consumer and compaction)."""
+        return self._r
+
+    @property
+    def config(self) -> Config:
         return self._r.config
+
+    @property
+    def position(self) -> dict[str, int]:
+        """Per ``topic:partition``, the next offset to apply."""
+        return dict(self._r.position)
 
     @property
     def version(self) -> str:
         """An opaque token for the stream position this index reflects."""
         return self._r.token()
 
-    def refresh(self) -> None:
-        """Pick up changes applied by a consumer since the last call."""
-        self._r.refresh()
-        self._sync()
+    def swap_reader(self, reader: SetReader) -> None:
+        """Serve from another reader (a new generation after compaction)."""
+        old = self._r
+        with old.lock:
+            self._attach(reader)
+        old.listeners.clear()
 
-    def _sync(self) -> None:
-        key = self._r.version_key()
-        if key != self._seen_version:
-            self._seen_version = key
-            self._g2g.clear()
-            self._wild.clear()
-            self._gids.clear()
+    def refresh(self) -> bool:
+        """Pick up what another process applied or compacted; whether anything changed."""
+        gen = IndexDir(self.path).current()
+        if gen != self._r.generation:
+            fresh = SetReader.open(self.path)
+            old = self._r
+            self.swap_reader(fresh)
+            old.close()
+            return True
+        return self._r.refresh()
+
+    def wait_for(self, token: str, timeout: float = 1.0, *, poll: float = 0.05) -> str:
+        """Return once the index has applied at least ``token``; StaleIndex on time-out.
+
+        Inside a process that runs the consumer this wakes on every applied batch;
+        elsewhere it re-reads the incremental layer every ``poll`` seconds.
+        """
+        wanted = decode_token(token)
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            if reached(self._r.position, wanted):
+                return self.version
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StaleIndex(
+                    f"index has not reached version {token} within {timeout:g} s "
+                    f"(it is at {self.version})",
+                    current=self.version,
+                )
+            if self.live:
+                with self._applied:
+                    self._applied.wait(min(left, poll))
+            else:
+                time.sleep(min(left, poll))
+                self.refresh()
+
+    #: set by a consumer running in this process: batches arrive without polling
+    live = False
 
     # -- name resolution ----------------------------------------------------------------
 
@@ -171,8 +239,10 @@ class Index:
 
     def check(self, subject: str, group: str) -> bool:
         """Whether ``subject`` is in ``group``, directly or through nested groups."""
-        if self._r.dirty():
-            self._sync()
+        with self._r.lock:
+            return self._check(subject, group)
+
+    def _check(self, subject: str, group: str) -> bool:
         gid = self._group_id(group)
         kind, sgid, key = self._parse_subject(subject)
         if gid is None:
@@ -189,13 +259,16 @@ class Index:
         return wild is not None and wild.intersect(g2g)
 
     def check_many(self, pairs: Any) -> list[bool]:
-        """``check`` for each ``(subject, group)`` pair, in order."""
-        return [self.check(s, g) for s, g in pairs]
+        """``check`` for each ``(subject, group)`` pair, in order, from one version."""
+        with self._r.lock:
+            return [self._check(s, g) for s, g in pairs]
 
     def groups_of(self, subject: str) -> list[str]:
         """Every group the subject is in, transitively, sorted by name."""
-        if self._r.dirty():
-            self._sync()
+        with self._r.lock:
+            return self._groups_of(subject)
+
+    def _groups_of(self, subject: str) -> list[str]:
         kind, sgid, key = self._parse_subject(subject)
         if kind == "set":
             if sgid is None:
@@ -216,13 +289,15 @@ class Index:
         Paginate with ``after``: the next page starts after that subject name. A
         wildcard member appears as ``ns:*``.
         """
+        with self._r.lock:
+            return self._members_of(group, limit, after)
+
+    def _members_of(self, group: str, limit: int | None, after: str | None) -> list[str]:
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise InvalidInput(f"limit must be a non-negative integer, not {limit!r}")
         if after is not None:
             if not isinstance(after, str) or not after:
                 raise InvalidInput(f"after must be a subject name, not {after!r}")
-        if self._r.dirty():
-            self._sync()
         gid = self._group_id(group)
         if gid is None or limit == 0:
             return []
@@ -234,8 +309,10 @@ class Index:
 
         Returns None when the subject is not a member.
         """
-        if self._r.dirty():
-            self._sync()
+        with self._r.lock:
+            return self._explain(subject, group)
+
+    def _explain(self, subject: str, group: str) -> list[str] | None:
         gid = self._group_id(group)
         kind, sgid, key = self._parse_subject(subject)
         if gid is None:
@@ -269,4 +346,5 @@ class Index:
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes of the index and its layers."""
-        return self._r.stats()
+        with self._r.lock:
+            return self._r.stats()

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
+from collections.abc import Callable
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,42 @@ from rocksdict import Rdict
 
 from leopard.config import Config
 from leopard.errors import StorageError
-from leopard.storage import IndexDir, dir_size, gkey, open_db, read_meta
+from leopard.storage import SET_FAMILIES, IndexDir, dir_size, gkey, iter_family, open_db, read_meta
 from leopard.tokens import encode_token
 
-__all__ = ["SetReader", "Overlay"]
+__all__ = ["SetReader", "Overlay", "open_delta", "load_overlay"]
+
+Listener = Callable[[dict[str, dict[bytes, bytes | None]]], None]
+
+
+def open_delta(generation: Path, *, read_only: bool) -> Rdict | None:
+    """The incremental layer's RocksDB of a generation (None if read-only and absent)."""
+    path = generation / "delta"
+    if read_only and not (path / "CURRENT").exists():
+        return None
+    return open_db(path, read_only=read_only, cache_bytes=64 << 20)
+
+
+def load_overlay(db: Rdict, overlay: Overlay) -> None:
+    """Read a whole incremental layer into memory."""
+    for family in SET_FAMILIES:
+        fam = overlay.sets.setdefault(family, {})
+        for key, value in iter_family(db, family):
+            fam[key] = value
+    raw = db.get(b"position")
+    if raw:
+        overlay.position = json.loads(raw.decode())
+    raw = db.get(b"next_subject")
+    overlay.next_subject = int(raw.decode()) if raw else None
+    raw = db.get(b"seq")
+    overlay.seq = int(raw.decode()) if raw else 0
+    names = []
+    it = db.iter()
+    it.seek(b"group:")
+    while it.valid() and it.key().startswith(b"group:"):
+        names.append(it.value().decode())
+        it.next()
+    overlay.group_names = names
 
 _U32 = struct.Struct(">I")
 _EMPTY = BitMap()
@@ -82,9 +116,11 @@ class SetReader:
         self.base_subjects = int(meta.get("subjects", 0))
         self.overlay = Overlay()
         self.overlay.position = dict(meta.get("position", {}))
+        self.lock = threading.RLock()
+        self.listeners: list[Listener] = []
         self._families = {
             name: base.get_column_family(name)
-            for name in ("m2g", "sname", "g2g", "g2a", "g2m", "child", "parent")
+            for name in SET_FAMILIES
         }
 
     @classmethod
@@ -97,7 +133,29 @@ class SetReader:
         except BaseException:
             base.close()
             raise
-        return cls(p, gen, base, meta)
+        reader = cls(p, gen, base, meta)
+        reader._load_delta()
+        return reader
+
+    def _load_delta(self) -> None:
+        delta = open_delta(self.generation, read_only=True)
+        if delta is None:
+            return
+        try:
+            fresh = Overlay()
+            fresh.position = dict(self.meta.get("position", {}))
+            load_overlay(delta, fresh)
+        finally:
+            delta.close()
+        self._install(fresh)
+
+    def _install(self, fresh: Overlay) -> None:
+        for i, name in enumerate(fresh.group_names):
+            fresh.group_ids[name] = len(self.base_groups) + i
+        with self.lock:
+            self.overlay = fresh
+        for listener in self.listeners:
+            listener({})
 
     def close(self) -> None:
         try:
@@ -110,12 +168,50 @@ class SetReader:
     def version_key(self) -> tuple[str, int]:
         return (self.generation.name, self.overlay.seq)
 
-    def dirty(self) -> bool:
-        """Whether the overlay changed since the index last looked (in-process writers)."""
-        return False
+    def refresh(self) -> bool:
+        """Re-read an incremental layer that another process writes; whether it changed."""
+        delta = open_delta(self.generation, read_only=True)
+        if delta is None:
+            return False
+        try:
+            raw = delta.get(b"seq")
+            seq = int(raw.decode()) if raw else 0
+            if seq == self.overlay.seq:
+                return False
+            fresh = Overlay()
+            fresh.position = dict(self.meta.get("position", {}))
+            load_overlay(delta, fresh)
+        finally:
+            delta.close()
+        self._install(fresh)
+        return True
 
-    def refresh(self) -> None:
-        """Hook for layers that can change under a reader; the base alone cannot."""
+    def next_subject(self) -> int:
+        n = self.overlay.next_subject
+        return self.base_subjects if n is None else n
+
+    def apply_overlay(
+        self,
+        updates: dict[str, dict[bytes, bytes | None]],
+        new_groups: list[str],
+        next_subject: int,
+        position: dict[str, int],
+        seq: int,
+    ) -> None:
+        """Install one persisted batch in memory, atomically for readers holding the lock."""
+        ov = self.overlay
+        with self.lock:
+            for family, entries in updates.items():
+                ov.sets.setdefault(family, {}).update(entries)
+            first = self.group_count()
+            for i, name in enumerate(new_groups):
+                ov.group_names.append(name)
+                ov.group_ids[name] = first + i
+            ov.next_subject = next_subject
+            ov.position = position
+            ov.seq = seq
+            for listener in self.listeners:
+                listener(updates)
 
     @property
     def position(self) -> dict[str, int]:
@@ -134,6 +230,9 @@ class SetReader:
             return self._families[family].get(key)
         except Exception as exc:
             raise StorageError(f"read of {family} from {self.path} failed: {exc}") from exc
+
+    def raw(self, family: str, key: bytes) -> bytes | None:
+        return self._get(family, key)
 
     def bitmap(self, family: str, gid: int) -> BitMap:
         raw = self._get(family, gkey(gid))
@@ -212,7 +311,7 @@ class SetReader:
             "generation": self.generation.name,
             "format_version": self.meta.get("format_version"),
             "groups": self.group_count(),
-            "subjects": self.base_subjects,
+            "subjects": self.next_subject(),
             "base_groups": len(self.base_groups),
             "base_subjects": self.base_subjects,
             "overlay_sets": self.overlay.size(),
