@@ -22,8 +22,9 @@ the deliberate ring and self-loop edges; that is what makes ``cycles=False`` a D
 bounds the longest nesting chain by ``max_depth``.
 
 Speed: the group structure (a few percent of the tuples) is built once in memory;
-user memberships are then drawn in fixed chunks of users with one random stream per
-chunk, so memory stays flat and the output does not depend on the machine. Lines are
+user memberships are then drawn in chunks of at most 100,000 users, each with its own
+random stream and sized from the spec alone, so memory stays flat and the output does
+not depend on the machine. Lines are
 formatted column-wise with pyarrow (take precomputed ``group:…#member@user:u`` heads,
 join them with zero-padded user ids) and written as one buffer per chunk.
 """
@@ -400,7 +401,7 @@ def _join(*parts: Any) -> memoryview:
 
 
 @contextmanager
-def _sink(out: BinaryIO | str | Path) -> Iterator[Callable[[memoryview], None]]:
+def _sink(out: BinaryIO | str | Path) -> Iterator[Callable[[memoryview], object]]:
     """A ``write(buffer)`` for ``out``. A ``.gz`` path is compressed (level 1) on a
     second thread, since zlib releases the GIL, so formatting and deflating overlap."""
     if not isinstance(out, str | Path):
@@ -455,6 +456,12 @@ def generate(
     org = _build_org(spec)
     leaf, deep_group, deep_levels, non_member = _pick_samples(org, spec.max_depth)
     n_groups = len(org.names)
+    nested = len(org.parent)
+    if spec.tuples <= nested + len(org.wildcard_groups):
+        raise InvalidInput(
+            f"tuples={spec.tuples!r} is too few for max_depth={spec.max_depth}: the group "
+            f"structure alone takes {nested + len(org.wildcard_groups):,} tuples"
+        )
     ns_group, ns_user = f"{spec.namespace_prefix}group", f"{spec.namespace_prefix}user"
     rel_names = ("member", "manager" if spec.rewrites else "member")
 
@@ -484,7 +491,6 @@ def generate(
             if progress is not None:
                 progress(written)
 
-        nested = len(org.parent)
         emit(
             _join(
                 group_heads.take(pa.array(org.parent + org.rel.astype(np.int64) * n_groups)),
@@ -500,11 +506,6 @@ def generate(
         seen[org.wildcard_groups] = True
 
         budget = spec.tuples - written
-        if budget < 1:
-            raise InvalidInput(
-                f"tuples={spec.tuples!r} is too few for max_depth={spec.max_depth}: the "
-                f"group structure alone takes {written:,}"
-            )
         users = managers = 0
         chunk = 0
         while budget > 0:
@@ -547,7 +548,7 @@ def generate(
         cycles=org.cycles,
         max_depth=spec.max_depth,
         seconds=time.perf_counter() - t0,
-        manager_tuples=managers + int((org.rel == _MANAGER).sum()) if spec.rewrites else 0,
+        manager_tuples=managers + int((org.rel == _MANAGER).sum()),
         bytes=n_bytes,
         deep_user=deep_user if deep_group is not None else None,
         deep_group=gname(deep_group),
