@@ -18,6 +18,7 @@ Steps:
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from array import array
@@ -34,8 +35,8 @@ from pyroaring import BitMap
 
 from leopard.closure import Graph, closures, condense, depths, dfs_order
 from leopard.config import DEFAULT_RELATION, Config
-from leopard.tuples import RelationTuple
 from leopard.storage import FORMAT_VERSION, BatchWriter, IndexDir, dir_size, gkey, open_db
+from leopard.tuples import RelationTuple
 
 __all__ = ["BuildReport", "build_from_batches", "Position", "table_from_tuples", "COLUMNS"]
 
@@ -83,35 +84,63 @@ def table_from_tuples(tuples: Iterable[RelationTuple]) -> pa.Table:
 
 
 class _Collector:
-    """Classifies tuple batches into nesting edges and leaf memberships.
+    """Classifies tuple batches into nesting edges and leaf memberships, interning names.
+
+    Interning is per batch on the dictionary of distinct names (Arrow's
+    ``dictionary_encode``), so Python touches each distinct name of a batch once
+    instead of every row. Leaf ids here are in order of first appearance; the build
+    renumbers them in name order at the end.
 
     For a set fed by several stored relations it also records which ones feed each
-    edge (a bit per source), so the incremental layer can tell whether deleting one
-    stored tuple leaves the edge supported by another.
+    edge (a bit per source), so that the incremental layer can tell whether deleting
+    one stored tuple leaves the edge fed by another.
     """
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.parents: list[pa.Array] = []
-        self.children: list[pa.Array] = []
-        self.m_groups: list[pa.Array] = []
-        self.m_leaves: list[pa.Array] = []
-        # support of multi-source sets: (group, subject, is_nested, source bit)
-        self.s_groups: list[pa.Array] = []
-        self.s_subjects: list[pa.Array] = []
-        self.s_nested: list[pa.Array] = []
-        self.s_bits: list[pa.Array] = []
+        self.group_ids: dict[str, int] = {}
+        self.group_names: list[str] = []
+        self.leaf_ids: dict[str, int] = {}
+        self.leaf_names: list[str] = []
+        # edges as parallel arrays; `flag` marks rows fed by a set's non-first source
+        self.n_parent: list[np.ndarray] = []
+        self.n_child: list[np.ndarray] = []
+        self.n_flag: list[np.ndarray] = []
+        self.m_group: list[np.ndarray] = []
+        self.m_leaf: list[np.ndarray] = []
+        self.m_flag: list[np.ndarray] = []
+        # (group, nested, other, source bit) of rows fed by a non-first source
+        self.extra_bits: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self.skipped: Counter[str] = Counter()
         self.read = 0
         self.indexed = 0
         self.wildcards = 0
         self.opaque = 0
-        if config.is_default:
-            self.set_keys: pa.Array | None = None
-        else:
-            self.set_keys = pa.array(
-                sorted({f"{s.namespace}#{s.relation}" for s in config.sets or ()}), pa.string()
-            )
+
+    # -- interning ------------------------------------------------------------------
+
+    def _group(self, name: str) -> int:
+        gid = self.group_ids.get(name)
+        if gid is None:
+            gid = self.group_ids[name] = len(self.group_names)
+            self.group_names.append(name)
+        return gid
+
+    def _leaf(self, name: str) -> int:
+        lid = self.leaf_ids.get(name)
+        if lid is None:
+            lid = self.leaf_ids[name] = len(self.leaf_names)
+            self.leaf_names.append(name)
+        return lid
+
+    @staticmethod
+    def _encode(keys: Any) -> tuple[list[str], np.ndarray]:
+        if isinstance(keys, pa.ChunkedArray):
+            keys = keys.combine_chunks()
+        enc = pc.dictionary_encode(keys)
+        return enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False)
+
+    # -- batches --------------------------------------------------------------------
 
     def add(self, table: pa.Table) -> None:
         n = table.num_rows
@@ -120,7 +149,7 @@ class _Collector:
         self.read += n
         rns, rel = table["rns"], table["rel"]
         selections: list[tuple[str, Any, list[str]]] = []
-        if self.set_keys is None:
+        if self.config.is_default:
             selections.append((DEFAULT_RELATION, pc.equal(rel, DEFAULT_RELATION), []))
         else:
             for sc in self.config.sets or ():
@@ -131,52 +160,111 @@ class _Collector:
         fed = selections[0][1]
         for _, mask, _ in selections[1:]:
             fed = pc.or_(fed, mask)
-        self.indexed += pc.sum(fed).as_py() or 0
-        unfed = pc.invert(fed)
-        if pc.any(unfed).as_py():
+        n_fed = pc.sum(fed).as_py() or 0
+        self.indexed += n_fed
+        if n_fed < n:
+            unfed = pc.invert(fed)
             keys = pc.binary_join_element_wise(pc.filter(rns, unfed), pc.filter(rel, unfed), "#")
             for item in pc.value_counts(keys).to_pylist():
                 self.skipped[f"{item['values']} is not fed into an indexed set"] += item["counts"]
         for set_rel, mask, sources in selections:
-            if pc.any(mask).as_py():
+            hits = pc.sum(mask).as_py() or 0
+            if hits == n:
+                self._add_fed(table, set_rel, sources)
+            elif hits:
                 self._add_fed(table.filter(mask), set_rel, sources)
 
     def _add_fed(self, t: pa.Table, set_rel: str, sources: list[str]) -> None:
-        group = pc.binary_join_element_wise(
-            pc.binary_join_element_wise(t["rns"], t["rid"], ":"), pa.scalar(set_rel), "#"
-        )
-        sns, sid, srel = t["sns"], t["sid"], t["srel"]
-        has_rel = pc.is_valid(srel)
-        if self.set_keys is None:
-            nested = pc.and_kleene(has_rel, pc.equal(srel, DEFAULT_RELATION))
-        else:
-            nested = pc.and_kleene(
-                has_rel,
-                pc.is_in(pc.binary_join_element_wise(sns, srel, "#"), value_set=self.set_keys),
-            )
-        nested = pc.fill_null(nested, False)
-        obj = pc.binary_join_element_wise(sns, sid, ":")
-        subject = pc.coalesce(pc.binary_join_element_wise(obj, srel, "#"), obj)
-        leaf = pc.invert(nested)
-        self.opaque += pc.sum(pc.and_(has_rel, leaf)).as_py() or 0
-        self.wildcards += pc.sum(pc.equal(sid, "*")).as_py() or 0
-        self.parents.append(pc.filter(group, nested).combine_chunks())
-        self.children.append(pc.filter(subject, nested).combine_chunks())
-        self.m_groups.append(pc.filter(group, leaf).combine_chunks())
-        self.m_leaves.append(pc.filter(subject, leaf).combine_chunks())
+        n = t.num_rows
+        suffix = "#" + set_rel
+        names, idx = self._encode(pc.binary_join_element_wise(t["rns"], t["rid"], ":"))
+        gid_of = np.fromiter((self._group(v + suffix) for v in names), np.int64, len(names))
+        gids = gid_of[idx]
         if len(sources) > 1:
-            self.s_groups.append(group.combine_chunks())
-            self.s_subjects.append(subject.combine_chunks())
-            self.s_nested.append(nested.combine_chunks())
-            self.s_bits.append(
-                pc.index_in(t["rel"], value_set=pa.array(sources)).combine_chunks()
+            bits = pc.index_in(t["rel"], value_set=pa.array(sources)).to_numpy(zero_copy_only=False)
+        else:
+            bits = np.zeros(n, dtype=np.int64)
+        sid = t["sid"]
+        self.wildcards += pc.sum(pc.equal(sid, "*")).as_py() or 0
+        srel = t["srel"]
+        with_rel = srel.null_count != n  # any userset subjects in this batch?
+        plain = pc.is_null(srel) if with_rel else None
+        # plain subjects: leaves
+        sub = t if plain is None else t.filter(plain)
+        if sub.num_rows:
+            names, idx = self._encode(pc.binary_join_element_wise(sub["sns"], sub["sid"], ":"))
+            lid_of = np.fromiter((self._leaf(v) for v in names), np.int64, len(names))
+            rows = slice(None) if plain is None else plain.to_numpy(zero_copy_only=False)
+            self._add_edges(False, gids[rows], lid_of[idx], bits[rows])
+        if plain is None:
+            return
+        # usersets: nested sets, or opaque leaves when not an indexed set
+        userset = pc.invert(plain).to_numpy(zero_copy_only=False)
+        sub = t.filter(pc.invert(plain))
+        keys = pc.binary_join_element_wise(
+            pc.binary_join_element_wise(sub["sns"], sub["sid"], ":"), sub["srel"], "#"
+        )
+        names, idx = self._encode(keys)
+        is_set = np.fromiter((self._is_set(v) for v in names), bool, len(names))
+        ref = np.fromiter(
+            (self._group(v) if s else self._leaf(v) for v, s in zip(names, is_set, strict=True)),
+            np.int64,
+            len(names),
+        )
+        nested = is_set[idx]
+        other = ref[idx]
+        g, b = gids[userset], bits[userset]
+        self.opaque += int((~nested).sum())
+        self._add_edges(True, g[nested], other[nested], b[nested])
+        self._add_edges(False, g[~nested], other[~nested], b[~nested])
+
+    def _is_set(self, name: str) -> bool:
+        obj, _, rel = name.rpartition("#")
+        return self.config.is_set(obj[: obj.index(":")], rel)
+
+    def _add_edges(self, nested: bool, g: np.ndarray, other: np.ndarray, bits: np.ndarray) -> None:
+        if not len(g):
+            return
+        flag = bits != 0
+        if nested:
+            self.n_parent.append(g)
+            self.n_child.append(other)
+            self.n_flag.append(flag)
+        else:
+            self.m_group.append(g)
+            self.m_leaf.append(other)
+            self.m_flag.append(flag)
+        if flag.any():
+            nz = np.flatnonzero(flag)
+            self.extra_bits.append(
+                (g[nz], np.full(len(nz), nested), other[nz], bits[nz].astype(np.int64))
             )
 
 
-def _concat(arrays: list[pa.Array]) -> pa.Array:
-    if not arrays:
-        return pa.array([], pa.string())
-    return pa.concat_arrays([a.cast(pa.string()) for a in arrays])
+def _cat(parts: list[np.ndarray], dtype: Any = np.int64) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+
+def _edges(
+    parent: np.ndarray, other: np.ndarray, flag: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct ``parent<<32|other`` keys, sorted, and which of them a first source feeds.
+
+    The flag rides in the lowest bit during the one sort the deduplication needs
+    anyway, so knowing whether an edge also has a first-source row costs nothing.
+    """
+    if not len(parent):
+        return np.zeros(0, np.uint64), np.zeros(0, bool)
+    key = (parent.astype(np.uint64) << np.uint64(33)) | (other.astype(np.uint64) << np.uint64(1))
+    key |= flag.astype(np.uint64)
+    key.sort()
+    edge = key >> np.uint64(1)
+    first = np.empty(len(key), dtype=bool)
+    first[0] = True
+    np.not_equal(edge[1:], edge[:-1], out=first[1:])
+    # the first row of each edge has the smallest flag: 0 when a first source feeds it
+    fed_by_first = (key[first] & np.uint64(1)) == 0
+    return edge[first], fed_by_first
 
 
 def support_key(gid: int, nested: bool, other: int) -> bytes:
@@ -185,32 +273,35 @@ def support_key(gid: int, nested: bool, other: int) -> bytes:
 
 
 def _support(
-    col: _Collector, group_names: pa.Array, leaf_names: pa.Array, new_id: np.ndarray
+    col: _Collector,
+    edges: dict[bool, tuple[np.ndarray, np.ndarray]],
+    group_id: np.ndarray,
+    leaf_id: np.ndarray,
 ) -> list[tuple[bytes, bytes]]:
-    """Support masks of the edges of multi-source sets, as (key, value) pairs."""
-    if not col.s_groups:
+    """Support masks of the edges that are not fed by their set's first source alone."""
+    if not col.extra_bits:
         return []
-    g = new_id[pc.index_in(_concat(col.s_groups), value_set=group_names).to_numpy()]
-    nested = pa.concat_arrays(col.s_nested).to_numpy(zero_copy_only=False)
-    subjects = _concat(col.s_subjects)
-    as_group = pc.fill_null(pc.index_in(subjects, value_set=group_names), 0).to_numpy()
-    as_leaf = pc.fill_null(pc.index_in(subjects, value_set=leaf_names), 0).to_numpy()
-    other = np.where(nested, new_id[as_group], as_leaf).astype(np.uint64)
-    bits = pa.concat_arrays(col.s_bits).to_numpy(zero_copy_only=False).astype(np.uint64)
-    key = (g.astype(np.uint64) << np.uint64(33)) | (nested.astype(np.uint64) << np.uint64(32)) | other
-    uniq, inverse = np.unique(key, return_inverse=True)
-    masks = np.zeros(len(uniq), dtype=np.uint64)
-    np.bitwise_or.at(masks, inverse, np.left_shift(np.uint64(1), bits))
+    masks: dict[tuple[int, bool, int], int] = {}
+    for g, nested, other, bits in col.extra_bits:
+        for gi, ni, oi, bi in zip(
+            g.tolist(), nested.tolist(), other.tolist(), bits.tolist(), strict=True
+        ):
+            k = (gi, ni, oi)
+            masks[k] = masks.get(k, 0) | (1 << bi)
     out = []
-    # An edge fed by the first source alone is the common case and needs no entry.
-    keep = masks != np.uint64(1)
-    for k, m in zip(uniq[keep].tolist(), masks[keep].tolist(), strict=True):
-        out.append((support_key(k >> 33, bool((k >> 32) & 1), k & 0xFFFFFFFF), m.to_bytes(8, "little")))
+    for (g, nested, other), mask in masks.items():
+        keys, fed_by_first = edges[nested]
+        pos = np.searchsorted(keys, np.uint64((g << 32) | other))
+        if pos < len(keys) and fed_by_first[pos]:
+            mask |= 1
+        final_other = int(group_id[other]) if nested else int(leaf_id[other])
+        out.append((support_key(int(group_id[g]), nested, final_other), mask.to_bytes(8, "little")))
+    out.sort()
     return out
 
 
 def _split_sorted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For uint64 ``hi<<32|lo`` keys, sorted: the distinct ``hi``, run starts and the ``lo``s."""
+    """For uint64 ``hi<<32|lo`` keys, sorted: the distinct ``hi``, run bounds and the ``lo``s."""
     hi = (keys >> np.uint64(32)).astype(np.int64)
     lo = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     if len(hi) == 0:
@@ -218,6 +309,15 @@ def _split_sorted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     starts = np.flatnonzero(np.diff(hi)) + 1
     bounds = np.concatenate(([0], starts, [len(hi)]))
     return hi[bounds[:-1]], bounds, lo
+
+
+def _remap(keys: np.ndarray, hi_map: np.ndarray, lo_map: np.ndarray, swap: bool) -> np.ndarray:
+    """Renumber ``hi<<32|lo`` keys (optionally swapping the halves) and sort them."""
+    hi = hi_map[(keys >> np.uint64(32)).astype(np.int64)].astype(np.uint64)
+    lo = lo_map[(keys & np.uint64(0xFFFFFFFF)).astype(np.int64)].astype(np.uint64)
+    out = (lo << np.uint64(32)) | hi if swap else (hi << np.uint64(32)) | lo
+    out.sort()
+    return out
 
 
 def build_from_batches(
@@ -252,32 +352,37 @@ def build_from_batches(
 
     index_dir = IndexDir(path)
     tmp = index_dir.prepare()
+    # Millions of short-lived ints and bytes would trigger a full collection again
+    # and again; nothing built here forms reference cycles.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         col = _Collector(config)
         for batch in batches:
             col.add(batch)
         phase("read")
 
-        parents = _concat(col.parents)
-        children = _concat(col.children)
-        m_groups = _concat(col.m_groups)
-        m_leaves = _concat(col.m_leaves)
-        col.parents = col.children = col.m_groups = col.m_leaves = []
-
-        # -- intern -------------------------------------------------------------
-        group_names = pc.unique(pa.concat_arrays([m_groups, parents, children]))
-        n_groups = len(group_names)
-        p_tmp = pc.index_in(parents, value_set=group_names).to_numpy()
-        c_tmp = pc.index_in(children, value_set=group_names).to_numpy()
-        mg_tmp = pc.index_in(m_groups, value_set=group_names).to_numpy()
-        leaf_names = pc.unique(m_leaves)
-        leaf_names = pc.take(leaf_names, pc.sort_indices(leaf_names))
-        leaf_ids = pc.index_in(m_leaves, value_set=leaf_names).to_numpy().astype(np.uint64)
-        del parents, children, m_groups, m_leaves
+        n_groups = len(col.group_names)
+        n_leaves = len(col.leaf_names)
+        n_p, n_c = _cat(col.n_parent), _cat(col.n_child)
+        nested = _edges(n_p, n_c, _cat(col.n_flag, bool))
+        member = _edges(_cat(col.m_group), _cat(col.m_leaf), _cat(col.m_flag, bool))
+        col.n_parent = col.n_child = col.m_group = col.m_leaf = []
+        col.n_flag = col.m_flag = []
+        # leaf ids in name order, so pages of members_of are id ranges
+        leaf_names = pa.array(col.leaf_names, pa.string())
+        by_name = pc.sort_indices(leaf_names).to_numpy()
+        leaf_id = np.empty(n_leaves, dtype=np.int64)
+        leaf_id[by_name] = np.arange(n_leaves, dtype=np.int64)
         phase("intern")
 
         # -- closure ------------------------------------------------------------
-        graph = Graph.from_edges(n_groups, p_tmp, c_tmp)
+        down_tmp = nested[0]
+        graph = Graph.from_edges(
+            n_groups,
+            (down_tmp >> np.uint64(32)).astype(np.int64),
+            (down_tmp & np.uint64(0xFFFFFFFF)).astype(np.int64),
+        )
         cond = condense(graph)
         if id_order == "dfs":
             new_id = dfs_order(cond)
@@ -288,20 +393,15 @@ def build_from_batches(
         depth = depths(cond)
         phase("closure")
 
-        # final group numbering
         order = np.argsort(new_id)
-        names_in_order = pc.take(group_names, pa.array(order)).to_pylist()
+        names_in_order = [col.group_names[i] for i in order.tolist()]
         comp_of = cond.comp[order].tolist()  # component of each final id
-
-        # direct edges by final id
-        ep = new_id[p_tmp].astype(np.uint64) if len(p_tmp) else np.zeros(0, np.uint64)
-        ec = new_id[c_tmp].astype(np.uint64) if len(c_tmp) else np.zeros(0, np.uint64)
-        down = np.unique(ep << np.uint64(32) | ec)
-        up = np.unique(ec << np.uint64(32) | ep)
-        mg = new_id[mg_tmp].astype(np.uint64) if len(mg_tmp) else np.zeros(0, np.uint64)
-        by_group = np.unique(mg << np.uint64(32) | leaf_ids)
-        by_leaf = np.sort(leaf_ids << np.uint64(32) | mg)
-        support = _support(col, group_names, leaf_names, new_id)
+        down = _remap(down_tmp, new_id, new_id, swap=False)
+        up = _remap(down_tmp, new_id, new_id, swap=True)
+        by_group = _remap(member[0], new_id, leaf_id, swap=False)
+        by_leaf = _remap(member[0], new_id, leaf_id, swap=True)
+        support = _support(col, {True: nested, False: member}, new_id, leaf_id)
+        del member, nested
         phase("edges")
 
         # -- write --------------------------------------------------------------
@@ -326,7 +426,7 @@ def build_from_batches(
             phase("write groups")
 
             heads, bounds, lows = _split_sorted(by_leaf)
-            names_py = leaf_names.to_pylist()
+            names_py = pc.take(leaf_names, pa.array(by_name)).to_pylist()
             low_bytes = lows.tobytes()
             b_list = bounds.tolist()
             for i, sid in enumerate(heads.tolist()):
@@ -342,9 +442,7 @@ def build_from_batches(
             sizes = np.diff(_split_sorted(by_group)[1]) if len(by_group) else np.zeros(0)
             g2m_heads = _split_sorted(by_group)[0]
             direct_size = dict(zip(g2m_heads.tolist(), sizes.tolist(), strict=True))
-            candidates = sorted(
-                range(cond.count), key=lambda c: len(g2g[c]), reverse=True
-            )[:3]
+            candidates = sorted(range(cond.count), key=lambda c: len(g2g[c]), reverse=True)[:3]
             largest, largest_n = None, 0
             g2m_cache: dict[int, BitMap] = {}
             if len(by_group):
@@ -376,7 +474,7 @@ def build_from_batches(
             report.skipped = dict(col.skipped.most_common())
             report.rejected = rejected() if rejected else 0
             report.groups = n_groups
-            report.subjects = len(leaf_names)
+            report.subjects = n_leaves
             report.member_edges = int(len(by_group))
             report.nested_edges = int(len(down))
             report.wildcards = col.wildcards
@@ -392,7 +490,7 @@ def build_from_batches(
                 "config": json.loads(config.to_json()),
                 "position": dict(position or {}),
                 "groups": n_groups,
-                "subjects": len(leaf_names),
+                "subjects": n_leaves,
                 "built_at": time.time(),
                 "id_order": id_order,
             }
@@ -400,7 +498,6 @@ def build_from_batches(
             w.put_meta(b"meta", json.dumps(meta, sort_keys=True).encode())
             w.put_meta(b"format", str(FORMAT_VERSION).encode())
             w.finish()
-            db.compact_range(None, None)
         finally:
             db.close()
         phase("flush")
@@ -412,6 +509,9 @@ def build_from_batches(
     except BaseException:
         index_dir.abandon(tmp)
         raise
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return report
 
 

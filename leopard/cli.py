@@ -12,7 +12,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -64,7 +63,11 @@ def _open(index_path: str | None):  # type: ignore[no-untyped-def]
 
 
 def _emit(value: Any, as_json: bool, text: Callable[[Any], str]) -> None:
-    click.echo(json.dumps(value, indent=None if not isinstance(value, dict) else 2) if as_json else text(value))
+    click.echo(
+        json.dumps(value, indent=None if not isinstance(value, dict) else 2)
+        if as_json
+        else text(value)
+    )
 
 
 def parse_position(text: str | None) -> dict[str, int]:
@@ -104,7 +107,9 @@ def main() -> None:
 @main.command()
 @click.argument("snapshots", nargs=-1, required=True, metavar="SNAPSHOT...")
 @index_option
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML set configuration.")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="TOML set configuration."
+)
 @click.option(
     "--format",
     "fmt",
@@ -336,7 +341,15 @@ def stats(index_path: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
-    for key in ("path", "generation", "groups", "subjects", "overlay_sets", "bytes_on_disk", "version"):
+    for key in (
+        "path",
+        "generation",
+        "groups",
+        "subjects",
+        "overlay_sets",
+        "bytes_on_disk",
+        "version",
+    ):
         click.echo(f"{key:<14} {s[key]}")
     click.echo(f"{'position':<14} {json.dumps(s['position'])}")
     if s.get("build"):

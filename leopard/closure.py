@@ -24,12 +24,27 @@ from dataclasses import dataclass
 import numpy as np
 from pyroaring import BitMap
 
-__all__ = ["Graph", "Condensation", "condense", "dfs_order", "closures", "depths"]
+__all__ = ["Graph", "Condensation", "condense", "dfs_order", "closures", "depths", "unique_u64"]
+
+
+def unique_u64(keys: np.ndarray) -> np.ndarray:
+    """Sorted distinct values. A sort and a mask: numpy 2.3+'s hash-based
+    ``np.unique`` is many times slower on large integer arrays."""
+    out = np.sort(keys)
+    if len(out) < 2:
+        return out
+    keep = np.empty(len(out), dtype=bool)
+    keep[0] = True
+    np.not_equal(out[1:], out[:-1], out=keep[1:])
+    return out[keep]
 
 
 @dataclass
 class Graph:
-    """Adjacency of ``n`` nodes in CSR form: children of ``v`` are ``indices[indptr[v]:indptr[v+1]]``."""
+    """Adjacency of ``n`` nodes in CSR form.
+
+    The children of ``v`` are ``indices[indptr[v]:indptr[v+1]]``.
+    """
 
     n: int
     indptr: np.ndarray
@@ -39,7 +54,9 @@ class Graph:
     def from_edges(cls, n: int, parents: np.ndarray, children: np.ndarray) -> Graph:
         """Build from edge arrays; duplicate edges are removed."""
         if len(parents):
-            key = np.unique(parents.astype(np.uint64) << np.uint64(32) | children.astype(np.uint64))
+            key = unique_u64(
+                parents.astype(np.uint64) << np.uint64(32) | children.astype(np.uint64)
+            )
             src = (key >> np.uint64(32)).astype(np.int64)
             dst = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
         else:
@@ -152,7 +169,9 @@ def condense(g: Graph) -> Condensation:
     keep = src != dst
     children: list[list[int]] = [[] for _ in members]
     if keep.any():
-        pairs = np.unique(src[keep].astype(np.uint64) << np.uint64(32) | dst[keep].astype(np.uint64))
+        pairs = unique_u64(
+            src[keep].astype(np.uint64) << np.uint64(32) | dst[keep].astype(np.uint64)
+        )
         ps = (pairs >> np.uint64(32)).astype(np.int64).tolist()
         cs = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64).tolist()
         for p, c in zip(ps, cs, strict=True):
@@ -219,7 +238,7 @@ def closures(
 
 
 def depths(cond: Condensation) -> list[int]:
-    """Per component: the number of groups on the longest nesting chain below it, itself included."""
+    """Per component: the groups on the longest nesting chain below it, itself included."""
     out = [1] * cond.count
     for c in range(cond.count):
         kids = cond.children[c]

@@ -229,7 +229,9 @@ class DeltaWriter:
         rep.seconds = time.perf_counter() - started
         return rep
 
-    def _edge_support(self, w: _Work, key: bytes, present: bool, bit: int | None, add: bool) -> bool:
+    def _edge_support(
+        self, w: _Work, key: bytes, present: bool, bit: int | None, add: bool
+    ) -> bool:
         """Update the support mask of an edge; whether the edge exists afterwards."""
         if bit is None:
             return add

@@ -30,7 +30,7 @@ from leopard.errors import InvalidInput, InvalidTuple, StaleIndex
 from leopard.layers import SetReader
 from leopard.storage import IndexDir
 from leopard.tokens import decode_token, reached
-from leopard.tuples import parse_object, parse_subject
+from leopard.tuples import MAX_TUPLE_BYTES, parse_object, parse_subject
 
 __all__ = ["Index"]
 
@@ -41,6 +41,14 @@ _SUBJECT_RE = re.compile(rf"({_NS}):(\*|{_ID})(?:#({_REL}|\.\.\.))?")
 _GROUP_RE = re.compile(rf"({_NS}):({_ID})(?:#({_REL}))?")
 
 _CACHE_LIMIT = 200_000
+_SHORT = MAX_TUPLE_BYTES // 4  # no name this long in characters can exceed the byte limit
+
+
+def _long(name: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
+    """Match a long name, refusing it (no match) when it is over the byte limit."""
+    return pattern.fullmatch(name) if len(name.encode()) <= MAX_TUPLE_BYTES else None
+
+
 _U32 = struct.Struct(">I")
 
 
@@ -158,7 +166,7 @@ class Index:
             return gid if gid >= 0 else None
         if not isinstance(name, str):
             raise InvalidInput(f"group must be a string, not {type(name).__name__}")
-        m = _GROUP_RE.fullmatch(name)
+        m = _GROUP_RE.fullmatch(name) if len(name) <= _SHORT else _long(name, _GROUP_RE)
         if m is None:
             parse_object(name, what="group")  # raises with the precise reason
             raise InvalidTuple(f"{name!r} is not a valid group name")
@@ -195,7 +203,7 @@ class Index:
         """``("leaf", None, key)`` or ``("set", gid, key)`` for a subject name."""
         if not isinstance(name, str):
             raise InvalidInput(f"subject must be a string, not {type(name).__name__}")
-        m = _SUBJECT_RE.fullmatch(name)
+        m = _SUBJECT_RE.fullmatch(name) if len(name) <= _SHORT else _long(name, _SUBJECT_RE)
         if m is None:
             parse_subject(name)  # raises with the precise reason
             raise InvalidTuple(f"{name!r} is not a valid subject")

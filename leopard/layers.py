@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
-from collections.abc import Callable
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +61,7 @@ def load_overlay(db: Rdict, overlay: Overlay) -> None:
         names.append(it.value().decode())
         it.next()
     overlay.group_names = names
+
 
 _U32 = struct.Struct(">I")
 _EMPTY = BitMap()
@@ -118,10 +118,7 @@ class SetReader:
         self.overlay.position = dict(meta.get("position", {}))
         self.lock = threading.RLock()
         self.listeners: list[Listener] = []
-        self._families = {
-            name: base.get_column_family(name)
-            for name in SET_FAMILIES
-        }
+        self._families = {name: base.get_column_family(name) for name in SET_FAMILIES}
 
     @classmethod
     def open(cls, path: str | Path) -> SetReader:

@@ -206,9 +206,7 @@ def _split_object(text: str, obj: str, what: str, *, allow_wildcard: bool) -> tu
         return ns, oid
     if not _ID_RE.fullmatch(oid):
         bad = next(c for c in oid if not _ID_RE.fullmatch(c))
-        raise InvalidTuple(
-            f"{text!r}: id {oid!r} has the character {bad!r}; ids take {_ID_CHARS}"
-        )
+        raise InvalidTuple(f"{text!r}: id {oid!r} has the character {bad!r}; ids take {_ID_CHARS}")
     return ns, oid
 
 
