@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -245,9 +246,22 @@ def format_report(r: dict[str, Any], index_dir: str) -> str:
 @click.argument("subject")
 @click.argument("group")
 @index_option
+@click.option(
+    "--at-least",
+    metavar="TOKEN",
+    help="Wait (bounded by --max-wait) until the index has applied this version.",
+)
+@click.option("--max-wait", type=float, default=1.0, show_default=True, help="Seconds.")
 @json_option
 @_fail_cleanly
-def check(subject: str, group: str, index_path: str | None, as_json: bool) -> None:
+def check(
+    subject: str,
+    group: str,
+    index_path: str | None,
+    at_least: str | None,
+    max_wait: float,
+    as_json: bool,
+) -> None:
     """Print true if SUBJECT is in GROUP (directly or through nesting), else false.
 
     Exit status is 0 either way; errors exit 1.
@@ -258,6 +272,8 @@ def check(subject: str, group: str, index_path: str | None, as_json: bool) -> No
       leopard check group:backend#member group:eng#member
     """
     with _open(index_path) as ix:
+        if at_least:
+            ix.wait_for(at_least, max_wait)
         member = ix.check(subject, group)
         if as_json:
             click.echo(json.dumps({"member": member, "token": ix.version}))
@@ -354,6 +370,263 @@ def stats(index_path: str | None, as_json: bool) -> None:
     click.echo(f"{'position':<14} {json.dumps(s['position'])}")
     if s.get("build"):
         click.echo(format_report(s["build"], s["path"]))
+
+
+# -- maintenance ---------------------------------------------------------------------
+
+
+@main.command()
+@index_option
+@json_option
+@_fail_cleanly
+def compact(index_path: str | None, as_json: bool) -> None:
+    """Fold the incremental layer into a new base and swap it in.
+
+    Runs beside a live index: queries and a consumer in other processes keep going
+    (the consumer resumes from the new base's position).
+
+    \b
+    Example:
+      leopard compact --index ./idx
+    """
+    from leopard.compact import compact as run_compaction
+
+    index_dir = _need_index(index_path)
+    report = run_compaction(index_dir)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(format_report(report.to_dict(), index_dir))
+
+
+@main.command()
+@click.option("-n", "--tuples", type=int, default=100_000, show_default=True, help="Tuple count.")
+@click.option(
+    "--out", required=True, metavar="FILE", help="Output file (.gz compresses; - for stdout)."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--config-out", metavar="FILE", help="Also write the matching set configuration.")
+@click.option("--no-cycles", is_flag=True, help="A strict DAG (SpiceDB refuses cycles).")
+@click.option("--no-wildcards", is_flag=True)
+@click.option("--no-rewrites", is_flag=True, help="Only 'member' tuples, no 'manager'.")
+@click.option("--max-depth", type=int, default=15, show_default=True)
+@json_option
+@_fail_cleanly
+def gen(
+    tuples: int,
+    out: str,
+    seed: int,
+    config_out: str | None,
+    no_cycles: bool,
+    no_wildcards: bool,
+    no_rewrites: bool,
+    max_depth: int,
+    as_json: bool,
+) -> None:
+    """Generate a synthetic org (users, nested groups, cycles, wildcards) as tuples.
+
+    Deterministic by seed. The same as scripts/gen-org.
+
+    \b
+    Example:
+      leopard gen -n 1000000 --out org.txt --config-out org.toml
+    """
+    from leopard.gen import OrgSpec, config_toml, format_report, generate
+
+    spec = OrgSpec(
+        tuples=tuples,
+        seed=seed,
+        cycles=not no_cycles,
+        wildcards=not no_wildcards,
+        rewrites=not no_rewrites,
+        max_depth=max_depth,
+    )
+    if out == "-":
+        report = generate(spec, sys.stdout.buffer)
+    else:
+        report = generate(spec, out)
+    if config_out:
+        Path(config_out).write_text(config_toml(spec))
+    text = json.dumps(report.to_dict(), indent=2) if as_json else format_report(report)
+    click.echo(text, err=out == "-")
+
+
+# -- the stream ----------------------------------------------------------------------
+
+
+def broker_options(fn: F) -> F:
+    fn = click.option(
+        "--topic",
+        "topics",
+        multiple=True,
+        required=True,
+        envvar="LEOPARD_TOPIC",
+        help="Change topic (repeatable; default: $LEOPARD_TOPIC).",
+    )(fn)
+    return click.option(
+        "--brokers",
+        required=True,
+        envvar="LEOPARD_BROKERS",
+        metavar="HOST:PORT[,...]",
+        help="Kafka bootstrap servers (default: $LEOPARD_BROKERS).",
+    )(fn)
+
+
+def consumer_options(fn: F) -> F:
+    from ingest.events import CODECS
+
+    for decorator in reversed(
+        [
+            click.option("--group-id", default="leopard", show_default=True),
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(CODECS),
+                default="native",
+                show_default=True,
+                help="Change event format.",
+            ),
+            click.option(
+                "--codec-option",
+                "codec_options",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Codec option, e.g. debezium column names: subject_id=member_id.",
+            ),
+            click.option("--dlq-topic", help="Dead-letter topic (default: <topic>.dlq)."),
+            click.option(
+                "--compact-threshold",
+                type=int,
+                default=500_000,
+                show_default=True,
+                help="Compact when the incremental layer holds this many sets.",
+            ),
+        ]
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+def consumer_settings(
+    brokers: str,
+    topics: tuple[str, ...],
+    group_id: str,
+    fmt: str,
+    codec_options: tuple[str, ...],
+    dlq_topic: str | None,
+    compact_threshold: int,
+):  # type: ignore[no-untyped-def]
+    from ingest.consumer import ConsumerSettings
+
+    options = {}
+    for item in codec_options:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise InvalidInput(f"--codec-option {item!r} is not KEY=VALUE")
+        options[key] = value
+    return ConsumerSettings(
+        brokers=brokers,
+        topics=list(topics),
+        group_id=group_id,
+        format=fmt,
+        codec_options=options,
+        dlq_topic=dlq_topic,
+        compact_threshold=compact_threshold,
+    )
+
+
+@main.command()
+@index_option
+@broker_options
+@consumer_options
+@click.option("--idle-exit", type=float, help="Exit after this many seconds without messages.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every batch.")
+@_fail_cleanly
+def consume(
+    index_path: str | None,
+    brokers: str,
+    topics: tuple[str, ...],
+    group_id: str,
+    fmt: str,
+    codec_options: tuple[str, ...],
+    dlq_topic: str | None,
+    compact_threshold: int,
+    idle_exit: float | None,
+    verbose: bool,
+) -> None:
+    """Apply tuple changes from Kafka to the index, continuously.
+
+    Resumes from the offsets stored in the index (a fresh index starts where
+    'leopard build --position' said, else at the beginning). Each batch and its
+    offsets are written together, so a crash loses or doubles nothing. SIGTERM
+    finishes the batch in hand and exits.
+
+    \b
+    Example:
+      leopard consume --index ./idx --brokers 127.0.0.1:9092 --topic changes
+    """
+    import logging
+
+    from ingest.consumer import ChangeConsumer
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    settings = consumer_settings(
+        brokers, topics, group_id, fmt, codec_options, dlq_topic, compact_threshold
+    )
+
+    def progress(stats):  # type: ignore[no-untyped-def]
+        if verbose:
+            click.echo(
+                f"batch {stats.batches}: {stats.changes:,} changes, lag {stats.total_lag():,}, "
+                f"{stats.dead_letters} dead letters",
+                err=True,
+            )
+
+    consumer = ChangeConsumer(_need_index(index_path), settings, on_batch=progress)
+    consumer.install_signal_handlers()
+    stats = consumer.run(idle_exit=idle_exit)
+    click.echo(
+        f"consumed {stats.messages:,} messages ({stats.changes:,} changes) in "
+        f"{stats.batches:,} batches; {stats.dead_letters} dead letters; "
+        f"version {consumer.index.version}",
+        err=True,
+    )
+
+
+@main.command()
+@click.argument("source", default="-", metavar="[FILE]")
+@broker_options
+@json_option
+@_fail_cleanly
+def publish(source: str, brokers: str, topics: tuple[str, ...], as_json: bool) -> None:
+    """Write changes to a topic and print the token of the last write.
+
+    FILE (default: stdin) holds '+tuple' (touch) or '-tuple' (delete) lines, or
+    native JSON events. Pass the token to 'leopard check --at-least' (or the HTTP
+    API's at_least) to read your own write.
+
+    \b
+    Example:
+      echo '+group:eng#member@user:alice' | leopard publish --brokers 127.0.0.1:9092 --topic changes
+    """
+    from ingest.publish import parse_change_lines, result_json
+    from ingest.publish import publish as run_publish
+
+    if len(topics) != 1:
+        raise click.UsageError("publish writes to exactly one --topic")
+    if source == "-":
+        changes = list(parse_change_lines(sys.stdin, "<stdin>"))
+    else:
+        try:
+            with open(source, encoding="utf-8") as fh:
+                changes = list(parse_change_lines(fh, source))
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {source!r}: {exc.strerror}") from exc
+    result = run_publish(changes, brokers, topics[0])
+    click.echo(result_json(result) if as_json else result.token)
 
 
 def run() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,26 @@
+"""kafka-python, imported so that it works under ``-W error``.
+
+kafka-python 3.0 calls the deprecated ``importlib.resources.read_text``/``open_text``
+while being imported; with warnings as errors (as pytest runs here) the import fails.
+Every module of this project imports Kafka names from here.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.errors import KafkaError, KafkaTimeoutError, NoBrokersAvailable
+    from kafka.structs import OffsetAndMetadata
+
+__all__ = [
+    "KafkaConsumer",
+    "KafkaError",
+    "KafkaProducer",
+    "KafkaTimeoutError",
+    "NoBrokersAvailable",
+    "OffsetAndMetadata",
+    "TopicPartition",
+]
