@@ -34,6 +34,7 @@ from typing import Any
 
 from ingest.events import CODECS, DecodeError, decode
 from ingest.kafka_client import (
+    ConsumerRebalanceListener,
     KafkaConsumer,
     KafkaError,
     KafkaProducer,
@@ -343,7 +344,7 @@ class ChangeConsumer:
             self._compactor = start_compaction(self.path)
 
 
-class _Rebalance:
+class _Rebalance(ConsumerRebalanceListener):
     """Seeks newly assigned partitions to the offsets stored in the index."""
 
     def __init__(self, owner: ChangeConsumer) -> None:

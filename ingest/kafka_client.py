@@ -11,16 +11,16 @@ import warnings
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-    from kafka.errors import KafkaError, KafkaTimeoutError, NoBrokersAvailable
+    from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.errors import KafkaError, KafkaTimeoutError
     from kafka.structs import OffsetAndMetadata
 
 __all__ = [
+    "ConsumerRebalanceListener",
     "KafkaConsumer",
     "KafkaError",
     "KafkaProducer",
     "KafkaTimeoutError",
-    "NoBrokersAvailable",
     "OffsetAndMetadata",
     "TopicPartition",
 ]
