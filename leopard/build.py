@@ -18,8 +18,11 @@ Steps:
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
+import os
+import shutil
 import time
 from array import array
 from collections import Counter
@@ -32,10 +35,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyroaring import BitMap
+from rocksdict import IngestExternalFileOptions, Options, Rdict, SstFileWriter
 
 from leopard.closure import Graph, closures, condense, depths, dfs_order
 from leopard.config import DEFAULT_RELATION, Config
-from leopard.storage import FORMAT_VERSION, BatchWriter, IndexDir, dir_size, gkey, open_db
+from leopard.errors import StorageError
+from leopard.storage import FORMAT_VERSION, SET_FAMILIES, IndexDir, dir_size, gkey, open_db
 from leopard.tuples import RelationTuple
 
 __all__ = ["BuildReport", "build_from_batches", "Position", "table_from_tuples", "COLUMNS"]
@@ -388,6 +393,20 @@ def build_from_batches(
             new_id = dfs_order(cond)
         else:
             new_id = np.arange(n_groups, dtype=np.int64)
+        by_leaf = _remap(member[0], new_id, leaf_id, swap=True)
+        names_sorted = pc.take(leaf_names, pa.array(by_name)).to_pylist()
+        del leaf_names
+        phase("order")
+
+        # Subjects (a million or more keys) are written by a child process while this
+        # one computes the closures: pyroaring holds the GIL, so threads would not help.
+        sst_dir = tmp / "sst"
+        sst_dir.mkdir()
+        child = _fork(functools.partial(_write_subjects, sst_dir, by_leaf, names_sorted))
+        if child is None:
+            _write_subjects(sst_dir, by_leaf, names_sorted)
+        del by_leaf, names_sorted
+
         g2g = closures(cond, new_id)
         g2a = closures(cond, new_id, reverse=True)
         depth = depths(cond)
@@ -399,108 +418,76 @@ def build_from_batches(
         down = _remap(down_tmp, new_id, new_id, swap=False)
         up = _remap(down_tmp, new_id, new_id, swap=True)
         by_group = _remap(member[0], new_id, leaf_id, swap=False)
-        by_leaf = _remap(member[0], new_id, leaf_id, swap=True)
         support = _support(col, {True: nested, False: member}, new_id, leaf_id)
         del member, nested
         phase("edges")
 
         # -- write --------------------------------------------------------------
-        db = open_db(tmp / "base", read_only=False, bulk=True)
-        try:
-            w = BatchWriter(db)
+        with _Sst(sst_dir, "g2g") as w_g2g, _Sst(sst_dir, "g2a") as w_g2a:
             ser_g2g = [b.serialize() for b in g2g]
             ser_g2a = [b.serialize() for b in g2a]
             for gid in range(n_groups):
                 c = comp_of[gid]
                 k = gkey(gid)
-                w.put("g2g", k, ser_g2g[c])
-                w.put("g2a", k, ser_g2a[c])
+                w_g2g.put(k, ser_g2g[c])
+                w_g2a.put(k, ser_g2a[c])
             del ser_g2g, ser_g2a
-            for family, keys in (("child", down), ("parent", up), ("g2m", by_group)):
+        for family, keys in (("child", down), ("parent", up), ("g2m", by_group)):
+            with _Sst(sst_dir, family) as w:
                 heads, bounds, lows = _split_sorted(keys)
                 for i, head in enumerate(heads.tolist()):
                     vals = array("I", lows[bounds[i] : bounds[i + 1]].tobytes())
-                    w.put(family, gkey(head), BitMap(vals).serialize())
+                    w.put(gkey(head), BitMap(vals).serialize())
+        with _Sst(sst_dir, "support") as w:
             for key, mask in support:
-                w.put("support", key, mask)
-            phase("write groups")
+                w.put(key, mask)
+        phase("write groups")
 
-            heads, bounds, lows = _split_sorted(by_leaf)
-            names_py = pc.take(leaf_names, pa.array(by_name)).to_pylist()
-            low_bytes = lows.tobytes()
-            b_list = bounds.tolist()
-            for i, sid in enumerate(heads.tolist()):
-                vals = array("I")
-                vals.frombytes(low_bytes[b_list[i] * 4 : b_list[i + 1] * 4])
-                key = gkey(sid)
-                name = names_py[sid].encode()
-                w.put("m2g", name, key + BitMap(vals).serialize())
-                w.put("sname", key, name)
-            phase("write subjects")
+        largest_gid, largest_n = _largest_group(cond, g2g, new_id, comp_of, by_group)
+        largest = names_in_order[largest_gid] if largest_gid >= 0 else None
+        if child is not None:
+            _wait(child)
+        phase("write subjects")
 
-            # largest group by transitive leaf members: check the biggest candidates
-            sizes = np.diff(_split_sorted(by_group)[1]) if len(by_group) else np.zeros(0)
-            g2m_heads = _split_sorted(by_group)[0]
-            direct_size = dict(zip(g2m_heads.tolist(), sizes.tolist(), strict=True))
-            candidates = sorted(range(cond.count), key=lambda c: len(g2g[c]), reverse=True)[:3]
-            largest, largest_n = None, 0
-            g2m_cache: dict[int, BitMap] = {}
-            if len(by_group):
-                heads2, bounds2, lows2 = _split_sorted(by_group)
-                pos = {h: i for i, h in enumerate(heads2.tolist())}
+        report.tuples_read = col.read
+        report.tuples_indexed = col.indexed
+        report.skipped = dict(col.skipped.most_common())
+        report.rejected = rejected() if rejected else 0
+        report.groups = n_groups
+        report.subjects = n_leaves
+        report.member_edges = int(len(by_group))
+        report.nested_edges = int(len(down))
+        report.wildcards = col.wildcards
+        report.opaque_usersets = col.opaque
+        report.largest_group = largest
+        report.largest_group_members = largest_n
+        report.deepest_nesting = max(depth) if depth else 0
+        report.cycles_collapsed = cond.cycles
+        report.groups_in_cycles = sum(len(m) for m in cond.members if len(m) > 1)
 
-                def g2m_of(g: int) -> BitMap:
-                    if g not in g2m_cache:
-                        i = pos.get(g)
-                        if i is None:
-                            g2m_cache[g] = BitMap()
-                        else:
-                            vals = array("I", lows2[bounds2[i] : bounds2[i + 1]].tobytes())
-                            g2m_cache[g] = BitMap(vals)
-                    return g2m_cache[g]
-
-                best_direct = max(direct_size, key=direct_size.__getitem__)
-                cand_groups = {int(cond.members[c][0]) for c in candidates}
-                cand_ids = {int(new_id[v]) for v in cand_groups} | {best_direct}
-                for gid in cand_ids:
-                    comp = comp_of[gid]
-                    total = len(BitMap.union(*(g2m_of(d) for d in g2g[comp])))
-                    if total > largest_n:
-                        largest, largest_n = names_in_order[gid], total
-                g2m_cache.clear()
-
-            report.tuples_read = col.read
-            report.tuples_indexed = col.indexed
-            report.skipped = dict(col.skipped.most_common())
-            report.rejected = rejected() if rejected else 0
-            report.groups = n_groups
-            report.subjects = n_leaves
-            report.member_edges = int(len(by_group))
-            report.nested_edges = int(len(down))
-            report.wildcards = col.wildcards
-            report.opaque_usersets = col.opaque
-            report.largest_group = largest
-            report.largest_group_members = largest_n
-            report.deepest_nesting = max(depth) if depth else 0
-            report.cycles_collapsed = cond.cycles
-            report.groups_in_cycles = sum(len(m) for m in cond.members if len(m) > 1)
-
-            meta = {
-                "format_version": FORMAT_VERSION,
-                "config": json.loads(config.to_json()),
-                "position": dict(position or {}),
-                "groups": n_groups,
-                "subjects": n_leaves,
-                "built_at": time.time(),
-                "id_order": id_order,
-            }
-            w.put_meta(b"groups", "\n".join(names_in_order).encode())
-            w.put_meta(b"meta", json.dumps(meta, sort_keys=True).encode())
-            w.put_meta(b"format", str(FORMAT_VERSION).encode())
-            w.finish()
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "config": json.loads(config.to_json()),
+            "position": dict(position or {}),
+            "groups": n_groups,
+            "subjects": n_leaves,
+            "built_at": time.time(),
+            "id_order": id_order,
+        }
+        db = open_db(tmp / "base", read_only=False, bulk=True)
+        try:
+            for family in SET_FAMILIES:
+                path = sst_dir / f"{family}.sst"
+                if path.exists():
+                    _ingest(db, family, path)
+            db.put(b"groups", "\n".join(names_in_order).encode())
+            db.put(b"meta", json.dumps(meta, sort_keys=True).encode())
+            db.put(b"format", str(FORMAT_VERSION).encode())
+            db.flush()
         finally:
             db.close()
-        phase("flush")
+        shutil.rmtree(sst_dir, ignore_errors=True)
+        phase("ingest")
         report.bytes_on_disk = dir_size(tmp)
         report.phases = phases
         report.seconds = round(time.perf_counter() - started, 3)
@@ -513,6 +500,113 @@ def build_from_batches(
         if gc_was_enabled:
             gc.enable()
     return report
+
+
+class _Sst:
+    """One column family's keys, in increasing order, into an SST file."""
+
+    def __init__(self, directory: Path, family: str) -> None:
+        self.path = directory / f"{family}.sst"
+        self.writer = SstFileWriter(Options(raw_mode=True))
+        self.writer.open(str(self.path))
+        self.count = 0
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.writer[key] = value
+        self.count += 1
+
+    def __enter__(self) -> _Sst:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.count:
+            self.writer.finish()
+        else:  # an SST file cannot be empty
+            self.path.unlink(missing_ok=True)
+
+
+def _ingest(db: Rdict, family: str, path: Path) -> None:
+    opts = IngestExternalFileOptions()
+    opts.set_move_files(True)
+    try:
+        db.get_column_family(family).ingest_external_file([str(path)], opts)
+    except Exception as exc:
+        raise StorageError(f"ingesting {family} into {db.path()!r} failed: {exc}") from exc
+
+
+def _write_subjects(directory: Path, by_leaf: np.ndarray, names: list[str]) -> None:
+    """MEMBER2GROUP and subject names, in subject id (= name) order."""
+    heads, bounds, lows = _split_sorted(by_leaf)
+    low_bytes = lows.tobytes()
+    b_list = bounds.tolist()
+    with _Sst(directory, "m2g") as m2g, _Sst(directory, "sname") as sname:
+        for i, sid in enumerate(heads.tolist()):
+            vals = array("I")
+            vals.frombytes(low_bytes[b_list[i] * 4 : b_list[i + 1] * 4])
+            key = gkey(sid)
+            name = names[sid].encode()
+            m2g.put(name, key + BitMap(vals).serialize())
+            sname.put(key, name)
+
+
+def _fork(work: Callable[[], None]) -> int | None:
+    """Run ``work`` in a forked child; None where fork is unavailable.
+
+    The child touches only numpy, pyroaring and its own SST writers (no RocksDB
+    database, no Arrow thread pool), so forking a threaded parent is safe here.
+    """
+    if not hasattr(os, "fork"):
+        return None
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            work()
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def _wait(pid: int) -> None:
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise StorageError("writing the subjects failed in the child process (see above)")
+
+
+def _largest_group(
+    cond: Any, g2g: list[BitMap], new_id: np.ndarray, comp_of: list[int], by_group: np.ndarray
+) -> tuple[int, int]:
+    """The group with the most leaf members, transitively, among the likeliest candidates."""
+    if not len(by_group):
+        return -1, 0
+    heads, bounds, lows = _split_sorted(by_group)
+    pos = {h: i for i, h in enumerate(heads.tolist())}
+    sizes = np.diff(bounds)
+    cache: dict[int, BitMap] = {}
+
+    def direct(g: int) -> BitMap:
+        if g not in cache:
+            i = pos.get(g)
+            cache[g] = (
+                BitMap()
+                if i is None
+                else BitMap(array("I", lows[bounds[i] : bounds[i + 1]].tobytes()))
+            )
+        return cache[g]
+
+    by_reach = sorted(range(cond.count), key=lambda c: len(g2g[c]), reverse=True)[:3]
+    candidates = {int(new_id[cond.members[c][0]]) for c in by_reach}
+    candidates.add(int(heads[int(np.argmax(sizes))]))
+    best, best_n = -1, -1
+    for gid in sorted(candidates):
+        total = len(BitMap.union(BitMap(), *(direct(d) for d in g2g[comp_of[gid]])))
+        if total > best_n:
+            best, best_n = gid, total
+    return best, best_n
 
 
 def _write_report(tmp: Path, report: BuildReport) -> None:
