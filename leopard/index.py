@@ -41,6 +41,8 @@ _SUBJECT_RE = re.compile(rf"({_NS}):(\*|{_ID})(?:#({_REL}|\.\.\.))?")
 _GROUP_RE = re.compile(rf"({_NS}):({_ID})(?:#({_REL}))?")
 
 _CACHE_LIMIT = 200_000
+_MEMBER_CACHE = 16  # member unions of the groups paged through most recently
+_PLAIN_RE = re.compile(rf"{_NS}:{_ID}")
 _SHORT = MAX_TUPLE_BYTES // 4  # no name this long in characters can exceed the byte limit
 
 
@@ -60,6 +62,7 @@ class Index:
         self._gids: dict[str, int] = {}
         self._g2g: dict[int, BitMap] = {}
         self._wild: dict[str, BitMap | None] = {}
+        self._members: dict[int, BitMap] = {}
         self._applied = threading.Condition()
         self._attach(reader if reader is not None else SetReader.open(self.path))
 
@@ -78,6 +81,8 @@ class Index:
                 self._g2g.pop(_U32.unpack(key)[0], None)
         self._wild.clear()
         self._gids.clear()
+        if not updates or "g2m" in updates or "g2g" in updates:
+            self._members.clear()
         with self._applied:
             self._applied.notify_all()
 
@@ -251,15 +256,30 @@ class Index:
             return self._check(subject, group)
 
     def _check(self, subject: str, group: str) -> bool:
-        gid = self._group_id(group)
-        kind, sgid, key = self._parse_subject(subject)
+        gid = self._gids.get(group)
+        if gid is None:
+            gid = self._group_id(group)
+        elif gid < 0:
+            gid = None
+        # the common case, a plain subject, without building a parse result
+        if (
+            type(subject) is str
+            and len(subject) <= _SHORT
+            and "#" not in subject
+            and _PLAIN_RE.fullmatch(subject)
+        ):
+            key = subject
+        else:
+            kind, sgid, key = self._parse_subject(subject)
+            if kind == "set":
+                return gid is not None and sgid is not None and sgid in self._g2g_of(gid)
         if gid is None:
             return False
-        if kind == "set":
-            return sgid is not None and sgid in self._g2g_of(gid)
-        g2g = self._g2g_of(gid)
-        found = self._r.m2g(key)
-        if found is not None and found[1].intersect(g2g):
+        g2g = self._g2g.get(gid)
+        if g2g is None:
+            g2g = self._g2g_of(gid)
+        direct = self._r.m2g_groups(key)
+        if direct is not None and direct.intersect(g2g):
             return True
         if key.endswith(":*"):
             return False
@@ -309,7 +329,13 @@ class Index:
         gid = self._group_id(group)
         if gid is None or limit == 0:
             return []
-        members = BitMap.union(BitMap(), *(self._r.bitmap("g2m", d) for d in self._g2g_of(gid)))
+        members = self._members.get(gid)
+        if members is None:
+            members = BitMap.union(BitMap(), *(self._r.bitmap("g2m", d) for d in self._g2g_of(gid)))
+            # paging through a big group asks for the same union again and again
+            if len(self._members) >= _MEMBER_CACHE:
+                self._members.pop(next(iter(self._members)))
+            self._members[gid] = members
         return self._r.subject_page(members, limit=limit, after=after)
 
     def explain(self, subject: str, group: str) -> list[str] | None:

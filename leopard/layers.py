@@ -242,6 +242,13 @@ class SetReader:
             return None
         return _U32.unpack_from(raw)[0], BitMap.deserialize(raw[4:])
 
+    def m2g_groups(self, subject: str) -> BitMap | None:
+        """Just the direct groups of a leaf subject (the hot path of ``check``)."""
+        key = subject.encode()
+        fam = self.overlay.sets.get("m2g")
+        raw = fam[key] if fam is not None and key in fam else self._families["m2g"].get(key)
+        return BitMap.deserialize(raw[4:]) if raw else None
+
     # -- names --------------------------------------------------------------------------
 
     def group_id(self, name: str) -> int | None:

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Query benchmark: in-process latency of check, groups_of and members_of.
+
+On the generated org (10M tuples by default): ``check`` on random pairs, half of
+them members through three or more levels of nesting, timed one call at a time;
+``groups_of`` for a deeply nested subject; ``members_of`` of the largest group.
+Printed beside the targets (check p50 <= 5 us, p99 <= 30 us):
+
+    python bench/query.py --tuples 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import built_index, machine, percentiles, table, verdict  # noqa: E402
+
+
+def sample_pairs(ix, users: list[str], groups: list[str], n: int, rng: random.Random):
+    """n/2 members through >= 3 levels (found with explain) and n/2 random pairs."""
+    deep: list[tuple[str, str]] = []
+    tries = 0
+    while len(deep) < n // 2 and tries < n * 40:
+        tries += 1
+        u = rng.choice(users)
+        gs = ix.groups_of(u)
+        if not gs:
+            continue
+        for g in rng.sample(gs, min(6, len(gs))):
+            chain = ix.explain(u, g)
+            if chain and len(chain) >= 3:
+                deep.append((u, g))
+                break
+    other = [(rng.choice(users), rng.choice(groups)) for _ in range(n - len(deep))]
+    pairs = deep + other
+    rng.shuffle(pairs)
+    return pairs, len(deep)
+
+
+def timed(fn, args_list) -> list[int]:
+    clock = time.perf_counter_ns
+    out = []
+    for args in args_list:
+        t = clock()
+        fn(*args)
+        out.append(clock() - t)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--tuples", type=int, default=10_000_000)
+    ap.add_argument("--pairs", type=int, default=20_000)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    index, report = built_index(args.tuples)
+    import leopard
+
+    rng = random.Random(7)
+    with leopard.open_index(index) as ix:
+        stats = ix.stats()
+        groups = ix.reader.base_groups
+        n_users = report["users"]
+        width = len(report["deep_user"].split(":u")[1]) if report.get("deep_user") else 7
+        users = [f"user:u{i:0{width}d}" for i in rng.sample(range(n_users), min(n_users, 50_000))]
+        pairs, n_deep = sample_pairs(ix, users, groups, args.pairs, rng)
+        members = sum(ix.check(s, g) for s, g in pairs)
+        # first pass: cold caches (group closures are loaded on first use)
+        cold = timed(ix.check, pairs)
+        warm = timed(ix.check, pairs)
+        fresh_pairs, _ = sample_pairs(ix, users, groups, args.pairs, random.Random(8))
+        steady = timed(ix.check, fresh_pairs)  # new pairs, group cache already populated
+        deep_user = report.get("deep_user") or users[0]
+        g_lat = timed(ix.groups_of, [(deep_user,)] * 50)
+        n_groups_of = len(ix.groups_of(deep_user))
+        busiest = max(users[:2000], key=lambda u: len(ix.groups_of(u)))
+        g2_lat = timed(ix.groups_of, [(busiest,)] * 20)
+        largest = report.get("largest_group") or groups[0]
+        page_lat = timed(ix.members_of, [(largest, 100)] * 50)
+        t0 = time.perf_counter()
+        everyone = ix.members_of(largest)
+        all_secs = time.perf_counter() - t0
+    result = {
+        "tuples": args.tuples,
+        "pairs": len(pairs),
+        "deep_members": n_deep,
+        "members": members,
+        "check_cold_p50_p99_us": percentiles(cold),
+        "check_warm_p50_p99_us": percentiles(warm),
+        "check_steady_p50_p99_us": percentiles(steady),
+        "groups_of_deep_p50_p99_us": percentiles(g_lat),
+        "groups_of_deep_count": n_groups_of,
+        "groups_of_busiest_p50_us": percentiles(g2_lat)[0],
+        "members_of_page100_p50_p99_us": percentiles(page_lat),
+        "members_of_all_seconds": round(all_secs, 3),
+        "members_of_all_count": len(everyone),
+        "index_bytes": stats["bytes_on_disk"],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    sp50, sp99 = result["check_steady_p50_p99_us"]
+    rows = [
+        (
+            "index",
+            f"{args.tuples:,} tuples, {stats['groups']:,} groups, {stats['subjects']:,} subjects",
+            "",
+        ),
+        (
+            "pairs (deep members / members)",
+            f"{len(pairs):,} ({n_deep:,} / {members:,})",
+            "half deep members",
+        ),
+        (
+            "check p50 / p99, steady",
+            f"{sp50:.1f} / {sp99:.1f} us",
+            f"<= 5 / 30 us: {verdict(sp50 <= 5 and sp99 <= 30)}",
+        ),
+        (
+            "check p50 / p99, same pairs again",
+            "{:.1f} / {:.1f} us".format(*result["check_warm_p50_p99_us"]),
+            "",
+        ),
+        (
+            "check p50 / p99, cold start",
+            "{:.1f} / {:.1f} us".format(*result["check_cold_p50_p99_us"]),
+            "",
+        ),
+        (
+            f"groups_of deep user ({n_groups_of} groups)",
+            "{:.0f} / {:.0f} us".format(*result["groups_of_deep_p50_p99_us"]),
+            "",
+        ),
+        ("groups_of busiest sampled user", f"{result['groups_of_busiest_p50_us']:.0f} us", ""),
+        (
+            "members_of largest, page of 100",
+            "{:.0f} / {:.0f} us".format(*result["members_of_page100_p50_p99_us"]),
+            "",
+        ),
+        (f"members_of largest, all {len(everyone):,}", f"{all_secs:.2f} s", ""),
+    ]
+    print(table(f"queries in process ({machine()})", rows))
+
+
+if __name__ == "__main__":
+    main()
