@@ -1,0 +1,1 @@
+"""Benchmarks and peers that Leopard is compared with (importable as ``bench.*``)."""
