@@ -39,8 +39,10 @@ def parse_change_lines(lines: Iterable[str], source: str = "<stdin>") -> Iterato
             continue
         try:
             if text[0] in "+-":
-                op = "touch" if text[0] == "+" else "delete"
-                yield Change(op, parse_tuple(text[1:]))
+                if text[0] == "+":
+                    yield Change("touch", parse_tuple(text[1:]))
+                else:
+                    yield Change("delete", parse_tuple(text[1:]))
             elif text[0] == "{":
                 yield from decode("native", text.encode())
             else:

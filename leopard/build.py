@@ -294,13 +294,14 @@ def _support(
             k = (gi, ni, oi)
             masks[k] = masks.get(k, 0) | (1 << bi)
     out = []
-    for (g, nested, other), mask in masks.items():
-        keys, fed_by_first = edges[nested]
-        pos = np.searchsorted(keys, np.uint64((g << 32) | other))
+    for (grp, is_nested, oth), bits_mask in masks.items():
+        keys, fed_by_first = edges[is_nested]
+        pos = int(np.searchsorted(keys, np.uint64((grp << 32) | oth)))
         if pos < len(keys) and fed_by_first[pos]:
-            mask |= 1
-        final_other = int(group_id[other]) if nested else int(leaf_id[other])
-        out.append((support_key(int(group_id[g]), nested, final_other), mask.to_bytes(8, "little")))
+            bits_mask |= 1
+        final_other = int(group_id[oth]) if is_nested else int(leaf_id[oth])
+        key = support_key(int(group_id[grp]), is_nested, final_other)
+        out.append((key, bits_mask.to_bytes(8, "little")))
     out.sort()
     return out
 

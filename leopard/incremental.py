@@ -174,7 +174,9 @@ class DeltaWriter:
     def __init__(self, reader: SetReader) -> None:
         self.reader = reader
         self.config = reader.config
-        self.db: Rdict = open_delta(reader.generation, read_only=False)
+        db = open_delta(reader.generation, read_only=False)
+        assert db is not None  # read-write opening creates it
+        self.db: Rdict = db
         self._handles = {
             name: self.db.get_column_family_handle(name)
             for name in ("m2g", "sname", "g2g", "g2a", "g2m", "child", "parent", "support")

@@ -52,8 +52,6 @@ from rocksdict import (
     DBCompressionType,
     Options,
     Rdict,
-    WriteBatch,
-    WriteOptions,
 )
 
 from leopard.errors import IndexNotFound, StorageError
@@ -64,7 +62,6 @@ __all__ = [
     "FAMILIES",
     "gkey",
     "open_db",
-    "BatchWriter",
     "IndexDir",
 ]
 
@@ -117,50 +114,6 @@ def open_db(
         return Rdict(str(path), opt, column_families=cfs, access_type=access)
     except Exception as exc:  # rocksdict raises plain Exception subclasses
         raise StorageError(f"cannot open RocksDB at {str(path)!r}: {exc}") from exc
-
-
-class BatchWriter:
-    """Bulk puts through write batches without the WAL (the build flushes at the end)."""
-
-    def __init__(self, db: Rdict, *, batch_keys: int = 200_000) -> None:
-        self.db = db
-        self.batch_keys = batch_keys
-        self.handles = {name: db.get_column_family_handle(name) for name in SET_FAMILIES}
-        self.wopt = WriteOptions()
-        self.wopt.disable_wal = True
-        self.wb = WriteBatch(raw_mode=True)
-        self.pending = 0
-        self.keys = 0
-
-    def put(self, family: str, key: bytes, value: bytes) -> None:
-        self.wb.put(key, value, self.handles[family])
-        self.pending += 1
-        if self.pending >= self.batch_keys:
-            self.commit()
-
-    def put_meta(self, key: bytes, value: bytes) -> None:
-        self.wb.put(key, value)
-        self.pending += 1
-
-    def commit(self) -> None:
-        if self.pending:
-            try:
-                self.db.write(self.wb, self.wopt)
-            except Exception as exc:
-                raise StorageError(f"write to {self.db.path()!r} failed: {exc}") from exc
-            self.keys += self.pending
-            self.wb = WriteBatch(raw_mode=True)
-            self.pending = 0
-
-    def finish(self) -> None:
-        self.commit()
-        try:
-            # Without the WAL, every family's memtable must be flushed, not just default's.
-            self.db.flush()
-            for name in SET_FAMILIES:
-                self.db.get_column_family(name).flush()
-        except Exception as exc:
-            raise StorageError(f"flush of {self.db.path()!r} failed: {exc}") from exc
 
 
 def dir_size(path: Path) -> int:
