@@ -188,7 +188,7 @@ class IndexDir:
         return tmp
 
     def publish(self, tmp: Path) -> Path:
-        """Make a prepared generation the live one, atomically; drop the old ones."""
+        """Make a prepared generation the live one, atomically; drop older ones."""
         number = int(tmp.name.split(".")[1].split("-")[1])
         final = self.path / f"gen-{number:06d}"
         os.replace(tmp, final)
@@ -198,8 +198,11 @@ class IndexDir:
         os.symlink(final.name, link_tmp)
         os.replace(link_tmp, self.current_link)
         _fsync_dir(self.path)
+        # The generation just replaced stays until the next swap: a consumer or a
+        # reader in another process may still be using it, and switches over within
+        # a batch. Anything older is gone.
         for n in self._generations():
-            if n < number:
+            if n < number - 1:
                 shutil.rmtree(self.path / f"gen-{n:06d}", ignore_errors=True)
         return final
 
