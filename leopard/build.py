@@ -23,6 +23,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import time
 from array import array
 from collections import Counter
@@ -358,6 +359,7 @@ def build_from_batches(
 
     index_dir = IndexDir(path)
     tmp = index_dir.prepare()
+    child: int | None = None  # the forked subject writer, until it has been waited for
     # Millions of short-lived ints and bytes would trigger a full collection again
     # and again; nothing built here forms reference cycles.
     gc_was_enabled = gc.isenabled()
@@ -447,7 +449,8 @@ def build_from_batches(
         largest_gid, largest_n = _largest_group(cond, g2g, new_id, comp_of, by_group)
         largest = names_in_order[largest_gid] if largest_gid >= 0 else None
         if child is not None:
-            _wait(child)
+            pid, child = child, None
+            _wait(pid)
         phase("write subjects")
 
         report.tuples_read = col.read
@@ -495,6 +498,8 @@ def build_from_batches(
         _write_report(tmp, report)
         index_dir.publish(tmp)
     except BaseException:
+        if child is not None:
+            _kill(child)  # before removing its directory, and so that it is no zombie
         index_dir.abandon(tmp)
         raise
     finally:
@@ -570,6 +575,14 @@ def _fork(work: Callable[[], None]) -> int | None:
             code = 1
         os._exit(code)
     return pid
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:  # pragma: no cover - already gone (but not yet reaped)
+        pass
+    os.waitpid(pid, 0)
 
 
 def _wait(pid: int) -> None:

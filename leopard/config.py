@@ -61,9 +61,12 @@ class SetConfig(BaseModel):
             return v
         if not v:
             raise ValueError("must name at least one stored relation")
-        for rel in v:
+        for i, rel in enumerate(v):
             if not _REL_RE.fullmatch(rel):
                 raise ValueError(f"{rel!r} is not a valid relation name")
+            if rel in v[:i]:
+                # it would feed the set twice (and take two source bits for one relation)
+                raise ValueError(f"{rel!r} is listed twice")
         return v
 
     @property
