@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyroaring import BitMap
-from rocksdict import IngestExternalFileOptions, Options, Rdict, SstFileWriter
+from rocksdict import IngestExternalFileOptions, Options, Rdict, SstFileWriter, WriteBatch
 
 from leopard.closure import Graph, closures, condense, depths, dfs_order
 from leopard.config import DEFAULT_RELATION, Config
@@ -47,6 +47,7 @@ from leopard.tuples import RelationTuple
 __all__ = ["BuildReport", "build_from_batches", "Position", "table_from_tuples", "COLUMNS"]
 
 COLUMNS = ("rns", "rid", "rel", "sns", "sid", "srel")
+_FORK_SUBJECTS = 50_000  # below this, writing the subjects is not worth a process
 _SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
 
 Position = dict[str, int]  # "topic:partition" -> next offset to consume
@@ -405,9 +406,12 @@ def build_from_batches(
         # one computes the closures: pyroaring holds the GIL, so threads would not help.
         sst_dir = tmp / "sst"
         sst_dir.mkdir()
-        child = _fork(functools.partial(_write_subjects, sst_dir, by_leaf, names_sorted))
+        _Sst.pending.clear()
+        if n_leaves >= _FORK_SUBJECTS:
+            work = functools.partial(_write_subjects, sst_dir, by_leaf, names_sorted, True)
+            child = _fork(work)
         if child is None:
-            _write_subjects(sst_dir, by_leaf, names_sorted)
+            _write_subjects(sst_dir, by_leaf, names_sorted, False)
         del by_leaf, names_sorted
 
         g2g = closures(cond, new_id)
@@ -480,10 +484,7 @@ def build_from_batches(
         }
         db = open_db(tmp / "base", read_only=False, bulk=True)
         try:
-            for family in SET_FAMILIES:
-                path = sst_dir / f"{family}.sst"
-                if path.exists():
-                    _ingest(db, family, path)
+            _store(db, sst_dir)
             db.put(b"groups", "\n".join(names_in_order).encode())
             db.put(b"meta", json.dumps(meta, sort_keys=True).encode())
             db.put(b"format", str(FORMAT_VERSION).encode())
@@ -509,26 +510,76 @@ def build_from_batches(
 
 
 class _Sst:
-    """One column family's keys, in increasing order, into an SST file."""
+    """One column family's keys, in increasing order, for the new base.
 
-    def __init__(self, directory: Path, family: str) -> None:
+    Large families go to an SST file that is ingested whole; small ones stay in
+    memory and go in with a write batch, because ingesting a file costs a few fsyncs
+    (tens of milliseconds) whatever its size, which would dominate small builds.
+    """
+
+    SMALL = 20_000  # keys kept in memory before switching to a file
+
+    #: families kept in memory by this process, for ``_store``
+    pending: dict[str, list[tuple[bytes, bytes]]] = {}
+
+    def __init__(self, directory: Path, family: str, *, file_only: bool = False) -> None:
         self.path = directory / f"{family}.sst"
-        self.writer = SstFileWriter(Options(raw_mode=True))
-        self.writer.open(str(self.path))
+        self.family = family
+        self.buffer: list[tuple[bytes, bytes]] | None = None if file_only else []
+        self.writer: SstFileWriter | None = None
+        if file_only:
+            self._open()
         self.count = 0
 
+    def _open(self) -> None:
+        self.writer = SstFileWriter(Options(raw_mode=True))
+        self.writer.open(str(self.path))
+
     def put(self, key: bytes, value: bytes) -> None:
-        self.writer[key] = value
         self.count += 1
+        if self.buffer is not None:
+            self.buffer.append((key, value))
+            if len(self.buffer) < self.SMALL:
+                return
+            self._open()
+            assert self.writer is not None
+            for k, v in self.buffer:
+                self.writer[k] = v
+            self.buffer = None
+            return
+        assert self.writer is not None
+        self.writer[key] = value
 
     def __enter__(self) -> _Sst:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.count:
+        if self.buffer is not None:
+            _Sst.pending[self.family] = self.buffer
+        elif self.count:
+            assert self.writer is not None
             self.writer.finish()
         else:  # an SST file cannot be empty
             self.path.unlink(missing_ok=True)
+
+
+def _store(db: Rdict, sst_dir: Path) -> None:
+    """Put every family into the new base: files by ingestion, small ones by batch."""
+    batch = WriteBatch(raw_mode=True)
+    for family in SET_FAMILIES:
+        path = sst_dir / f"{family}.sst"
+        if path.exists():
+            _ingest(db, family, path)
+        pairs = _Sst.pending.pop(family, None)
+        if pairs:
+            handle = db.get_column_family_handle(family)
+            for key, value in pairs:
+                batch.put(key, value, handle)
+    _Sst.pending.clear()
+    try:
+        db.write(batch)
+    except Exception as exc:
+        raise StorageError(f"write to {db.path()!r} failed: {exc}") from exc
 
 
 def _ingest(db: Rdict, family: str, path: Path) -> None:
@@ -540,12 +591,17 @@ def _ingest(db: Rdict, family: str, path: Path) -> None:
         raise StorageError(f"ingesting {family} into {db.path()!r} failed: {exc}") from exc
 
 
-def _write_subjects(directory: Path, by_leaf: np.ndarray, names: list[str]) -> None:
+def _write_subjects(
+    directory: Path, by_leaf: np.ndarray, names: list[str], file_only: bool
+) -> None:
     """MEMBER2GROUP and subject names, in subject id (= name) order."""
     heads, bounds, lows = _split_sorted(by_leaf)
     low_bytes = lows.tobytes()
     b_list = bounds.tolist()
-    with _Sst(directory, "m2g") as m2g, _Sst(directory, "sname") as sname:
+    with (
+        _Sst(directory, "m2g", file_only=file_only) as m2g,
+        _Sst(directory, "sname", file_only=file_only) as sname,
+    ):
         for i, sid in enumerate(heads.tolist()):
             vals = array("I")
             vals.frombytes(low_bytes[b_list[i] * 4 : b_list[i + 1] * 4])
