@@ -629,6 +629,9 @@ def publish(source: str, brokers: str, topics: tuple[str, ...], as_json: bool) -
     click.echo(result_json(result) if as_json else result.token)
 
 
+import leopard.service_cli  # noqa: E402, F401  (registers `leopard serve`; imported last: it imports this module)
+
+
 def run() -> None:  # pragma: no cover - console entry point
     main()
 

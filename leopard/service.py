@@ -19,6 +19,14 @@ process, a periodic ``Index.refresh`` in a worker thread) sets.
 
 Errors: anything a client can send gets a 4xx with ``{"error", "detail"}`` naming
 the bad value; a 500 means a fault of the server and is logged with its traceback.
+
+Security: no endpoint writes. With a bearer token configured, every route needs
+``Authorization: Bearer <token>`` (compared with ``hmac.compare_digest``; 401 with
+``WWW-Authenticate: Bearer`` otherwise), unknown routes included, except ``/healthz``
+and ``/readyz``: probes of orchestrators rarely carry credentials, and those two
+tell only whether the process is up and keeping up. Bodies are limited
+(``max_body``, 413), batches too (``max_batch``, 413), query strings to 16 KiB
+(414), and a wait for ``at_least`` to ``MAX_WAIT_CAP`` seconds.
 """
 
 from __future__ import annotations
@@ -76,6 +84,7 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"})
 _JSON = b"application/json"
 _TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -217,24 +226,9 @@ ROUTES: tuple[Route, ...] = (
 # Upper bounds (seconds) of the latency histogram: a check is tens of microseconds,
 # a request waiting for `at_least` up to MAX_WAIT_CAP.
 _BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
 
 
 class _Histogram:
@@ -296,9 +290,9 @@ class Metrics:
         ]
         for (endpoint, method), hist in sorted(self.latency.items()):
             running = 0
-            for bound, n in zip((*_BUCKETS, "+Inf"), hist.counts, strict=True):
+            bounds = [_number(b) for b in _BUCKETS] + ["+Inf"]
+            for le, n in zip(bounds, hist.counts, strict=True):
                 running += n
-                le = bound if isinstance(bound, str) else _number(bound)
                 out.append(
                     f"{name}_bucket{_labels(endpoint=endpoint, method=method, le=le)} {running}"
                 )
@@ -451,7 +445,12 @@ class LeopardService:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        self.metrics.observe(endpoint, method, status, time.perf_counter() - started)
+        self.metrics.observe(
+            endpoint,
+            method if method in _METHODS else "other",  # any token is a method: bound the labels
+            status,
+            time.perf_counter() - started,
+        )
 
     def _authorize(self, scope: Scope) -> None:
         assert self._token is not None
@@ -775,7 +774,10 @@ class LeopardService:
             elif not stats.broker_up:
                 reasons.append("the broker is unreachable (the consumer is retrying)")
             elif lag is None:
-                reasons.append("the consumer has not fetched from its partitions yet")
+                reasons.append(
+                    "the consumer has not fetched from its partitions yet "
+                    "(joining its group, or the broker is unreachable)"
+                )
             elif lag > self.ready_max_lag:
                 reasons.append(
                     f"the consumer is {lag:,} messages behind (bound {self.ready_max_lag:,})"

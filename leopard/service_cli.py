@@ -1,9 +1,10 @@
 """``leopard serve``: the HTTP query service as a click command.
 
-Kept beside ``leopard/cli.py`` rather than inside it so that the CLI module does not
-import the service (and uvicorn) for every other command; ``leopard.cli`` registers
-it with ``main.add_command(serve_command)``. The consumer options are the very
-decorators ``leopard consume`` uses, so the two commands cannot disagree.
+Kept beside ``leopard/cli.py`` rather than inside it, so that the CLI module stays
+a list of thin commands and the service's imports load only for ``serve``. This
+module adds the command to ``leopard.cli.main`` itself (see the note at the end).
+The consumer options are the very decorators ``leopard consume`` uses, so the two
+commands cannot disagree.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from leopard.cli import (
     consumer_options,
     consumer_settings,
     index_option,
+    main,
 )
 from leopard.errors import InvalidInput
 from leopard.schemas import DEFAULT_MAX_BATCH
@@ -176,6 +178,12 @@ def serve_command(
         following = f", following {', '.join(topics)} at {brokers}" if settings else ""
         auth = ", bearer token required" if token else ""
         click.echo(f"leopard: serving {index_dir} on {url}{following}{auth}", err=True)
+        if not token and host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(
+                f"leopard: warning: {host} is reachable from other hosts and no "
+                "--auth-token-file is given: anyone there can query the index",
+                err=True,
+            )
 
     serve(
         index_dir,
@@ -191,6 +199,11 @@ def serve_command(
         on_listening=announce,
     )
 
+
+# Registering here, not in leopard/cli.py, keeps both import orders working: cli.py
+# ends with a plain `import leopard.service_cli`, which succeeds even while this
+# module is half-imported (when it was imported first and is importing cli.py).
+main.add_command(serve_command)
 
 if __name__ == "__main__":  # pragma: no cover - `python -m leopard.service_cli`
     serve_command()
