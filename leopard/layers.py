@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,16 @@ from rocksdict import Rdict
 
 from leopard.config import Config
 from leopard.errors import StorageError
-from leopard.storage import SET_FAMILIES, IndexDir, dir_size, gkey, iter_family, open_db, read_meta
+from leopard.storage import (
+    FAMILIES,
+    SET_FAMILIES,
+    IndexDir,
+    dir_size,
+    gkey,
+    iter_family,
+    open_db,
+    read_meta,
+)
 from leopard.tokens import encode_token
 
 __all__ = ["SetReader", "Overlay", "open_delta", "load_overlay"]
@@ -36,9 +46,34 @@ Listener = Callable[[dict[str, dict[bytes, bytes | None]]], None]
 def open_delta(generation: Path, *, read_only: bool) -> Rdict | None:
     """The incremental layer's RocksDB of a generation (None if read-only and absent)."""
     path = generation / "delta"
-    if read_only and not (path / "CURRENT").exists():
-        return None
-    return open_db(path, read_only=read_only, cache_bytes=64 << 20)
+    if not read_only:
+        return open_db(path, read_only=False, cache_bytes=64 << 20)
+    for attempt in range(_READ_ATTEMPTS):
+        if not (path / "CURRENT").exists():
+            return None
+        try:
+            # A writer opening the delta for the first time creates the database
+            # before its column families; until they all exist it has written
+            # nothing, and a read-only open naming them all would fail.
+            if not set(Rdict.list_cf(str(path))).issuperset(FAMILIES):
+                return None
+            return open_db(path, read_only=True, cache_bytes=64 << 20)
+        except Exception as exc:
+            # A read-only open reads the list of live files from the MANIFEST, and a
+            # writer in another process (the consumer) may delete some of them
+            # meanwhile, flushing or compacting: "Corruption: Can't access ...sst".
+            # That passes; the next attempt reads the new list.
+            if attempt == _READ_ATTEMPTS - 1:
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(
+                    f"cannot read the incremental layer at {str(path)!r}: {exc}"
+                ) from exc
+            time.sleep(0.01 * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_READ_ATTEMPTS = 6  # about 0.3 s of retries in all
 
 
 def load_overlay(db: Rdict, overlay: Overlay) -> None:
@@ -117,6 +152,8 @@ class SetReader:
         self.overlay = Overlay()
         self.overlay.position = dict(meta.get("position", {}))
         self.lock = threading.RLock()
+        self._token = ""
+        self._token_key: tuple[int, int] | None = None
         self.listeners: list[Listener] = []
         self._families = {name: base.get_column_family(name) for name in SET_FAMILIES}
 
@@ -215,7 +252,12 @@ class SetReader:
         return self.overlay.position
 
     def token(self) -> str:
-        return encode_token(self.position)
+        # encoding costs more than a check; a token changes only with the overlay
+        key = (id(self.overlay), self.overlay.seq)
+        if self._token_key != key:
+            self._token = encode_token(self.position)
+            self._token_key = key
+        return self._token
 
     # -- raw reads ----------------------------------------------------------------------
 
@@ -248,6 +290,27 @@ class SetReader:
         fam = self.overlay.sets.get("m2g")
         raw = fam[key] if fam is not None and key in fam else self._families["m2g"].get(key)
         return BitMap.deserialize(raw[4:]) if raw else None
+
+    def m2g_groups_many(self, subjects: list[str]) -> dict[str, BitMap | None]:
+        """``m2g_groups`` of many subjects with one RocksDB multi-get."""
+        fam = self.overlay.sets.get("m2g") or {}
+        out: dict[str, BitMap | None] = {}
+        missing: list[str] = []
+        for name in subjects:
+            key = name.encode()
+            if key in fam:
+                raw = fam[key]
+                out[name] = BitMap.deserialize(raw[4:]) if raw else None
+            else:
+                missing.append(name)
+        if missing:
+            try:
+                values = self._families["m2g"].get([n.encode() for n in missing])
+            except Exception as exc:
+                raise StorageError(f"read of m2g from {self.path} failed: {exc}") from exc
+            for name, raw in zip(missing, values, strict=True):
+                out[name] = BitMap.deserialize(raw[4:]) if raw else None
+        return out
 
     # -- names --------------------------------------------------------------------------
 
