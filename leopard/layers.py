@@ -308,7 +308,7 @@ class SetReader:
                 values = self._families["m2g"].get([n.encode() for n in missing])
             except Exception as exc:
                 raise StorageError(f"read of m2g from {self.path} failed: {exc}") from exc
-            for name, raw in zip(missing, values, strict=True):
+            for name, raw in zip(missing, values or [None] * len(missing), strict=True):
                 out[name] = BitMap.deserialize(raw[4:]) if raw else None
         return out
 
