@@ -22,12 +22,14 @@ import functools
 import gc
 import json
 import os
+import queue
 import shutil
 import signal
+import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,6 +250,49 @@ class _Collector:
             )
 
 
+def _prefetch(batches: Iterable[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
+    """Read the next batches in a thread while this one classifies the current one.
+
+    Reading is mostly Arrow and numpy work that releases the GIL, so the two overlap.
+    An error in the reader is raised here, in order, where the batch would have been.
+    """
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put(("batch", batch)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed over to the consumer of the batches
+            put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="leopard-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "batch":
+                yield item
+            elif kind == "end":
+                return
+            else:
+                raise item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def _cat(parts: list[np.ndarray], dtype: Any = np.int64) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
 
@@ -367,7 +412,7 @@ def build_from_batches(
     gc.disable()
     try:
         col = _Collector(config)
-        for batch in batches:
+        for batch in _prefetch(batches):
             col.add(batch)
         phase("read")
 
@@ -402,26 +447,29 @@ def build_from_batches(
         del leaf_names
         phase("order")
 
-        # Subjects (a million or more keys) are written by a child process while this
-        # one computes the closures: pyroaring holds the GIL, so threads would not help.
+        order = np.argsort(new_id)
+        comp_of = cond.comp[order].tolist()  # component of each final id
+
+        # Subjects (a million or more keys) and GROUP2ANCESTOR are computed and written
+        # by a child process while this one does GROUP2GROUP and the edges: pyroaring
+        # holds the GIL, so threads would not help.
         sst_dir = tmp / "sst"
         sst_dir.mkdir()
         _Sst.pending.clear()
         if n_leaves >= _FORK_SUBJECTS:
-            work = functools.partial(_write_subjects, sst_dir, by_leaf, names_sorted, True)
+            work = functools.partial(
+                _child_work, sst_dir, by_leaf, names_sorted, cond, new_id, comp_of, True
+            )
             child = _fork(work)
         if child is None:
-            _write_subjects(sst_dir, by_leaf, names_sorted, False)
+            _child_work(sst_dir, by_leaf, names_sorted, cond, new_id, comp_of, False)
         del by_leaf, names_sorted
 
         g2g = closures(cond, new_id)
-        g2a = closures(cond, new_id, reverse=True)
         depth = depths(cond)
         phase("closure")
 
-        order = np.argsort(new_id)
         names_in_order = [col.group_names[i] for i in order.tolist()]
-        comp_of = cond.comp[order].tolist()  # component of each final id
         down = _remap(down_tmp, new_id, new_id, swap=False)
         up = _remap(down_tmp, new_id, new_id, swap=True)
         by_group = _remap(member[0], new_id, leaf_id, swap=False)
@@ -430,15 +478,7 @@ def build_from_batches(
         phase("edges")
 
         # -- write --------------------------------------------------------------
-        with _Sst(sst_dir, "g2g") as w_g2g, _Sst(sst_dir, "g2a") as w_g2a:
-            ser_g2g = [b.serialize() for b in g2g]
-            ser_g2a = [b.serialize() for b in g2a]
-            for gid in range(n_groups):
-                c = comp_of[gid]
-                k = gkey(gid)
-                w_g2g.put(k, ser_g2g[c])
-                w_g2a.put(k, ser_g2a[c])
-            del ser_g2g, ser_g2a
+        _write_closures(sst_dir, "g2g", g2g, comp_of, file_only=False)
         for family, keys in (("child", down), ("parent", up), ("g2m", by_group)):
             with _Sst(sst_dir, family) as w:
                 heads, bounds, lows = _split_sorted(keys)
@@ -589,6 +629,31 @@ def _ingest(db: Rdict, family: str, path: Path) -> None:
         db.get_column_family(family).ingest_external_file([str(path)], opts)
     except Exception as exc:
         raise StorageError(f"ingesting {family} into {db.path()!r} failed: {exc}") from exc
+
+
+def _write_closures(
+    directory: Path, family: str, sets: list[BitMap], comp_of: list[int], *, file_only: bool
+) -> None:
+    """One closure family: every group gets its component's set."""
+    serialized = [b.serialize() for b in sets]
+    with _Sst(directory, family, file_only=file_only) as w:
+        for gid, c in enumerate(comp_of):
+            w.put(gkey(gid), serialized[c])
+
+
+def _child_work(
+    directory: Path,
+    by_leaf: np.ndarray,
+    names: list[str],
+    cond: Any,
+    new_id: np.ndarray,
+    comp_of: list[int],
+    file_only: bool,
+) -> None:
+    """The share of the writing done beside the main process: subjects, ancestors."""
+    _write_subjects(directory, by_leaf, names, file_only)
+    g2a = closures(cond, new_id, reverse=True)
+    _write_closures(directory, "g2a", g2a, comp_of, file_only=file_only)
 
 
 def _write_subjects(
