@@ -14,7 +14,9 @@ ids after the base's. Base subject ids follow name order, which makes a page of
 from __future__ import annotations
 
 import json
+import shutil
 import struct
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,7 +45,7 @@ __all__ = ["SetReader", "Overlay", "open_delta", "load_overlay"]
 Listener = Callable[[dict[str, dict[bytes, bytes | None]]], None]
 
 
-def open_delta(generation: Path, *, read_only: bool) -> Rdict | None:
+def open_delta(generation: Path, *, read_only: bool, secondary: str | None = None) -> Rdict | None:
     """The incremental layer's RocksDB of a generation (None if read-only and absent)."""
     path = generation / "delta"
     if not read_only:
@@ -57,7 +59,7 @@ def open_delta(generation: Path, *, read_only: bool) -> Rdict | None:
             # nothing, and a read-only open naming them all would fail.
             if not set(Rdict.list_cf(str(path))).issuperset(FAMILIES):
                 return None
-            return open_db(path, read_only=True, cache_bytes=64 << 20)
+            return open_db(path, read_only=True, cache_bytes=64 << 20, secondary=secondary)
         except Exception as exc:
             # A read-only open reads the list of live files from the MANIFEST, and a
             # writer in another process (the consumer) may delete some of them
@@ -152,6 +154,7 @@ class SetReader:
         self.overlay = Overlay()
         self.overlay.position = dict(meta.get("position", {}))
         self.lock = threading.RLock()
+        self._secondary: tuple[Rdict, str] | None = None
         self._token = ""
         self._token_key: tuple[int, int] | None = None
         self.listeners: list[Listener] = []
@@ -196,6 +199,14 @@ class SetReader:
             self.base.close()
         except Exception:  # closing twice is harmless
             pass
+        if self._secondary is not None:
+            db, scratch = self._secondary
+            self._secondary = None
+            try:
+                db.close()
+            except Exception:
+                pass
+            shutil.rmtree(scratch, ignore_errors=True)
 
     # -- versions -----------------------------------------------------------------------
 
@@ -203,22 +214,41 @@ class SetReader:
         return (self.generation.name, self.overlay.seq)
 
     def refresh(self) -> bool:
-        """Re-read an incremental layer that another process writes; whether it changed."""
-        delta = open_delta(self.generation, read_only=True)
+        """Re-read an incremental layer that another process writes; whether it changed.
+
+        A secondary RocksDB instance follows the writer's log, so a poll that finds
+        nothing new costs a catch-up and one read, not a reopening of the database.
+        """
+        delta = self._follower()
         if delta is None:
             return False
         try:
+            delta.try_catch_up_with_primary()
             raw = delta.get(b"seq")
-            seq = int(raw.decode()) if raw else 0
-            if seq == self.overlay.seq:
-                return False
-            fresh = Overlay()
-            fresh.position = dict(self.meta.get("position", {}))
-            load_overlay(delta, fresh)
-        finally:
-            delta.close()
+        except Exception as exc:
+            raise StorageError(f"cannot follow the incremental layer: {exc}") from exc
+        seq = int(raw.decode()) if raw else 0
+        if seq == self.overlay.seq:
+            return False
+        fresh = Overlay()
+        fresh.position = dict(self.meta.get("position", {}))
+        load_overlay(delta, fresh)
         self._install(fresh)
         return True
+
+    def _follower(self) -> Rdict | None:
+        if self._secondary is None:
+            scratch = tempfile.mkdtemp(prefix="leopard-follow-")
+            try:
+                db = open_delta(self.generation, read_only=True, secondary=scratch)
+            except BaseException:
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise
+            if db is None:
+                shutil.rmtree(scratch, ignore_errors=True)
+                return None
+            self._secondary = (db, scratch)
+        return self._secondary[0]
 
     def next_subject(self) -> int:
         n = self.overlay.next_subject

@@ -104,12 +104,20 @@ def open_db(
     read_only: bool = True,
     bulk: bool = False,
     cache_bytes: int = 256 << 20,
+    secondary: str | None = None,
 ) -> Rdict:
-    """Open a RocksDB with every family configured (see the module docstring)."""
+    """Open a RocksDB with every family configured (see the module docstring).
+
+    With ``secondary`` (a scratch directory) it is opened as a secondary instance,
+    which follows a writer in another process cheaply (``try_catch_up_with_primary``).
+    """
     cache = Cache(cache_bytes)
     opt = _options(cache, bulk=bulk)
     cfs = {name: _options(cache, bulk=bulk) for name in families}
-    access = AccessType.read_only() if read_only else AccessType.read_write()
+    if secondary is not None:
+        access = AccessType.secondary(secondary)
+    else:
+        access = AccessType.read_only() if read_only else AccessType.read_write()
     try:
         return Rdict(str(path), opt, column_families=cfs, access_type=access)
     except Exception as exc:  # rocksdict raises plain Exception subclasses
