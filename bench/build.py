@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DATA, machine, org, run_measured, table, verdict  # noqa: E402
+from bench.common import DATA, build_argv, machine, org, run_measured, table, verdict  # noqa: E402
 
 GiB = 1 << 30
 
@@ -28,22 +28,7 @@ def measure(tuples: int, order: str) -> dict:
     snapshot, config, _ = org(tuples)
     index = DATA / f"bench-build-{tuples}-{order}.idx"
     shutil.rmtree(index, ignore_errors=True)
-    wall, peak, out = run_measured(
-        [
-            sys.executable,
-            "-m",
-            "leopard",
-            "build",
-            str(snapshot),
-            "--index",
-            str(index),
-            "--config",
-            str(config),
-            "--id-order",
-            order,
-            "--json",
-        ]
-    )
+    wall, peak, out = run_measured(build_argv(snapshot, config, index, "--id-order", order))
     report = json.loads(out)
     shutil.rmtree(index, ignore_errors=True)
     return {

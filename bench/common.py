@@ -42,24 +42,21 @@ def org(
     return snapshot, config, json.loads(report_path.read_text())
 
 
+def build_argv(snapshot: Path, config: Path, index: Path, *extra: str) -> list[str]:
+    """The ``leopard build`` command line the benchmarks time."""
+    return [
+        sys.executable, "-m", "leopard", "build", str(snapshot),
+        "--index", str(index), "--config", str(config), "--json", *extra,
+    ]  # fmt: skip
+
+
 def built_index(tuples: int, **kw: Any) -> tuple[Path, dict[str, Any]]:
     """An index built from ``org(tuples)``, reused when already built."""
     snapshot, config, report = org(tuples, **kw)
     index = snapshot.with_suffix(".idx")
     if not (index / "CURRENT").exists():
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "leopard",
-                "build",
-                str(snapshot),
-                "--index",
-                str(index),
-                "--config",
-                str(config),
-                "--json",
-            ],
+            build_argv(snapshot, config, index),
             check=True,
             stdout=subprocess.DEVNULL,
         )

@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DATA, machine, org, percentiles, run_measured  # noqa: E402
+from bench.common import DATA, build_argv, machine, org, percentiles, run_measured  # noqa: E402
 
 Log = Callable[[str], None]
 SIZES = (10_000, 100_000, 1_000_000)
@@ -63,18 +63,7 @@ def measure_size(tuples: int, *, pairs: int = 5000, seed: int = 7, log: Log = pr
     snapshot, config, report = org(tuples)  # generated (and cached) outside the timing
     index = DATA / f"scaling-{tuples}.idx"
     shutil.rmtree(index, ignore_errors=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "leopard",
-        "build",
-        str(snapshot),
-        "--index",
-        str(index),
-        "--config",
-        str(config),
-        "--json",
-    ]
+    argv = build_argv(snapshot, config, index)
     try:
         wall, peak, out = run_measured(argv)
         built = json.loads(out)
