@@ -107,10 +107,13 @@ class _Collector:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.group_ids: dict[str, int] = {}
-        self.group_names: list[str] = []
-        self.leaf_ids: dict[str, int] = {}
-        self.leaf_names: list[str] = []
+        # Interning: each batch's distinct names are appended here, and an edge end is
+        # first a position in the concatenation; ``finish`` deduplicates the whole
+        # concatenation once and turns positions into ids (no Python loop per name).
+        self.g_parts: list[pa.Array] = []
+        self.g_size = 0
+        self.l_parts: list[pa.Array] = []
+        self.l_size = 0
         # edges as parallel arrays; `flag` marks rows fed by a set's non-first source
         self.n_parent: list[np.ndarray] = []
         self.n_child: list[np.ndarray] = []
@@ -125,29 +128,52 @@ class _Collector:
         self.indexed = 0
         self.wildcards = 0
         self.opaque = 0
+        self.group_names: pa.Array = pa.array([], pa.string())
+        self.leaf_names: pa.Array = pa.array([], pa.string())
 
     # -- interning ------------------------------------------------------------------
 
-    def _group(self, name: str) -> int:
-        gid = self.group_ids.get(name)
-        if gid is None:
-            gid = self.group_ids[name] = len(self.group_names)
-            self.group_names.append(name)
-        return gid
+    def _groups(self, names: pa.Array) -> np.ndarray:
+        """Positions of ``names`` among all group names seen."""
+        start = self.g_size
+        self.g_parts.append(names)
+        self.g_size += len(names)
+        return np.arange(start, self.g_size, dtype=np.int64)
 
-    def _leaf(self, name: str) -> int:
-        lid = self.leaf_ids.get(name)
-        if lid is None:
-            lid = self.leaf_ids[name] = len(self.leaf_names)
-            self.leaf_names.append(name)
-        return lid
+    def _leaves(self, names: pa.Array) -> np.ndarray:
+        start = self.l_size
+        self.l_parts.append(names)
+        self.l_size += len(names)
+        return np.arange(start, self.l_size, dtype=np.int64)
 
     @staticmethod
-    def _encode(keys: Any) -> tuple[list[str], np.ndarray]:
+    def _encode(keys: Any) -> tuple[pa.Array, np.ndarray]:
         if isinstance(keys, pa.ChunkedArray):
             keys = keys.combine_chunks()
         enc = pc.dictionary_encode(keys)
-        return enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False)
+        return enc.dictionary, enc.indices.to_numpy(zero_copy_only=False)
+
+    @staticmethod
+    def _dedupe(parts: list[pa.Array]) -> tuple[pa.Array, np.ndarray]:
+        if not parts:
+            return pa.array([], pa.string()), np.zeros(0, dtype=np.int64)
+        enc = pc.dictionary_encode(pa.concat_arrays([p.cast(pa.string()) for p in parts]))
+        return enc.dictionary, enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def finish(self) -> None:
+        """Turn every edge end from a position into a dense id; names in id order."""
+        self.group_names, g_of = self._dedupe(self.g_parts)
+        self.leaf_names, l_of = self._dedupe(self.l_parts)
+        self.g_parts = self.l_parts = []
+        self.n_parent = [g_of[a] for a in self.n_parent]
+        self.n_child = [g_of[a] for a in self.n_child]
+        self.m_group = [g_of[a] for a in self.m_group]
+        self.m_leaf = [l_of[a] for a in self.m_leaf]
+        # every entry of one extra_bits item is of one kind (nested or leaf)
+        self.extra_bits = [
+            (g_of[g], nested, g_of[o] if len(nested) and nested[0] else l_of[o], b)
+            for g, nested, o, b in self.extra_bits
+        ]
 
     # -- batches --------------------------------------------------------------------
 
@@ -185,10 +211,9 @@ class _Collector:
 
     def _add_fed(self, t: pa.Table, set_rel: str, sources: list[str]) -> None:
         n = t.num_rows
-        suffix = "#" + set_rel
         names, idx = self._encode(pc.binary_join_element_wise(t["rns"], t["rid"], ":"))
-        gid_of = np.fromiter((self._group(v + suffix) for v in names), np.int64, len(names))
-        gids = gid_of[idx]
+        keys = pc.binary_join_element_wise(names, pa.scalar(set_rel), "#")
+        gids = self._groups(keys)[idx]
         if len(sources) > 1:
             bits = pc.index_in(t["rel"], value_set=pa.array(sources)).to_numpy(zero_copy_only=False)
         else:
@@ -202,7 +227,7 @@ class _Collector:
         sub = t if plain is None else t.filter(plain)
         if sub.num_rows:
             names, idx = self._encode(pc.binary_join_element_wise(sub["sns"], sub["sid"], ":"))
-            lid_of = np.fromiter((self._leaf(v) for v in names), np.int64, len(names))
+            lid_of = self._leaves(names)
             rows = slice(None) if plain is None else plain.to_numpy(zero_copy_only=False)
             self._add_edges(False, gids[rows], lid_of[idx], bits[rows])
         if plain is None:
@@ -214,12 +239,11 @@ class _Collector:
             pc.binary_join_element_wise(sub["sns"], sub["sid"], ":"), sub["srel"], "#"
         )
         names, idx = self._encode(keys)
-        is_set = np.fromiter((self._is_set(v) for v in names), bool, len(names))
-        ref = np.fromiter(
-            (self._group(v) if s else self._leaf(v) for v, s in zip(names, is_set, strict=True)),
-            np.int64,
-            len(names),
-        )
+        is_set = np.fromiter((self._is_set(v) for v in names.to_pylist()), bool, len(names))
+        ref = np.zeros(len(names), dtype=np.int64)
+        mask = pa.array(is_set)
+        ref[is_set] = self._groups(pc.filter(names, mask))
+        ref[~is_set] = self._leaves(pc.filter(names, pc.invert(mask)))
         nested = is_set[idx]
         other = ref[idx]
         g, b = gids[userset], bits[userset]
@@ -414,6 +438,7 @@ def build_from_batches(
         col = _Collector(config)
         for batch in _prefetch(batches):
             col.add(batch)
+        col.finish()
         phase("read")
 
         n_groups = len(col.group_names)
@@ -424,7 +449,7 @@ def build_from_batches(
         col.n_parent = col.n_child = col.m_group = col.m_leaf = []
         col.n_flag = col.m_flag = []
         # leaf ids in name order, so pages of members_of are id ranges
-        leaf_names = pa.array(col.leaf_names, pa.string())
+        leaf_names = col.leaf_names
         by_name = pc.sort_indices(leaf_names).to_numpy()
         leaf_id = np.empty(n_leaves, dtype=np.int64)
         leaf_id[by_name] = np.arange(n_leaves, dtype=np.int64)
@@ -469,7 +494,7 @@ def build_from_batches(
         depth = depths(cond)
         phase("closure")
 
-        names_in_order = [col.group_names[i] for i in order.tolist()]
+        names_in_order = pc.take(col.group_names, pa.array(order)).to_pylist()
         down = _remap(down_tmp, new_id, new_id, swap=False)
         up = _remap(down_tmp, new_id, new_id, swap=True)
         by_group = _remap(member[0], new_id, leaf_id, swap=False)
