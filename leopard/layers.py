@@ -164,7 +164,7 @@ class SetReader:
     def open(cls, path: str | Path) -> SetReader:
         p = Path(path)
         gen = IndexDir(p).current()
-        base = open_db(gen / "base", read_only=True)
+        base = open_db(gen / "base", read_only=True, cache_bytes=1 << 30)
         try:
             meta = read_meta(base, str(p))
         except BaseException:

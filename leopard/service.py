@@ -1075,6 +1075,7 @@ def serve(
     from leopard.api import open_index
 
     index = open_index(index_path)
+    index.warm()  # every closure in memory before the first request
     consumer = None
     app = None
     try:
