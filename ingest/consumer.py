@@ -133,6 +133,17 @@ class ChangeConsumer:
             signal.signal(sig, lambda *_: self.stop())
 
     def close(self) -> None:
+        if self._compactor is not None and self._compactor.poll() is None:
+            # A compaction left running would swap in a base older than what this
+            # consumer applied since it started; stop it (its half-built generation
+            # is cleaned up by the next build or compaction).
+            self._compactor.terminate()
+            try:
+                self._compactor.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._compactor.kill()
+                self._compactor.communicate()
+        self._compactor = None
         for client in (self._consumer, self._producer):
             if client is not None:
                 try:
@@ -202,7 +213,9 @@ class ChangeConsumer:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.2
-                if got:
+                if got or not self._consumer.assignment():
+                    # Idle means nothing left to read, not still joining the group
+                    # (a second here, three with Kafka's default rebalance delay).
                     idle_since = time.monotonic()
                 elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
                     break
@@ -333,8 +346,15 @@ class ChangeConsumer:
         if self._compactor is not None:
             if self._compactor.poll() is None:
                 return
+            # read and close its stderr pipe: left open it leaks a file descriptor
+            # per compaction (a ResourceWarning), and it holds the reason of a failure
+            _, err = self._compactor.communicate()
             if self._compactor.returncode != 0:
-                log.warning("compaction exited with status %d", self._compactor.returncode)
+                log.warning(
+                    "compaction exited with status %d: %s",
+                    self._compactor.returncode,
+                    (err or b"").decode(errors="replace").strip()[-2000:],
+                )
             else:
                 self.stats.compactions += 1
             self._compactor = None
