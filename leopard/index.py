@@ -28,7 +28,7 @@ from pyroaring import BitMap
 from leopard.config import Config
 from leopard.errors import InvalidInput, InvalidTuple, StaleIndex
 from leopard.layers import SetReader
-from leopard.storage import IndexDir
+from leopard.storage import IndexDir, gkey
 from leopard.tokens import decode_token, reached
 from leopard.tuples import MAX_TUPLE_BYTES, parse_object, parse_subject
 
@@ -223,8 +223,27 @@ class Index:
         if oid == "*":
             raise InvalidTuple(f"{name!r}: a wildcard subject cannot carry a relation")
         if self._r.config.is_set(ns, rel):
-            return "set", self._r.group_id(name), name
+            return "set", self._live_group(name), name
         return "leaf", None, name
+
+    def _live_group(self, name: str) -> int | None:
+        """The id of a group that has any edge; None for one unknown or emptied.
+
+        A group whose every tuple was deleted keeps its id in the incremental layer
+        until compaction drops it; answering as if it were unknown keeps answers the
+        same before and after compaction (and as after a rebuild).
+        """
+        r = self._r
+        gid = r.group_id(name)
+        if gid is None:
+            return None
+        key = gkey(gid)
+        families = ("child", "parent", "g2m")
+        if gid < len(r.base_groups) and not any(
+            key in r.overlay.sets.get(f, ()) for f in families
+        ):
+            return gid  # unchanged since a build, which only names groups with edges
+        return gid if any(r.bitmap(f, gid) for f in families) else None
 
     def _g2g_of(self, gid: int) -> BitMap:
         bm = self._g2g.get(gid)
