@@ -28,7 +28,7 @@ from pyroaring import BitMap
 from leopard.config import Config
 from leopard.errors import InvalidInput, InvalidTuple, StaleIndex
 from leopard.layers import SetReader
-from leopard.storage import IndexDir, gkey
+from leopard.storage import IndexDir, gkey, iter_family
 from leopard.tokens import decode_token, reached
 from leopard.tuples import MAX_TUPLE_BYTES, parse_object, parse_subject
 
@@ -64,6 +64,8 @@ class Index:
         self._g2g: dict[int, BitMap] = {}
         self._wild: dict[str, BitMap | None] = {}
         self._members: dict[int, BitMap] = {}
+        # after warm(): direct groups of every subject unchanged since, by name
+        self._m2g_mem: dict[str, BitMap] | None = None
         self._applied = threading.Condition()
         self._lock = threading.RLock()
         self._attach(reader if reader is not None else SetReader.open(self.path))
@@ -73,6 +75,7 @@ class Index:
         # the same reader to the end, even if a compaction swap comes meanwhile.
         reader.lock = self._lock
         self._r = reader
+        self._m2g_mem = None  # a new base: warm() again to hold it in memory
         reader.listeners.append(self._invalidate)
         self._invalidate({})
 
@@ -88,6 +91,12 @@ class Index:
         self._gids.clear()
         if not updates or "g2m" in updates or "g2g" in updates:
             self._members.clear()
+        mem = self._m2g_mem
+        if mem is not None:
+            # subjects changed since the base are read through the overlay again
+            changed = updates.get("m2g") if updates else self._r.overlay.sets.get("m2g")
+            for key in changed or ():
+                mem.pop(key.decode(), None)
         with self._applied:
             self._applied.notify_all()
 
@@ -239,9 +248,7 @@ class Index:
             return None
         key = gkey(gid)
         families = ("child", "parent", "g2m")
-        if gid < len(r.base_groups) and not any(
-            key in r.overlay.sets.get(f, ()) for f in families
-        ):
+        if gid < len(r.base_groups) and not any(key in r.overlay.sets.get(f, ()) for f in families):
             return gid  # unchanged since a build, which only names groups with edges
         return gid if any(r.bitmap(f, gid) for f in families) else None
 
@@ -291,7 +298,10 @@ class Index:
         direct: BitMap | None = None
         found = False
         if type(subject) is str and len(subject) <= _SHORT and "#" not in subject:
-            if prefetched is not None and subject in prefetched:
+            mem = self._m2g_mem
+            if mem is not None and subject in mem:
+                direct = mem[subject]
+            elif prefetched is not None and subject in prefetched:
                 direct = prefetched[subject]
             else:
                 direct = self._r.m2g_groups(subject)
@@ -414,19 +424,30 @@ class Index:
                     queue.append(w)
         return None  # pragma: no cover - closures and edges agree
 
-    def warm(self) -> int:
-        """Load every group's closure into memory now, rather than on first use.
+    def warm(self, *, subjects: bool = True) -> int:
+        """Hold the index in memory: every group's closure and (``subjects``) every
+        subject's direct groups, so that a check reads no RocksDB at all.
 
-        A long-running service pays this once at start (about a second and 100 MB
-        per 200k groups) so that no check waits on a cold read of a large closure.
-        Returns the number of groups loaded.
+        A long-running service pays this once at start: on the 10M-tuple org about
+        4 s and 0.5 GB. Changes applied later still go through the incremental layer
+        (a changed subject is dropped from memory and read through the overlay).
+        Returns the number of sets loaded.
         """
         with self._lock:
             r = self._r
             for gid in range(r.group_count()):
                 if gid not in self._g2g:
                     self._g2g[gid] = r.bitmap("g2g", gid)
-            return len(self._g2g)
+            loaded = len(self._g2g)
+            if subjects:
+                changed = r.overlay.sets.get("m2g") or {}
+                mem: dict[str, BitMap] = {}
+                for key, value in iter_family(r.base, "m2g"):
+                    if key not in changed:
+                        mem[key.decode()] = BitMap.deserialize(value[4:])
+                self._m2g_mem = mem
+                loaded += len(mem)
+            return loaded
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes of the index and its layers."""

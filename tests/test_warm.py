@@ -1,0 +1,72 @@
+"""``Index.warm`` holds closures and direct groups in memory; answers must not change.
+
+The in-memory copy of MEMBER2GROUP is of the base only: a subject changed by the
+incremental layer, in this process or another, must be read through the overlay.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from leopard.build import build_from_batches, table_from_tuples
+from leopard.config import Config
+from leopard.incremental import DeltaWriter
+from leopard.index import Index
+from leopard.tuples import parse_tuple
+
+BASE = [
+    "group:all#member@group:eng#member",
+    "group:eng#member@user:alice",
+    "group:eng#member@user:bob",
+    "group:ops#member@user:carol",
+]
+
+
+def _build(path: Path) -> None:
+    build_from_batches([table_from_tuples(parse_tuple(t) for t in BASE)], path, Config())
+
+
+def test_warm_answers_like_cold(tmp_path: Path) -> None:
+    _build(tmp_path / "idx")
+    with Index(tmp_path / "idx") as cold, Index(tmp_path / "idx") as warm:
+        assert warm.warm() > 0
+        for s in ("user:alice", "user:bob", "user:carol", "user:nobody", "user:*"):
+            for g in ("group:all", "group:eng", "group:ops", "group:none"):
+                assert warm.check(s, g) == cold.check(s, g), (s, g)
+
+
+def test_changes_after_warm_are_seen(tmp_path: Path) -> None:
+    _build(tmp_path / "idx")
+    with Index(tmp_path / "idx") as ix:
+        ix.warm()
+        assert ix.check("user:alice", "group:all")
+        w = DeltaWriter(ix.reader)
+        try:
+            w.apply(
+                [
+                    ("delete", parse_tuple("group:eng#member@user:alice")),
+                    ("touch", parse_tuple("group:eng#member@user:carol")),
+                    ("touch", parse_tuple("group:ops#member@user:dave")),
+                ]
+            )
+            assert not ix.check("user:alice", "group:all")
+            assert ix.check("user:carol", "group:all")
+            assert ix.check("user:dave", "group:ops")
+            assert ix.check("user:bob", "group:all")
+        finally:
+            w.close()
+
+
+def test_a_warm_reader_follows_another_writer(tmp_path: Path) -> None:
+    _build(tmp_path / "idx")
+    with Index(tmp_path / "idx") as writer_ix, Index(tmp_path / "idx") as reader:
+        reader.warm()
+        assert reader.check("user:bob", "group:eng")
+        w = DeltaWriter(writer_ix.reader)
+        try:
+            w.apply([("delete", parse_tuple("group:eng#member@user:bob"))], {"t:0": 1})
+        finally:
+            w.close()
+        assert reader.check("user:bob", "group:eng")  # not refreshed yet
+        reader.wait_for(writer_ix.version, timeout=5)
+        assert not reader.check("user:bob", "group:eng")
