@@ -333,7 +333,10 @@ class Index:
         """
         pairs = list(pairs)
         with self._lock:
-            keys = {s for s, _ in pairs if type(s) is str and "#" not in s}
+            mem = self._m2g_mem
+            keys = {
+                s for s, _ in pairs if type(s) is str and "#" not in s and (not mem or s not in mem)
+            }
             prefetched = self._r.m2g_groups_many(sorted(keys)) if len(keys) > 1 else None
             return [self._check(s, g, prefetched) for s, g in pairs]
 
