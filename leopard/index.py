@@ -295,13 +295,14 @@ class Index:
         # The common case, a plain subject: read its direct groups first and check
         # the name's form only when the index does not know it (a stored name is
         # well-formed), so a hit costs no parsing.
-        direct: BitMap | None = None
-        found = False
-        if type(subject) is str and len(subject) <= _SHORT and "#" not in subject:
-            mem = self._m2g_mem
-            if mem is not None and subject in mem:
-                direct = mem[subject]
-            elif prefetched is not None and subject in prefetched:
+        mem = self._m2g_mem
+        # after warm(): one probe of the in-memory copy (its keys are canonical names)
+        direct: BitMap | None = (
+            mem.get(subject) if mem is not None and type(subject) is str else None
+        )
+        found = direct is not None
+        if not found and type(subject) is str and len(subject) <= _SHORT and "#" not in subject:
+            if prefetched is not None and subject in prefetched:
                 direct = prefetched[subject]
             else:
                 direct = self._r.m2g_groups(subject)
