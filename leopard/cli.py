@@ -7,6 +7,7 @@ status 1, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -174,23 +175,13 @@ def build(
 
     total = sum(os.path.getsize(s) for s in snapshots if s != "-" and os.path.isfile(s))
     show = sys.stderr.isatty() and total > 0 and not as_json
+    bar_context: Any = (
+        click.progressbar(length=total, label="reading", file=sys.stderr, show_eta=True)
+        if show
+        else contextlib.nullcontext()
+    )
     try:
-        if show:
-            with click.progressbar(
-                length=total, label="reading", file=sys.stderr, show_eta=True
-            ) as bar:
-                report = build_index(
-                    list(snapshots),
-                    index_dir,
-                    config_path,
-                    format=fmt,
-                    skip_invalid=skip_invalid,
-                    on_reject=on_reject,
-                    position=pos,
-                    progress=bar.update,
-                    id_order=id_order,
-                )
-        else:
+        with bar_context as bar:
             report = build_index(
                 list(snapshots),
                 index_dir,
@@ -199,6 +190,7 @@ def build(
                 skip_invalid=skip_invalid,
                 on_reject=on_reject,
                 position=pos,
+                progress=bar.update if bar is not None else None,
                 id_order=id_order,
             )
     finally:

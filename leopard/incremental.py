@@ -368,12 +368,8 @@ class DeltaWriter:
                 w.sets[key] = new
                 w.dirty.add(key)
 
-    def _current(self, w: _Work, family: str, gid: int) -> BitMap:
-        bm = w.sets.get((family, gkey(gid)))
-        return bm if bm is not None else self._read(family, gid)
-
     def _reads(self, w: _Work, family: str) -> Callable[[int], BitMap]:
-        """``_current`` of one family as a plain function, for the hot loop of
+        """The current set of one family as a plain function, for the hot loop of
         ``_region`` (up to millions of calls a batch); valid until ``w.sets`` changes."""
         batch = {_U32.unpack(key)[0]: bm for (f, key), bm in w.sets.items() if f == family}
         cache, read = self._cache, self._read
