@@ -53,6 +53,7 @@ def _long(name: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
 
 
 _U32 = struct.Struct(">I")
+_UNSEEN: Any = object()
 
 
 class Index:
@@ -63,6 +64,8 @@ class Index:
         self._gids: dict[str, int] = {}
         self._g2g: dict[int, BitMap] = {}
         self._wild: dict[str, BitMap | None] = {}
+        # group name -> closure, for check_many's inline path; cleared with _gids
+        self._reaches: dict[str, BitMap] = {}
         self._members: dict[int, BitMap] = {}
         # after warm(): direct groups of every subject unchanged since, by name
         self._m2g_mem: dict[str, BitMap] | None = None
@@ -89,6 +92,7 @@ class Index:
                 self._g2g.pop(_U32.unpack(key)[0], None)
         self._wild.clear()
         self._gids.clear()
+        self._reaches.clear()
         if not updates or "g2m" in updates or "g2g" in updates:
             self._members.clear()
         mem = self._m2g_mem
@@ -335,11 +339,50 @@ class Index:
         pairs = list(pairs)
         with self._lock:
             mem = self._m2g_mem
+            if mem is not None:
+                try:
+                    return self._check_many_warm(pairs, mem)
+                except TypeError:
+                    pass  # an unhashable subject or group: the checks below name it
             keys = {
                 s for s, _ in pairs if type(s) is str and "#" not in s and (not mem or s not in mem)
             }
             prefetched = self._r.m2g_groups_many(sorted(keys)) if len(keys) > 1 else None
             return [self._check(s, g, prefetched) for s, g in pairs]
+
+    def _check_many_warm(self, pairs: list[Any], mem: dict[str, BitMap]) -> list[bool]:
+        """``check_many`` after ``warm()``: the common case inline, the rest by ``_check``.
+
+        A subject found in memory and a group already resolved are both valid names,
+        so a pair of them needs no parsing: one intersection with the group's
+        closure, and one with the namespace's wildcard groups when that misses.
+        """
+        reaches, wild = self._reaches, self._wild
+        check = self._check
+        out: list[bool] = []
+        append = out.append
+        for s, g in pairs:
+            direct = mem.get(s)
+            reach = reaches.get(g)
+            if direct is None or reach is None:
+                append(check(s, g))  # validates both, and resolves the group
+                self._remember_reach(g)
+            elif direct.intersect(reach):
+                append(True)
+            else:
+                w = wild.get(s[: s.find(":")], _UNSEEN)
+                if w is _UNSEEN:
+                    append(check(s, g))  # looks the wildcard up, and remembers it
+                else:
+                    append(w is not None and w.intersect(reach))
+        return out
+
+    def _remember_reach(self, group: str) -> None:
+        gid = self._gids.get(group)
+        if gid is not None and gid >= 0:
+            if len(self._reaches) > _CLOSURE_LIMIT:
+                self._reaches.clear()
+            self._reaches[group] = self._g2g_of(gid)
 
     def groups_of(self, subject: str) -> list[str]:
         """Every group the subject is in, transitively, sorted by name."""

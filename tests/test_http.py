@@ -174,6 +174,8 @@ def test_batch_check_answers_in_order(base: str) -> None:
     assert a.status == 200, a.body
     assert a.json["results"] == [True, False, True]
     assert call(base, "POST", "/v1/check", '{"checks": []}').json["results"] == []
+    fresh = json.dumps({"checks": checks, "at_least": a.json["token"], "max_wait": 0.5})
+    assert call(base, "POST", "/v1/check", fresh).json["results"] == [True, False, True]
 
 
 def test_groups(base: str) -> None:
@@ -279,6 +281,18 @@ ERRORS = [
     ("POST", "/v1/check", '{"checks": [{"subject": 1, "group": "group:g"}]}', 400,
      "invalid_request", "'checks.0.subject'"),
     ("POST", "/v1/check", '{"checks": [], "extra": 1}', 400, "invalid_request", "'extra'"),
+    ("POST", "/v1/check", '{"checks": [{"subject": "user:a", "group": "group:g", "x": 1}]}',
+     400, "invalid_request", "'checks.0.x'"),
+    ("POST", "/v1/check", '{"checks": [{"subject": "user:a", "group": ""}]}', 400,
+     "invalid_request", "'checks.0.group'"),
+    ("POST", "/v1/check", '{"checks": [{"subject": "user:a"}]}', 400, "invalid_request",
+     "'checks.0.group' is missing"),
+    ("POST", "/v1/check", '{"checks": [["user:a", "group:g"]]}', 400, "invalid_request",
+     "'checks.0'"),
+    ("POST", "/v1/check", '[{"subject": "user:a", "group": "group:g"}]', 400, "invalid_request",
+     "body"),
+    ("POST", "/v1/check", '{"checks": [], "max_wait": -1}', 400, "invalid_request",
+     "'max_wait'"),
     ("POST", "/v1/check", '{"checks": [{"subject": "bad", "group": "group:g"}]}', 400,
      "invalid_tuple", "'bad'"),
     ("POST", "/v1/check", TOO_MANY, 413, "batch_too_large", f"at most {MAX_BATCH}"),

@@ -436,6 +436,13 @@ class IncrementalMachine(RuleBasedStateMachine):
         self._close()
         self._open()
 
+    @precondition(lambda self: self.ix is not None)
+    @rule()
+    def warm(self) -> None:
+        """Hold the base in memory: later answers take the in-memory paths."""
+        assert self.ix is not None
+        self.ix.warm()
+
     # -- the comparison -------------------------------------------------------------------
 
     @invariant()

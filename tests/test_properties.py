@@ -261,6 +261,10 @@ def test_check_many_is_check_in_order(graph: Graph, data: st.DataObject) -> None
             assert ix.check_many(iter(pairs)) == expected  # any iterable of pairs
             assert ix.check_many(p for p in pairs) == expected
             assert ix.check_many([]) == []
+            ix.warm()
+            assert ix.check_many(pairs) == expected  # resolves the groups
+            assert ix.check_many(pairs) == expected  # the in-memory path throughout
+            assert [ix.check(s, g) for s, g in pairs] == expected
 
 
 @settings(max_examples=8, **SETTINGS)
