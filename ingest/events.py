@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from leopard.errors import InvalidInput, InvalidTuple
 from leopard.tuples import RelationTuple, format_tuple, parse_tuple
@@ -60,8 +60,7 @@ _REQUIRED = object()
 Op = Literal["touch", "delete"]
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """One tuple change: ``touch`` writes the tuple (idempotently), ``delete`` removes it.
 
     ``ts`` is when the change happened, in seconds since the epoch, if the source says.
@@ -70,6 +69,13 @@ class Change:
     op: Op
     tuple: RelationTuple
     ts: float | None = None
+
+
+# The native event exactly as ``encode_native`` writes it without a timestamp: read
+# without a JSON parse. The tuple text holds no escape, quote or control character
+# (JSON would have escaped those), so its bytes are the string; anything else, and a
+# tuple that does not parse, takes the general path and its precise error.
+_NATIVE_PLAIN = re.compile(rb'\{"op":"(touch|delete)","tuple":"([^"\\\x00-\x1f]*)"\}')
 
 
 class DecodeError(InvalidInput):
@@ -86,6 +92,15 @@ def decode(format: str, value: bytes | None, *, options: dict | None = None) -> 
     if format not in _DECODERS:
         raise InvalidInput(f"unknown change format {format!r}; expected one of {CODECS}")
     opts = _check_options(format, options)
+    if format == "native" and value:
+        m = _NATIVE_PLAIN.fullmatch(value)
+        if m is not None:
+            try:
+                t = parse_tuple(m[2].decode())
+            except (UnicodeDecodeError, InvalidTuple):
+                pass
+            else:
+                return [Change("touch" if m[1] == b"touch" else "delete", t)]
     try:
         if not value:
             if format == "debezium":

@@ -27,7 +27,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pyroaring import BitMap
@@ -50,8 +50,7 @@ TOUCH = "touch"
 DELETE = "delete"
 
 
-@dataclass(frozen=True)
-class Edge:
+class Edge(NamedTuple):
     """One index edge a stored tuple feeds: group -> child group, or group -> leaf."""
 
     group: str
@@ -62,10 +61,23 @@ class Edge:
 
 def classify(config: Config, t: RelationTuple) -> list[Edge]:
     """The index edges a stored tuple feeds (none when it feeds no set)."""
+    return _classify(_feeding(config, t.resource_type, t.relation), config, t)
+
+
+def _feeding(config: Config, namespace: str, relation: str) -> list[tuple[str, int | None]]:
+    """``(set relation, source bit)`` of each set a stored ``namespace#relation`` feeds."""
     out = []
-    for set_rel in config.feeds(t.resource_type, t.relation):
-        sources = _sources(config, t.resource_type, set_rel)
-        bit = sources.index(t.relation) if len(sources) > 1 else None
+    for set_rel in config.feeds(namespace, relation):
+        sources = _sources(config, namespace, set_rel)
+        out.append((set_rel, sources.index(relation) if len(sources) > 1 else None))
+    return out
+
+
+def _classify(
+    feeding: list[tuple[str, int | None]], config: Config, t: RelationTuple
+) -> list[Edge]:
+    out = []
+    for set_rel, bit in feeding:
         group = f"{t.resource_type}:{t.resource_id}#{set_rel}"
         srel = t.subject_relation
         if srel is not None and config.is_set(t.subject_type, srel):
@@ -109,11 +121,14 @@ class _Work:
     def __init__(self, reader: SetReader, read: Callable[[str, int], BitMap]) -> None:
         self.r = reader
         self.read = read  # the writer's cached, read-only ``reader.bitmap``
-        self.sets: dict[tuple[str, bytes], BitMap] = {}
-        self.dirty: set[tuple[str, bytes]] = set()
+        self.sets: dict[tuple[str, int], BitMap] = {}  # (family, group id) -> set
+        self.dirty: set[tuple[str, int]] = set()
         self.m2g: dict[str, tuple[int, BitMap]] = {}
         self.m2g_dirty: set[str] = set()
         self.support: dict[bytes, int] = {}
+        self.stored_support: dict[bytes, bytes | None] = {}  # read ahead by prefetch
+        self.support_entries: set[bytes] = set()  # keys stored with a non-empty mask
+        self.unknown: set[str] = set()  # subjects the index had no entry for
         self.new_groups: list[str] = []
         self.new_group_ids: dict[str, int] = {}
         self.new_subjects: dict[int, str] = {}
@@ -121,7 +136,7 @@ class _Work:
 
     def bitmap(self, family: str, gid: int, *, write: bool = False) -> BitMap:
         """The batch's copy of a set; ``write=True`` marks it for persisting."""
-        key = (family, gkey(gid))
+        key = (family, gid)
         bm = self.sets.get(key)
         if bm is None:
             bm = self.sets[key] = BitMap(self.read(family, gid))
@@ -140,19 +155,19 @@ class _Work:
             self.new_groups.append(name)
             self.new_group_ids[name] = gid
             for fam in ("g2g", "g2a"):
-                self.sets[(fam, gkey(gid))] = BitMap([gid])
-                self.dirty.add((fam, gkey(gid)))
+                self.sets[(fam, gid)] = BitMap([gid])
+                self.dirty.add((fam, gid))
             for fam in ("child", "parent", "g2m"):
-                self.sets[(fam, gkey(gid))] = BitMap()
+                self.sets[(fam, gid)] = BitMap()
         return gid
 
     def subject(self, name: str, create: bool) -> tuple[int, BitMap] | None:
         got = self.m2g.get(name)
         if got is not None:
             return got
-        found = self.r.m2g(name)
+        found = None if name in self.unknown else self.r.m2g(name)
         if found is not None:
-            got = (found[0], BitMap(found[1]))
+            got = found  # deserialized for this batch alone: safe to change
         elif create:
             sid = self.next_subject
             self.next_subject += 1
@@ -166,12 +181,44 @@ class _Work:
     def mask(self, key: bytes, present: bool) -> int:
         if key in self.support:
             return self.support[key]
-        if not present:  # an absent edge is fed by nothing: no read needed
+        if not present:  # an absent edge is fed by nothing and has no entry: no read
             return 0
-        raw = self.r.raw("support", key)
+        stored = self.stored_support
+        raw = stored[key] if key in stored else self.r.raw("support", key)
         if raw:
+            self.support_entries.add(key)
             return int.from_bytes(raw, "little")
-        return 1 if present else 0
+        return 1
+
+    def prefetch(self, edges: list[tuple[Edge, bool]], read_many: Callable[..., None]) -> None:
+        """Read what the member edges of a batch need with a few multi-gets instead
+        of a point read each: the subjects' direct groups, the groups' member sets
+        (into the writer's cache, through ``read_many``) and the support masks."""
+        r = self.r
+        names = list({e.subject for e, _ in edges if not e.nested} - self.m2g.keys())
+        for name, raw in zip(names, r.raw_many("m2g", [n.encode() for n in names]), strict=True):
+            if raw:
+                self.m2g[name] = (_U32.unpack_from(raw)[0], BitMap.deserialize(raw[4:]))
+            else:
+                self.unknown.add(name)
+        group_id = r.group_id
+        gids: set[int] = set()
+        keys: list[bytes] = []
+        m2g = self.m2g
+        for e, _ in edges:
+            if e.nested:
+                continue
+            gid = group_id(e.group)
+            if gid is None:
+                continue
+            gids.add(gid)
+            if e.bit is not None:
+                got = m2g.get(e.subject)
+                if got is not None and gid in got[1]:
+                    keys.append(gkey(gid) + b"s" + gkey(got[0]))
+        read_many("g2m", gids)
+        if keys:
+            self.stored_support.update(zip(keys, r.raw_many("support", keys), strict=True))
 
 
 class DeltaWriter:
@@ -196,6 +243,7 @@ class DeltaWriter:
         # overlay (SetReader.refresh) empties the cache all the same.
         self._cache: dict[tuple[str, int], BitMap] = {}
         self._cache_overlay = reader.overlay
+        self._feeding: dict[tuple[str, str], list[tuple[str, int | None]]] = {}
 
     def close(self) -> None:
         # The column family handles keep the RocksDB, and its LOCK, alive: drop them
@@ -231,20 +279,29 @@ class DeltaWriter:
             self._cache.clear()
             self._cache_overlay = self.reader.overlay
         w = _Work(self.reader, self._read)
-        changed_edges: list[tuple[int, int]] = []
+        config, feeding_of = self.config, self._feeding
+        work: list[tuple[Edge, bool]] = []
         for t, op in last.items():
-            edges = classify(self.config, t)
-            if not edges:
+            kind = (t.resource_type, t.relation)
+            feeding = feeding_of.get(kind)
+            if feeding is None:
+                feeding = feeding_of[kind] = _feeding(config, *kind)
+            if not feeding:
                 rep.skipped += 1
                 reason = f"{t.resource_type}#{t.relation} is not fed into an indexed set"
                 rep.skipped_reasons[reason] = rep.skipped_reasons.get(reason, 0) + 1
                 continue
-            for e in edges:
-                if e.nested:
-                    if self._nested(w, e, op == TOUCH, changed_edges):
-                        rep.edge_changes += 1
-                elif self._member(w, e, op == TOUCH):
-                    rep.member_changes += 1
+            add = op == TOUCH
+            for e in _classify(feeding, config, t):
+                work.append((e, add))
+        w.prefetch(work, self._read_many)
+        changed_edges: list[tuple[int, int]] = []
+        for e, add in work:
+            if e.nested:
+                if self._nested(w, e, add, changed_edges):
+                    rep.edge_changes += 1
+            elif self._member(w, e, add):
+                rep.member_changes += 1
         if changed_edges:
             self._rederive(w, changed_edges)
         rep.new_groups = len(w.new_groups)
@@ -327,6 +384,18 @@ class DeltaWriter:
             bm = self._cache[key] = self.reader.bitmap(family, gid)
         return bm
 
+    def _read_many(self, family: str, gids: Iterable[int]) -> None:
+        """Bring the sets of ``gids`` into the read cache with one multi-get."""
+        cache = self._cache
+        missing = [g for g in gids if (family, g) not in cache]
+        if not missing:
+            return
+        if len(cache) + len(missing) >= _READ_CACHE_LIMIT:
+            cache.clear()
+        raws = self.reader.raw_many(family, [gkey(g) for g in missing])
+        for gid, raw in zip(missing, raws, strict=True):
+            cache[(family, gid)] = BitMap.deserialize(raw) if raw else BitMap()
+
     def _old(self, w: _Work, family: str, gid: int) -> BitMap:
         """A closure as it was before this batch (new groups: just themselves)."""
         if gid >= self.reader.group_count():
@@ -364,14 +433,14 @@ class DeltaWriter:
         for v, g in enumerate(nodes):
             new = done[cond.comp[v]]
             if new != closure_of(g):  # no set of this family has changed since
-                key = (family, gkey(g))
+                key = (family, g)
                 w.sets[key] = new
                 w.dirty.add(key)
 
     def _reads(self, w: _Work, family: str) -> Callable[[int], BitMap]:
         """The current set of one family as a plain function, for the hot loop of
         ``_region`` (up to millions of calls a batch); valid until ``w.sets`` changes."""
-        batch = {_U32.unpack(key)[0]: bm for (f, key), bm in w.sets.items() if f == family}
+        batch = {gid: bm for (f, gid), bm in w.sets.items() if f == family}
         cache, read = self._cache, self._read
 
         def current(gid: int) -> BitMap:
@@ -391,21 +460,48 @@ class DeltaWriter:
         wb = WriteBatch(raw_mode=True)
         updates: dict[str, dict[bytes, bytes | None]] = {}
 
-        def put(family: str, key: bytes, value: bytes) -> None:
-            wb.put(key, value, self._handles[family])
-            updates.setdefault(family, {})[key] = value
+        handles = self._handles
+        put = wb.put
 
-        for family, key in w.dirty:
-            put(family, key, w.sets[(family, key)].serialize())
-        for name in w.m2g_dirty:
-            sid, groups = w.m2g[name]
-            put("m2g", name.encode(), _U32.pack(sid) + groups.serialize())
-        for sid, name in w.new_subjects.items():
-            put("sname", gkey(sid), name.encode())
-        for key, mask in w.support.items():
-            # an empty value means "no entry": fed by the first source alone, or absent
-            # (an absent edge is fed by nothing, whatever its entry says)
-            put("support", key, b"" if mask in (0, 1) else mask.to_bytes(8, "little"))
+        def family(name: str) -> tuple[dict[bytes, bytes | None], Any]:
+            return updates.setdefault(name, {}), handles[name]
+
+        for (name, gid), bm in ((k, w.sets[k]) for k in w.dirty):
+            fam, handle = family(name)
+            key, value = gkey(gid), bm.serialize()
+            put(key, value, handle)
+            fam[key] = value
+        if w.m2g_dirty:
+            fam, handle = family("m2g")
+            pack, m2g = _U32.pack, w.m2g
+            for name in w.m2g_dirty:
+                sid, groups = m2g[name]
+                key, value = name.encode(), pack(sid) + groups.serialize()
+                put(key, value, handle)
+                fam[key] = value
+        if w.new_subjects:
+            fam, handle = family("sname")
+            for sid, name in w.new_subjects.items():
+                key, value = gkey(sid), name.encode()
+                put(key, value, handle)
+                fam[key] = value
+        if w.support:
+            fam, handle = family("support")
+            entries = w.support_entries
+            for key, mask in w.support.items():
+                # An empty value means "no entry": fed by the first source alone, or
+                # absent. Only a stored entry needs one written over it; an edge without
+                # one (every absent edge, as deletes clear theirs) needs nothing.
+                if mask not in (0, 1):
+                    value = mask.to_bytes(8, "little")
+                elif key in entries:
+                    value = b""
+                else:
+                    continue
+                put(key, value, handle)
+                fam[key] = value
+            if not fam:
+                del updates["support"]
         first_new = r.group_count()
         for i, name in enumerate(w.new_groups):
             wb.put(b"group:" + gkey(first_new + i), name.encode())
@@ -422,10 +518,10 @@ class DeltaWriter:
             raise StorageError(f"write to the incremental layer failed: {exc}") from exc
         r.apply_overlay(updates, w.new_groups, w.next_subject, new_position, seq)
         cache = self._cache
-        for family, key in w.dirty:  # the batch's sets are the new state: keep them
-            if len(cache) >= _READ_CACHE_LIMIT:
-                cache.clear()
-            cache[(family, _U32.unpack(key)[0])] = w.sets[(family, key)]
+        if len(cache) + len(w.dirty) >= _READ_CACHE_LIMIT:
+            cache.clear()
+        for dirty in w.dirty:  # the batch's sets are the new state: keep them
+            cache[dirty] = w.sets[dirty]
         self._cache_overlay = r.overlay
         return sum(len(v) for v in updates.values())
 

@@ -303,6 +303,20 @@ class SetReader:
     def raw(self, family: str, key: bytes) -> bytes | None:
         return self._get(family, key)
 
+    def raw_many(self, family: str, keys: list[bytes]) -> list[bytes | None]:
+        """``raw`` of many keys: the overlay's entries, the rest with one multi-get."""
+        fam = self.overlay.sets.get(family) or {}
+        out: list[bytes | None] = [fam.get(k) for k in keys]
+        missing = [i for i, k in enumerate(keys) if k not in fam]
+        if missing:
+            try:
+                values = self._families[family].get([keys[i] for i in missing])
+            except Exception as exc:
+                raise StorageError(f"read of {family} from {self.path} failed: {exc}") from exc
+            for i, value in zip(missing, values or [None] * len(missing), strict=True):
+                out[i] = value
+        return out
+
     def bitmap(self, family: str, gid: int) -> BitMap:
         raw = self._get(family, gkey(gid))
         return BitMap.deserialize(raw) if raw else _EMPTY
