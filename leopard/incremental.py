@@ -118,9 +118,15 @@ class ApplyReport:
 class _Work:
     """Copy-on-write view of the sets one batch changes."""
 
-    def __init__(self, reader: SetReader, read: Callable[[str, int], BitMap]) -> None:
+    def __init__(
+        self,
+        reader: SetReader,
+        read: Callable[[str, int], BitMap],
+        take: Callable[[str, int], BitMap],
+    ) -> None:
         self.r = reader
         self.read = read  # the writer's cached, read-only ``reader.bitmap``
+        self.take = take  # the writer's cached set itself, to change in place
         self.sets: dict[tuple[str, int], BitMap] = {}  # (family, group id) -> set
         self.dirty: set[tuple[str, int]] = set()
         self.m2g: dict[str, tuple[int, BitMap]] = {}
@@ -135,11 +141,18 @@ class _Work:
         self.next_subject = reader.next_subject()
 
     def bitmap(self, family: str, gid: int, *, write: bool = False) -> BitMap:
-        """The batch's copy of a set; ``write=True`` marks it for persisting."""
+        """The batch's copy of a set; ``write=True`` marks it for persisting.
+
+        Member sets, which nothing reads as they were before the batch, are changed
+        in the writer's cache directly: a big group's set is not copied every batch.
+        """
         key = (family, gid)
         bm = self.sets.get(key)
         if bm is None:
-            bm = self.sets[key] = BitMap(self.read(family, gid))
+            if family == "g2m":
+                bm = self.sets[key] = self.take(family, gid)
+            else:
+                bm = self.sets[key] = BitMap(self.read(family, gid))
         if write:
             self.dirty.add(key)
         return bm
@@ -278,7 +291,18 @@ class DeltaWriter:
         if self.reader.overlay is not self._cache_overlay:
             self._cache.clear()
             self._cache_overlay = self.reader.overlay
-        w = _Work(self.reader, self._read)
+        try:
+            self._apply(last, rep, position)
+        except BaseException:
+            self._cache.clear()  # its member sets may hold changes that were not persisted
+            raise
+        rep.seconds = time.perf_counter() - started
+        return rep
+
+    def _apply(
+        self, last: dict[RelationTuple, str], rep: ApplyReport, position: dict[str, int] | None
+    ) -> None:
+        w = _Work(self.reader, self._read, self._take)
         config, feeding_of = self.config, self._feeding
         work: list[tuple[Edge, bool]] = []
         for t, op in last.items():
@@ -307,8 +331,6 @@ class DeltaWriter:
         rep.new_groups = len(w.new_groups)
         rep.new_subjects = len(w.new_subjects)
         rep.sets_written = self._persist(w, position)
-        rep.seconds = time.perf_counter() - started
-        return rep
 
     def _edge_support(
         self, w: _Work, key: bytes, present: bool, bit: int | None, add: bool
@@ -395,6 +417,16 @@ class DeltaWriter:
         raws = self.reader.raw_many(family, [gkey(g) for g in missing])
         for gid, raw in zip(missing, raws, strict=True):
             cache[(family, gid)] = BitMap.deserialize(raw) if raw else BitMap()
+
+    def _take(self, family: str, gid: int) -> BitMap:
+        """The cached set itself, for ``_Work.bitmap`` to change in place; a failed
+        batch empties the cache (see ``apply``)."""
+        key = (family, gid)
+        bm = self._cache.get(key)
+        if not bm:  # not cached, or empty: perhaps the reader's shared empty set
+            bm = BitMap(self._read(family, gid))
+            self._cache[key] = bm
+        return bm
 
     def _old(self, w: _Work, family: str, gid: int) -> BitMap:
         """A closure as it was before this batch (new groups: just themselves)."""

@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, settings
@@ -45,7 +46,7 @@ from strategies import graphs, tuple_lines
 from leopard.build import build_from_batches, table_from_tuples
 from leopard.compact import compact
 from leopard.config import Config
-from leopard.errors import InvalidInput, StaleIndex
+from leopard.errors import InvalidInput, StaleIndex, StorageError
 from leopard.incremental import DeltaWriter
 from leopard.index import Index
 from leopard.storage import IndexDir
@@ -590,6 +591,28 @@ def test_duplicates_and_touch_then_delete_in_one_batch(opened) -> None:  # type:
         "+doc:d#viewer@user:x",  # not an indexed relation: skipped
     )
     assert ix.members_of("group:a") == ["user:x", "user:z"]
+
+
+def test_a_failed_write_leaves_nothing_behind(opened) -> None:  # type: ignore[no-untyped-def]
+    """A batch whose write fails changes nothing, not even the writer's cached sets,
+    which a batch changes in place: the next batch persists only its own changes."""
+    ix, w, m = opened(["group:a#member@user:x", "group:b#member@group:a#member"])
+    step(ix, w, m, "+group:a#member@user:y")  # the member set of group:a is cached now
+
+    class Failing:
+        def __init__(self, db: Any) -> None:
+            self.db = db
+
+        def write(self, batch: Any) -> None:
+            raise OSError("disk full")
+
+    db, w.db = w.db, Failing(w.db)  # type: ignore[assignment]
+    with pytest.raises(StorageError, match="disk full"):
+        w.apply(changes("+group:a#member@user:lost", "-group:a#member@user:x"))
+    w.db = db
+    assert ix.members_of("group:a") == ["user:x", "user:y"]
+    step(ix, w, m, "+group:a#member@user:z")
+    assert ix.members_of("group:b") == ["user:x", "user:y", "user:z"]
 
 
 def test_version_position_and_tokens_advance(opened) -> None:  # type: ignore[no-untyped-def]
