@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from leopard.build import build_from_batches, table_from_tuples
+from leopard.compact import compact
 from leopard.config import Config
 from leopard.incremental import DeltaWriter
 from leopard.index import Index
@@ -70,3 +71,41 @@ def test_a_warm_reader_follows_another_writer(tmp_path: Path) -> None:
         assert reader.check("user:bob", "group:eng")  # not refreshed yet
         reader.wait_for(writer_ix.version, timeout=5)
         assert not reader.check("user:bob", "group:eng")
+
+
+def test_a_warm_index_stays_warm_across_a_compaction(tmp_path: Path) -> None:
+    path = tmp_path / "idx"
+    _build(path)
+    with Index(path) as ix:
+        ix.warm()
+        w = DeltaWriter(ix.reader)
+        try:
+            w.apply(
+                [
+                    ("delete", parse_tuple("group:eng#member@user:bob")),
+                    ("touch", parse_tuple("group:ops#member@user:dave")),
+                ],
+                {"t:0": 2},
+            )
+        finally:
+            w.close()
+        before = ix.reader.generation
+        compact(path)
+        assert ix.refresh() and ix.reader.generation != before
+        assert ix.warmed  # loaded before the swap, not dropped by it
+        assert ix.check("user:alice", "group:all") and ix.check("user:dave", "group:ops")
+        assert not ix.check("user:bob", "group:all")
+        assert ix.check_many([("user:dave", "group:ops"), ("user:bob", "group:eng")]) == [
+            True,
+            False,
+        ]
+        w = DeltaWriter(ix.reader)  # the new generation's incremental layer
+        try:
+            w.apply([("delete", parse_tuple("group:ops#member@user:dave"))], {"t:0": 3})
+        finally:
+            w.close()
+        assert not ix.check("user:dave", "group:ops")
+        assert ix.check_many([("user:dave", "group:ops"), ("user:carol", "group:ops")]) == [
+            False,
+            True,
+        ]
