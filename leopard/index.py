@@ -82,6 +82,8 @@ class Index:
         self._wild: dict[str, BitMap | None] = {}
         # group name -> closure, for check_many's inline path; cleared with _gids
         self._reaches: dict[str, BitMap] = {}
+        self._reach_names: dict[int, list[str]] = {}  # group id -> its names in _reaches
+        self._group_count = 0  # groups when _gids was last emptied
         self._members: dict[int, BitMap] = {}
         # after warm(): direct groups of every subject unchanged since, by name
         self._m2g_mem: dict[str, BitMap] | None = None
@@ -100,16 +102,31 @@ class Index:
         self._invalidate({})
 
     def _invalidate(self, updates: dict[str, dict[bytes, bytes | None]]) -> None:
-        """Drop cached sets a batch replaced (everything, when ``updates`` is empty)."""
+        """Drop cached sets a batch replaced (everything, when ``updates`` is empty).
+
+        Only what a batch changed is dropped: a steady trickle of changes must not
+        make every query resolve its group again.
+        """
         g2g = updates.get("g2g")
+        count = self._r.group_count()
         if not updates:
             self._g2g.clear()
+            self._reaches.clear()
+            self._reach_names.clear()
         elif g2g:
             for key in g2g:
-                self._g2g.pop(_U32.unpack(key)[0], None)
-        self._wild.clear()
-        self._gids.clear()
-        self._reaches.clear()
+                gid = _U32.unpack(key)[0]
+                self._g2g.pop(gid, None)
+                for name in self._reach_names.pop(gid, ()):
+                    self._reaches.pop(name, None)
+        m2g = updates.get("m2g")
+        if not updates or (m2g and any(key.endswith(b":*") for key in m2g)):
+            self._wild.clear()
+        if not updates or count != self._group_count:
+            # A name's id never changes within a generation; only a name unknown so
+            # far may have become a group.
+            self._gids.clear()
+            self._group_count = count
         if not updates or "g2m" in updates or "g2g" in updates:
             self._members.clear()
         mem = self._m2g_mem
@@ -391,7 +408,8 @@ class Index:
             reach = reaches.get(g)
             if direct is None or reach is None:
                 append(check(s, g))  # validates both, and resolves the group
-                self._remember_reach(g)
+                if reach is None:
+                    self._remember_reach(g)
             elif direct.intersect(reach):
                 append(True)
             else:
@@ -407,7 +425,9 @@ class Index:
         if gid is not None and gid >= 0:
             if len(self._reaches) > _CLOSURE_LIMIT:
                 self._reaches.clear()
+                self._reach_names.clear()
             self._reaches[group] = self._g2g_of(gid)
+            self._reach_names.setdefault(gid, []).append(group)
 
     def groups_of(self, subject: str) -> list[str]:
         """Every group the subject is in, transitively, sorted by name."""

@@ -109,3 +109,35 @@ def test_a_warm_index_stays_warm_across_a_compaction(tmp_path: Path) -> None:
             False,
             True,
         ]
+
+
+def test_cached_names_and_closures_follow_each_batch(tmp_path: Path) -> None:
+    """Group names, closures and wildcards cached by queries are dropped exactly when a
+    batch changes them: a name that becomes a group, a closure that grows, a wildcard."""
+    _build(tmp_path / "idx")
+    with Index(tmp_path / "idx") as ix:
+        ix.warm()
+        pairs = [
+            ("user:alice", "group:new"),
+            ("user:alice", "group:ops"),
+            ("user:zed", "group:ops"),
+        ]
+        for _ in range(2):  # the second time from the caches
+            assert ix.check_many(pairs) == [False, False, False]
+        w = DeltaWriter(ix.reader)
+        try:
+            w.apply([("touch", parse_tuple("group:new#member@user:alice"))])
+            assert ix.check_many(pairs) == [True, False, False]
+            w.apply([("touch", parse_tuple("group:ops#member@group:new#member"))])
+            assert ix.check_many(pairs) == [True, True, False]
+            w.apply([("touch", parse_tuple("group:new#member@user:*"))])
+            assert ix.check_many(pairs) == [True, True, True]
+            w.apply([("delete", parse_tuple("group:ops#member@group:new#member"))])
+            assert ix.check_many(pairs) == [True, False, False]
+            assert [ix.check(s, g) for s, g in pairs] == [True, False, False]
+            # carol is unchanged since the base (held in memory); group:all's closure grows
+            assert ix.check_many([("user:carol", "group:all")] * 2) == [False, False]
+            w.apply([("touch", parse_tuple("group:all#member@group:ops#member"))])
+            assert ix.check_many([("user:carol", "group:all")] * 2) == [True, True]
+        finally:
+            w.close()
