@@ -153,7 +153,10 @@ class ChangeConsumer:
                 self._compactor.communicate()
         self._compactor = None
         if self._consumer is not None and self._uncommitted:
-            self._commit_now(sync=True)
+            try:
+                self._commit_now(sync=True)
+            except Exception as exc:  # informational only, and closing must go on
+                log.debug("final offset commit failed (harmless): %s", exc)
         for client in (self._consumer, self._producer):
             if client is not None:
                 try:

@@ -33,6 +33,7 @@ from ingest.broker import LocalBroker
 from ingest.consumer import ChangeConsumer, ConsumerSettings
 from ingest.events import Change
 from ingest.publish import publish
+from leopard import schemas as S
 from leopard.client import Client
 from leopard.service import ROUTES, LeopardService, listen
 from leopard.tokens import encode_token
@@ -162,6 +163,23 @@ def test_check_answers_nested_and_wildcard_membership(base: str) -> None:
         assert a.headers["content-type"] == "application/json"
         assert a.json["member"] is expected, (subject, group)
         assert a.json["token"].startswith("v1.")
+        assert (
+            a.body
+            == S.CheckResult(member=expected, token=a.json["token"])
+            .model_dump_json(exclude_none=True)
+            .encode()
+        )
+    # however the names are escaped, or not
+    for query in (
+        "subject=user:bob&group=group:all%23member",
+        "subject=user%3abob&group=group%3Aall#member".replace("#", "%23"),
+        "group=group%3Aall&subject=user%3Abob",
+        "subject=%75ser%3Abob&group=group:all",
+    ):
+        a = call(base, "GET", "/v1/check?" + query)
+        assert (a.status, a.json["member"]) == (200, True), query
+    a = call(base, "GET", "/v1/check?subject=user+bob&group=group:all")  # '+' is a space
+    assert a.status == 400 and "user bob" in a.json["detail"], a.body
 
 
 def test_batch_check_answers_in_order(base: str) -> None:
