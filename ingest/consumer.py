@@ -64,8 +64,8 @@ class ConsumerSettings:
     max_batch: int = 20_000
     poll_ms: int = 100
     commit_interval: float = 1.0  # seconds between commits of offsets to the group
-    # After a batch smaller than max_batch, wait this long before polling again. A
-    # trickle of changes would otherwise be fetched and applied a few at a time, each
+    # After a batch that caught up, wait this long before polling again. A trickle
+    # of changes would otherwise be fetched and applied a few at a time, each
     # fetch and batch paying for a round trip, a write and a cache invalidation,
     # which costs queries in the same process more than the changes themselves.
     linger_ms: int = 50
@@ -226,9 +226,10 @@ class ChangeConsumer:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.2
-                if 0 < got < self.settings.max_batch and self.settings.linger_ms > 0:
-                    # A trickle of changes: let more gather before the next poll (see
-                    # ConsumerSettings.linger_ms).
+                if got and self.settings.linger_ms > 0 and not any(self.stats.lag.values()):
+                    # Caught up on a trickle of changes: let more gather before the
+                    # next poll (see ConsumerSettings.linger_ms). A backlog is read on
+                    # without waiting.
                     self._stop.wait(self.settings.linger_ms / 1000)
                 if got or not self._consumer.assignment():
                     # Idle means nothing left to read, not still joining the group
