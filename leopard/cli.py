@@ -493,6 +493,14 @@ def consumer_options(fn: F) -> F:
                 show_default=True,
                 help="Compact when the incremental layer holds this many sets.",
             ),
+            click.option(
+                "--linger-ms",
+                type=click.IntRange(min=0),
+                default=50,
+                show_default=True,
+                help="Once caught up, wait this long for more changes before the next "
+                "batch: fewer, larger batches, for that much freshness (0: none).",
+            ),
         ]
     ):
         fn = decorator(fn)
@@ -507,6 +515,7 @@ def consumer_settings(
     codec_options: tuple[str, ...],
     dlq_topic: str | None,
     compact_threshold: int,
+    linger_ms: int,
 ):  # type: ignore[no-untyped-def]
     from ingest.consumer import ConsumerSettings
 
@@ -524,6 +533,7 @@ def consumer_settings(
         codec_options=options,
         dlq_topic=dlq_topic,
         compact_threshold=compact_threshold,
+        linger_ms=linger_ms,
     )
 
 
@@ -543,6 +553,7 @@ def consume(
     codec_options: tuple[str, ...],
     dlq_topic: str | None,
     compact_threshold: int,
+    linger_ms: int,
     idle_exit: float | None,
     verbose: bool,
 ) -> None:
@@ -566,7 +577,7 @@ def consume(
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     settings = consumer_settings(
-        brokers, topics, group_id, fmt, codec_options, dlq_topic, compact_threshold
+        brokers, topics, group_id, fmt, codec_options, dlq_topic, compact_threshold, linger_ms
     )
 
     def progress(stats):  # type: ignore[no-untyped-def]

@@ -127,6 +127,7 @@ def serve_command(
     codec_options: tuple[str, ...],
     dlq_topic: str | None,
     compact_threshold: int,
+    linger_ms: int,
     host: str,
     port: int,
     auth_token_file: str | None,
@@ -164,7 +165,14 @@ def serve_command(
         ):
             group_id = default_group_id(index_dir)
         settings = consumer_settings(
-            brokers, topics, group_id, fmt, codec_options, dlq_topic, compact_threshold
+            brokers,
+            topics,
+            group_id,
+            fmt,
+            codec_options,
+            dlq_topic,
+            compact_threshold,
+            linger_ms,
         )
     elif topics:
         raise click.UsageError("--topic needs --brokers")
