@@ -116,7 +116,8 @@ class ApplyReport:
 
 
 class _Work:
-    """Copy-on-write view of the sets one batch changes."""
+    """The sets one batch changes: copies of closures and edges (the state before the
+    batch stays readable), member sets changed in place (see ``bitmap``)."""
 
     def __init__(
         self,
@@ -203,7 +204,9 @@ class _Work:
             return int.from_bytes(raw, "little")
         return 1
 
-    def prefetch(self, edges: list[tuple[Edge, bool]], read_many: Callable[..., None]) -> None:
+    def prefetch(
+        self, edges: list[tuple[Edge, bool]], read_many: Callable[[str, Iterable[int]], None]
+    ) -> None:
         """Read what the member edges of a batch need with a few multi-gets instead
         of a point read each: the subjects' direct groups, the groups' member sets
         (into the writer's cache, through ``read_many``) and the support masks."""
