@@ -42,6 +42,9 @@ _GROUP_RE = re.compile(rf"({_NS}):({_ID})(?:#({_REL}))?")
 
 _CACHE_LIMIT = 200_000  # group names resolved before that cache starts over
 _CLOSURE_LIMIT = 2_000_000  # closures held in memory before that cache starts over
+# How long refresh() keeps serving a generation while a newer one, swapped in behind
+# it, catches up (see Index.refresh).
+SWAP_GRACE = 30.0
 _MEMBER_CACHE = 16  # member unions of the groups paged through most recently
 _PLAIN_RE = re.compile(rf"{_NS}:{_ID}")
 _SHORT = MAX_TUPLE_BYTES // 4  # no name this long in characters can exceed the byte limit
@@ -89,6 +92,8 @@ class Index:
         self._m2g_mem: dict[str, BitMap] | None = None
         self._warm: bool | None = None  # warm(subjects=...) was called with this
         self._applied = threading.Condition()
+        self._next: SetReader | None = None  # a newer generation, catching up
+        self._next_since = 0.0
         self._lock = threading.RLock()
         self._attach(reader if reader is not None else SetReader.open(self.path))
 
@@ -141,6 +146,9 @@ class Index:
     # -- lifecycle ------------------------------------------------------------------
 
     def close(self) -> None:
+        if self._next is not None:
+            self._next.close()
+            self._next = None
         self._r.close()
 
     def __enter__(self) -> Index:
@@ -184,15 +192,36 @@ class Index:
         old.listeners.clear()
 
     def refresh(self) -> bool:
-        """Pick up what another process applied or compacted; whether anything changed."""
+        """Pick up what another process applied or compacted; whether anything changed.
+
+        A new generation starts at the position its build recorded, which is behind
+        what this index may already serve (a compaction folds the layer as it was when
+        it started; the consumer then re-applies what came since). It is served once
+        it has caught up, so that the version never moves back, or after
+        ``SWAP_GRACE`` seconds all the same (a rebuild that no consumer follows).
+        """
         gen = IndexDir(self.path).current()
-        if gen != self._r.generation:
-            fresh = SetReader.open(self.path)
-            old = self._r
-            self.swap_reader(fresh)
-            old.close()
-            return True
-        return self._r.refresh()
+        if gen == self._r.generation:
+            if self._next is not None:  # the newer one was replaced in turn
+                self._next.close()
+                self._next = None
+            return self._r.refresh()
+        nxt = self._next
+        if nxt is None or nxt.generation != gen:
+            if nxt is not None:
+                nxt.close()
+            nxt = self._next = SetReader.open(self.path)
+            self._next_since = time.monotonic()
+        else:
+            nxt.refresh()
+        waited = time.monotonic() - self._next_since
+        if not reached(nxt.position, self._r.position) and waited < SWAP_GRACE:
+            return self._r.refresh()  # the served generation still answers meanwhile
+        self._next = None
+        old = self._r
+        self.swap_reader(nxt)
+        old.close()
+        return True
 
     def wait_for(self, token: str, timeout: float = 1.0, *, poll: float = 0.05) -> str:
         """Return once the index has applied at least ``token``; StaleIndex on time-out.

@@ -43,12 +43,14 @@ from oracle import NotASet, Oracle
 from rocksdict import Options, Rdict
 from strategies import graphs, tuple_lines
 
+from leopard import index as index_module
 from leopard.build import build_from_batches, table_from_tuples
 from leopard.compact import compact
 from leopard.config import Config
 from leopard.errors import InvalidInput, StaleIndex, StorageError
 from leopard.incremental import DeltaWriter
 from leopard.index import Index
+from leopard.layers import SetReader
 from leopard.storage import IndexDir
 from leopard.tokens import decode_token, encode_token
 from leopard.tuples import RelationTuple, format_tuple, parse_tuple
@@ -591,6 +593,47 @@ def test_duplicates_and_touch_then_delete_in_one_batch(opened) -> None:  # type:
         "+doc:d#viewer@user:x",  # not an indexed relation: skipped
     )
     assert ix.members_of("group:a") == ["user:x", "user:z"]
+
+
+def test_a_reader_elsewhere_serves_a_new_generation_once_it_has_caught_up(
+    opened, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Readers in other processes never see the version move back: a generation built
+    behind the served position is served once a consumer has brought it level (or,
+    with no consumer, after a grace period)."""
+    base = ["group:a#member@user:x"]
+    ix, w, _ = opened(base, position={f"{TOPIC}:0": 1})
+    w.apply(changes("+group:a#member@user:y"), {f"{TOPIC}:0": 5})
+    with Index(ix.path) as elsewhere:
+        assert elsewhere.position == {f"{TOPIC}:0": 5}
+        served = elsewhere.version
+        # a new generation from the stream as it was at offset 3 (as a compaction that
+        # started then, or a rebuild) is swapped in
+        build(ix.path, REWRITE, base, {f"{TOPIC}:0": 3})
+        elsewhere.refresh()
+        assert elsewhere.version == served and elsewhere.check("user:y", "group:a")
+        # the consumer follows it and re-applies from offset 3: level at 5, then past
+        nw = DeltaWriter(SetReader.open(ix.path))
+        try:
+            nw.apply(changes("+group:a#member@user:z"), {f"{TOPIC}:0": 4})
+            elsewhere.refresh()
+            assert elsewhere.version == served and not elsewhere.check("user:z", "group:a")
+            nw.apply(changes("+group:a#member@user:y"), {f"{TOPIC}:0": 6})
+            assert elsewhere.refresh()
+            assert elsewhere.position == {f"{TOPIC}:0": 6}
+            assert elsewhere.check("user:y", "group:a") and elsewhere.check("user:z", "group:a")
+        finally:
+            nw.reader.close()
+            nw.close()
+        # a rebuild behind that no consumer follows is served after the grace period
+        build(ix.path, REWRITE, base, {f"{TOPIC}:0": 2})
+        monkeypatch.setattr(index_module, "SWAP_GRACE", 0.2)
+        elsewhere.refresh()
+        assert elsewhere.position == {f"{TOPIC}:0": 6}
+        time.sleep(0.3)
+        assert elsewhere.refresh()
+        assert elsewhere.position == {f"{TOPIC}:0": 2}
+        assert not elsewhere.check("user:y", "group:a")
 
 
 def test_a_failed_write_leaves_nothing_behind(opened) -> None:  # type: ignore[no-untyped-def]
