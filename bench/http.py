@@ -390,7 +390,8 @@ class Options:
 
 def peak(url: str, paths_file: Path, paths: list[str], opt: Options) -> Result:
     if opt.use_wrk:
-        wrk(url, 1, opt.connections, _WRK_PATHS, {"LEOPARD_PATHS": str(paths_file)})  # warm-up
+        # warm-up: the server resolves and caches each group name on first use
+        wrk(url, 3, opt.connections, _WRK_PATHS, {"LEOPARD_PATHS": str(paths_file)})
         return wrk(
             url, opt.seconds, opt.connections, _WRK_PATHS, {"LEOPARD_PATHS": str(paths_file)}
         )

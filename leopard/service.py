@@ -6,7 +6,8 @@ core against ~35k for a bare ASGI callable). So the app is one callable with a r
 table, and what a framework would add is done with the parts that matter here:
 pydantic models (``leopard.schemas``) validate query strings and bodies and shape
 every answer, and ``GET /openapi.json`` is generated from the same models plus the
-route table below, so the document cannot drift from the handlers.
+route table by ``leopard.openapi``, so the document cannot drift from the
+handlers.
 
 The app holds no index logic (STYLE.md, item 6): handlers call ``Index.check``,
 ``check_many``, ``groups_of``, ``members_of``, ``explain``, ``version``,
@@ -32,7 +33,6 @@ tell only whether the process is up and keeping up. Bodies are limited
 from __future__ import annotations
 
 import asyncio
-import bisect
 import gc
 import hmac
 import itertools
@@ -44,18 +44,18 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_plus
 
 import pydantic_core
 from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import models_json_schema
 
 from leopard import schemas as S
 from leopard.errors import InvalidInput, InvalidTuple, StaleIndex
 from leopard.index import Index
+from leopard.metrics import Metrics, gauge, split_partition
+from leopard.openapi import ROUTES, Route, openapi_document
 
 if TYPE_CHECKING:
     from ingest.consumer import ConsumerSettings
@@ -126,195 +126,6 @@ class HttpError(Exception):
 
 class _ClientGone(Exception):
     """The client disconnected before its request was read: nobody to answer."""
-
-
-# -- routes ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Route:
-    """One operation: the handler, the models it reads and writes, and how to describe it."""
-
-    method: str
-    path: str
-    handler: str  # name of the LeopardService method that answers it
-    summary: str
-    params: type[BaseModel] | None = None
-    body: type[BaseModel] | None = None
-    result: type[BaseModel] | None = None
-    content_type: str = "application/json"
-    errors: tuple[int, ...] = ()
-    public: bool = False  # answered without the bearer token
-
-
-_READ_ERRORS = (400, 414, 503)
-ROUTES: tuple[Route, ...] = (
-    Route(
-        "GET",
-        "/v1/check",
-        "get_check",
-        "Is the subject in the group (directly or through nested groups)?",
-        params=S.CheckParams,
-        result=S.CheckResult,
-        errors=_READ_ERRORS,
-    ),
-    Route(
-        "POST",
-        "/v1/check",
-        "post_check",
-        "Many checks at once, answered from one version of the index.",
-        body=S.CheckBatchRequest,
-        result=S.CheckBatchResult,
-        errors=(400, 413, 503),
-    ),
-    Route(
-        "GET",
-        "/v1/groups",
-        "get_groups",
-        "Every group the subject is in, transitively.",
-        params=S.GroupsParams,
-        result=S.GroupsResult,
-        errors=_READ_ERRORS,
-    ),
-    Route(
-        "GET",
-        "/v1/members",
-        "get_members",
-        "A page of the group's leaf subjects, transitively, in name order.",
-        params=S.MembersParams,
-        result=S.MembersResult,
-        errors=_READ_ERRORS,
-    ),
-    Route(
-        "GET",
-        "/v1/explain",
-        "get_explain",
-        "A shortest chain of groups from the group down to the subject.",
-        params=S.ExplainParams,
-        result=S.ExplainResult,
-        errors=_READ_ERRORS,
-    ),
-    Route(
-        "GET",
-        "/v1/version",
-        "get_version",
-        "The version the index has applied (waiting for `at_least` if given).",
-        params=S.VersionParams,
-        result=S.VersionResult,
-        errors=_READ_ERRORS,
-    ),
-    Route(
-        "GET", "/healthz", "get_health", "The process is up.", result=S.HealthResult, public=True
-    ),
-    Route(
-        "GET",
-        "/readyz",
-        "get_ready",
-        "Ready for traffic: the index is open and any consumer keeps up (503 if not).",
-        result=S.ReadyResult,
-        public=True,
-    ),
-    Route(
-        "GET",
-        "/metrics",
-        "get_metrics",
-        "Prometheus text exposition: requests, latency, offsets, lag, dead letters, sizes.",
-        content_type="text/plain; version=0.0.4; charset=utf-8",
-    ),
-    Route("GET", "/openapi.json", "get_openapi", "This document."),
-)
-
-
-# -- metrics -----------------------------------------------------------------------------
-
-# Upper bounds (seconds) of the latency histogram: a check is tens of microseconds,
-# a request waiting for `at_least` up to MAX_WAIT_CAP.
-_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
-
-
-class _Histogram:
-    __slots__ = ("counts", "total")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(_BUCKETS) + 1)  # per bucket, not cumulative; last is +Inf
-        self.total = 0.0
-
-
-def _label(value: object) -> str:
-    text = str(value)
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(**labels: object) -> str:
-    return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in labels.items()) + "}"
-
-
-def _number(value: float) -> str:
-    return repr(float(value)) if isinstance(value, float) else str(value)
-
-
-class Metrics:
-    """Request counters and latency histograms, rendered in the Prometheus text format.
-
-    Written by hand rather than with prometheus_client: two dict updates per
-    request, and an exposition of a few dozen lines, do not justify a dependency.
-    """
-
-    def __init__(self) -> None:
-        self.started = time.time()
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.latency: dict[tuple[str, str], _Histogram] = {}
-
-    def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        key = (endpoint, method, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        hist = self.latency.get((endpoint, method))
-        if hist is None:
-            hist = self.latency[(endpoint, method)] = _Histogram()
-        hist.counts[bisect.bisect_left(_BUCKETS, seconds)] += 1
-        hist.total += seconds
-
-    def render_requests(self, out: list[str]) -> None:
-        out += [
-            "# HELP leopard_http_requests_total HTTP requests answered, by endpoint and status.",
-            "# TYPE leopard_http_requests_total counter",
-        ]
-        for (endpoint, method, status), n in sorted(self.requests.items()):
-            out.append(
-                "leopard_http_requests_total"
-                f"{_labels(endpoint=endpoint, method=method, status=status)} {n}"
-            )
-        name = "leopard_http_request_duration_seconds"
-        out += [
-            f"# HELP {name} Time to answer a request (including any wait for at_least).",
-            f"# TYPE {name} histogram",
-        ]
-        for (endpoint, method), hist in sorted(self.latency.items()):
-            running = 0
-            bounds = [_number(b) for b in _BUCKETS] + ["+Inf"]
-            for le, n in zip(bounds, hist.counts, strict=True):
-                running += n
-                out.append(
-                    f"{name}_bucket{_labels(endpoint=endpoint, method=method, le=le)} {running}"
-                )
-            out.append(f"{name}_sum{_labels(endpoint=endpoint, method=method)} {hist.total!r}")
-            out.append(f"{name}_count{_labels(endpoint=endpoint, method=method)} {running}")
-
-
-def _gauge(out: list[str], name: str, kind: str, help_text: str, samples: Iterable[Any]) -> None:
-    """Append one metric family; ``samples`` are ``(labels_dict, value)`` pairs."""
-    out.append(f"# HELP {name} {help_text}")
-    out.append(f"# TYPE {name} {kind}")
-    for labels, value in samples:
-        out.append(f"{name}{_labels(**labels) if labels else ''} {_number(value)}")
-
-
-def _split_partition(key: str) -> dict[str, str]:
-    topic, _, partition = key.rpartition(":")
-    return {"topic": topic, "partition": partition}
 
 
 # -- the app -----------------------------------------------------------------------------
@@ -826,12 +637,12 @@ class LeopardService:
         out: list[str] = []
         self.metrics.render_requests(out)
         stats = self.index.stats()
-        _gauge(
+        gauge(
             out,
             "leopard_index_applied_offset",
             "gauge",
             "Next change-stream offset to apply, per partition (everything before it is applied).",
-            ((_split_partition(k), v) for k, v in sorted(stats["position"].items())),
+            ((split_partition(k), v) for k, v in sorted(stats["position"].items())),
         )
         for key, help_text in (
             ("groups", "Groups in the index (both layers)."),
@@ -841,8 +652,8 @@ class LeopardService:
             ("overlay_sets", "Sets held by the incremental layer (compaction folds them away)."),
             ("bytes_on_disk", "Bytes of the current generation on disk."),
         ):
-            _gauge(out, f"leopard_index_{key}", "gauge", help_text, [({}, stats[key])])
-        _gauge(
+            gauge(out, f"leopard_index_{key}", "gauge", help_text, [({}, stats[key])])
+        gauge(
             out,
             "leopard_index_info",
             "gauge",
@@ -852,12 +663,12 @@ class LeopardService:
         consumer = self.consumer
         if consumer is not None:
             cs = consumer.stats
-            _gauge(
+            gauge(
                 out,
                 "leopard_consumer_lag",
                 "gauge",
                 "Messages behind the high watermark, per partition.",
-                ((_split_partition(k), v) for k, v in sorted(dict(cs.lag).items())),
+                ((split_partition(k), v) for k, v in sorted(dict(cs.lag).items())),
             )
             for name, kind, value, help_text in (
                 ("running", "gauge", int(self.consumer_running), "1 while the consumer runs."),
@@ -874,8 +685,8 @@ class LeopardService:
                     "Time to apply the last batch.",
                 ),
             ):
-                _gauge(out, f"leopard_consumer_{name}", kind, help_text, [({}, value)])
-        _gauge(
+                gauge(out, f"leopard_consumer_{name}", kind, help_text, [({}, value)])
+        gauge(
             out,
             "process_start_time_seconds",
             "gauge",
@@ -985,130 +796,6 @@ def _describe(exc: ValidationError, model: type[BaseModel], where: str) -> str:
     return "; ".join(parts)
 
 
-# -- the OpenAPI document ----------------------------------------------------------------
-
-
-def _parameter_schema(prop: dict[str, Any]) -> dict[str, Any]:
-    """A field's JSON schema as a query parameter's: no null branch, no title."""
-    schema = {k: v for k, v in prop.items() if k not in ("title", "description", "examples")}
-    options = schema.pop("anyOf", None)
-    if options is not None:
-        non_null = [o for o in options if o.get("type") != "null"]
-        schema = {**(non_null[0] if len(non_null) == 1 else {"anyOf": non_null}), **schema}
-        if schema.get("default", 0) is None:
-            del schema["default"]
-    return schema
-
-
-def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
-    schema = model.model_json_schema(mode="validation")
-    required = set(schema.get("required", ()))
-    params = []
-    for name, prop in schema["properties"].items():
-        param: dict[str, Any] = {
-            "name": name,
-            "in": "query",
-            "required": name in required,
-            "schema": _parameter_schema(prop),
-        }
-        if "description" in prop:
-            param["description"] = prop["description"]
-        if "examples" in prop:
-            param["example"] = prop["examples"][0]
-        params.append(param)
-    return params
-
-
-_STATUS_TEXT = {
-    400: "The request is malformed: a bad name, token, parameter or body.",
-    401: "A bearer token is needed, or the one given is wrong.",
-    413: "The body is too large, or the batch holds too many checks.",
-    414: "The query string is too long.",
-    500: "A fault of the server (logged).",
-    503: "`at_least` was not reached within `max_wait`; `token` is the current version.",
-}
-
-
-def openapi_document(
-    routes: Iterable[Route] = ROUTES, *, max_batch: int = S.DEFAULT_MAX_BATCH, auth: bool = False
-) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of ``routes``, from their pydantic models."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    routes = list(routes)
-    wanted: list[tuple[type[BaseModel], Any]] = [(S.ErrorBody, "serialization")]
-    for r in routes:
-        if r.body is not None:
-            wanted.append((r.body, "validation"))
-        if r.result is not None:
-            wanted.append((r.result, "serialization"))
-    refs, defs = models_json_schema(
-        list(dict.fromkeys(wanted)), ref_template="#/components/schemas/{model}"
-    )
-    schemas = defs.get("$defs", {})
-    batch = schemas.get("CheckBatchRequest")
-    if batch is not None:  # the cap is the server's setting, beyond it a 413
-        batch["properties"]["checks"]["maxItems"] = max_batch
-    error_ref = refs[(S.ErrorBody, "serialization")]
-
-    def json_content(schema: dict[str, Any]) -> dict[str, Any]:
-        return {"application/json": {"schema": schema}}
-
-    paths: dict[str, dict[str, Any]] = {}
-    for r in routes:
-        if r.result is not None:
-            ok = json_content(refs[(r.result, "serialization")])
-        elif r.content_type == "application/json":
-            ok = json_content({"type": "object"})
-        else:
-            ok = {r.content_type.split(";")[0]: {"schema": {"type": "string"}}}
-        responses: dict[str, Any] = {"200": {"description": r.summary, "content": ok}}
-        if r.path == "/readyz":
-            responses["503"] = {"description": "Not ready; `reasons` says why.", "content": ok}
-        statuses = set(r.errors) | {500}
-        if auth and not r.public:
-            statuses.add(401)
-        for status in sorted(statuses):
-            responses.setdefault(
-                str(status),
-                {"description": _STATUS_TEXT[status], "content": json_content(error_ref)},
-            )
-        op: dict[str, Any] = {
-            "operationId": r.handler,
-            "summary": r.summary,
-            "responses": responses,
-        }
-        if r.params is not None:
-            op["parameters"] = _parameters(r.params)
-        if r.body is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": json_content(refs[(r.body, "validation")]),
-            }
-        if auth and r.public:
-            op["security"] = []
-        paths.setdefault(r.path, {})[r.method.lower()] = op
-    try:
-        pkg_version = version("leopard-index")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        pkg_version = "0"
-    doc: dict[str, Any] = {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Leopard",
-            "version": pkg_version,
-            "description": "Group membership queries over a Leopard index. Every read "
-            "answers with a version token; pass one as `at_least` to read your own write.",
-        },
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }
-    if auth:
-        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        doc["security"] = [{"bearer": []}]
-    return doc
-
-
 # -- running it --------------------------------------------------------------------------
 
 
@@ -1153,6 +840,10 @@ def serve(
     from leopard.api import open_index
 
     index = open_index(index_path)
+    if consumer_settings is None and refresh_interval > 0:
+        # the first refresh opens the follower of another process's writes: here, not
+        # in the middle of serving
+        index.refresh()
     index.warm()  # every closure in memory before the first request
     # Millions of long-lived sets now sit in the heap: out of the collector's sight,
     # a full collection no longer walks them all in the middle of some request.
