@@ -495,48 +495,39 @@ class DeltaWriter:
         wb = WriteBatch(raw_mode=True)
         updates: dict[str, dict[bytes, bytes | None]] = {}
 
-        handles = self._handles
-        put = wb.put
+        handles, put = self._handles, wb.put
 
-        def family(name: str) -> tuple[dict[bytes, bytes | None], Any]:
-            return updates.setdefault(name, {}), handles[name]
+        def write(family: str, items: list[tuple[bytes, bytes]]) -> None:
+            if not items:
+                return
+            fam, handle = updates.setdefault(family, {}), handles[family]
+            for key, value in items:
+                put(key, value, handle)
+                fam[key] = value
 
-        for (name, gid), bm in ((k, w.sets[k]) for k in w.dirty):
-            fam, handle = family(name)
-            key, value = gkey(gid), bm.serialize()
-            put(key, value, handle)
-            fam[key] = value
-        if w.m2g_dirty:
-            fam, handle = family("m2g")
-            pack, m2g = _U32.pack, w.m2g
-            for name in w.m2g_dirty:
-                sid, groups = m2g[name]
-                key, value = name.encode(), pack(sid) + groups.serialize()
-                put(key, value, handle)
-                fam[key] = value
-        if w.new_subjects:
-            fam, handle = family("sname")
-            for sid, name in w.new_subjects.items():
-                key, value = gkey(sid), name.encode()
-                put(key, value, handle)
-                fam[key] = value
-        if w.support:
-            fam, handle = family("support")
-            entries = w.support_entries
-            for key, mask in w.support.items():
-                # An empty value means "no entry": fed by the first source alone, or
-                # absent. Only a stored entry needs one written over it; an edge without
-                # one (every absent edge, as deletes clear theirs) needs nothing.
-                if mask not in (0, 1):
-                    value = mask.to_bytes(8, "little")
-                elif key in entries:
-                    value = b""
-                else:
-                    continue
-                put(key, value, handle)
-                fam[key] = value
-            if not fam:
-                del updates["support"]
+        sets: dict[str, list[tuple[bytes, bytes]]] = {}
+        for family, gid in w.dirty:
+            sets.setdefault(family, []).append((gkey(gid), w.sets[(family, gid)].serialize()))
+        for family, items in sets.items():
+            write(family, items)
+        pack, m2g = _U32.pack, w.m2g
+        write(
+            "m2g",
+            [(n.encode(), pack(m2g[n][0]) + m2g[n][1].serialize()) for n in w.m2g_dirty],
+        )
+        write("sname", [(gkey(sid), name.encode()) for sid, name in w.new_subjects.items()])
+        # An empty value means "no entry": fed by the first source alone, or absent.
+        # Only a stored entry needs one written over it; an edge without one (every
+        # absent edge, as deletes clear theirs) needs nothing.
+        entries = w.support_entries
+        write(
+            "support",
+            [
+                (key, b"" if mask in (0, 1) else mask.to_bytes(8, "little"))
+                for key, mask in w.support.items()
+                if mask not in (0, 1) or key in entries
+            ],
+        )
         first_new = r.group_count()
         for i, name in enumerate(w.new_groups):
             wb.put(b"group:" + gkey(first_new + i), name.encode())

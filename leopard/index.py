@@ -83,7 +83,8 @@ class Index:
         self._gids: dict[str, int] = {}
         self._g2g: dict[int, BitMap] = {}
         self._wild: dict[str, BitMap | None] = {}
-        # group name -> closure, for check_many's inline path; cleared with _gids
+        # group name -> closure, for check_many's inline path; an entry is dropped when
+        # its group's closure changes
         self._reaches: dict[str, BitMap] = {}
         self._reach_names: dict[int, list[str]] = {}  # group id -> its names in _reaches
         self._group_count = 0  # groups when _gids was last emptied

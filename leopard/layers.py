@@ -337,24 +337,11 @@ class SetReader:
 
     def m2g_groups_many(self, subjects: list[str]) -> dict[str, BitMap | None]:
         """``m2g_groups`` of many subjects with one RocksDB multi-get."""
-        fam = self.overlay.sets.get("m2g") or {}
-        out: dict[str, BitMap | None] = {}
-        missing: list[str] = []
-        for name in subjects:
-            key = name.encode()
-            if key in fam:
-                raw = fam[key]
-                out[name] = BitMap.deserialize(raw[4:]) if raw else None
-            else:
-                missing.append(name)
-        if missing:
-            try:
-                values = self._families["m2g"].get([n.encode() for n in missing])
-            except Exception as exc:
-                raise StorageError(f"read of m2g from {self.path} failed: {exc}") from exc
-            for name, raw in zip(missing, values or [None] * len(missing), strict=True):
-                out[name] = BitMap.deserialize(raw[4:]) if raw else None
-        return out
+        raws = self.raw_many("m2g", [name.encode() for name in subjects])
+        return {
+            name: BitMap.deserialize(raw[4:]) if raw else None
+            for name, raw in zip(subjects, raws, strict=True)
+        }
 
     # -- names --------------------------------------------------------------------------
 

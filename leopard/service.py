@@ -516,21 +516,20 @@ class LeopardService:
             self._last_position = position
         return self._last_token
 
-    async def get_check(self, scope: Scope, receive: Receive) -> tuple[int, BaseModel | bytes]:
+    async def get_check(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         params = self._params(scope)
         if len(params) == 2 and params.get("subject") and params.get("group"):
             # The common shape, which CheckParams accepts as it is: no model to build
-            # per request, and the answer written from a body cached per token.
-            token = self._version()  # read before the query, as below
-            member = self.index.check(params["subject"], params["group"])
-            return 200, self._check_body(token, member)
-        q: S.CheckParams = self._validate(params, S.CheckParams)
-        if q.at_least is not None:
-            await self._await_version(q.at_least, q.max_wait)
-        ix = self.index
+            # per request.
+            subject, group = params["subject"], params["group"]
+        else:
+            q: S.CheckParams = self._validate(params, S.CheckParams)
+            if q.at_least is not None:
+                await self._await_version(q.at_least, q.max_wait)
+            subject, group = q.subject, q.group
         # The token is read before the query: the answer reflects at least that version.
         token = self._version()
-        return 200, S.CheckResult(member=ix.check(q.subject, q.group), token=token)
+        return 200, self._check_body(token, self.index.check(subject, group))
 
     async def post_check(self, scope: Scope, receive: Receive) -> tuple[int, BaseModel]:
         raw = await self._body(scope, receive)
