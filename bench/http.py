@@ -112,7 +112,7 @@ def batch_body(pairs: list[tuple[str, str]], size: int, seed: int = 0) -> bytes:
 def server(index: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``leopard serve`` on a free port in its own process; yields its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "leopard.service_cli", "--index", str(index), "--port", "0",
+        [sys.executable, "-m", "leopard.cli.serve", "--index", str(index), "--port", "0",
          "--ready-max-lag", "1000000", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -355,9 +355,9 @@ def post_request(path: str, body: bytes) -> bytes:
 
 def _publisher(brokers: str, topic: str, lines: list[str], rate: float, stop_at: float) -> int:
     """Publish change lines at ``rate``/s until ``stop_at`` (time.time()); how many were sent."""
-    from ingest.events import encode_native, message_key
-    from ingest.kafka_client import KafkaProducer
-    from ingest.publish import parse_change_lines
+    from ingest.codecs import encode_native, message_key
+    from ingest.kafka.client import KafkaProducer
+    from ingest.kafka.publish import parse_change_lines
 
     changes = list(parse_change_lines(lines, "bench"))
     producer = KafkaProducer(bootstrap_servers=brokers, acks=1, linger_ms=5)
@@ -518,8 +518,8 @@ def with_consumer(
     served: Path, snapshot: Path, paths_file: Path, paths: list[str], opt: Options
 ) -> list[tuple[str, str, str]]:
     """The single-check runs again while ~1k changes/s stream into the server's consumer."""
-    from ingest.broker import LocalBroker, create_topic
-    from leopard.gen import generate_changes
+    from ingest.kafka.local_broker import LocalBroker, create_topic
+    from leopard.gen.org import generate_changes
 
     duration = 2 * (opt.seconds + 2) + 8  # both runs, their warm-ups, the join
     lines = generate_changes(snapshot, int(CHANGES_PER_S * (duration + 5)), seed=11)

@@ -22,7 +22,7 @@ local Tansu broker started here and a fresh copy of the built index per scenario
   change's produce→visible latency is the time of the first batch whose position
   passed its offset, minus its send time (one CLOCK_MONOTONIC for both processes);
 * **compaction**: a large incremental layer (applied directly, without the broker) is
-  folded into a new base with ``leopard.compact.compact``, in this process and, as the
+  folded into a new base with ``leopard.core.compact.compact``, in this process and, as the
   consumer does it, in a child process; meanwhile another thread checks sampled pairs
   on a fixed schedule (open loop: latency counts from when a check was due, so time
   spent waiting for the GIL or a CPU shows; about 0.1 ms of it is the sleeping
@@ -69,7 +69,7 @@ SCENARIOS = ("member", "edges", "latency", "compaction")
 _NEVER = 10**15  # a compaction threshold no run reaches: scenarios stay separate
 _CLOCK = time.CLOCK_MONOTONIC  # shared by the producer process and this one
 
-# Hierarchy groups of leopard.gen: the org names, then "<org>-<kind>-<id>".
+# Hierarchy groups of leopard.gen.org: the org names, then "<org>-<kind>-<id>".
 _HIER_RE = re.compile(r"group:(?:[a-z]+|[a-z]+-(?:dept|team|squad|pod)-\d+)")
 _ROOT = "group:all-employees"
 
@@ -93,7 +93,7 @@ def fresh_copy(index: Path, work: Path, name: str) -> Path:
 
 def member_changes(snapshot: Path, count: int, seed: int) -> list[str]:
     """Half deletes of stored member tuples, half new users in existing groups."""
-    from leopard.gen import generate_changes
+    from leopard.gen.org import generate_changes
 
     return generate_changes(snapshot, count, seed=seed, nested_fraction=0.0)
 
@@ -173,7 +173,7 @@ def hierarchy_moves(snapshot: Path, count: int, seed: int) -> tuple[list[str], d
 
 def publish_lines(bootstrap: str, topic: str, lines: list[str]) -> tuple[dict[str, int], float]:
     """Publish change lines with the project's producer; (end position, seconds)."""
-    from ingest.publish import parse_change_lines, publish
+    from ingest.kafka.publish import parse_change_lines, publish
 
     t0 = time.perf_counter()
     result = publish(parse_change_lines(lines, "bench"), bootstrap, topic, timeout=120)
@@ -238,7 +238,7 @@ def consume_to(
     ``max_batch=None`` keeps the consumer's default.
     """
     from ingest.consumer import ChangeConsumer, ConsumerSettings
-    from leopard.tokens import reached
+    from leopard.model.tokens import reached
 
     settings = ConsumerSettings(
         brokers=bootstrap, topics=[topic], group_id=group, compact_threshold=_NEVER
@@ -343,9 +343,9 @@ def run_edges(ctx: Context) -> dict[str, Any]:
 
 def _paced_producer(bootstrap: str, topic: str, lines: list[str], rate: float, out: str) -> None:
     """Child process: publish ``lines`` at ``rate``/s; write (send ns, partition, offset)."""
-    from ingest.events import encode_native, message_key
-    from ingest.kafka_client import KafkaProducer
-    from ingest.publish import parse_change_lines
+    from ingest.codecs import encode_native, message_key
+    from ingest.kafka.client import KafkaProducer
+    from ingest.kafka.publish import parse_change_lines
 
     changes = list(parse_change_lines(lines, "bench"))
     producer = KafkaProducer(
@@ -375,9 +375,9 @@ def _paced_producer(bootstrap: str, topic: str, lines: list[str], rate: float, o
 
 def run_latency(ctx: Context) -> dict[str, Any]:
     from ingest.consumer import ChangeConsumer, ConsumerSettings
-    from ingest.publish import parse_change_lines, publish
-    from leopard.index import Index
-    from leopard.tokens import reached
+    from ingest.kafka.publish import parse_change_lines, publish
+    from leopard.core.index import Index
+    from leopard.model.tokens import reached
 
     rate, seconds = ctx.args.rate, ctx.args.latency_seconds
     n = int(rate * seconds) + 2
@@ -561,10 +561,10 @@ def timed_checks(ix: Any, pairs: list, expected: list, rate: float, fn: Callable
 
 
 def run_compaction(ctx: Context) -> dict[str, Any]:
-    from leopard.compact import compact
-    from leopard.incremental import DeltaWriter
-    from leopard.index import Index
-    from leopard.tuples import parse_tuple
+    from leopard.core.compact import compact
+    from leopard.core.incremental import DeltaWriter
+    from leopard.core.index import Index
+    from leopard.model.names import parse_tuple
 
     args = ctx.args
     idx = fresh_copy(ctx.index, ctx.work, "compact")
@@ -667,7 +667,7 @@ class Context:
         return self._moves
 
     def topic(self, name: str) -> str:
-        from ingest.broker import create_topic
+        from ingest.kafka.local_broker import create_topic
 
         self._n += 1
         topic = f"bench-{name}-{os.getpid()}-{self._n}"
@@ -884,7 +884,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
 
-    from ingest.broker import LocalBroker
+    from ingest.kafka.local_broker import LocalBroker
 
     result: dict[str, Any] = {
         "tuples": args.tuples,

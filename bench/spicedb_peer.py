@@ -64,7 +64,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from leopard.errors import LeopardError
-from leopard.tuples import parse_object, parse_subject, parse_tuple
+from leopard.model.names import parse_object, parse_subject, parse_tuple
 
 __all__ = [
     "DEFAULT_LIBRARY_PATH",

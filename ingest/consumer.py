@@ -21,10 +21,8 @@ has caught up with where it was.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest.events import CODECS, DecodeError, decode
-from ingest.kafka_client import (
+from ingest.codecs import CODECS, decode
+from ingest.kafka.client import (
     ConsumerRebalanceListener,
     KafkaConsumer,
     KafkaError,
@@ -41,12 +39,13 @@ from ingest.kafka_client import (
     OffsetAndMetadata,
     TopicPartition,
 )
-from leopard.errors import InvalidInput, LeopardError
-from leopard.incremental import DeltaWriter
-from leopard.index import Index
-from leopard.layers import SetReader
-from leopard.storage import IndexDir
-from leopard.tokens import reached
+from leopard.core.compact import start_compaction
+from leopard.core.incremental import DeltaWriter
+from leopard.core.index import Index
+from leopard.core.layers import SetReader
+from leopard.errors import DecodeError, InvalidInput, LeopardError
+from leopard.model.tokens import reached
+from leopard.store.generations import IndexDir
 
 __all__ = ["ConsumerSettings", "ConsumerStats", "ChangeConsumer"]
 
@@ -411,16 +410,6 @@ class _Rebalance(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned: Any) -> None:
         if assigned:
             self.owner.seek_to_stored(list(assigned))
-
-
-def start_compaction(path: Path) -> subprocess.Popen[bytes]:
-    """Run ``leopard compact`` in a child process (it is CPU-bound and holds the GIL)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "leopard", "compact", "--index", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=dict(os.environ),
-    )
 
 
 def consume(

@@ -1,8 +1,7 @@
-"""The front door's two functions: ``build_index`` and ``open_index``.
+"""The Python face: ``build_index`` and ``open_index``, as ``leopard`` exports them.
 
-The core (tuples, config, closure, storage, index) never imports ``ingest``; this
-module is the one place that wires the snapshot readers of ``ingest`` to the core
-build, as the CLI is a thin shell over it.
+A shell like the CLI and the HTTP service: the core never imports ``ingest``, and
+this module is where the snapshot readers of ``ingest`` meet the core build.
 """
 
 from __future__ import annotations
@@ -11,9 +10,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from leopard.build import BuildReport, Position, build_from_batches
-from leopard.config import Config, load_config
-from leopard.index import Index
+from ingest.snapshots import ReadStats, read_snapshots
+from leopard.core.build import BuildReport, Position, build_from_batches
+from leopard.core.index import Index
+from leopard.model.config import Config, load_config
 
 __all__ = ["build_index", "open_index"]
 
@@ -37,8 +37,6 @@ def build_index(
     naming its file and line unless ``skip_invalid``, which indexes everything valid
     and hands every rejected record to ``on_reject``.
     """
-    from ingest.snapshots import ReadStats, read_snapshots
-
     if isinstance(sources, (str, Path)):
         sources = [sources]
     cfg = config if isinstance(config, Config) else load_config(config)

@@ -34,27 +34,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from leopard.errors import InvalidInput, InvalidTuple, LeopardError, StaleIndex
-from leopard.schemas import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT, MAX_PAGE
+from leopard.errors import (
+    InvalidInput,
+    ServiceError,
+    StaleIndex,
+    Unauthorized,
+    error_for_code,
+)
+from leopard.http.schemas import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT, MAX_PAGE
 
 __all__ = ["Client", "MembersPage", "ServiceError", "Unauthorized"]
-
-
-class ServiceError(LeopardError):
-    """The service could not be reached, or failed in a way that is not about the input.
-
-    ``status`` is the HTTP status (None when there was no answer) and ``code`` the
-    error code of the answer's body, if any.
-    """
-
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class Unauthorized(ServiceError, PermissionError):
-    """The service wants a bearer token (HTTP 401), or refused the one given."""
 
 
 @dataclass
@@ -342,14 +331,15 @@ class Client:
             return data
         code = data.get("error")
         detail = str(data.get("detail") or raw[:200].decode("utf-8", "replace") or "no detail")
-        if status == 400 and code == "invalid_tuple":
-            raise InvalidTuple(detail)
-        if status in (400, 413, 414):
-            raise InvalidInput(detail)
+        cls = error_for_code(code)
+        if cls is StaleIndex:
+            raise StaleIndex(detail, current=data.get("token"))
+        if cls is not None and not issubclass(cls, ServiceError):
+            raise cls(detail)
         if status == 401:
             raise Unauthorized(detail, status, code)
-        if status == 503 and code == "stale":
-            raise StaleIndex(detail, current=data.get("token"))
+        if status in (400, 413, 414):  # the request was refused as it is
+            raise InvalidInput(detail)
         raise ServiceError(f"{method} {self.base_url}{url}: HTTP {status}: {detail}", status, code)
 
 

@@ -1,18 +1,29 @@
-"""The exceptions Leopard raises.
+"""Every exception Leopard raises, and the one table that maps them to HTTP statuses.
 
 Every error the library raises on purpose derives from one root, so callers can
 catch ``LeopardError`` and know the message is meant for a person::
 
     LeopardError
-    ├── InvalidTuple      a relation tuple, subject or group name is malformed
-    ├── InvalidConfig     the set configuration is malformed
-    ├── InvalidInput      a snapshot file, change event or argument is unusable
-    ├── IndexNotFound     no index at the given path
-    ├── StaleIndex        the index has not applied a demanded version in time
-    └── StorageError      RocksDB refused or failed an operation
+    ├── InvalidTuple        a relation tuple, subject or group name is malformed
+    ├── InvalidConfig       the set configuration is malformed
+    ├── InvalidInput        a snapshot file, argument or request is unusable
+    │   └── DecodeError     a change message cannot be decoded (it goes to the DLQ)
+    ├── IndexNotFound       no index at the given path
+    ├── StaleIndex          the index has not applied a demanded version in time
+    ├── StorageError        RocksDB refused or failed an operation
+    ├── BrokerError         the Kafka broker cannot be reached or refused a request
+    └── ServiceError        the HTTP service failed or could not be reached (client side)
+        └── Unauthorized    the service wants a bearer token, or refused the one given
 
-Errors of rocksdict and kafka-python are re-raised as these at the boundary
-(``raise StorageError(msg) from exc``) so their types never leak to callers.
+Errors of rocksdict and kafka-python are re-raised as these at the boundary, once
+(``leopard.store.rocks.rocks_errors``, ``ingest.kafka``), so their types never leak
+to callers.
+
+``HTTP_ERRORS`` is the one mapping from an error class to the HTTP status and the
+error code of the JSON body (``{"error": code, "detail": message}``). The server
+finds the entry of an exception by walking its class hierarchy (a subclass answers
+as its nearest listed ancestor); the client inverts the table, turning the code of
+an answer back into the class, so both sides raise the same exceptions.
 """
 
 from __future__ import annotations
@@ -22,9 +33,16 @@ __all__ = [
     "InvalidTuple",
     "InvalidConfig",
     "InvalidInput",
+    "DecodeError",
     "IndexNotFound",
     "StaleIndex",
     "StorageError",
+    "BrokerError",
+    "ServiceError",
+    "Unauthorized",
+    "HTTP_ERRORS",
+    "http_status",
+    "error_for_code",
 ]
 
 
@@ -44,6 +62,10 @@ class InvalidInput(LeopardError, ValueError):
     """A file, event or argument cannot be used; the message names where it came from."""
 
 
+class DecodeError(InvalidInput):
+    """A change message cannot be decoded; the message says what is wrong with it."""
+
+
 class IndexNotFound(LeopardError):
     """There is no Leopard index at the given path."""
 
@@ -60,4 +82,57 @@ class StaleIndex(LeopardError):
 
 
 class StorageError(LeopardError):
-    """RocksDB failed or refused an operation."""
+    """RocksDB failed or refused an operation, or the index on disk is damaged."""
+
+
+class BrokerError(LeopardError):
+    """The Kafka broker could not be found, started, reached or asked to do something."""
+
+
+class ServiceError(LeopardError):
+    """The service could not be reached, or failed in a way that is not about the input.
+
+    ``status`` is the HTTP status (None when there was no answer) and ``code`` the
+    error code of the answer's body, if any.
+    """
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class Unauthorized(ServiceError, PermissionError):
+    """The service wants a bearer token (HTTP 401), or refused the one given."""
+
+
+#: error class -> (HTTP status, error code); see the module docstring
+HTTP_ERRORS: dict[type[LeopardError], tuple[int, str]] = {
+    InvalidTuple: (400, "invalid_tuple"),
+    InvalidInput: (400, "invalid_input"),
+    InvalidConfig: (400, "invalid_input"),
+    Unauthorized: (401, "unauthorized"),
+    IndexNotFound: (503, "index_not_found"),
+    StorageError: (503, "storage_error"),
+    BrokerError: (503, "broker_error"),
+    StaleIndex: (503, "stale"),
+    ServiceError: (500, "internal"),
+}
+
+_BY_CODE: dict[str, type[LeopardError]] = {}
+for _cls, (_status, _code) in HTTP_ERRORS.items():
+    _BY_CODE.setdefault(_code, _cls)
+
+
+def http_status(exc: BaseException) -> tuple[int, str] | None:
+    """The status and error code of an exception, or None when it is not ours."""
+    for cls in type(exc).__mro__:
+        found = HTTP_ERRORS.get(cls)  # type: ignore[call-overload]
+        if found is not None:
+            return found
+    return None
+
+
+def error_for_code(code: str | None) -> type[LeopardError] | None:
+    """The class an answer's error code stands for (the table inverted)."""
+    return _BY_CODE.get(code) if code else None

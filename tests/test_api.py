@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import leopard
-import leopard.build
+import leopard.core.build
 import leopard.errors
 from leopard import (
     BuildReport,
@@ -33,7 +33,7 @@ from leopard import (
     build_index,
     open_index,
 )
-from leopard.config import SetConfig
+from leopard.model.config import SetConfig
 
 ORG = [
     "# a small org: a cycle eng <-> backend, a wildcard, an unindexed relation",
@@ -99,12 +99,12 @@ def test_all_is_complete() -> None:
 def test_exported_objects_are_the_implementations() -> None:
     from leopard.api import build_index as api_build
     from leopard.api import open_index as api_open
-    from leopard.index import Index as index_cls
+    from leopard.core.index import Index as index_cls
 
     assert leopard.build_index is api_build
     assert leopard.open_index is api_open
     assert leopard.Index is index_cls
-    assert leopard.BuildReport is leopard.build.BuildReport
+    assert leopard.BuildReport is leopard.core.build.BuildReport
 
 
 def test_error_tree() -> None:
@@ -339,7 +339,7 @@ def test_failure_after_the_subject_writer_forked(
 ) -> None:
     """A failure in a later phase must also reap the forked child, not leave a zombie."""
     children: list[int] = []
-    real_fork = leopard.build._fork
+    real_fork = leopard.core.build._fork
 
     def recording_fork(work):  # type: ignore[no-untyped-def]
         pid = real_fork(work)
@@ -350,8 +350,8 @@ def test_failure_after_the_subject_writer_forked(
     def broken_closures(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("closure failed")
 
-    monkeypatch.setattr(leopard.build, "_fork", recording_fork)
-    monkeypatch.setattr(leopard.build, "closures", broken_closures)
+    monkeypatch.setattr(leopard.core.build, "_fork", recording_fork)
+    monkeypatch.setattr(leopard.core.build, "closures", broken_closures)
     with pytest.raises(RuntimeError, match="closure failed"):
         build_index([[f"group:g#member@user:u{i}" for i in range(5000)]], built)
     assert leftovers(built) == []

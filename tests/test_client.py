@@ -15,15 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_http import TOKEN, TUPLES, build_small_index, running_server
+from support.http import TOKEN, TUPLES, build_small_index, running_server
 
 import leopard
 import leopard.client
-from ingest.broker import free_port
+from ingest.kafka.local_broker import free_port
 from leopard import Index, InvalidInput, InvalidTuple, LeopardError, StaleIndex
 from leopard.client import Client, ServiceError, Unauthorized
-from leopard.service import LeopardService
-from leopard.tokens import encode_token
+from leopard.http.app import LeopardService
+from leopard.model.tokens import encode_token
 
 SUBJECTS = sorted({t.split("@", 1)[1] for t in TUPLES} | {"user:stranger", "group:eng#member"})
 GROUPS = sorted({t.split("#", 1)[0] for t in TUPLES} | {"group:none"})

@@ -1,0 +1,1 @@
+"""Kafka: the change source (polling, offsets, dead letters), publishing, a local broker."""

@@ -1,0 +1,34 @@
+"""kafka-python, imported once for the whole project: with a clear message when the
+``[kafka]`` extra is missing, and so that it works under ``-W error``.
+
+kafka-python 3.0 calls the deprecated ``importlib.resources.read_text``/``open_text``
+while being imported; with warnings as errors (as pytest runs here) the import fails.
+Every module of this project imports Kafka names from here.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+try:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
+        from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+        from kafka.errors import KafkaError, KafkaTimeoutError
+        from kafka.structs import OffsetAndMetadata
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
+    raise ModuleNotFoundError(
+        "reading or writing a change stream needs kafka-python: "
+        "pip install 'leopard-index[kafka]'",
+        name=exc.name,
+    ) from exc
+
+__all__ = [
+    "ConsumerRebalanceListener",
+    "KafkaConsumer",
+    "KafkaError",
+    "KafkaProducer",
+    "KafkaTimeoutError",
+    "OffsetAndMetadata",
+    "TopicPartition",
+]

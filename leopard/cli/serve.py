@@ -1,0 +1,217 @@
+"""``leopard serve``: the HTTP query service as a click command.
+
+Kept beside ``leopard/cli.py`` rather than inside it, so that the CLI module stays
+a list of thin commands and the service's imports load only for ``serve``. This
+module adds the command to ``leopard.cli.main`` itself (see the note at the end).
+The consumer options are the very decorators ``leopard consume`` uses, so the two
+commands cannot disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from leopard.cli import (
+    _fail_cleanly,
+    _need_index,
+    consumer_options,
+    consumer_settings,
+    index_option,
+    main,
+)
+from leopard.errors import InvalidInput
+from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG
+from leopard.http.schemas import DEFAULT_MAX_BATCH
+
+__all__ = ["serve_command"]
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"--auth-token-file {path!r} cannot be read: {exc}") from None
+    if not token:
+        raise InvalidInput(f"--auth-token-file {path!r} is empty")
+    if any(c.isspace() for c in token) or not token.isprintable():
+        raise InvalidInput(
+            f"--auth-token-file {path!r}: the token must be one line of printable "
+            "characters without spaces"
+        )
+    return token
+
+
+def default_group_id(index_dir: str) -> str:
+    """A consumer group of this server's own.
+
+    Every serving replica must apply every partition to its own index; replicas
+    sharing the consumer group ``leopard`` would split the partitions between them
+    and each answer from part of the stream. So, unless --group-id is given, the
+    group is named after the host and the index directory (stable across restarts).
+    """
+    digest = hashlib.sha1(str(Path(index_dir).resolve()).encode()).hexdigest()[:10]
+    return f"leopard-serve-{socket.gethostname()}-{digest}"
+
+
+@click.command("serve")
+@index_option
+@click.option(
+    "--brokers",
+    envvar="LEOPARD_BROKERS",
+    metavar="HOST:PORT[,...]",
+    help="Kafka bootstrap servers: follow the change stream in this process.",
+)
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    envvar="LEOPARD_TOPIC",
+    help="Change topic (repeatable; needed with --brokers; default: $LEOPARD_TOPIC).",
+)
+@consumer_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free."
+)
+@click.option(
+    "--auth-token-file",
+    type=click.Path(dir_okay=False),
+    help="Require 'Authorization: Bearer <token>' with the token in this file "
+    "(/healthz and /readyz stay open).",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_BODY,
+    show_default=True,
+    metavar="BYTES",
+    help="Largest request body (413 beyond).",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_BATCH,
+    show_default=True,
+    help="Most checks in one POST /v1/check (413 beyond).",
+)
+@click.option(
+    "--ready-max-lag",
+    type=click.IntRange(min=0),
+    default=DEFAULT_READY_LAG,
+    show_default=True,
+    help="/readyz fails while the consumer is more messages behind than this.",
+)
+@click.option(
+    "--refresh-interval",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Without --brokers: seconds between re-reads of what another process "
+    "applied or compacted (0: never).",
+)
+@click.option("--access-log", is_flag=True, help="Log every request.")
+@click.option("-v", "--verbose", is_flag=True, help="Log consumer batches and more.")
+@_fail_cleanly
+def serve_command(
+    index_path: str | None,
+    brokers: str | None,
+    topics: tuple[str, ...],
+    group_id: str,
+    fmt: str,
+    codec_options: tuple[str, ...],
+    dlq_topic: str | None,
+    compact_threshold: int,
+    linger_ms: int,
+    host: str,
+    port: int,
+    auth_token_file: str | None,
+    max_body: int,
+    max_batch: int,
+    ready_max_lag: int,
+    refresh_interval: float,
+    access_log: bool,
+    verbose: bool,
+) -> None:
+    """Serve the index over HTTP (JSON under /v1, OpenAPI at /openapi.json).
+
+    With --brokers and --topic, a consumer in the same process applies the change
+    stream to the served index, so answers follow it; pass the token from
+    'leopard publish' as at_least to read your own write. Unless --group-id is
+    given, the consumer group is this server's own (see the docs of
+    leopard.cli.serve.default_group_id). Nothing is ever written over HTTP.
+
+    \b
+    Example:
+      leopard serve --index ./idx --port 8080
+      leopard serve --index ./idx --brokers 127.0.0.1:9092 --topic changes
+      curl 'http://127.0.0.1:8080/v1/check?subject=user:alice&group=group:eng'
+    """
+    from leopard.http.app import serve
+
+    index_dir = _need_index(index_path)
+    settings = None
+    if brokers:
+        if not topics:
+            raise click.UsageError("--brokers needs at least one --topic")
+        if click.get_current_context().get_parameter_source("group_id") in (
+            ParameterSource.DEFAULT,
+            None,
+        ):
+            group_id = default_group_id(index_dir)
+        settings = consumer_settings(
+            brokers,
+            topics,
+            group_id,
+            fmt,
+            codec_options,
+            dlq_topic,
+            compact_threshold,
+            linger_ms,
+        )
+    elif topics:
+        raise click.UsageError("--topic needs --brokers")
+    token = _read_token(auth_token_file) if auth_token_file else None
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+
+    def announce(url: str) -> None:
+        following = f", following {', '.join(topics)} at {brokers}" if settings else ""
+        auth = ", bearer token required" if token else ""
+        click.echo(f"leopard: serving {index_dir} on {url}{following}{auth}", err=True)
+        if not token and host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(
+                f"leopard: warning: {host} is reachable from other hosts and no "
+                "--auth-token-file is given: anyone there can query the index",
+                err=True,
+            )
+
+    serve(
+        index_dir,
+        host=host,
+        port=port,
+        consumer_settings=settings,
+        auth_token=token,
+        max_body=max_body,
+        max_batch=max_batch,
+        ready_max_lag=ready_max_lag,
+        refresh_interval=refresh_interval,
+        access_log=access_log,
+        on_listening=announce,
+    )
+
+
+# Registering here, not in leopard/cli.py, keeps both import orders working: cli.py
+# ends with a plain `import leopard.cli.serve`, which succeeds even while this
+# module is half-imported (when it was imported first and is importing cli.py).
+main.add_command(serve_command)
+
+if __name__ == "__main__":  # pragma: no cover - `python -m leopard.cli.serve`
+    serve_command()

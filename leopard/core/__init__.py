@@ -1,0 +1,1 @@
+"""The index: build, layers, incremental changes, compaction and queries."""

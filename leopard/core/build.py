@@ -1,0 +1,404 @@
+"""The offline build: tuple batches in, a RocksDB base layer out.
+
+Input is a stream of Arrow tables with the string columns ``rns, rid, rel, sns, sid,
+srel`` (``srel`` null for a plain subject), as the snapshot readers yield them. The
+work is columnar wherever it can be (Arrow compute for classification and string
+keys, numpy for grouping), because Python-level loops over 10M tuples cost seconds;
+the loops that remain run once per group or once per subject.
+
+Steps:
+1. classify each tuple by the set configuration: a nesting edge (its subject is a
+   userset of an indexed set), a leaf membership, or skipped (counted by reason);
+2. intern names: groups get dense numbers, leaf subjects get ids in name order
+   (so that ``members_of`` pages in id order are pages in name order);
+3. collapse cycles, number groups depth-first so related groups are close, and
+   compute GROUP2GROUP and GROUP2ANCESTOR in one pass each (``leopard.model.closure``);
+4. write every set to a fresh generation and swap it in (``leopard.store``).
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import os
+import shutil
+import signal
+import time
+from array import array
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyroaring import BitMap
+
+from leopard.core.collect import Collector, concat, edges_of, prefetch, support_masks
+from leopard.errors import InvalidInput, StorageError
+from leopard.model.closure import Graph, closures, condense, depths, dfs_order
+from leopard.model.config import Config
+from leopard.store.generations import IndexDir, base_of, dir_size, report_of
+from leopard.store.layout import (
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    GROUPS_KEY,
+    META_KEY,
+    encode_int,
+    encode_meta,
+    encode_names,
+    gkey,
+    m2g_value,
+)
+from leopard.store.rocks import RocksDB
+from leopard.store.writers import BaseWriter
+
+__all__ = ["BuildReport", "build_from_batches", "Position"]
+
+_FORK_SUBJECTS = 50_000  # below this, writing the subjects is not worth a process
+
+Position = dict[str, int]  # "topic:partition" -> next offset to consume
+
+
+@dataclass
+class BuildReport:
+    """What a build read, indexed and skipped, and what it produced."""
+
+    tuples_read: int = 0
+    tuples_indexed: int = 0
+    rejected: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    groups: int = 0
+    subjects: int = 0
+    member_edges: int = 0
+    nested_edges: int = 0
+    wildcards: int = 0
+    opaque_usersets: int = 0
+    largest_group: str | None = None
+    largest_group_members: int = 0
+    deepest_nesting: int = 0
+    cycles_collapsed: int = 0
+    groups_in_cycles: int = 0
+    bytes_on_disk: int = 0
+    seconds: float = 0.0
+    id_order: str = "dfs"
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _split_sorted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For uint64 ``hi<<32|lo`` keys, sorted: the distinct ``hi``, run bounds and the ``lo``s."""
+    hi = (keys >> np.uint64(32)).astype(np.int64)
+    lo = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    if len(hi) == 0:
+        return hi, np.zeros(1, dtype=np.int64), lo
+    starts = np.flatnonzero(np.diff(hi)) + 1
+    bounds = np.concatenate(([0], starts, [len(hi)]))
+    return hi[bounds[:-1]], bounds, lo
+
+
+def _remap(keys: np.ndarray, hi_map: np.ndarray, lo_map: np.ndarray, swap: bool) -> np.ndarray:
+    """Renumber ``hi<<32|lo`` keys (optionally swapping the halves) and sort them."""
+    hi = hi_map[(keys >> np.uint64(32)).astype(np.int64)].astype(np.uint64)
+    lo = lo_map[(keys & np.uint64(0xFFFFFFFF)).astype(np.int64)].astype(np.uint64)
+    out = (lo << np.uint64(32)) | hi if swap else (hi << np.uint64(32)) | lo
+    out.sort()
+    return out
+
+
+def build_from_batches(
+    batches: Iterable[pa.Table],
+    path: str | Path,
+    config: Config,
+    *,
+    position: Position | None = None,
+    id_order: str = "dfs",
+    rejected: Callable[[], int] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+) -> BuildReport:
+    """Build an index at ``path`` from tuple batches and swap it in.
+
+    ``id_order`` is ``"dfs"`` (related groups get nearby ids) or ``"input"`` (first
+    appearance), kept for measuring what the ordering buys.
+    """
+    if id_order not in ("dfs", "input"):
+        raise InvalidInput(f"id_order must be 'dfs' or 'input', not {id_order!r}")
+    started = time.perf_counter()
+    report = BuildReport(id_order=id_order)
+    phases: dict[str, float] = {}
+    mark = started
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = round(now - mark, 3)
+        mark = now
+        if on_phase is not None:
+            on_phase(name)
+
+    index_dir = IndexDir(path)
+    tmp = index_dir.prepare()
+    child: int | None = None  # the forked subject writer, until it has been waited for
+    # Millions of short-lived ints and bytes would trigger a full collection again
+    # and again; nothing built here forms reference cycles.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        col = Collector(config)
+        for batch in prefetch(batches):
+            col.add(batch)
+        col.finish()
+        phase("read")
+
+        n_groups = len(col.group_names)
+        n_leaves = len(col.leaf_names)
+        n_p, n_c = concat(col.n_parent), concat(col.n_child)
+        nested = edges_of(n_p, n_c, concat(col.n_flag, bool))
+        member = edges_of(concat(col.m_group), concat(col.m_leaf), concat(col.m_flag, bool))
+        col.n_parent = col.n_child = col.m_group = col.m_leaf = []
+        col.n_flag = col.m_flag = []
+        # leaf ids in name order, so pages of members_of are id ranges
+        leaf_names = col.leaf_names
+        by_name = pc.sort_indices(leaf_names).to_numpy()
+        leaf_id = np.empty(n_leaves, dtype=np.int64)
+        leaf_id[by_name] = np.arange(n_leaves, dtype=np.int64)
+        phase("intern")
+
+        # -- closure ------------------------------------------------------------
+        down_tmp = nested[0]
+        graph = Graph.from_edges(
+            n_groups,
+            (down_tmp >> np.uint64(32)).astype(np.int64),
+            (down_tmp & np.uint64(0xFFFFFFFF)).astype(np.int64),
+        )
+        cond = condense(graph)
+        if id_order == "dfs":
+            new_id = dfs_order(cond)
+        else:
+            new_id = np.arange(n_groups, dtype=np.int64)
+        by_leaf = _remap(member[0], new_id, leaf_id, swap=True)
+        names_sorted = pc.take(leaf_names, pa.array(by_name)).to_pylist()
+        del leaf_names
+        phase("order")
+
+        order = np.argsort(new_id)
+        comp_of = cond.comp[order].tolist()  # component of each final id
+
+        # Subjects (a million or more keys) and GROUP2ANCESTOR are computed and written
+        # by a child process while this one does GROUP2GROUP and the edges: pyroaring
+        # holds the GIL, so threads would not help.
+        sst_dir = tmp / "sst"
+        sst_dir.mkdir()
+        writer = BaseWriter(sst_dir)
+        if n_leaves >= _FORK_SUBJECTS:
+            work = functools.partial(
+                _child_work, writer, by_leaf, names_sorted, cond, new_id, comp_of, True
+            )
+            child = _fork(work)
+        if child is None:
+            _child_work(writer, by_leaf, names_sorted, cond, new_id, comp_of, False)
+        del by_leaf, names_sorted
+
+        g2g = closures(cond, new_id)
+        depth = depths(cond)
+        phase("closure")
+
+        names_in_order = pc.take(col.group_names, pa.array(order)).to_pylist()
+        down = _remap(down_tmp, new_id, new_id, swap=False)
+        up = _remap(down_tmp, new_id, new_id, swap=True)
+        by_group = _remap(member[0], new_id, leaf_id, swap=False)
+        support = support_masks(col, {True: nested, False: member}, new_id, leaf_id)
+        del member, nested
+        phase("edges")
+
+        # -- write --------------------------------------------------------------
+        _write_closures(writer, "g2g", g2g, comp_of, file_only=False)
+        for family, keys in (("child", down), ("parent", up), ("g2m", by_group)):
+            with writer.family(family) as w:
+                heads, bounds, lows = _split_sorted(keys)
+                for i, head in enumerate(heads.tolist()):
+                    vals = array("I", lows[bounds[i] : bounds[i + 1]].tobytes())
+                    w.put(gkey(head), BitMap(vals).serialize())
+        with writer.family("support") as w:
+            for key, mask in support:
+                w.put(key, mask)
+        phase("write groups")
+
+        largest_gid, largest_n = _largest_group(cond, g2g, new_id, comp_of, by_group)
+        largest = names_in_order[largest_gid] if largest_gid >= 0 else None
+        if child is not None:
+            pid, child = child, None
+            _wait(pid)
+        phase("write subjects")
+
+        report.tuples_read = col.read
+        report.tuples_indexed = col.indexed
+        report.skipped = dict(col.skipped.most_common())
+        report.rejected = rejected() if rejected else 0
+        report.groups = n_groups
+        report.subjects = n_leaves
+        report.member_edges = int(len(by_group))
+        report.nested_edges = int(len(down))
+        report.wildcards = col.wildcards
+        report.opaque_usersets = col.opaque
+        report.largest_group = largest
+        report.largest_group_members = largest_n
+        report.deepest_nesting = max(depth) if depth else 0
+        report.cycles_collapsed = cond.cycles
+        report.groups_in_cycles = sum(len(m) for m in cond.members if len(m) > 1)
+
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "config": json.loads(config.to_json()),
+            "position": dict(position or {}),
+            "groups": n_groups,
+            "subjects": n_leaves,
+            "built_at": time.time(),
+            "id_order": id_order,
+        }
+        db = RocksDB(base_of(tmp), read_only=False, bulk=True)
+        try:
+            writer.store(db)
+            db.put(GROUPS_KEY, encode_names(names_in_order))
+            db.put(META_KEY, encode_meta(meta))
+            db.put(FORMAT_KEY, encode_int(FORMAT_VERSION))
+            db.flush()
+        finally:
+            db.close()
+        shutil.rmtree(sst_dir, ignore_errors=True)
+        phase("ingest")
+        report.bytes_on_disk = dir_size(tmp)
+        report.phases = phases
+        report.seconds = round(time.perf_counter() - started, 3)
+        _write_report(tmp, report)
+        index_dir.publish(tmp)
+    except BaseException:
+        if child is not None:
+            _kill(child)  # before removing its directory, and so that it is no zombie
+        index_dir.abandon(tmp)
+        raise
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return report
+
+
+def _write_closures(
+    writer: BaseWriter, family: str, sets: list[BitMap], comp_of: list[int], *, file_only: bool
+) -> None:
+    """One closure family: every group gets its component's set."""
+    serialized = [b.serialize() for b in sets]
+    with writer.family(family, file_only=file_only) as w:
+        for gid, c in enumerate(comp_of):
+            w.put(gkey(gid), serialized[c])
+
+
+def _child_work(
+    writer: BaseWriter,
+    by_leaf: np.ndarray,
+    names: list[str],
+    cond: Any,
+    new_id: np.ndarray,
+    comp_of: list[int],
+    file_only: bool,
+) -> None:
+    """The share of the writing done beside the main process: subjects, ancestors."""
+    _write_subjects(writer, by_leaf, names, file_only)
+    g2a = closures(cond, new_id, reverse=True)
+    _write_closures(writer, "g2a", g2a, comp_of, file_only=file_only)
+
+
+def _write_subjects(
+    writer: BaseWriter, by_leaf: np.ndarray, names: list[str], file_only: bool
+) -> None:
+    """MEMBER2GROUP and subject names, in subject id (= name) order."""
+    heads, bounds, lows = _split_sorted(by_leaf)
+    low_bytes = lows.tobytes()
+    b_list = bounds.tolist()
+    with (
+        writer.family("m2g", file_only=file_only) as m2g,
+        writer.family("sname", file_only=file_only) as sname,
+    ):
+        for i, sid in enumerate(heads.tolist()):
+            vals = array("I")
+            vals.frombytes(low_bytes[b_list[i] * 4 : b_list[i + 1] * 4])
+            key = gkey(sid)
+            name = names[sid].encode()
+            m2g.put(name, m2g_value(sid, BitMap(vals)))
+            sname.put(key, name)
+
+
+def _fork(work: Callable[[], None]) -> int | None:
+    """Run ``work`` in a forked child; None where fork is unavailable.
+
+    The child touches only numpy, pyroaring and its own SST writers (no RocksDB
+    database, no Arrow thread pool), so forking a threaded parent is safe here.
+    """
+    if not hasattr(os, "fork"):
+        return None
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            work()
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:  # pragma: no cover - already gone (but not yet reaped)
+        pass
+    os.waitpid(pid, 0)
+
+
+def _wait(pid: int) -> None:
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise StorageError("writing the subjects failed in the child process (see above)")
+
+
+def _largest_group(
+    cond: Any, g2g: list[BitMap], new_id: np.ndarray, comp_of: list[int], by_group: np.ndarray
+) -> tuple[int, int]:
+    """The group with the most leaf members, transitively, among the likeliest candidates."""
+    if not len(by_group):
+        return -1, 0
+    heads, bounds, lows = _split_sorted(by_group)
+    pos = {h: i for i, h in enumerate(heads.tolist())}
+    sizes = np.diff(bounds)
+    cache: dict[int, BitMap] = {}
+
+    def direct(g: int) -> BitMap:
+        if g not in cache:
+            i = pos.get(g)
+            cache[g] = (
+                BitMap()
+                if i is None
+                else BitMap(array("I", lows[bounds[i] : bounds[i + 1]].tobytes()))
+            )
+        return cache[g]
+
+    by_reach = sorted(range(cond.count), key=lambda c: len(g2g[c]), reverse=True)[:3]
+    candidates = {int(new_id[cond.members[c][0]]) for c in by_reach}
+    candidates.add(int(heads[int(np.argmax(sizes))]))
+    best, best_n = -1, -1
+    for gid in sorted(candidates):
+        total = len(BitMap.union(BitMap(), *(direct(d) for d in g2g[comp_of[gid]])))
+        if total > best_n:
+            best, best_n = gid, total
+    return best, best_n
+
+
+def _write_report(tmp: Path, report: BuildReport) -> None:
+    report_of(tmp).write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))

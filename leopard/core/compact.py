@@ -1,0 +1,151 @@
+"""Compaction: fold the incremental layer into a new base.
+
+The current state (base overlaid with the incremental layer) is exported back into
+the stored tuples it stands for, and those go through the ordinary build into a new
+generation beside the live one, which is then swapped in. Reusing the build means a
+compacted index is byte-for-byte the kind of index a fresh build makes: group ids
+in depth-first order again, subject ids in name order again, support masks again.
+
+Only readers are opened on the live generation, so a consumer and queries in other
+processes keep going. The new base reflects the position the incremental layer had
+when compaction read it; a running consumer notices the new generation, resumes
+from that position and re-applies the few changes after it (changes are
+idempotent per tuple, so that is harmless), and only then do its queries switch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from leopard.core.batches import COLUMNS
+from leopard.core.build import BuildReport, build_from_batches
+from leopard.core.layers import SetReader
+from leopard.errors import LeopardError
+from leopard.model.names import SPLIT_NAME_PATTERN
+from leopard.store.layout import mask_of, split_support_key
+
+__all__ = ["compact", "export_batches", "start_compaction"]
+
+
+def _split_names(names: list[str]) -> tuple[pa.Array, pa.Array, pa.Array]:
+    arr = pa.array(names, pa.string())
+    parts = pc.extract_regex(arr, SPLIT_NAME_PATTERN)
+    rel = parts.field("rel")
+    rel = pc.if_else(pc.equal(rel, ""), pa.scalar(None, pa.string()), rel)
+    return parts.field("ns"), parts.field("id"), rel
+
+
+def _subject_names(reader: SetReader) -> list[str]:
+    names = [v.decode() for _, v in reader.base.family("sname").items()]
+    for sid in range(len(names), reader.next_subject()):
+        names.append(reader.subject_name(sid))
+    return names
+
+
+def _support(reader: SetReader) -> dict[bytes, int]:
+    masks = {k: mask_of(v) for k, v in reader.base.family("support").items()}
+    for key, value in reader.overlay.sets.get("support", {}).items():
+        if value:
+            masks[key] = mask_of(value)
+        else:
+            masks.pop(key, None)
+    return masks
+
+
+def export_batches(reader: SetReader) -> Iterator[pa.Table]:
+    """The stored tuples the current state stands for, as build batches."""
+    config = reader.config
+    n_groups = reader.group_count()
+    group_names = reader.base_groups + reader.overlay.group_names
+    g_ns, g_id, g_rel = _split_names(group_names)
+    g_ns_py, g_rel_py = g_ns.to_pylist(), g_rel.to_pylist()
+    sources = [config.sources(g_ns_py[g], g_rel_py[g]) for g in range(n_groups)]
+    first_source = pa.array([s[0] for s in sources], pa.string())
+    masks = _support(reader)
+
+    subjects = _subject_names(reader)
+    s_ns, s_id, s_rel = _split_names(subjects)
+
+    for family, nested in (("g2m", False), ("child", True)):
+        heads: list[np.ndarray] = []
+        others: list[np.ndarray] = []
+        for g in range(n_groups):
+            bm = reader.bitmap(family, g)
+            if bm:
+                vals = np.frombuffer(bm.to_array(), dtype=np.uint32)
+                heads.append(np.full(len(vals), g, dtype=np.uint32))
+                others.append(vals)
+        if not heads:
+            continue
+        gids = np.concatenate(heads)
+        oids = np.concatenate(others)
+        rel = pc.take(first_source, pa.array(gids))
+        explicit = [
+            (g, o, m)
+            for key, m in masks.items()
+            for g, is_nested, o in [split_support_key(key)]
+            if is_nested == nested
+        ]
+        if explicit:
+            ekeys = np.array([(g << 32) | o for g, o, _ in explicit], dtype=np.uint64)
+            keys = (gids.astype(np.uint64) << np.uint64(32)) | oids.astype(np.uint64)
+            keep = ~np.isin(keys, ekeys)
+            gids, oids = gids[keep], oids[keep]
+            rel = pc.filter(rel, pa.array(keep))
+            extra_g, extra_o, extra_rel = [], [], []
+            for g, o, m in explicit:
+                for bit, src in enumerate(sources[g]):
+                    if m >> bit & 1:
+                        extra_g.append(g)
+                        extra_o.append(o)
+                        extra_rel.append(src)
+            gids = np.concatenate([gids, np.array(extra_g, dtype=np.uint32)])
+            oids = np.concatenate([oids, np.array(extra_o, dtype=np.uint32)])
+            rel = pa.concat_arrays([rel, pa.array(extra_rel, pa.string())])
+        gi, oi = pa.array(gids), pa.array(oids)
+        if nested:
+            sub = (pc.take(g_ns, oi), pc.take(g_id, oi), pc.take(g_rel, oi))
+        else:
+            sub = (pc.take(s_ns, oi), pc.take(s_id, oi), pc.take(s_rel, oi))
+        arrays = [pc.take(g_ns, gi), pc.take(g_id, gi), rel, *sub]
+        yield pa.Table.from_arrays(arrays, names=list(COLUMNS))
+
+
+def compact(path: str | Path) -> BuildReport:
+    """Fold the incremental layer of the index at ``path`` into a new base, swapped in."""
+    reader = SetReader.open(path)
+    try:
+        position = dict(reader.position)
+        return build_from_batches(export_batches(reader), path, reader.config, position=position)
+    finally:
+        reader.close()
+
+
+def start_compaction(path: str | Path) -> subprocess.Popen[bytes]:
+    """Run ``compact(path)`` in a child process, which reports failures on stderr.
+
+    Compaction is CPU-bound and pyroaring holds the GIL, so a thread would stall
+    the caller (a consumer, queries); a process runs beside it.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-m", "leopard.core.compact", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover - the child of start_compaction
+    try:
+        compact(sys.argv[1])
+    except LeopardError as exc:
+        print(f"compaction of {sys.argv[1]} failed: {exc}", file=sys.stderr)
+        sys.exit(1)

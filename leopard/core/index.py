@@ -1,0 +1,574 @@
+"""The query API: ``Index`` answers membership questions from the stored sets.
+
+``s`` is in ``g`` exactly when ``MEMBER2GROUP(s) ∩ GROUP2GROUP(g) ≠ ∅`` (or, for a
+subject of namespace ``ns``, when ``MEMBER2GROUP(ns:*)`` meets it: a wildcard makes
+every subject of its namespace a member). Reads go through ``SetReader`` (see
+``leopard.core.layers``), which overlays the incremental layer on the base, so every
+query path here sees both layers the same way.
+
+Names: a group is ``ns:id#relation``, or ``ns:id`` when its namespace has exactly one
+indexed set. A subject is ``ns:id`` (``#...`` is the same), a wildcard ``ns:*``, or a
+userset ``ns:id#relation``: when that is an indexed set, ``check`` answers whether
+the set is nested in the group (a set is nested in itself); otherwise it is an
+opaque leaf subject, like a user.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from pyroaring import BitMap
+
+from leopard.core.layers import SetReader
+from leopard.errors import InvalidInput, InvalidTuple, StaleIndex
+from leopard.model.config import Config
+from leopard.model.names import (
+    GROUP_RE,
+    MAX_TUPLE_BYTES,
+    PLAIN_SUBJECT_RE,
+    SUBJECT_RE,
+    parse_object,
+    parse_subject,
+)
+from leopard.model.tokens import decode_token, reached
+from leopard.store.generations import IndexDir
+from leopard.store.layout import gid_of, gkey, m2g_groups
+
+__all__ = ["Index"]
+
+_CACHE_LIMIT = 200_000  # group names resolved before that cache starts over
+_CLOSURE_LIMIT = 2_000_000  # closures held in memory before that cache starts over
+# How long refresh() keeps serving a generation while a newer one, swapped in behind
+# it, catches up (see Index.refresh).
+SWAP_GRACE = 30.0
+_MEMBER_CACHE = 16  # member unions of the groups paged through most recently
+_SHORT = MAX_TUPLE_BYTES // 4  # no name this long in characters can exceed the byte limit
+
+
+def _long(name: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
+    """Match a long name, refusing it (no match) when it is over the byte limit."""
+    return pattern.fullmatch(name) if len(name.encode()) <= MAX_TUPLE_BYTES else None
+
+
+_UNSEEN: Any = object()
+
+
+def _warm_copy(
+    r: SetReader, subjects: bool, *, have: dict[int, BitMap]
+) -> tuple[dict[int, BitMap], dict[str, BitMap] | None]:
+    """The closures of every group not in ``have`` and (``subjects``) the direct groups
+    of every subject unchanged since the base, read from ``r``."""
+    g2g = {gid: r.bitmap("g2g", gid) for gid in range(r.group_count()) if gid not in have}
+    if not subjects:
+        return g2g, None
+    changed = r.overlay.sets.get("m2g") or {}
+    mem: dict[str, BitMap] = {}
+    for key, value in r.base.family("m2g").items():
+        if key not in changed:
+            mem[key.decode()] = m2g_groups(value)
+    return g2g, mem
+
+
+class Index:
+    """An open index. Cheap to query from one thread; open one per process."""
+
+    def __init__(self, path: str | Path, *, reader: SetReader | None = None) -> None:
+        self.path = Path(path)
+        self._gids: dict[str, int] = {}
+        self._g2g: dict[int, BitMap] = {}
+        self._wild: dict[str, BitMap | None] = {}
+        # group name -> closure, for check_many's inline path; an entry is dropped when
+        # its group's closure changes
+        self._reaches: dict[str, BitMap] = {}
+        self._reach_names: dict[int, list[str]] = {}  # group id -> its names in _reaches
+        self._group_count = 0  # groups when _gids was last emptied
+        self._members: dict[int, BitMap] = {}
+        # after warm(): direct groups of every subject unchanged since, by name
+        self._m2g_mem: dict[str, BitMap] | None = None
+        self._warm: bool | None = None  # warm(subjects=...) was called with this
+        self._applied = threading.Condition()
+        self._next: SetReader | None = None  # a newer generation, catching up
+        self._next_since = 0.0
+        self._lock = threading.RLock()
+        self._attach(reader if reader is not None else SetReader.open(self.path))
+
+    def _attach(self, reader: SetReader) -> None:
+        # One lock for whichever reader is attached: a query that has taken it reads
+        # the same reader to the end, even if a compaction swap comes meanwhile.
+        reader.lock = self._lock
+        self._r = reader
+        self._m2g_mem = None  # a new base: warm() again to hold it in memory
+        reader.listeners.append(self._invalidate)
+        self._invalidate({})
+
+    def _invalidate(self, updates: dict[str, dict[bytes, bytes | None]]) -> None:
+        """Drop cached sets a batch replaced (everything, when ``updates`` is empty).
+
+        Only what a batch changed is dropped: a steady trickle of changes must not
+        make every query resolve its group again.
+        """
+        g2g = updates.get("g2g")
+        count = self._r.group_count()
+        if not updates:
+            self._g2g.clear()
+            self._reaches.clear()
+            self._reach_names.clear()
+        elif g2g:
+            for key in g2g:
+                gid = gid_of(key)
+                self._g2g.pop(gid, None)
+                for name in self._reach_names.pop(gid, ()):
+                    self._reaches.pop(name, None)
+        m2g = updates.get("m2g")
+        if not updates or (m2g and any(key.endswith(b":*") for key in m2g)):
+            self._wild.clear()
+        if not updates or count != self._group_count:
+            # A name's id never changes within a generation; only a name unknown so
+            # far may have become a group.
+            self._gids.clear()
+            self._group_count = count
+        if not updates or "g2m" in updates or "g2g" in updates:
+            self._members.clear()
+        mem = self._m2g_mem
+        if mem is not None:
+            # subjects changed since the base are read through the overlay again
+            changed = updates.get("m2g") if updates else self._r.overlay.sets.get("m2g")
+            for key in changed or ():
+                mem.pop(key.decode(), None)
+        with self._applied:
+            self._applied.notify_all()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._next is not None:
+            self._next.close()
+            self._next = None
+        self._r.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def reader(self) -> SetReader:
+        """The layered set reader under this index (for the consumer and compaction)."""
+        return self._r
+
+    @property
+    def config(self) -> Config:
+        return self._r.config
+
+    @property
+    def position(self) -> dict[str, int]:
+        """Per ``topic:partition``, the next offset to apply."""
+        return dict(self._r.position)
+
+    @property
+    def version(self) -> str:
+        """An opaque token for the stream position this index reflects."""
+        return self._r.token()
+
+    def swap_reader(self, reader: SetReader) -> None:
+        """Serve from another reader (a new generation after compaction).
+
+        A warmed index loads the new reader into memory first, while queries still
+        read the old one, so that it serves at full speed from the first query.
+        """
+        loaded = _warm_copy(reader, self._warm, have={}) if self._warm is not None else None
+        old = self._r
+        with self._lock:
+            self._attach(reader)
+            if loaded is not None:
+                self._g2g.update(loaded[0])
+                self._m2g_mem = loaded[1]
+        old.listeners.clear()
+
+    def refresh(self) -> bool:
+        """Pick up what another process applied or compacted; whether anything changed.
+
+        A new generation starts at the position its build recorded, which is behind
+        what this index may already serve (a compaction folds the layer as it was when
+        it started; the consumer then re-applies what came since). It is served once
+        it has caught up, so that the version never moves back, or after
+        ``SWAP_GRACE`` seconds all the same (a rebuild that no consumer follows).
+        """
+        gen = IndexDir(self.path).current()
+        if gen == self._r.generation:
+            if self._next is not None:  # the newer one was replaced in turn
+                self._next.close()
+                self._next = None
+            return self._r.refresh()
+        nxt = self._next
+        if nxt is None or nxt.generation != gen:
+            if nxt is not None:
+                nxt.close()
+            nxt = self._next = SetReader.open(self.path)
+            self._next_since = time.monotonic()
+        else:
+            nxt.refresh()
+        waited = time.monotonic() - self._next_since
+        if not reached(nxt.position, self._r.position) and waited < SWAP_GRACE:
+            return self._r.refresh()  # the served generation still answers meanwhile
+        self._next = None
+        old = self._r
+        self.swap_reader(nxt)
+        old.close()
+        return True
+
+    def wait_for(self, token: str, timeout: float = 1.0, *, poll: float = 0.05) -> str:
+        """Return once the index has applied at least ``token``; StaleIndex on time-out.
+
+        Inside a process that runs the consumer this wakes on every applied batch;
+        elsewhere it re-reads the incremental layer every ``poll`` seconds.
+        """
+        wanted = decode_token(token)
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            if reached(self._r.position, wanted):
+                return self.version
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StaleIndex(
+                    f"index has not reached version {token} within {timeout:g} s "
+                    f"(it is at {self.version})",
+                    current=self.version,
+                )
+            if self.live:
+                with self._applied:
+                    self._applied.wait(min(left, poll))
+            else:
+                time.sleep(min(left, poll))
+                self.refresh()
+
+    #: set by a consumer running in this process: batches arrive without polling
+    live = False
+
+    # -- name resolution ----------------------------------------------------------------
+
+    def _group_id(self, name: str) -> int | None:
+        """The id of a group name; None for a well-formed name the index does not know."""
+        gid = self._gids.get(name)
+        if gid is not None:
+            return gid if gid >= 0 else None
+        if not isinstance(name, str):
+            raise InvalidInput(f"group must be a string, not {type(name).__name__}")
+        m = GROUP_RE.fullmatch(name) if len(name) <= _SHORT else _long(name, GROUP_RE)
+        if m is None:
+            parse_object(name, what="group")  # raises with the precise reason
+            raise InvalidTuple(f"{name!r} is not a valid group name")
+        ns, oid, rel = m.groups()
+        cfg = self._r.config
+        if rel is None:
+            sets = cfg.sets_of(ns)
+            if len(sets) != 1:
+                if not sets:
+                    raise InvalidInput(
+                        f"group {name!r}: namespace {ns!r} has no indexed set "
+                        "(see the set configuration)"
+                    )
+                raise InvalidInput(
+                    f"group {name!r}: namespace {ns!r} has several sets "
+                    f"({', '.join(sets)}); name one, e.g. {name}#{sets[0]}"
+                )
+            rel = sets[0]
+            full = f"{ns}:{oid}#{rel}"
+        else:
+            if not cfg.is_set(ns, rel):
+                raise InvalidInput(
+                    f"group {name!r}: {ns}#{rel} is not an indexed set "
+                    f"(sets of {ns!r}: {', '.join(cfg.sets_of(ns)) or 'none'})"
+                )
+            full = name
+        found = self._r.group_id(full)
+        if len(self._gids) > _CACHE_LIMIT:
+            self._gids.clear()
+        self._gids[name] = -1 if found is None else found
+        return found
+
+    def _parse_subject(self, name: str) -> tuple[str, int | None, str]:
+        """``("leaf", None, key)`` or ``("set", gid, key)`` for a subject name."""
+        if not isinstance(name, str):
+            raise InvalidInput(f"subject must be a string, not {type(name).__name__}")
+        m = SUBJECT_RE.fullmatch(name) if len(name) <= _SHORT else _long(name, SUBJECT_RE)
+        if m is None:
+            parse_subject(name)  # raises with the precise reason
+            raise InvalidTuple(f"{name!r} is not a valid subject")
+        ns, oid, rel = m.groups()
+        if rel is None or rel == "...":
+            return "leaf", None, f"{ns}:{oid}" if rel else name
+        if oid == "*":
+            raise InvalidTuple(f"{name!r}: a wildcard subject cannot carry a relation")
+        if self._r.config.is_set(ns, rel):
+            return "set", self._live_group(name), name
+        return "leaf", None, name
+
+    def _live_group(self, name: str) -> int | None:
+        """The id of a group that has any edge; None for one unknown or emptied.
+
+        A group whose every tuple was deleted keeps its id in the incremental layer
+        until compaction drops it; answering as if it were unknown keeps answers the
+        same before and after compaction (and as after a rebuild).
+        """
+        r = self._r
+        gid = r.group_id(name)
+        if gid is None:
+            return None
+        key = gkey(gid)
+        families = ("child", "parent", "g2m")
+        if gid < len(r.base_groups) and not any(key in r.overlay.sets.get(f, ()) for f in families):
+            return gid  # unchanged since a build, which only names groups with edges
+        return gid if any(r.bitmap(f, gid) for f in families) else None
+
+    def _g2g_of(self, gid: int) -> BitMap:
+        bm = self._g2g.get(gid)
+        if bm is None:
+            if len(self._g2g) > _CLOSURE_LIMIT:
+                self._g2g.clear()
+            bm = self._g2g[gid] = self._r.bitmap("g2g", gid)
+        return bm
+
+    def _wildcard_groups(self, key: str) -> BitMap | None:
+        ns = key[: key.index(":")]
+        if ns in self._wild:
+            return self._wild[ns]
+        found = self._r.m2g(f"{ns}:*")
+        bm = found[1] if found else None
+        self._wild[ns] = bm
+        return bm
+
+    def _direct_groups(self, key: str) -> BitMap:
+        """Groups the leaf ``key`` is directly in, its namespace's wildcard included."""
+        found = self._r.m2g(key)
+        direct = found[1] if found else BitMap()
+        if not key.endswith(":*"):
+            wild = self._wildcard_groups(key)
+            if wild:
+                direct = direct | wild
+        return direct
+
+    # -- queries ------------------------------------------------------------------------
+
+    def check(self, subject: str, group: str) -> bool:
+        """Whether ``subject`` is in ``group``, directly or through nested groups."""
+        with self._lock:
+            return self._check(subject, group)
+
+    def _check(self, subject: str, group: str, prefetched: dict[str, Any] | None = None) -> bool:
+        gid = self._gids.get(group)
+        if gid is None:
+            gid = self._group_id(group)
+        elif gid < 0:
+            gid = None
+        # The common case, a plain subject: read its direct groups first and check
+        # the name's form only when the index does not know it (a stored name is
+        # well-formed), so a hit costs no parsing.
+        mem = self._m2g_mem
+        # after warm(): one probe of the in-memory copy (its keys are canonical names)
+        direct: BitMap | None = (
+            mem.get(subject) if mem is not None and type(subject) is str else None
+        )
+        found = direct is not None
+        if not found and type(subject) is str and len(subject) <= _SHORT and "#" not in subject:
+            if prefetched is not None and subject in prefetched:
+                direct = prefetched[subject]
+            else:
+                direct = self._r.m2g_groups(subject)
+            found = direct is not None or PLAIN_SUBJECT_RE.fullmatch(subject) is not None
+        if found:
+            key = subject
+        else:
+            kind, sgid, key = self._parse_subject(subject)
+            if kind == "set":
+                return gid is not None and sgid is not None and sgid in self._g2g_of(gid)
+            direct = self._r.m2g_groups(key)
+        if gid is None:
+            return False
+        g2g = self._g2g.get(gid)
+        if g2g is None:
+            g2g = self._g2g_of(gid)
+        if direct is not None and direct.intersect(g2g):
+            return True
+        if key.endswith(":*"):
+            return False
+        wild = self._wildcard_groups(key)
+        return wild is not None and wild.intersect(g2g)
+
+    def check_many(self, pairs: Any) -> list[bool]:
+        """``check`` for each ``(subject, group)`` pair, in order, from one version.
+
+        The subjects' direct groups are read with one multi-get, which costs much
+        less per pair than a read each.
+        """
+        pairs = list(pairs)
+        with self._lock:
+            mem = self._m2g_mem
+            if mem is not None:
+                try:
+                    return self._check_many_warm(pairs, mem)
+                except TypeError:
+                    pass  # an unhashable subject or group: the checks below name it
+            keys = {
+                s for s, _ in pairs if type(s) is str and "#" not in s and (not mem or s not in mem)
+            }
+            prefetched = self._r.m2g_groups_many(sorted(keys)) if len(keys) > 1 else None
+            return [self._check(s, g, prefetched) for s, g in pairs]
+
+    def _check_many_warm(self, pairs: list[Any], mem: dict[str, BitMap]) -> list[bool]:
+        """``check_many`` after ``warm()``: the common case inline, the rest by ``_check``.
+
+        A subject found in memory and a group already resolved are both valid names,
+        so a pair of them needs no parsing: one intersection with the group's
+        closure, and one with the namespace's wildcard groups when that misses.
+        """
+        reaches, wild = self._reaches, self._wild
+        check = self._check
+        out: list[bool] = []
+        append = out.append
+        for s, g in pairs:
+            direct = mem.get(s)
+            reach = reaches.get(g)
+            if direct is None or reach is None:
+                append(check(s, g))  # validates both, and resolves the group
+                if reach is None:
+                    self._remember_reach(g)
+            elif direct.intersect(reach):
+                append(True)
+            else:
+                w = wild.get(s[: s.find(":")], _UNSEEN)
+                if w is _UNSEEN:
+                    append(check(s, g))  # looks the wildcard up, and remembers it
+                else:
+                    append(w is not None and w.intersect(reach))
+        return out
+
+    def _remember_reach(self, group: str) -> None:
+        gid = self._gids.get(group)
+        if gid is not None and gid >= 0:
+            if len(self._reaches) > _CLOSURE_LIMIT:
+                self._reaches.clear()
+                self._reach_names.clear()
+            self._reaches[group] = self._g2g_of(gid)
+            self._reach_names.setdefault(gid, []).append(group)
+
+    def groups_of(self, subject: str) -> list[str]:
+        """Every group the subject is in, transitively, sorted by name."""
+        with self._lock:
+            return self._groups_of(subject)
+
+    def _groups_of(self, subject: str) -> list[str]:
+        kind, sgid, key = self._parse_subject(subject)
+        if kind == "set":
+            if sgid is None:
+                return []
+            ancestors = self._r.bitmap("g2a", sgid)
+        else:
+            direct = self._direct_groups(key)
+            if not direct:
+                return []
+            ancestors = BitMap.union(BitMap(), *(self._r.bitmap("g2a", g) for g in direct))
+        return sorted(self._r.group_names(ancestors))
+
+    def members_of(
+        self, group: str, limit: int | None = None, after: str | None = None
+    ) -> list[str]:
+        """Every leaf subject in the group, transitively, sorted by name.
+
+        Paginate with ``after``: the next page starts after that subject name. A
+        wildcard member appears as ``ns:*``.
+        """
+        with self._lock:
+            return self._members_of(group, limit, after)
+
+    def _members_of(self, group: str, limit: int | None, after: str | None) -> list[str]:
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidInput(f"limit must be a non-negative integer, not {limit!r}")
+        if after is not None:
+            if not isinstance(after, str) or not after:
+                raise InvalidInput(f"after must be a subject name, not {after!r}")
+        gid = self._group_id(group)
+        if gid is None or limit == 0:
+            return []
+        members = self._members.get(gid)
+        if members is None:
+            members = BitMap.union(BitMap(), *(self._r.bitmap("g2m", d) for d in self._g2g_of(gid)))
+            # paging through a big group asks for the same union again and again
+            if len(self._members) >= _MEMBER_CACHE:
+                self._members.pop(next(iter(self._members)))
+            self._members[gid] = members
+        return self._r.subject_page(members, limit=limit, after=after)
+
+    def explain(self, subject: str, group: str) -> list[str] | None:
+        """A shortest chain of groups from ``group`` down to one the subject is directly in.
+
+        Returns None when the subject is not a member.
+        """
+        with self._lock:
+            return self._explain(subject, group)
+
+    def _explain(self, subject: str, group: str) -> list[str] | None:
+        gid = self._group_id(group)
+        kind, sgid, key = self._parse_subject(subject)
+        if gid is None:
+            return None
+        if kind == "set":
+            targets = BitMap([sgid]) if sgid is not None else BitMap()
+        else:
+            targets = self._direct_groups(key)
+        reach = self._g2g_of(gid)
+        if not targets.intersect(reach):
+            return None
+        # Only groups that are below `group` and above a target can lie on a chain.
+        above = BitMap.union(BitMap(), *(self._r.bitmap("g2a", t) for t in (targets & reach)))
+        allowed = reach & above
+        prev: dict[int, int] = {gid: -1}
+        queue = deque([gid])
+        while queue:
+            v = queue.popleft()
+            if v in targets:
+                chain = []
+                while v != -1:
+                    chain.append(v)
+                    v = prev[v]
+                chain.reverse()
+                return [self._r.group_name(g) for g in chain]
+            for w in self._r.bitmap("child", v) & allowed:
+                if w not in prev:
+                    prev[w] = v
+                    queue.append(w)
+        return None  # pragma: no cover - closures and edges agree
+
+    def warm(self, *, subjects: bool = True) -> int:
+        """Hold the index in memory: every group's closure and (``subjects``) every
+        subject's direct groups, so that a check reads no RocksDB at all.
+
+        A long-running service pays this once at start: on the 10M-tuple org about
+        4 s and 0.5 GB. Changes applied later still go through the incremental layer
+        (a changed subject is dropped from memory and read through the overlay), and
+        a new generation swapped in after compaction is loaded before it serves.
+        Returns the number of sets loaded.
+        """
+        with self._lock:
+            g2g, mem = _warm_copy(self._r, subjects, have=self._g2g)
+            self._g2g.update(g2g)
+            if mem is not None:
+                self._m2g_mem = mem
+            self._warm = subjects
+            return len(self._g2g) + (len(mem) if mem is not None else 0)
+
+    @property
+    def warmed(self) -> bool:
+        """Whether ``warm()`` holds every subject's direct groups in memory."""
+        return self._m2g_mem is not None
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes of the index and its layers."""
+        with self._lock:
+            return self._r.stats()

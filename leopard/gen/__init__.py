@@ -1,0 +1,1 @@
+"""Synthetic data: deterministic organisations of users and nested groups (``org``)."""

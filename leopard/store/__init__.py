@@ -1,0 +1,1 @@
+"""Storage: the on-disk format, RocksDB (the only importer of rocksdict), generations."""

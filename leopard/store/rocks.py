@@ -1,0 +1,251 @@
+"""RocksDB through rocksdict: the one module that imports it, and maps its errors once.
+
+rocksdict raises plain ``Exception`` subclasses with RocksDB's status text; every call
+into it goes through ``rocks_errors``, which re-raises them as ``StorageError`` naming
+what was being done, so no rocksdict type ever reaches a caller.
+
+rocksdict must be opened with ``column_families=`` naming every family, default
+included: otherwise each family silently falls back to default options (no block
+cache, no bloom filter) on reopen and point reads get ~100x slower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from rocksdict import (
+    AccessType,
+    BlockBasedOptions,
+    Cache,
+    DBCompressionType,
+    IngestExternalFileOptions,
+    Options,
+    Rdict,
+    SstFileWriter,
+    WriteBatch,
+)
+
+from leopard.errors import LeopardError, StorageError
+from leopard.store.layout import FAMILIES
+
+__all__ = ["RocksDB", "Family", "Batch", "SstFile", "rocks_errors", "list_families"]
+
+
+@contextlib.contextmanager
+def rocks_errors(what: str) -> Iterator[None]:
+    """Re-raise what rocksdict raises inside the block as ``StorageError: what: reason``."""
+    try:
+        yield
+    except LeopardError:
+        raise
+    except Exception as exc:  # rocksdict raises plain Exception subclasses
+        raise StorageError(f"{what}: {exc}") from exc
+
+
+def _options(cache: Cache | None, *, bulk: bool = False) -> Options:
+    opt = Options(raw_mode=True)
+    opt.create_if_missing(True)
+    opt.create_missing_column_families(True)
+    table = BlockBasedOptions()
+    table.set_bloom_filter(10, False)
+    table.set_cache_index_and_filter_blocks(True)
+    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+    if cache is not None:
+        table.set_block_cache(cache)
+    opt.set_block_based_table_factory(table)
+    opt.set_compression_type(DBCompressionType.lz4())
+    if bulk:
+        opt.set_write_buffer_size(128 << 20)
+        opt.set_max_write_buffer_number(4)
+        opt.increase_parallelism(2)
+    return opt
+
+
+def list_families(path: Path | str) -> list[str]:
+    """The column families of the RocksDB at ``path``."""
+    with rocks_errors(f"cannot list the column families of {str(path)!r}"):
+        return list(Rdict.list_cf(str(path)))
+
+
+class Family:
+    """One column family: point reads, multi-gets and ordered scans."""
+
+    __slots__ = ("name", "where", "_cf")
+
+    def __init__(self, name: str, where: str, cf: Rdict) -> None:
+        self.name = name
+        self.where = where
+        self._cf = cf
+
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            return self._cf.get(key)
+        except Exception as exc:
+            raise StorageError(f"read of {self.name} from {self.where} failed: {exc}") from exc
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """Values of ``keys`` (None where absent) with one multi-get."""
+        if not keys:
+            return []
+        try:
+            values = self._cf.get(keys)
+        except Exception as exc:
+            raise StorageError(f"read of {self.name} from {self.where} failed: {exc}") from exc
+        return list(values) if values is not None else [None] * len(keys)
+
+    def items(self, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Every key and value in key order, from ``start`` (the first key) on.
+
+        The iterator's status is checked where it stops: a scan that hit a damaged
+        block raises instead of ending early as if the family ended there.
+        """
+        with rocks_errors(f"scan of {self.name} in {self.where} failed"):
+            it = self._cf.iter()
+            if start is None:
+                it.seek_to_first()
+            else:
+                it.seek(start)
+            while it.valid():
+                yield it.key(), it.value()
+                it.next()
+            it.status()
+
+    def ingest(self, path: Path) -> None:
+        """Move a finished SST file into this family."""
+        opts = IngestExternalFileOptions()
+        opts.set_move_files(True)
+        with rocks_errors(f"ingesting {self.name} into {self.where} failed"):
+            self._cf.ingest_external_file([str(path)], opts)
+
+
+class Batch:
+    """Writes that land together or not at all (a RocksDB write batch)."""
+
+    def __init__(self, db: RocksDB) -> None:
+        self._batch = WriteBatch(raw_mode=True)
+        self._handles = db._handles
+
+    def put(self, family: str, key: bytes, value: bytes) -> None:
+        self._batch.put(key, value, self._handles[family])
+
+    def put_default(self, key: bytes, value: bytes) -> None:
+        self._batch.put(key, value)
+
+    def __len__(self) -> int:
+        return int(self._batch.len())
+
+
+class RocksDB:
+    """An open RocksDB with every family of the index format configured."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        read_only: bool = True,
+        bulk: bool = False,
+        cache_bytes: int = 256 << 20,
+        secondary: str | None = None,
+        families: tuple[str, ...] = FAMILIES,
+    ) -> None:
+        """Open ``path``; as a secondary instance with ``secondary`` (a scratch
+        directory), which follows a writer in another process cheaply (``catch_up``)."""
+        self.where = str(path)
+        cache = Cache(cache_bytes)
+        opt = _options(cache, bulk=bulk)
+        cfs = {name: _options(cache, bulk=bulk) for name in families}
+        if secondary is not None:
+            access = AccessType.secondary(secondary)
+        else:
+            access = AccessType.read_only() if read_only else AccessType.read_write()
+        with rocks_errors(f"cannot open RocksDB at {self.where!r}"):
+            self._db: Rdict | None = Rdict(self.where, opt, column_families=cfs, access_type=access)
+            self._families = {
+                name: Family(name, self.where, self._db.get_column_family(name))
+                for name in families
+                if name != "default"
+            }
+            self._handles = (
+                {}
+                if read_only or secondary is not None
+                else {n: self._db.get_column_family_handle(n) for n in families}
+            )
+
+    @property
+    def raw(self) -> Rdict:
+        assert self._db is not None, "the database is closed"
+        return self._db
+
+    def family(self, name: str) -> Family:
+        return self._families[name]
+
+    def get(self, key: bytes) -> bytes | None:
+        """A value of the default family."""
+        with rocks_errors(f"read from {self.where} failed"):
+            return self.raw.get(key)
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Keys and values of the default family that start with ``prefix``."""
+        with rocks_errors(f"scan of {self.where} failed"):
+            it = self.raw.iter()
+            it.seek(prefix)
+            while it.valid() and it.key().startswith(prefix):
+                yield it.key(), it.value()
+                it.next()
+            it.status()
+
+    def put(self, key: bytes, value: bytes) -> None:
+        with rocks_errors(f"write to {self.where} failed"):
+            self.raw.put(key, value)
+
+    def batch(self) -> Batch:
+        return Batch(self)
+
+    def write(self, batch: Batch) -> None:
+        with rocks_errors(f"write to {self.where} failed"):
+            self.raw.write(batch._batch)
+
+    def flush(self) -> None:
+        """Flush every family's memtable to SST files (nothing left only in the log)."""
+        with rocks_errors(f"flush of {self.where} failed"):
+            db = self.raw
+            db.flush()
+            for name in self._families:
+                db.get_column_family(name).flush()
+
+    def catch_up(self) -> None:
+        """A secondary instance: read what the primary wrote since."""
+        with rocks_errors(f"cannot follow the writer of {self.where}"):
+            self.raw.try_catch_up_with_primary()
+
+    def close(self) -> None:
+        # The column family handles keep the RocksDB, and its LOCK, alive: drop them
+        # first, or a database opened again in this process fails with "lock hold by
+        # current process" for as long as this object is referenced.
+        self._handles = {}
+        self._families = {}
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                db.close()
+            except Exception:  # closing twice, or after a failure: nothing to report
+                pass
+
+
+class SstFile:
+    """An SST file written in increasing key order, for ingestion into a family."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer = SstFileWriter(Options(raw_mode=True))
+        with rocks_errors(f"cannot create {str(path)!r}"):
+            self._writer.open(str(path))
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._writer[key] = value
+
+    def finish(self) -> None:
+        with rocks_errors(f"cannot finish {str(self.path)!r}"):
+            self._writer.finish()

@@ -1,0 +1,144 @@
+"""``Index.warm`` holds closures and direct groups in memory; answers must not change.
+
+The in-memory copy of MEMBER2GROUP is of the base only: a subject changed by the
+incremental layer, in this process or another, must be read through the overlay.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from leopard.core.batches import table_from_tuples
+from leopard.core.build import build_from_batches
+from leopard.core.compact import compact
+from leopard.core.incremental import DeltaWriter
+from leopard.core.index import Index
+from leopard.model.config import Config
+from leopard.model.names import parse_tuple
+
+BASE = [
+    "group:all#member@group:eng#member",
+    "group:eng#member@user:alice",
+    "group:eng#member@user:bob",
+    "group:ops#member@user:carol",
+]
+
+
+def _build(path: Path) -> None:
+    build_from_batches([table_from_tuples(parse_tuple(t) for t in BASE)], path, Config())
+
+
+def test_warm_answers_like_cold(tmp_path: Path) -> None:
+    _build(tmp_path / "idx")
+    with Index(tmp_path / "idx") as cold, Index(tmp_path / "idx") as warm:
+        assert warm.warm() > 0
+        for s in ("user:alice", "user:bob", "user:carol", "user:nobody", "user:*"):
+            for g in ("group:all", "group:eng", "group:ops", "group:none"):
+                assert warm.check(s, g) == cold.check(s, g), (s, g)
+
+
+def test_changes_after_warm_are_seen(tmp_path: Path) -> None:
+    _build(tmp_path / "idx")
+    with Index(tmp_path / "idx") as ix:
+        ix.warm()
+        assert ix.check("user:alice", "group:all")
+        w = DeltaWriter(ix.reader)
+        try:
+            w.apply(
+                [
+                    ("delete", parse_tuple("group:eng#member@user:alice")),
+                    ("touch", parse_tuple("group:eng#member@user:carol")),
+                    ("touch", parse_tuple("group:ops#member@user:dave")),
+                ]
+            )
+            assert not ix.check("user:alice", "group:all")
+            assert ix.check("user:carol", "group:all")
+            assert ix.check("user:dave", "group:ops")
+            assert ix.check("user:bob", "group:all")
+        finally:
+            w.close()
+
+
+def test_a_warm_reader_follows_another_writer(tmp_path: Path) -> None:
+    _build(tmp_path / "idx")
+    with Index(tmp_path / "idx") as writer_ix, Index(tmp_path / "idx") as reader:
+        reader.warm()
+        assert reader.check("user:bob", "group:eng")
+        w = DeltaWriter(writer_ix.reader)
+        try:
+            w.apply([("delete", parse_tuple("group:eng#member@user:bob"))], {"t:0": 1})
+        finally:
+            w.close()
+        assert reader.check("user:bob", "group:eng")  # not refreshed yet
+        reader.wait_for(writer_ix.version, timeout=5)
+        assert not reader.check("user:bob", "group:eng")
+
+
+def test_a_warm_index_stays_warm_across_a_compaction(tmp_path: Path) -> None:
+    path = tmp_path / "idx"
+    _build(path)
+    with Index(path) as ix:
+        ix.warm()
+        w = DeltaWriter(ix.reader)
+        try:
+            w.apply(
+                [
+                    ("delete", parse_tuple("group:eng#member@user:bob")),
+                    ("touch", parse_tuple("group:ops#member@user:dave")),
+                ],
+                {"t:0": 2},
+            )
+        finally:
+            w.close()
+        before = ix.reader.generation
+        compact(path)
+        assert ix.refresh() and ix.reader.generation != before
+        assert ix.warmed  # loaded before the swap, not dropped by it
+        assert ix.check("user:alice", "group:all") and ix.check("user:dave", "group:ops")
+        assert not ix.check("user:bob", "group:all")
+        assert ix.check_many([("user:dave", "group:ops"), ("user:bob", "group:eng")]) == [
+            True,
+            False,
+        ]
+        w = DeltaWriter(ix.reader)  # the new generation's incremental layer
+        try:
+            w.apply([("delete", parse_tuple("group:ops#member@user:dave"))], {"t:0": 3})
+        finally:
+            w.close()
+        assert not ix.check("user:dave", "group:ops")
+        assert ix.check_many([("user:dave", "group:ops"), ("user:carol", "group:ops")]) == [
+            False,
+            True,
+        ]
+
+
+def test_cached_names_and_closures_follow_each_batch(tmp_path: Path) -> None:
+    """Group names, closures and wildcards cached by queries are dropped exactly when a
+    batch changes them: a name that becomes a group, a closure that grows, a wildcard."""
+    _build(tmp_path / "idx")
+    with Index(tmp_path / "idx") as ix:
+        ix.warm()
+        pairs = [
+            ("user:alice", "group:new"),
+            ("user:alice", "group:ops"),
+            ("user:zed", "group:ops"),
+        ]
+        for _ in range(2):  # the second time from the caches
+            assert ix.check_many(pairs) == [False, False, False]
+        w = DeltaWriter(ix.reader)
+        try:
+            w.apply([("touch", parse_tuple("group:new#member@user:alice"))])
+            assert ix.check_many(pairs) == [True, False, False]
+            w.apply([("touch", parse_tuple("group:ops#member@group:new#member"))])
+            assert ix.check_many(pairs) == [True, True, False]
+            w.apply([("touch", parse_tuple("group:new#member@user:*"))])
+            assert ix.check_many(pairs) == [True, True, True]
+            w.apply([("delete", parse_tuple("group:ops#member@group:new#member"))])
+            assert ix.check_many(pairs) == [True, False, False]
+            assert [ix.check(s, g) for s, g in pairs] == [True, False, False]
+            # carol is unchanged since the base (held in memory); group:all's closure grows
+            assert ix.check_many([("user:carol", "group:all")] * 2) == [False, False]
+            w.apply([("touch", parse_tuple("group:all#member@group:ops#member"))])
+            assert ix.check_many([("user:carol", "group:all")] * 2) == [True, True]
+        finally:
+            w.close()
