@@ -25,7 +25,7 @@ def org(
     tuples: int, *, seed: int = 1, cycles: bool = True, rewrites: bool = True
 ) -> tuple[Path, Path, dict[str, Any]]:
     """A generated org snapshot, its set configuration and the generator's report."""
-    from leopard.gen.org import OrgSpec, config_toml, generate
+    from leopard.gen import OrgSpec, config_toml, generate
 
     DATA.mkdir(parents=True, exist_ok=True)
     tag = f"org-{tuples}-s{seed}{'' if cycles else '-dag'}{'' if rewrites else '-plain'}"

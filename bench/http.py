@@ -112,7 +112,7 @@ def batch_body(pairs: list[tuple[str, str]], size: int, seed: int = 0) -> bytes:
 def server(index: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``leopard serve`` on a free port in its own process; yields its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "leopard.cli.serve", "--index", str(index), "--port", "0",
+        [sys.executable, "-m", "leopard", "serve", "--index", str(index), "--port", "0",
          "--ready-max-lag", "1000000", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -519,7 +519,7 @@ def with_consumer(
 ) -> list[tuple[str, str, str]]:
     """The single-check runs again while ~1k changes/s stream into the server's consumer."""
     from ingest.kafka.local_broker import LocalBroker, create_topic
-    from leopard.gen.org import generate_changes
+    from leopard.gen import generate_changes
 
     duration = 2 * (opt.seconds + 2) + 8  # both runs, their warm-ups, the join
     lines = generate_changes(snapshot, int(CHANGES_PER_S * (duration + 5)), seed=11)

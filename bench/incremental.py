@@ -69,7 +69,7 @@ SCENARIOS = ("member", "edges", "latency", "compaction")
 _NEVER = 10**15  # a compaction threshold no run reaches: scenarios stay separate
 _CLOCK = time.CLOCK_MONOTONIC  # shared by the producer process and this one
 
-# Hierarchy groups of leopard.gen.org: the org names, then "<org>-<kind>-<id>".
+# Hierarchy groups of leopard.gen.structure: the org names, then "<org>-<kind>-<id>".
 _HIER_RE = re.compile(r"group:(?:[a-z]+|[a-z]+-(?:dept|team|squad|pod)-\d+)")
 _ROOT = "group:all-employees"
 
@@ -93,7 +93,7 @@ def fresh_copy(index: Path, work: Path, name: str) -> Path:
 
 def member_changes(snapshot: Path, count: int, seed: int) -> list[str]:
     """Half deletes of stored member tuples, half new users in existing groups."""
-    from leopard.gen.org import generate_changes
+    from leopard.gen import generate_changes
 
     return generate_changes(snapshot, count, seed=seed, nested_fraction=0.0)
 

@@ -1,21 +1,20 @@
-"""The streaming consumer: Kafka change events into the incremental layer.
+"""The streaming consumer: a loop of source -> decode -> apply -> persist.
 
-Each poll batch is decoded, applied as one coalesced batch, and persisted together
-with the next offsets in one RocksDB write batch (``DeltaWriter``). The offsets in
-the index are the truth: on start, and after every rebalance, partitions are sought
-to them, whatever the group's committed offsets say; those are committed too, after
-persisting, only so that lag shows in the usual tools. A crash at any point
-therefore neither loses nor doubles a change: the batch and its offsets land
-together or not at all, and replaying a change is harmless.
+Each batch the source (``ingest.kafka.source``) polls is decoded (``ingest.codecs``),
+applied as one coalesced batch, and persisted together with the batch's position in
+one RocksDB write batch (``DeltaWriter``). The position in the index is the truth:
+the source seeks every partition to it, on start and after every rebalance. A crash
+at any point therefore neither loses nor doubles a change: the batch and its position
+land together or not at all, and replaying a change is harmless.
 
-A message that cannot be decoded goes to a dead-letter topic with the reason and
-its source in headers, and the consumer carries on. A broker that stops answering
-is retried with backoff and logged once per outage.
+A message that cannot be decoded goes to a dead-letter topic with the reason and its
+source in headers, and the consumer carries on. A broker that stops answering is
+retried with backoff and logged once per outage.
 
 When the incremental layer grows past a threshold, compaction runs in a child
-process; when a new generation appears (from it or from ``leopard compact``), the
-consumer resumes from that generation's position and swaps the index over once it
-has caught up with where it was.
+process (``leopard.core.compact.start_compaction``); when a new generation appears
+(from it or from ``leopard compact``), the consumer applies the stream to it from its
+position, and the index serves it once it has caught up (``leopard.core.successor``).
 """
 
 from __future__ import annotations
@@ -28,58 +27,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ingest.codecs import CODECS, decode
-from ingest.kafka.client import (
-    ConsumerRebalanceListener,
-    KafkaConsumer,
-    KafkaError,
-    KafkaProducer,
-    OffsetAndMetadata,
-    TopicPartition,
-)
+from ingest.codecs import decode
+from ingest.kafka.source import Batch, KafkaSource, Message
+from ingest.settings import ConsumerSettings
 from leopard.core.compact import start_compaction
 from leopard.core.incremental import DeltaWriter
 from leopard.core.index import Index
 from leopard.core.layers import SetReader
-from leopard.errors import DecodeError, InvalidInput, LeopardError
-from leopard.model.tokens import reached
-from leopard.store.generations import IndexDir
+from leopard.core.successor import Successor, live_generation
+from leopard.errors import BrokerError, DecodeError
 
-__all__ = ["ConsumerSettings", "ConsumerStats", "ChangeConsumer"]
+__all__ = ["ConsumerSettings", "ConsumerStats", "ChangeConsumer", "consume"]
 
 log = logging.getLogger("leopard.consumer")
-
-
-@dataclass
-class ConsumerSettings:
-    brokers: str
-    topics: list[str]
-    group_id: str = "leopard"
-    format: str = "native"
-    codec_options: dict[str, str] = field(default_factory=dict)
-    dlq_topic: str | None = None  # default: "<topic>.dlq"
-    max_batch: int = 20_000
-    poll_ms: int = 100
-    commit_interval: float = 1.0  # seconds between commits of offsets to the group
-    # After a batch that caught up, wait this long before polling again. A trickle
-    # of changes would otherwise be fetched and applied a few at a time, each
-    # fetch and batch paying for a round trip, a write and a cache invalidation,
-    # which costs queries in the same process more than the changes themselves.
-    linger_ms: int = 50
-    compact_threshold: int = 500_000  # sets in the incremental layer
-    # With the local broker a group join answers only after about half the session
-    # timeout (whole seconds): 2 s of session makes a (re)start join in ~1 s.
-    max_poll_interval_ms: int = 10_000
-    session_timeout_ms: int = 2_000
-    heartbeat_interval_ms: int = 500
-
-    def __post_init__(self) -> None:
-        if self.format not in CODECS:
-            raise InvalidInput(f"--format {self.format!r} is not one of {', '.join(CODECS)}")
-        if not self.topics:
-            raise InvalidInput("at least one --topic is needed")
 
 
 @dataclass
@@ -114,20 +75,20 @@ class ChangeConsumer:
         self.path = Path(index_path)
         self.settings = settings
         self.index = index if index is not None else Index(self.path)
-        self.index.live = True
+        self.index.expect_local_writer()
         self.writer = DeltaWriter(self.index.reader)
         self.stats = ConsumerStats()
         self.on_batch = on_batch
+        self.source = KafkaSource(settings, lambda: self._target().position)
         self._stop = threading.Event()
-        self._consumer: KafkaConsumer | None = None
-        self._producer: KafkaProducer | None = None
         self._compactor: subprocess.Popen[bytes] | None = None
-        # after a generation switch: the writer applies to a reader that queries
-        # do not see yet, until it reaches `_catch_up_to`
-        self._pending: SetReader | None = None
-        self._catch_up_to: dict[str, int] = {}
-        self._uncommitted: dict[str, int] = {}  # applied, not yet committed to the group
-        self._committed_at = 0.0
+        # after a generation switch: the writer applies to it, queries do not see it
+        # until it has caught up
+        self._pending: Successor | None = None
+
+    def _target(self) -> SetReader:
+        """The reader the writer applies to: the pending generation, else the served."""
+        return self._pending.reader if self._pending is not None else self.index.reader
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -151,60 +112,11 @@ class ChangeConsumer:
                 self._compactor.kill()
                 self._compactor.communicate()
         self._compactor = None
-        if self._consumer is not None and self._uncommitted:
-            try:
-                self._commit_now(sync=True)
-            except Exception as exc:  # informational only, and closing must go on
-                log.debug("final offset commit failed (harmless): %s", exc)
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                try:
-                    client.close()
-                except Exception:  # closing must not hide the real outcome
-                    pass
-        self._consumer = self._producer = None
+        self.source.close()
         self.writer.close()
         if self._pending is not None:
             self._pending.close()
             self._pending = None
-
-    # -- kafka ------------------------------------------------------------------------
-
-    def _client_config(self) -> dict[str, Any]:
-        return {"bootstrap_servers": self.settings.brokers.split(","), "client_id": "leopard"}
-
-    def _open_consumer(self) -> KafkaConsumer:
-        s = self.settings
-        consumer = KafkaConsumer(
-            **self._client_config(),
-            group_id=s.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=s.max_poll_interval_ms,
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms,
-            max_poll_records=s.max_batch,
-            fetch_max_wait_ms=max(10, s.poll_ms),
-        )
-        consumer.subscribe(topics=s.topics, listener=_Rebalance(self))
-        return consumer
-
-    def _producer_client(self) -> KafkaProducer:
-        if self._producer is None:
-            self._producer = KafkaProducer(**self._client_config(), acks="all", linger_ms=5)
-        return self._producer
-
-    def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
-        """Position assigned partitions at the offsets stored in the index."""
-        assert self._consumer is not None
-        reader = self._pending or self.index.reader
-        position = reader.position
-        for tp in partitions:
-            stored = position.get(f"{tp.topic}:{tp.partition}")
-            if stored is None:
-                self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, stored)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -215,11 +127,9 @@ class ChangeConsumer:
         try:
             while not self._stop.is_set():
                 try:
-                    if self._consumer is None:
-                        self._consumer = self._open_consumer()
                     self._follow_generation()
                     got = self._poll_once()
-                except KafkaError as exc:
+                except BrokerError as exc:
                     self._outage(exc)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -230,7 +140,7 @@ class ChangeConsumer:
                     # next poll (see ConsumerSettings.linger_ms). A backlog is read on
                     # without waiting.
                     self._stop.wait(self.settings.linger_ms / 1000)
-                if got or not self._consumer.assignment():
+                if got or not self.source.assigned:
                     # Idle means nothing left to read, not still joining the group
                     # (a second here, three with Kafka's default rebalance delay).
                     idle_since = time.monotonic()
@@ -247,134 +157,68 @@ class ChangeConsumer:
             self.stats.broker_up = False
 
     def _poll_once(self) -> int:
-        assert self._consumer is not None
-        s = self.settings
-        records = self._consumer.poll(timeout_ms=s.poll_ms, max_records=s.max_batch)
-        if not self.stats.broker_up and self._consumer.assignment():
+        batch = self.source.poll()
+        if not self.stats.broker_up and self.source.assigned:
             log.warning("broker reachable again; resuming")
             self.stats.broker_up = True
-        if not records:
-            self._update_lag()
-            return 0
-        started = time.perf_counter()
-        changes = []
-        dead: list[tuple[Any, str]] = []
-        position: dict[str, int] = {}
-        count = 0
-        for tp, messages in records.items():
-            for m in messages:
-                count += 1
-                try:
-                    for c in decode(s.format, m.value, options=s.codec_options):
-                        changes.append((c.op, c.tuple))
-                except DecodeError as exc:
-                    dead.append((m, str(exc)))
-            position[f"{tp.topic}:{tp.partition}"] = messages[-1].offset + 1
-        if dead:
-            self._dead_letter(dead)
-        report = self.writer.apply(changes, position)
-        self.stats.batches += 1
-        self.stats.messages += count
-        self.stats.changes += report.changes
-        self.stats.member_changes += report.member_changes
-        self.stats.edge_changes += report.edge_changes
-        self.stats.skipped += report.skipped
-        self.stats.last_batch_seconds = time.perf_counter() - started
-        self._maybe_swap()
-        self._commit(position)
-        self._update_lag()
-        if self.on_batch is not None:
+        if batch.messages:
+            self._apply(batch)
+        self.stats.lag = self.source.lag()
+        if batch.messages and self.on_batch is not None:
             self.on_batch(self.stats)
-        return count
+        return len(batch.messages)
 
-    def _dead_letter(self, dead: list[tuple[Any, str]]) -> None:
-        """Send undecodable messages to the DLQ, flushed before their offsets persist."""
-        producer = self._producer_client()
-        for m, reason in dead:
-            topic = self.settings.dlq_topic or f"{m.topic}.dlq"
-            headers = [
-                ("leopard.reason", reason.encode()),
-                ("leopard.source.topic", m.topic.encode()),
-                ("leopard.source.partition", str(m.partition).encode()),
-                ("leopard.source.offset", str(m.offset).encode()),
-            ]
-            producer.send(topic, key=m.key, value=m.value or b"", headers=headers)
-            log.info("dead letter %s:%d@%d: %s", m.topic, m.partition, m.offset, reason)
-        producer.flush(timeout=30)
-        self.stats.dead_letters += len(dead)
-
-    def _commit(self, position: dict[str, int]) -> None:
-        """Commit applied offsets to the group, at most once per ``commit_interval``.
-
-        The committed offsets only inform the usual lag tools (the index's own win on
-        a restart), so they are sent in the background, not once per batch: under a
-        steady trickle of changes a round trip per batch costs queries in the same
-        process more than the changes do. Closing commits what is left.
-        """
-        self._uncommitted.update(position)
-        if time.monotonic() - self._committed_at >= self.settings.commit_interval:
-            self._commit_now(sync=False)
-
-    def _commit_now(self, *, sync: bool) -> None:
-        assert self._consumer is not None
-        offsets = {}
-        for key, offset in self._uncommitted.items():
-            topic, _, part = key.rpartition(":")
-            offsets[TopicPartition(topic, int(part))] = OffsetAndMetadata(offset, "", -1)
-        self._uncommitted = {}
-        self._committed_at = time.monotonic()
-        try:
-            if sync:
-                self._consumer.commit(offsets)
-            else:
-                self._consumer.commit_async(offsets, callback=_log_commit)
-        except KafkaError as exc:  # informational only: the index holds the truth
-            log.debug("offset commit failed (harmless): %s", exc)
-
-    def _update_lag(self) -> None:
-        """Lag per partition from the high watermark of the last fetch.
-
-        ``end_offsets()`` is not used: the local broker answers it with the start of
-        the last record batch, which under-reports lag.
-        """
-        assert self._consumer is not None
-        position = (self._pending or self.index.reader).position
-        lag = {}
-        for tp in self._consumer.assignment():
-            high = self._consumer.highwater(tp)
-            if high is not None:
-                key = f"{tp.topic}:{tp.partition}"
-                lag[key] = max(0, high - position.get(key, 0))
-        self.stats.lag = lag
+    def _apply(self, batch: Batch) -> None:
+        started = time.perf_counter()
+        s = self.settings
+        changes = []
+        dead: list[tuple[Message, str]] = []
+        for m in batch.messages:
+            try:
+                for c in decode(s.format, m.value, options=s.codec_options):
+                    changes.append((c.op, c.tuple))
+            except DecodeError as exc:
+                dead.append((m, str(exc)))
+        if dead:
+            self.source.dead_letter(dead)
+            self.stats.dead_letters += len(dead)
+        report = self.writer.apply(changes, batch.position)
+        stats = self.stats
+        stats.batches += 1
+        stats.messages += len(batch.messages)
+        stats.changes += report.changes
+        stats.member_changes += report.member_changes
+        stats.edge_changes += report.edge_changes
+        stats.skipped += report.skipped
+        stats.last_batch_seconds = time.perf_counter() - started
+        self._maybe_switch()
+        self.source.commit(batch.position)
 
     # -- generations ------------------------------------------------------------------
 
     def _follow_generation(self) -> None:
-        """Switch to a generation that compaction (or a rebuild) swapped in."""
-        current = IndexDir(self.path).current()
-        live = (self._pending or self.index.reader).generation
-        if current == live:
+        """Apply to a generation that compaction (or a rebuild) swapped in."""
+        live = live_generation(self.path)
+        if live == self._target().generation:
             return
-        log.info("new index generation %s; resuming from its position", current.name)
+        log.info("new index generation %s; resuming from its position", live.name)
         self.writer.close()
         if self._pending is not None:
             self._pending.close()
-        fresh = SetReader.open(self.path)
-        self._pending = fresh
-        self._catch_up_to = dict(self.index.reader.position)
-        self.writer = DeltaWriter(fresh)
-        if self._consumer is not None and self._consumer.assignment():
-            self.seek_to_stored(list(self._consumer.assignment()))
-        self._maybe_swap()
+        self._pending = Successor.open(
+            self.path, target=self.index.reader.position, lock=self.index.lock
+        )
+        self.writer = DeltaWriter(self._pending.reader)
+        self.source.seek_to_stored()
+        self._maybe_switch()
 
-    def _maybe_swap(self) -> None:
-        if self._pending is None or not reached(self._pending.position, self._catch_up_to):
+    def _maybe_switch(self) -> None:
+        pending = self._pending
+        if pending is None or not pending.caught_up():
             return
-        old = self.index.reader
-        self.index.swap_reader(self._pending)
         self._pending = None
-        old.close()
-        log.info("queries now read generation %s", self.index.reader.generation.name)
+        self.index.switch_to(pending.reader)
+        log.info("queries now read generation %s", pending.generation.name)
 
     def _maybe_compact(self) -> None:
         if self._compactor is not None:
@@ -392,38 +236,16 @@ class ChangeConsumer:
             else:
                 self.stats.compactions += 1
             self._compactor = None
-        reader = self._pending or self.index.reader
+        reader = self._target()
         if reader.overlay.size() >= self.settings.compact_threshold:
             log.info("incremental layer holds %d sets; compacting", reader.overlay.size())
             self._compactor = start_compaction(self.path)
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    """Seeks newly assigned partitions to the offsets stored in the index."""
-
-    def __init__(self, owner: ChangeConsumer) -> None:
-        self.owner = owner
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        pass
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        if assigned:
-            self.owner.seek_to_stored(list(assigned))
 
 
 def consume(
     index_path: str | Path, settings: ConsumerSettings, *, idle_exit: float | None = None
 ) -> ConsumerStats:
     """Run a consumer in the foreground until SIGTERM/SIGINT (or ``idle_exit`` seconds idle)."""
-    try:
-        consumer = ChangeConsumer(index_path, settings)
-    except LeopardError:
-        raise
+    consumer = ChangeConsumer(index_path, settings)
     consumer.install_signal_handlers()
     return consumer.run(idle_exit=idle_exit)
-
-
-def _log_commit(offsets: Any, response: Any) -> None:
-    if isinstance(response, Exception):  # informational only: the index holds the truth
-        log.debug("offset commit failed (harmless): %s", response)

@@ -14,11 +14,14 @@ a local index moves to a remote one by changing one line::
 Every read also takes ``at_least`` (a version token) and ``max_wait`` (seconds, at
 most 30), and remembers the token of its answer in ``last_token``.
 
-Errors: a malformed name raises ``InvalidTuple`` and any other refused input
-``InvalidInput``, as the index does (the server's error code says which); a version
-not reached in time raises ``StaleIndex`` with ``current``; a missing or wrong
-bearer token raises ``Unauthorized``, which is both a ``LeopardError`` and a
-``PermissionError``; anything else (no answer, a 5xx) raises ``ServiceError``.
+Errors: the server answers each error of the index with the code that
+``leopard.errors.HTTP_ERRORS`` gives its class, and the client raises that class
+again (``error_for_code``): a malformed name raises ``InvalidTuple`` and any other
+refused input ``InvalidInput``, as the index does; a version not reached in time
+raises ``StaleIndex`` with ``current``; a failing store on the server raises
+``StorageError`` (a missing index ``IndexNotFound``); a missing or wrong bearer
+token raises ``Unauthorized``, which is both a ``LeopardError`` and a
+``PermissionError``; anything else (no answer, a 500) raises ``ServiceError``.
 
 Only the standard library is used (``http.client`` over one keep-alive
 connection), so the client adds no dependency to an application.

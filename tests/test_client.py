@@ -9,6 +9,8 @@ a server that closed the idle connection, one that is not there) is exercised.
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,8 +22,9 @@ from support.http import TOKEN, TUPLES, build_small_index, running_server
 import leopard
 import leopard.client
 from ingest.kafka.local_broker import free_port
-from leopard import Index, InvalidInput, InvalidTuple, LeopardError, StaleIndex
+from leopard import Index, InvalidInput, InvalidTuple, LeopardError, StaleIndex, StorageError
 from leopard.client import Client, ServiceError, Unauthorized
+from leopard.errors import HTTP_ERRORS, error_for_code
 from leopard.http.app import LeopardService
 from leopard.model.tokens import encode_token
 
@@ -165,6 +168,16 @@ def test_no_server_is_a_service_error() -> None:
             c.check("user:a", "group:b")
 
 
+def test_the_client_loads_nothing_heavy() -> None:
+    """An application imports the client alone: no Arrow, RocksDB or server beside it."""
+    code = "import sys, leopard.client; print(sorted(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    for heavy in ("pyarrow", "rocksdict", "uvicorn", "prometheus_client", "kafka"):
+        assert f"'{heavy}'" not in loaded, heavy
+
+
 def test_bad_base_url() -> None:
     for bad in ("127.0.0.1:8080", "ftp://host", "http://"):
         with pytest.raises(InvalidInput):
@@ -197,3 +210,40 @@ def test_server_faults_are_500_and_logged(tmp_path: Path, caplog: pytest.LogCapt
             assert "on fire" not in str(exc.value)  # details stay in the server's log
             assert c.groups_of("user:alice")  # the server carries on
     assert any("the disk is on fire" in (r.exc_text or "") for r in caplog.records)
+
+
+class _FailingIndex(Index):
+    """An index whose ``check`` raises the error it is given (``None``: answers)."""
+
+    error: LeopardError | None = None
+
+    def check(self, subject: str, group: str) -> bool:
+        if self.error is not None:
+            raise self.error
+        return super().check(subject, group)
+
+
+def test_every_error_of_the_table_comes_back_as_its_class(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server answers each error class with the status and code of HTTP_ERRORS; the
+    client turns the code back into the class, with the server's message."""
+    path = build_small_index(tmp_path / "idx")
+    with _FailingIndex(path) as ix, running_server(LeopardService(ix)) as base:
+        with Client(base) as c:
+            for cls, (status, code) in HTTP_ERRORS.items():
+                message = f"{cls.__name__} raised by the index"
+                ix.error = cls(message)
+                # the class the code stands for (InvalidConfig shares InvalidInput's)
+                expected = error_for_code(code)
+                assert expected is not None and HTTP_ERRORS[expected] == (status, code)
+                with pytest.raises(expected) as exc:
+                    c.check("user:alice", "group:eng")
+                assert message in str(exc.value), cls
+                if isinstance(exc.value, ServiceError):
+                    assert (exc.value.status, exc.value.code) == (status, code), cls
+            ix.error = None
+            assert c.check("user:alice", "group:eng") is True  # the server carries on
+    # a failing store is a 503 that names what failed, not a 500, and is logged
+    assert HTTP_ERRORS[StorageError] == (503, "storage_error")
+    assert any("StorageError raised by the index" in r.getMessage() for r in caplog.records)

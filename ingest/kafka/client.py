@@ -18,8 +18,7 @@ try:
         from kafka.structs import OffsetAndMetadata
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
     raise ModuleNotFoundError(
-        "reading or writing a change stream needs kafka-python: "
-        "pip install 'leopard-index[kafka]'",
+        "reading or writing a change stream needs kafka-python: pip install 'leopard-index[kafka]'",
         name=exc.name,
     ) from exc
 

@@ -1,10 +1,7 @@
 """``leopard serve``: the HTTP query service as a click command.
 
-Kept beside ``leopard/cli.py`` rather than inside it, so that the CLI module stays
-a list of thin commands and the service's imports load only for ``serve``. This
-module adds the command to ``leopard.cli.main`` itself (see the note at the end).
 The consumer options are the very decorators ``leopard consume`` uses, so the two
-commands cannot disagree.
+commands cannot disagree. ``python -m leopard.cli.serve`` runs this command alone.
 """
 
 from __future__ import annotations
@@ -17,17 +14,17 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from leopard.cli import (
-    _fail_cleanly,
-    _need_index,
+from leopard.cli.options import (
     consumer_options,
     consumer_settings,
+    fail_cleanly,
     index_option,
-    main,
+    need_index,
 )
 from leopard.errors import InvalidInput
 from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG
 from leopard.http.schemas import DEFAULT_MAX_BATCH
+from leopard.http.server import serve
 
 __all__ = ["serve_command"]
 
@@ -117,7 +114,7 @@ def default_group_id(index_dir: str) -> str:
 )
 @click.option("--access-log", is_flag=True, help="Log every request.")
 @click.option("-v", "--verbose", is_flag=True, help="Log consumer batches and more.")
-@_fail_cleanly
+@fail_cleanly
 def serve_command(
     index_path: str | None,
     brokers: str | None,
@@ -152,9 +149,7 @@ def serve_command(
       leopard serve --index ./idx --brokers 127.0.0.1:9092 --topic changes
       curl 'http://127.0.0.1:8080/v1/check?subject=user:alice&group=group:eng'
     """
-    from leopard.http.app import serve
-
-    index_dir = _need_index(index_path)
+    index_dir = need_index(index_path)
     settings = None
     if brokers:
         if not topics:
@@ -207,11 +202,6 @@ def serve_command(
         on_listening=announce,
     )
 
-
-# Registering here, not in leopard/cli.py, keeps both import orders working: cli.py
-# ends with a plain `import leopard.cli.serve`, which succeeds even while this
-# module is half-imported (when it was imported first and is importing cli.py).
-main.add_command(serve_command)
 
 if __name__ == "__main__":  # pragma: no cover - `python -m leopard.cli.serve`
     serve_command()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from pyroaring import BitMap
@@ -33,7 +33,8 @@ from pyroaring import BitMap
 from leopard.core.layers import SetReader, open_delta
 from leopard.errors import InvalidInput
 from leopard.model.closure import Graph, condense
-from leopard.model.config import Config
+from leopard.model.edges import Edge, edges_of
+from leopard.model.edges import feeding as model_feeding
 from leopard.model.names import RelationTuple
 from leopard.store.layout import (
     NEXT_SUBJECT_KEY,
@@ -51,53 +52,13 @@ from leopard.store.layout import (
 )
 from leopard.store.rocks import RocksDB
 
-__all__ = ["ApplyReport", "DeltaWriter", "Edge", "classify"]
+__all__ = ["ApplyReport", "DeltaWriter"]
 
 # Sets a writer keeps deserialized between batches (all are dropped when it is full).
 # Full of the 10M-tuple org's closures it takes ~170 MB (74 MB serialized).
 _READ_CACHE_LIMIT = 300_000
 TOUCH = "touch"
 DELETE = "delete"
-
-
-class Edge(NamedTuple):
-    """One index edge a stored tuple feeds: group -> child group, or group -> leaf."""
-
-    group: str
-    subject: str
-    nested: bool
-    bit: int | None  # source bit for a set fed by several relations, else None
-
-
-def classify(config: Config, t: RelationTuple) -> list[Edge]:
-    """The index edges a stored tuple feeds (none when it feeds no set)."""
-    return _classify(_feeding(config, t.resource_type, t.relation), config, t)
-
-
-def _feeding(config: Config, namespace: str, relation: str) -> list[tuple[str, int | None]]:
-    """``(set relation, source bit)`` of each set a stored ``namespace#relation`` feeds."""
-    out = []
-    for set_rel in config.feeds(namespace, relation):
-        sources = config.sources(namespace, set_rel)
-        out.append((set_rel, sources.index(relation) if len(sources) > 1 else None))
-    return out
-
-
-def _classify(
-    feeding: list[tuple[str, int | None]], config: Config, t: RelationTuple
-) -> list[Edge]:
-    out = []
-    for set_rel, bit in feeding:
-        group = f"{t.resource_type}:{t.resource_id}#{set_rel}"
-        srel = t.subject_relation
-        if srel is not None and config.is_set(t.subject_type, srel):
-            out.append(Edge(group, f"{t.subject_type}:{t.subject_id}#{srel}", True, bit))
-        else:
-            subject = f"{t.subject_type}:{t.subject_id}"
-            if srel is not None:
-                subject += f"#{srel}"
-            out.append(Edge(group, subject, False, bit))
-    return out
 
 
 @dataclass
@@ -302,14 +263,14 @@ class DeltaWriter:
             kind = (t.resource_type, t.relation)
             feeding = feeding_of.get(kind)
             if feeding is None:
-                feeding = feeding_of[kind] = _feeding(config, *kind)
+                feeding = feeding_of[kind] = model_feeding(config, *kind)
             if not feeding:
                 rep.skipped += 1
                 reason = f"{t.resource_type}#{t.relation} is not fed into an indexed set"
                 rep.skipped_reasons[reason] = rep.skipped_reasons.get(reason, 0) + 1
                 continue
             add = op == TOUCH
-            for e in _classify(feeding, config, t):
+            for e in edges_of(feeding, config, t):
                 work.append((e, add))
         w.prefetch(work, self._read_many)
         changed_edges: list[tuple[int, int]] = []

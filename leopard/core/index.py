@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 from pyroaring import BitMap
 
+from leopard.core.caches import CachedSets, load_all
+from leopard.core.freshness import POLL, wait_steps
 from leopard.core.layers import SetReader
-from leopard.errors import InvalidInput, InvalidTuple, StaleIndex
+from leopard.core.successor import Successor, live_generation
+from leopard.errors import InvalidInput, InvalidTuple
 from leopard.model.config import Config
 from leopard.model.names import (
     GROUP_RE,
@@ -35,19 +37,15 @@ from leopard.model.names import (
     parse_object,
     parse_subject,
 )
-from leopard.model.tokens import decode_token, reached
-from leopard.store.generations import IndexDir
-from leopard.store.layout import gid_of, gkey, m2g_groups
+from leopard.store.layout import gkey
 
-__all__ = ["Index"]
+__all__ = ["Index", "SWAP_GRACE"]
 
-_CACHE_LIMIT = 200_000  # group names resolved before that cache starts over
-_CLOSURE_LIMIT = 2_000_000  # closures held in memory before that cache starts over
 # How long refresh() keeps serving a generation while a newer one, swapped in behind
 # it, catches up (see Index.refresh).
 SWAP_GRACE = 30.0
-_MEMBER_CACHE = 16  # member unions of the groups paged through most recently
 _SHORT = MAX_TUPLE_BYTES // 4  # no name this long in characters can exceed the byte limit
+_UNSEEN: Any = object()
 
 
 def _long(name: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
@@ -55,91 +53,28 @@ def _long(name: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
     return pattern.fullmatch(name) if len(name.encode()) <= MAX_TUPLE_BYTES else None
 
 
-_UNSEEN: Any = object()
-
-
-def _warm_copy(
-    r: SetReader, subjects: bool, *, have: dict[int, BitMap]
-) -> tuple[dict[int, BitMap], dict[str, BitMap] | None]:
-    """The closures of every group not in ``have`` and (``subjects``) the direct groups
-    of every subject unchanged since the base, read from ``r``."""
-    g2g = {gid: r.bitmap("g2g", gid) for gid in range(r.group_count()) if gid not in have}
-    if not subjects:
-        return g2g, None
-    changed = r.overlay.sets.get("m2g") or {}
-    mem: dict[str, BitMap] = {}
-    for key, value in r.base.family("m2g").items():
-        if key not in changed:
-            mem[key.decode()] = m2g_groups(value)
-    return g2g, mem
-
-
 class Index:
     """An open index. Cheap to query from one thread; open one per process."""
 
-    def __init__(self, path: str | Path, *, reader: SetReader | None = None) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._gids: dict[str, int] = {}
-        self._g2g: dict[int, BitMap] = {}
-        self._wild: dict[str, BitMap | None] = {}
-        # group name -> closure, for check_many's inline path; an entry is dropped when
-        # its group's closure changes
-        self._reaches: dict[str, BitMap] = {}
-        self._reach_names: dict[int, list[str]] = {}  # group id -> its names in _reaches
-        self._group_count = 0  # groups when _gids was last emptied
-        self._members: dict[int, BitMap] = {}
-        # after warm(): direct groups of every subject unchanged since, by name
-        self._m2g_mem: dict[str, BitMap] | None = None
-        self._warm: bool | None = None  # warm(subjects=...) was called with this
-        self._applied = threading.Condition()
-        self._next: SetReader | None = None  # a newer generation, catching up
-        self._next_since = 0.0
+        # One lock for whichever reader is served: a query that has taken it reads the
+        # same reader to the end, even if a compaction swap comes meanwhile.
         self._lock = threading.RLock()
-        self._attach(reader if reader is not None else SetReader.open(self.path))
+        self._applied = threading.Condition()
+        self._next: Successor | None = None  # a newer generation, catching up
+        self._warm: bool | None = None  # warm(subjects=...) was called with this
+        self._local_writer = False
+        self._attach(SetReader.open(self.path, lock=self._lock))
 
     def _attach(self, reader: SetReader) -> None:
-        # One lock for whichever reader is attached: a query that has taken it reads
-        # the same reader to the end, even if a compaction swap comes meanwhile.
-        reader.lock = self._lock
         self._r = reader
-        self._m2g_mem = None  # a new base: warm() again to hold it in memory
-        reader.listeners.append(self._invalidate)
-        self._invalidate({})
+        self._c = CachedSets(reader)
+        reader.listeners.append(self._notify)
+        self._notify({})
 
-    def _invalidate(self, updates: dict[str, dict[bytes, bytes | None]]) -> None:
-        """Drop cached sets a batch replaced (everything, when ``updates`` is empty).
-
-        Only what a batch changed is dropped: a steady trickle of changes must not
-        make every query resolve its group again.
-        """
-        g2g = updates.get("g2g")
-        count = self._r.group_count()
-        if not updates:
-            self._g2g.clear()
-            self._reaches.clear()
-            self._reach_names.clear()
-        elif g2g:
-            for key in g2g:
-                gid = gid_of(key)
-                self._g2g.pop(gid, None)
-                for name in self._reach_names.pop(gid, ()):
-                    self._reaches.pop(name, None)
-        m2g = updates.get("m2g")
-        if not updates or (m2g and any(key.endswith(b":*") for key in m2g)):
-            self._wild.clear()
-        if not updates or count != self._group_count:
-            # A name's id never changes within a generation; only a name unknown so
-            # far may have become a group.
-            self._gids.clear()
-            self._group_count = count
-        if not updates or "g2m" in updates or "g2g" in updates:
-            self._members.clear()
-        mem = self._m2g_mem
-        if mem is not None:
-            # subjects changed since the base are read through the overlay again
-            changed = updates.get("m2g") if updates else self._r.overlay.sets.get("m2g")
-            for key in changed or ():
-                mem.pop(key.decode(), None)
+    def _notify(self, updates: Any) -> None:
+        """Wake waiters for a version: a batch was installed."""
         with self._applied:
             self._applied.notify_all()
 
@@ -163,6 +98,11 @@ class Index:
         return self._r
 
     @property
+    def lock(self) -> threading.RLock:
+        """The lock queries hold; a reader to be served by this index must share it."""
+        return self._lock
+
+    @property
     def config(self) -> Config:
         return self._r.config
 
@@ -176,86 +116,82 @@ class Index:
         """An opaque token for the stream position this index reflects."""
         return self._r.token()
 
-    def swap_reader(self, reader: SetReader) -> None:
-        """Serve from another reader (a new generation after compaction).
+    def expect_local_writer(self) -> None:
+        """Batches are applied to this index by a writer in this process (a consumer):
+        waits for a version wake on them instead of re-reading the disk."""
+        self._local_writer = True
 
-        A warmed index loads the new reader into memory first, while queries still
-        read the old one, so that it serves at full speed from the first query.
+    def switch_to(self, reader: SetReader) -> None:
+        """Serve another generation from now on, and close the one served until now.
+
+        ``reader`` must have been opened with this index's ``lock``. A warmed index
+        loads it into memory first, while queries still read the old one, so that it
+        serves at full speed from the first query.
         """
-        loaded = _warm_copy(reader, self._warm, have={}) if self._warm is not None else None
-        old = self._r
+        if reader.lock is not self._lock:
+            raise InvalidInput("a reader to be served must be opened with the index's lock")
+        loaded = load_all(reader, self._warm) if self._warm is not None else None
+        old, old_cache = self._r, self._c
         with self._lock:
             self._attach(reader)
             if loaded is not None:
-                self._g2g.update(loaded[0])
-                self._m2g_mem = loaded[1]
+                self._c.install(loaded)
+        old_cache.detach()
         old.listeners.clear()
+        old.close()
 
     def refresh(self) -> bool:
         """Pick up what another process applied or compacted; whether anything changed.
 
-        A new generation starts at the position its build recorded, which is behind
-        what this index may already serve (a compaction folds the layer as it was when
-        it started; the consumer then re-applies what came since). It is served once
-        it has caught up, so that the version never moves back, or after
-        ``SWAP_GRACE`` seconds all the same (a rebuild that no consumer follows).
+        A newer generation is served once it has caught up with this one, or after
+        ``SWAP_GRACE`` seconds all the same (a rebuild that no consumer follows): see
+        ``leopard.core.successor``.
         """
-        gen = IndexDir(self.path).current()
-        if gen == self._r.generation:
-            if self._next is not None:  # the newer one was replaced in turn
-                self._next.close()
+        live = live_generation(self.path)
+        nxt = self._next
+        if live == self._r.generation:
+            if nxt is not None:  # the newer one was replaced in turn
+                nxt.close()
                 self._next = None
             return self._r.refresh()
-        nxt = self._next
-        if nxt is None or nxt.generation != gen:
+        if nxt is None or nxt.generation != live:
             if nxt is not None:
                 nxt.close()
-            nxt = self._next = SetReader.open(self.path)
-            self._next_since = time.monotonic()
+            nxt = self._next = Successor.open(self.path, target=self._r.position, lock=self._lock)
         else:
-            nxt.refresh()
-        waited = time.monotonic() - self._next_since
-        if not reached(nxt.position, self._r.position) and waited < SWAP_GRACE:
+            nxt.reader.refresh()
+        if not nxt.caught_up(grace=SWAP_GRACE):
             return self._r.refresh()  # the served generation still answers meanwhile
         self._next = None
-        old = self._r
-        self.swap_reader(nxt)
-        old.close()
+        self.switch_to(nxt.reader)
         return True
 
-    def wait_for(self, token: str, timeout: float = 1.0, *, poll: float = 0.05) -> str:
+    def wait_for(self, token: str, timeout: float = 1.0, *, poll: float = POLL) -> str:
         """Return once the index has applied at least ``token``; StaleIndex on time-out.
 
-        Inside a process that runs the consumer this wakes on every applied batch;
-        elsewhere it re-reads the incremental layer every ``poll`` seconds.
+        With a writer in this process (``expect_local_writer``) this wakes on every
+        applied batch; elsewhere it re-reads the incremental layer every ``poll`` s.
         """
-        wanted = decode_token(token)
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            if reached(self._r.position, wanted):
-                return self.version
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise StaleIndex(
-                    f"index has not reached version {token} within {timeout:g} s "
-                    f"(it is at {self.version})",
-                    current=self.version,
-                )
-            if self.live:
-                with self._applied:
-                    self._applied.wait(min(left, poll))
-            else:
-                time.sleep(min(left, poll))
-                self.refresh()
-
-    #: set by a consumer running in this process: batches arrive without polling
-    live = False
+        steps = wait_steps(
+            lambda: self._r.position, lambda: self.version, token, timeout, poll=poll
+        )
+        try:
+            while True:
+                pause = next(steps)
+                if self._local_writer:
+                    with self._applied:
+                        self._applied.wait(pause)
+                else:
+                    threading.Event().wait(pause)
+                    self.refresh()
+        except StopIteration as done:
+            return str(done.value)
 
     # -- name resolution ----------------------------------------------------------------
 
     def _group_id(self, name: str) -> int | None:
         """The id of a group name; None for a well-formed name the index does not know."""
-        gid = self._gids.get(name)
+        gid = self._c.group_ids.get(name)
         if gid is not None:
             return gid if gid >= 0 else None
         if not isinstance(name, str):
@@ -288,9 +224,7 @@ class Index:
                 )
             full = name
         found = self._r.group_id(full)
-        if len(self._gids) > _CACHE_LIMIT:
-            self._gids.clear()
-        self._gids[name] = -1 if found is None else found
+        self._c.remember_group(name, found)
         return found
 
     def _parse_subject(self, name: str) -> tuple[str, int | None, str]:
@@ -327,33 +261,6 @@ class Index:
             return gid  # unchanged since a build, which only names groups with edges
         return gid if any(r.bitmap(f, gid) for f in families) else None
 
-    def _g2g_of(self, gid: int) -> BitMap:
-        bm = self._g2g.get(gid)
-        if bm is None:
-            if len(self._g2g) > _CLOSURE_LIMIT:
-                self._g2g.clear()
-            bm = self._g2g[gid] = self._r.bitmap("g2g", gid)
-        return bm
-
-    def _wildcard_groups(self, key: str) -> BitMap | None:
-        ns = key[: key.index(":")]
-        if ns in self._wild:
-            return self._wild[ns]
-        found = self._r.m2g(f"{ns}:*")
-        bm = found[1] if found else None
-        self._wild[ns] = bm
-        return bm
-
-    def _direct_groups(self, key: str) -> BitMap:
-        """Groups the leaf ``key`` is directly in, its namespace's wildcard included."""
-        found = self._r.m2g(key)
-        direct = found[1] if found else BitMap()
-        if not key.endswith(":*"):
-            wild = self._wildcard_groups(key)
-            if wild:
-                direct = direct | wild
-        return direct
-
     # -- queries ------------------------------------------------------------------------
 
     def check(self, subject: str, group: str) -> bool:
@@ -362,7 +269,8 @@ class Index:
             return self._check(subject, group)
 
     def _check(self, subject: str, group: str, prefetched: dict[str, Any] | None = None) -> bool:
-        gid = self._gids.get(group)
+        c = self._c
+        gid = c.group_ids.get(group)
         if gid is None:
             gid = self._group_id(group)
         elif gid < 0:
@@ -370,7 +278,7 @@ class Index:
         # The common case, a plain subject: read its direct groups first and check
         # the name's form only when the index does not know it (a stored name is
         # well-formed), so a hit costs no parsing.
-        mem = self._m2g_mem
+        mem = c.subjects
         # after warm(): one probe of the in-memory copy (its keys are canonical names)
         direct: BitMap | None = (
             mem.get(subject) if mem is not None and type(subject) is str else None
@@ -387,18 +295,18 @@ class Index:
         else:
             kind, sgid, key = self._parse_subject(subject)
             if kind == "set":
-                return gid is not None and sgid is not None and sgid in self._g2g_of(gid)
+                return gid is not None and sgid is not None and sgid in c.closure(gid)
             direct = self._r.m2g_groups(key)
         if gid is None:
             return False
-        g2g = self._g2g.get(gid)
+        g2g = c.closures.get(gid)
         if g2g is None:
-            g2g = self._g2g_of(gid)
+            g2g = c.closure(gid)
         if direct is not None and direct.intersect(g2g):
             return True
         if key.endswith(":*"):
             return False
-        wild = self._wildcard_groups(key)
+        wild = c.wildcard_groups(key[: key.index(":")])
         return wild is not None and wild.intersect(g2g)
 
     def check_many(self, pairs: Any) -> list[bool]:
@@ -409,7 +317,7 @@ class Index:
         """
         pairs = list(pairs)
         with self._lock:
-            mem = self._m2g_mem
+            mem = self._c.subjects
             if mem is not None:
                 try:
                     return self._check_many_warm(pairs, mem)
@@ -428,7 +336,7 @@ class Index:
         so a pair of them needs no parsing: one intersection with the group's
         closure, and one with the namespace's wildcard groups when that misses.
         """
-        reaches, wild = self._reaches, self._wild
+        reaches, wild = self._c.reaches, self._c.wildcards
         check = self._check
         out: list[bool] = []
         append = out.append
@@ -450,13 +358,9 @@ class Index:
         return out
 
     def _remember_reach(self, group: str) -> None:
-        gid = self._gids.get(group)
+        gid = self._c.group_ids.get(group)
         if gid is not None and gid >= 0:
-            if len(self._reaches) > _CLOSURE_LIMIT:
-                self._reaches.clear()
-                self._reach_names.clear()
-            self._reaches[group] = self._g2g_of(gid)
-            self._reach_names.setdefault(gid, []).append(group)
+            self._c.remember_reach(group, gid)
 
     def groups_of(self, subject: str) -> list[str]:
         """Every group the subject is in, transitively, sorted by name."""
@@ -470,7 +374,7 @@ class Index:
                 return []
             ancestors = self._r.bitmap("g2a", sgid)
         else:
-            direct = self._direct_groups(key)
+            direct = self._c.direct_groups(key)
             if not direct:
                 return []
             ancestors = BitMap.union(BitMap(), *(self._r.bitmap("g2a", g) for g in direct))
@@ -496,13 +400,7 @@ class Index:
         gid = self._group_id(group)
         if gid is None or limit == 0:
             return []
-        members = self._members.get(gid)
-        if members is None:
-            members = BitMap.union(BitMap(), *(self._r.bitmap("g2m", d) for d in self._g2g_of(gid)))
-            # paging through a big group asks for the same union again and again
-            if len(self._members) >= _MEMBER_CACHE:
-                self._members.pop(next(iter(self._members)))
-            self._members[gid] = members
+        members = self._c.members(gid)
         return self._r.subject_page(members, limit=limit, after=after)
 
     def explain(self, subject: str, group: str) -> list[str] | None:
@@ -521,8 +419,8 @@ class Index:
         if kind == "set":
             targets = BitMap([sgid]) if sgid is not None else BitMap()
         else:
-            targets = self._direct_groups(key)
-        reach = self._g2g_of(gid)
+            targets = self._c.direct_groups(key)
+        reach = self._c.closure(gid)
         if not targets.intersect(reach):
             return None
         # Only groups that are below `group` and above a target can lie on a chain.
@@ -556,17 +454,13 @@ class Index:
         Returns the number of sets loaded.
         """
         with self._lock:
-            g2g, mem = _warm_copy(self._r, subjects, have=self._g2g)
-            self._g2g.update(g2g)
-            if mem is not None:
-                self._m2g_mem = mem
             self._warm = subjects
-            return len(self._g2g) + (len(mem) if mem is not None else 0)
+            return self._c.load(subjects=subjects)
 
     @property
     def warmed(self) -> bool:
         """Whether ``warm()`` holds every subject's direct groups in memory."""
-        return self._m2g_mem is not None
+        return self._c.subjects is not None
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes of the index and its layers."""

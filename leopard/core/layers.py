@@ -50,9 +50,11 @@ from leopard.store.layout import (
 )
 from leopard.store.rocks import RocksDB, list_families
 
-__all__ = ["SetReader", "Overlay", "open_delta", "load_overlay"]
+__all__ = ["SetReader", "Overlay", "Updates", "open_delta", "load_overlay"]
 
-Listener = Callable[[dict[str, dict[bytes, bytes | None]]], None]
+#: the sets a batch replaced, by family and key (None: absent now)
+Updates = dict[str, dict[bytes, bytes | None]]
+Listener = Callable[[Updates], None]
 
 
 def open_delta(
@@ -145,7 +147,15 @@ class Overlay:
 class SetReader:
     """Reads every family through the overlay, then the base."""
 
-    def __init__(self, path: Path, generation: Path, base: RocksDB, meta: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        generation: Path,
+        base: RocksDB,
+        meta: dict[str, Any],
+        *,
+        lock: threading.RLock | None = None,
+    ) -> None:
         self.path = path
         self.generation = generation
         self.base = base
@@ -156,7 +166,10 @@ class SetReader:
         self.base_subjects = int(meta.get("subjects", 0))
         self.overlay = Overlay()
         self.overlay.position = dict(meta.get("position", {}))
-        self.lock = threading.RLock()
+        # Queries take it, and apply_overlay takes it to install a batch, so a query
+        # never sees half a batch; an Index passes its own, shared by every
+        # generation it serves in turn.
+        self.lock = lock if lock is not None else threading.RLock()
         self._secondary: tuple[RocksDB, str] | None = None
         self._token = ""
         self._token_key: tuple[int, int] | None = None
@@ -164,7 +177,7 @@ class SetReader:
         self._families = {name: base.family(name) for name in SET_FAMILIES}
 
     @classmethod
-    def open(cls, path: str | Path) -> SetReader:
+    def open(cls, path: str | Path, *, lock: threading.RLock | None = None) -> SetReader:
         p = Path(path)
         gen = IndexDir(p).current()
         base = RocksDB(base_of(gen), read_only=True, cache_bytes=1 << 30)
@@ -174,7 +187,7 @@ class SetReader:
         except BaseException:
             base.close()
             raise
-        reader = cls(p, gen, base, meta)
+        reader = cls(p, gen, base, meta, lock=lock)
         reader._load_delta()
         return reader
 
@@ -250,7 +263,7 @@ class SetReader:
 
     def apply_overlay(
         self,
-        updates: dict[str, dict[bytes, bytes | None]],
+        updates: Updates,
         new_groups: list[str],
         next_subject: int,
         position: dict[str, int],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,7 +26,7 @@ class Route:
 
     method: str
     path: str
-    handler: str  # name of the LeopardService method that answers it
+    handler: str  # name of the method of ``leopard.http.handlers.Handlers`` that answers it
     summary: str
     params: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
@@ -108,6 +109,7 @@ ROUTES: tuple[Route, ...] = (
         "get_metrics",
         "Prometheus text exposition: requests, latency, offsets, lag, dead letters, sizes.",
         content_type="text/plain; version=0.0.4; charset=utf-8",
+        errors=(503,),
     ),
     Route("GET", "/openapi.json", "get_openapi", "This document."),
 )
@@ -150,7 +152,8 @@ _STATUS_TEXT = {
     413: "The body is too large, or the batch holds too many checks.",
     414: "The query string is too long.",
     500: "A fault of the server (logged).",
-    503: "`at_least` was not reached within `max_wait`; `token` is the current version.",
+    503: "The index cannot answer now: `at_least` was not reached within `max_wait` "
+    "(`token` is the current version), or its storage failed.",
 }
 
 
@@ -158,8 +161,6 @@ def openapi_document(
     routes: Iterable[Route] = ROUTES, *, max_batch: int = S.DEFAULT_MAX_BATCH, auth: bool = False
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``routes``, from their pydantic models."""
-    from importlib.metadata import PackageNotFoundError, version
-
     routes = list(routes)
     wanted: list[tuple[type[BaseModel], Any]] = [(S.ErrorBody, "serialization")]
     for r in routes:

@@ -2,11 +2,11 @@
 
 These models are the single description of the wire format: the service validates
 query strings and bodies with them and serializes its answers through them, and
-``GET /openapi.json`` is generated from their JSON schemas (``leopard.http.app``
+``GET /openapi.json`` is generated from their JSON schemas (``leopard.http.openapi``
 adds only the route table), so the document cannot drift from what the handlers
 do. They hold no index logic: names are plain strings here, and the index itself
 judges whether ``user:alice`` or ``group:eng#member`` is well formed, so that a bad
-name gets the index's own message (STYLE.md, item 4).
+name gets the index's own message, naming the bad value.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ DEFAULT_MAX_BATCH = 10_000
 DEFAULT_PAGE = 1_000
 MAX_PAGE = 10_000
 
-#: every value of ``ErrorBody.error``; ``leopard.client`` maps them back to exceptions
+#: every value of ``ErrorBody.error``; those of ``leopard.errors.HTTP_ERRORS`` come back
+#: as the same exceptions from ``leopard.client``
 ERROR_CODES = (
     "invalid_tuple",  # a subject or group name is malformed (InvalidTuple)
     "invalid_input",  # a well-formed request the index refuses, e.g. a bad token (InvalidInput)
@@ -63,6 +64,9 @@ ERROR_CODES = (
     "batch_too_large",
     "uri_too_long",
     "stale",  # at_least was not reached within max_wait (StaleIndex)
+    "index_not_found",  # the served index is gone (IndexNotFound)
+    "storage_error",  # RocksDB failed (StorageError)
+    "broker_error",  # the Kafka broker failed (BrokerError)
     "internal",
 )
 

@@ -11,6 +11,9 @@ digits and ``_ - / | = + . @``; the separator ``@`` is the first one after the
 resource's ``#``, so a subject id may itself contain ``@`` (``user:anne@example.com``).
 Caveated and expiring relationships (a ``[...]`` suffix) are refused for now.
 
+OpenFGA spells a tuple as three fields, ``object`` (``ns:id``), ``relation`` and
+``user`` (a subject as above); ``parse_openfga`` reads them with the same grammar.
+
 The same grammar is exported as ``TUPLE_PATTERN`` (RE2 compatible) so that the bulk
 reader can validate whole columns at once; anything it rejects is parsed again
 here to get the exact message. The pattern admits one thing the grammar does not,
@@ -31,6 +34,7 @@ __all__ = [
     "Subject",
     "ObjectRef",
     "parse_tuple",
+    "parse_openfga",
     "format_tuple",
     "parse_subject",
     "parse_object",
@@ -160,6 +164,25 @@ def parse_tuple(text: str) -> RelationTuple:
     raise InvalidTuple(f"{_shorten(text)!r} {_diagnose(text)}")
 
 
+def parse_openfga(user: str, relation: str, object: str) -> RelationTuple:
+    """Parse OpenFGA's tuple key fields (``user``, ``relation``, ``object``) into a tuple.
+
+    The fields are joined as ``object#relation@user`` and parsed as one tuple; each
+    must then be exactly its part of the result, so a separator inside a field (a
+    relation ``member@user:x``) is refused rather than moving the split. Raises
+    InvalidTuple naming the joined tuple and, for a misplaced separator, the field.
+    """
+    text = f"{object}#{relation}@{user}"
+    t = parse_tuple(text)
+    # Once the object and the relation are their parts, the user is the rest: the
+    # subject, spelled with or without "#...".
+    if object != f"{t.resource_type}:{t.resource_id}":
+        raise InvalidTuple(_misplaced(text, "object", object))
+    if relation != t.relation:
+        raise InvalidTuple(_misplaced(text, "relation", relation))
+    return t
+
+
 def parse_subject(text: str, *, what: str = "subject") -> Subject:
     """Parse ``ns:id``, ``ns:id#...``, ``ns:id#rel`` or ``ns:*``."""
     _check_text(text, what)
@@ -195,6 +218,13 @@ def parse_object(text: str, *, what: str = "group") -> ObjectRef:
 
 def _shorten(text: str) -> str:
     return text if len(text) <= 120 else text[:100] + "..."
+
+
+def _misplaced(text: str, field: str, value: str) -> str:
+    return (
+        f"{_shorten(text)!r}: {field} {value!r} is not valid "
+        "(it contains a separator ':', '#' or '@' that its field may not hold)"
+    )
 
 
 def _check_text(text: str, what: str) -> None:

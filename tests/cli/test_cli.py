@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from leopard.cli import main, parse_position
+from leopard.cli import COMMANDS, main
+from leopard.cli.options import parse_position
 from leopard.errors import InvalidInput
 
 ORG = """\
@@ -496,7 +497,7 @@ def test_errors_in_a_real_process(tmp_path: Path, index: Path) -> None:
 # -- help and the generator -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", sorted(main.commands))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_an_example(command: str) -> None:
     out = ok(command, "--help")
     assert "Example" in out, out

@@ -485,7 +485,7 @@ def test_version_position_and_tokens_advance(opened) -> None:  # type: ignore[no
 
 def test_wait_for_wakes_when_a_batch_lands(opened) -> None:  # type: ignore[no-untyped-def]
     ix, w, _ = opened(["group:a#member@user:x"], position={f"{TOPIC}:0": 0})
-    ix.live = True  # as a consumer in this process sets it
+    ix.expect_local_writer()  # as a consumer in this process does
     later = encode_token({f"{TOPIC}:0": 5})
 
     def apply_soon() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from leopard.errors import InvalidInput
-from leopard.gen.org import GenReport, OrgSpec, config_toml, generate
+from leopard.gen import GenReport, OrgSpec, config_toml, generate
 from leopard.model.config import Config
 from leopard.model.names import RelationTuple, parse_tuple
 

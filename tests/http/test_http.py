@@ -36,8 +36,11 @@ from ingest.consumer import ChangeConsumer, ConsumerSettings
 from ingest.kafka.local_broker import LocalBroker
 from ingest.kafka.publish import publish
 from leopard.client import Client
+from leopard.errors import HTTP_ERRORS
 from leopard.http import schemas as S
-from leopard.http.app import ROUTES, LeopardService, listen
+from leopard.http.app import LeopardService
+from leopard.http.openapi import ROUTES
+from leopard.http.server import listen
 from leopard.model.names import parse_tuple
 from leopard.model.tokens import encode_token
 
@@ -432,6 +435,27 @@ def test_metrics_parse_and_count(base: str, index_dir: Path) -> None:
     assert "leopard_consumer_lag" not in samples  # no consumer in this server
 
 
+def test_metrics_carry_the_process_gc_and_platform_collectors(base: str) -> None:
+    samples = parse_metrics(call(base, "GET", "/metrics").body.decode())
+    started = samples["process_start_time_seconds"]
+    assert len(started) == 1 and 0 < started[0][1] <= time.time()
+    assert samples["process_resident_memory_bytes"][0][1] > 0
+    assert samples["process_cpu_seconds_total"][0][1] > 0
+    assert {lbl["generation"] for lbl, _ in samples["python_gc_collections_total"]} == {
+        "0",
+        "1",
+        "2",
+    }
+    assert "python_gc_objects_collected_total" in samples
+    (info,) = samples["python_info"]
+    assert info[0]["version"] == ".".join(map(str, sys.version_info[:3])) and info[1] == 1
+
+
+def test_every_error_code_of_the_table_is_in_the_schema() -> None:
+    """An error answer is serialized through ErrorBody: each code must be allowed there."""
+    assert {code for _, code in HTTP_ERRORS.values()} <= set(S.ERROR_CODES)
+
+
 def test_openapi_lists_every_route_and_matches_the_models(
     served: tuple[str, LeopardService],
 ) -> None:
@@ -507,7 +531,7 @@ else:  # pragma: no cover
 def leopard_serve(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``leopard serve ... --port 0`` in a child process; yields its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "leopard.cli.serve", "--port", "0", *args],
+        [sys.executable, "-m", "leopard", "serve", "--port", "0", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -642,6 +666,15 @@ def socket_taken() -> Iterator[int]:
         yield sock.getsockname()[1]
     finally:
         sock.close()
+
+
+def test_only_the_server_module_loads_uvicorn() -> None:
+    code = (
+        "import sys, leopard.http.app; assert 'uvicorn' not in sys.modules\n"
+        "import leopard.http.server; assert 'uvicorn' in sys.modules"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_the_leopard_command_has_serve() -> None:

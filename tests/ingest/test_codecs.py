@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from ingest.codecs import CODECS, Change, DecodeError, decode, encode_native, message_key
-from leopard.errors import InvalidInput, LeopardError
+from ingest.codecs import CODECS, Change, decode, encode_native, message_key
+from leopard.errors import DecodeError, InvalidInput, LeopardError
 from leopard.model.names import parse_tuple
 
 ENG_ALICE = parse_tuple("group:eng#member@user:alice")
@@ -255,6 +255,16 @@ def test_openfga_response_page() -> None:
 )
 def test_openfga_errors(doc: dict, match: str) -> None:
     bad("openfga", js(doc), match)
+
+
+def test_openfga_separator_in_a_field() -> None:
+    # The fields join into a tuple (subject 'user:x@y') only by moving the split.
+    doc = {**fga(), "tuple_key": {"user": "y", "relation": "member@user:x", "object": "group:e"}}
+    msg = bad("openfga", js(doc), r"tuple_key: 'group:e#member@user:x@y': relation ")
+    assert msg == (
+        "openfga event: tuple_key: 'group:e#member@user:x@y': relation 'member@user:x' is "
+        "not valid (it contains a separator ':', '#' or '@' that its field may not hold)"
+    )
 
 
 # -- spicedb ---------------------------------------------------------------------

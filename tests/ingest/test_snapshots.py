@@ -20,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import ingest.snapshots as snapshots
 from ingest.snapshots import (
     FORMATS,
     SCHEMA,
@@ -29,6 +28,8 @@ from ingest.snapshots import (
     detect_format,
     read_snapshots,
 )
+from ingest.snapshots import sources as snapshot_sources
+from ingest.snapshots import text as snapshot_text
 from leopard.errors import InvalidInput, InvalidTuple
 from leopard.model.names import parse_tuple
 
@@ -273,7 +274,7 @@ def test_gzip(tmp_path: Path) -> None:
 
 def test_gzip_in_small_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Tiny reads and a tiny inflate limit: members, headers and output cut anywhere.
-    monkeypatch.setattr(snapshots, "_CHUNK_BYTES", 5)
+    monkeypatch.setattr(snapshot_sources, "_CHUNK_BYTES", 5)
     plain = TEXT.encode() * 20
     path = write(tmp_path / "multi.gz", gzip.compress(plain[:333]) + gzip.compress(plain[333:]))
     rows, rejects, stats = read_all([path])
@@ -498,6 +499,19 @@ def test_json_bad_documents(tmp_path: Path) -> None:
     assert rows_of(read_snapshots([write(tmp_path / "empty.json", "  \n")])) == []
 
 
+def test_json_separator_in_a_field(tmp_path: Path) -> None:
+    # The fields join into a tuple (subject 'user:x@y') only by moving the split.
+    record = {"user": "y", "relation": "member@user:x", "object": "group:e"}
+    path = write(tmp_path / "snap.json", json.dumps([record]))
+    rows, rejects, _ = read_all([path])
+    assert rows == []
+    assert [(r.line, r.text) for r in rejects] == [(1, json.dumps(record))]
+    assert rejects[0].reason == (
+        "'group:e#member@user:x@y': relation 'member@user:x' is not valid "
+        "(it contains a separator ':', '#' or '@' that its field may not hold)"
+    )
+
+
 def test_jsonl(tmp_path: Path) -> None:
     lines = [
         json.dumps({"user": "user:anne", "relation": "member", "object": "group:eng"}),
@@ -523,7 +537,7 @@ def test_jsonl(tmp_path: Path) -> None:
 
 
 def test_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(snapshots, "_CHUNK_BYTES", 100)
+    monkeypatch.setattr(snapshot_sources, "_CHUNK_BYTES", 100)
     lines = [f"group:g{i % 7}#member@user:u{i}" for i in range(1000)]
     path = write(tmp_path / "snap.txt", "\n".join(lines) + "\n")
     tables = list(read_snapshots([path, lines], batch_rows=64))
@@ -533,7 +547,7 @@ def test_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_blocks_keep_line_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(snapshots, "_CHUNK_BYTES", 7)
+    monkeypatch.setattr(snapshot_sources, "_CHUNK_BYTES", 7)
     path = write(tmp_path / "snap.txt", TEXT * 3)
     rows, rejects, stats = read_all([path])
     assert rows == TEXT_ROWS * 3
@@ -542,7 +556,7 @@ def test_blocks_keep_line_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_stop_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(snapshots, "_CHUNK_BYTES", 64)
+    monkeypatch.setattr(snapshot_sources, "_CHUNK_BYTES", 64)
     path = write(tmp_path / "snap.txt", "group:a#member@user:b\n" * 1000)
     tables = read_snapshots([path], batch_rows=10)
     assert next(tables).num_rows == 10
@@ -550,8 +564,8 @@ def test_stop_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_overlong_line_not_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(snapshots, "_CHUNK_BYTES", 50)
-    monkeypatch.setattr(snapshots, "_MAX_LINE", 200)
+    monkeypatch.setattr(snapshot_sources, "_CHUNK_BYTES", 50)
+    monkeypatch.setattr(snapshot_text, "_MAX_LINE", 200)
     long = "group:a#member@user:" + "x" * 1500
     comment = "# " + "y" * 1500
     blank = " " * 1500
@@ -570,8 +584,8 @@ def test_overlong_line_not_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_fast_path_falls_back_when_patterns_disagree(monkeypatch: pytest.MonkeyPatch) -> None:
     # Make RE2 refuse lines that parse_tuple accepts: the block must come out as the
     # reference path makes it, not lose them.
-    monkeypatch.setattr(snapshots, "_LINE_PATTERN", "^nothing$")
-    monkeypatch.setattr(snapshots, "_BLOCK_PATTERN", "^nothing$")
+    monkeypatch.setattr(snapshot_text, "_LINE_PATTERN", "^nothing$")
+    monkeypatch.setattr(snapshot_text, "_BLOCK_PATTERN", "^nothing$")
     buf = TEXT.encode()
     assert_same_block(buf)
     rows, _, _ = read_all([io.BytesIO(buf)])
@@ -579,8 +593,8 @@ def test_fast_path_falls_back_when_patterns_disagree(monkeypatch: pytest.MonkeyP
 
 
 def assert_same_block(buf: bytes) -> None:
-    fast = snapshots._parse_block_fast(buf)
-    slow = snapshots._parse_block_slow(buf)
+    fast = snapshot_text._parse_block_fast(buf)
+    slow = snapshot_text._parse_block_slow(buf)
     assert rows_of([fast.table] if fast.table else []) == rows_of(
         [slow.table] if slow.table else []
     )
@@ -663,12 +677,12 @@ def test_reader_agrees_with_line_by_line(buf: bytes, chunk: int, workers: int) -
     # in-memory path that checks each line on its own. (A stream that starts like
     # gzip or with a BOM is read differently on purpose.)
     assume(not buf.startswith((b"\x1f\x8b", b"\xef\xbb\xbf")))
-    old = snapshots._CHUNK_BYTES, snapshots._WORKERS
-    snapshots._CHUNK_BYTES, snapshots._WORKERS = chunk, workers
+    old = snapshot_sources._CHUNK_BYTES, snapshot_text._WORKERS
+    snapshot_sources._CHUNK_BYTES, snapshot_text._WORKERS = chunk, workers
     try:
         fast = read_all([io.BytesIO(buf)])
     finally:
-        snapshots._CHUNK_BYTES, snapshots._WORKERS = old
+        snapshot_sources._CHUNK_BYTES, snapshot_text._WORKERS = old
     lines = [line + b"\n" for line in buf.split(b"\n")]
     lines[-1] = lines[-1][:-1]  # what follows the last "\n" (b"" if buf ends with one)
     slow = read_all([lines if lines[-1] else lines[:-1]])

@@ -1,6 +1,6 @@
 """Tests of relation tuple parsing and printing (leopard.model.names).
 
-Every accepted form of issue 2 is parsed and printed back; every error path of
+Every accepted form of the grammar is parsed and printed back; every error path of
 ``parse_tuple`` (through ``_diagnose``), ``parse_subject`` and ``parse_object`` is
 driven once, and each message must name the offending text and say what is wrong.
 Two hypothesis properties close it: tuples assembled from valid parts parse back to
@@ -24,6 +24,7 @@ from leopard.model.names import (
     Subject,
     format_tuple,
     parse_object,
+    parse_openfga,
     parse_subject,
     parse_tuple,
 )
@@ -352,6 +353,71 @@ def test_group_cannot_be_a_wildcard() -> None:
 
 def test_group_ellipsis_is_not_a_relation() -> None:
     assert "relation '...' is not valid" in error_of(parse_object, "group:eng#...")
+
+
+# -- OpenFGA tuple keys -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        ("user:anne", RelationTuple("group", "eng", "member", "user", "anne", None)),
+        ("user:anne#...", RelationTuple("group", "eng", "member", "user", "anne", None)),
+        ("group:ops#member", RelationTuple("group", "eng", "member", "group", "ops", "member")),
+        ("user:*", RelationTuple("group", "eng", "member", "user", "*", None)),
+        ("user:a@b.c", RelationTuple("group", "eng", "member", "user", "a@b.c", None)),
+    ],
+)
+def test_openfga_fields(user: str, expected: RelationTuple) -> None:
+    assert parse_openfga(user, "member", "group:eng") == expected
+    assert parse_openfga(user=user, relation="member", object="group:eng") == expected
+
+
+def test_openfga_fields_that_do_not_parse_name_the_joined_tuple() -> None:
+    msg = error_of(lambda user: parse_openfga(user, "member", "group:eng"), "alice")
+    assert msg == error_of(parse_tuple, "group:eng#member@alice")
+    assert "'alice' has no ':'" in msg
+    assert "relation 'Member'" in error_of(
+        lambda rel: parse_openfga("user:a", rel, "group:eng"), "Member"
+    )
+    assert "caveat" in error_of(lambda obj: parse_openfga("user:a[c]", "member", obj), "group:e")
+
+
+def test_openfga_separator_in_a_field_is_refused() -> None:
+    # Joined, the fields parse (subject 'user:x@y'), but the relation is not 'member'.
+    msg = error_of(lambda rel: parse_openfga("y", rel, "group:eng"), "member@user:x")
+    assert msg == (
+        "'group:eng#member@user:x@y': relation 'member@user:x' is not valid "
+        "(it contains a separator ':', '#' or '@' that its field may not hold)"
+    )
+
+
+# A valid head, then maybe pieces holding separators: some join into a tuple only by
+# moving the split between the fields.
+_tail = st.lists(
+    st.sampled_from(["a", ":x", "#member", "#...", "@user:y", "@z", "*", ":"]), max_size=2
+).map("".join)
+
+
+def _field(*heads: str) -> st.SearchStrategy[str]:
+    return st.builds(str.__add__, st.sampled_from(heads), _tail)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    _field("user:a", "group:b", "user:*", "y", ""),
+    _field("member", "viewer", ""),
+    _field("group:eng", "doc:1", "group", ""),
+)
+def test_openfga_fields_are_exactly_the_parts(user: str, relation: str, obj: str) -> None:
+    try:
+        t = parse_openfga(user, relation, obj)
+    except InvalidTuple as exc:
+        assert str(exc).startswith(repr(f"{obj}#{relation}@{user}"))
+        return
+    assert obj == f"{t.resource_type}:{t.resource_id}"
+    assert relation == t.relation
+    assert user in (str(t.subject), f"{t.subject}#...")
 
 
 # -- properties ---------------------------------------------------------------------------

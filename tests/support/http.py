@@ -12,7 +12,7 @@ from typing import Any
 import uvicorn
 
 import leopard
-from leopard.http.app import listen
+from leopard.http.server import listen
 
 #: a small org: nesting, a cycle, a wildcard, a '+' in an id, a group worth paginating
 TUPLES = [

@@ -1,0 +1,66 @@
+"""Settings of a change consumer: where the changes come from and how they are applied.
+
+Kept apart from the consumer and the Kafka source so that building them (the CLI's
+options, a server's configuration) needs no Kafka client installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ingest.codecs import CODECS
+from leopard.errors import InvalidInput
+
+__all__ = ["KafkaSettings", "ConsumerSettings", "parse_codec_options"]
+
+
+@dataclass
+class KafkaSettings:
+    """Where the changes come from and how they are fetched."""
+
+    brokers: str
+    topics: list[str]
+    group_id: str = "leopard"
+    dlq_topic: str | None = None  # default: "<topic>.dlq"
+    max_batch: int = 20_000
+    poll_ms: int = 100
+    commit_interval: float = 1.0  # seconds between commits of offsets to the group
+    # With the local broker a group join answers only after about half the session
+    # timeout (whole seconds): 2 s of session makes a (re)start join in ~1 s.
+    max_poll_interval_ms: int = 10_000
+    session_timeout_ms: int = 2_000
+    heartbeat_interval_ms: int = 500
+
+    def __post_init__(self) -> None:
+        if not self.topics:
+            raise InvalidInput("at least one --topic is needed")
+
+
+@dataclass
+class ConsumerSettings(KafkaSettings):
+    """Where the changes come from (``KafkaSettings``) and how they are applied."""
+
+    format: str = "native"
+    codec_options: dict[str, str] = field(default_factory=dict)
+    # After a batch that caught up, wait this long before polling again. A trickle
+    # of changes would otherwise be fetched and applied a few at a time, each
+    # fetch and batch paying for a round trip, a write and a cache invalidation,
+    # which costs queries in the same process more than the changes themselves.
+    linger_ms: int = 50
+    compact_threshold: int = 500_000  # sets in the incremental layer
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.format not in CODECS:
+            raise InvalidInput(f"--format {self.format!r} is not one of {', '.join(CODECS)}")
+
+
+def parse_codec_options(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` codec options as a dict; InvalidInput naming one that is not."""
+    options = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise InvalidInput(f"--codec-option {item!r} is not KEY=VALUE")
+        options[key] = value
+    return options

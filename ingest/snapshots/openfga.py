@@ -1,0 +1,257 @@
+"""OpenFGA's snapshot formats: CSV, a JSON array, and JSON lines.
+
+These are the formats people write by hand or export from small stores, not the bulk
+path, so they are read one record at a time in Python. A JSON record is OpenFGA's
+tuple key, ``{"user", "relation", "object"}``, read by the one grammar's
+``parse_openfga``; a CSV row splits the user and the object into type, id and
+relation columns, each of which must be exactly its part of the parsed tuple.
+Conditional relationships are refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ingest.snapshots.records import Bad, Record, check_text, clip
+from ingest.snapshots.sources import BLANK
+from leopard.errors import InvalidInput, InvalidTuple
+from leopard.model.names import RelationTuple, parse_openfga
+
+__all__ = ["csv_records", "json_records", "jsonl_records"]
+
+_CSV_REQUIRED = ("user_type", "user_id", "user_relation", "relation", "object_type", "object_id")
+_CSV_OPTIONAL = ("condition_name", "condition_context")
+
+
+# -- CSV -----------------------------------------------------------------------------------
+
+
+def csv_records(lines: Iterable[str], name: str) -> Iterator[Record]:
+    """OpenFGA CSV: a header, then one relationship per row."""
+    raw: list[str] = []
+
+    def feed() -> Iterator[str]:
+        for line in lines:
+            raw.append(line)
+            yield line + "\n"
+
+    reader = csv.reader(feed())
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise InvalidInput(f"{name}:1: the CSV header does not parse: {exc}") from exc
+    columns = [h.strip().lstrip("\ufeff") for h in header]
+    index: dict[str, int] = {}
+    for i, col in enumerate(columns):
+        index.setdefault(col, i)
+    for col in _CSV_REQUIRED:
+        if col not in index:
+            raise InvalidInput(
+                f"{name}: the CSV header has no column {col!r} (expected "
+                f"{','.join(_CSV_REQUIRED + _CSV_OPTIONAL)}; the condition columns "
+                f"are optional), got {','.join(columns)!r}"
+            )
+    width = len(columns)
+    needed = 1 + max(index[c] for c in _CSV_REQUIRED)
+    cond = index.get("condition_name")
+    while True:
+        raw.clear()
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            text = "\n".join(raw)
+            yield start, Bad(text, f"{clip(text)!r} is not valid CSV: {exc}")
+            continue
+        text = "\n".join(raw)
+        if not row or (len(row) == 1 and not row[0].strip(BLANK)):
+            yield start, None
+            continue
+        if len(row) > width or len(row) < needed:
+            yield (
+                start,
+                Bad(text, f"{clip(text)!r} has {len(row)} fields, the header has {width}"),
+            )
+            continue
+        yield start, _csv_row(row, index, cond, text)
+
+
+def _csv_row(
+    row: list[str], index: dict[str, int], cond: int | None, text: str
+) -> RelationTuple | Bad:
+    if any(_has_surrogate(v) for v in row):
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return Bad(shown, f"{clip(shown)!r} is not valid UTF-8")
+
+    def get(col: str) -> str:
+        return row[index[col]]
+
+    fields = {
+        "object_type": get("object_type"),
+        "object_id": get("object_id"),
+        "relation": get("relation"),
+        "user_type": get("user_type"),
+        "user_id": get("user_id"),
+        "user_relation": get("user_relation"),
+    }
+    tuple_text = (
+        f"{fields['object_type']}:{fields['object_id']}#{fields['relation']}"
+        f"@{fields['user_type']}:{fields['user_id']}"
+    )
+    if fields["user_relation"]:
+        tuple_text += f"#{fields['user_relation']}"
+    if cond is not None and cond < len(row) and row[cond].strip():
+        return Bad(text, _condition_reason(tuple_text, row[cond].strip()))
+    result = check_text(tuple_text)
+    if isinstance(result, Bad):
+        return Bad(text, result.reason)
+    parsed = {
+        "object_type": result.resource_type,
+        "object_id": result.resource_id,
+        "relation": result.relation,
+        "user_type": result.subject_type,
+        "user_id": result.subject_id,
+        "user_relation": result.subject_relation or "",
+    }
+    if fields["user_relation"] == "...":
+        fields["user_relation"] = ""
+    for key, value in fields.items():
+        if parsed[key] != value:
+            return Bad(text, _misplaced(tuple_text, key, value))
+    return result
+
+
+def _has_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _condition_reason(tuple_text: str, name: str) -> str:
+    return (
+        f"{clip(tuple_text)!r} has a condition {name!r}; "
+        "conditional relationships are not supported"
+    )
+
+
+def _misplaced(tuple_text: str, key: str, value: str) -> str:
+    # The joined tuple parsed, but a separator inside one field moved the split.
+    return (
+        f"{clip(tuple_text)!r}: {key} {value!r} is not valid "
+        "(it contains a separator ':', '#' or '@' that its field may not hold)"
+    )
+
+
+# -- JSON and JSON lines -----------------------------------------------------------------
+
+
+def json_records(data: bytes | str, name: str) -> Iterator[Record]:
+    """A JSON array of ``{"user", "relation", "object"}`` objects (``fga tuple write``).
+
+    Also accepted: ``{"tuples": [...]}`` (``fga tuple read`` output, whose elements
+    wrap the tuple in ``"key"``) and ``{"writes": [...]}`` or
+    ``{"writes": {"tuple_keys": [...]}}`` (the Write API body). Line numbers are
+    1-based element indexes.
+    """
+    if not data.strip():
+        return
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{name}: not valid JSON: {exc}") from exc
+    elements = _json_elements(doc, name)
+    for number, element in enumerate(elements, 1):
+        yield number, _json_record(element, _json_text(element))
+
+
+def _json_elements(doc: Any, name: str) -> list[Any]:
+    if isinstance(doc, list):
+        return doc
+    if isinstance(doc, dict):
+        if doc.get("deletes"):
+            raise InvalidInput(f"{name}: has 'deletes'; a snapshot holds only tuples to write")
+        if "tuples" in doc and isinstance(doc["tuples"], list):
+            return doc["tuples"]
+        writes = doc.get("writes")
+        if isinstance(writes, dict) and isinstance(writes.get("tuple_keys"), list):
+            return writes["tuple_keys"]
+        if isinstance(writes, list):
+            return writes
+    raise InvalidInput(
+        f"{name}: expected a JSON array of tuples, or an object whose 'tuples' or "
+        f"'writes' holds one; got {_json_kind(doc)}"
+    )
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        keys = ", ".join(repr(k) for k in list(value)[:5])
+        return f"an object with the keys {keys}" if keys else "an empty object"
+    if isinstance(value, list):
+        return "an array"
+    return json.dumps(value)
+
+
+def _json_text(element: Any) -> str:
+    return json.dumps(element, ensure_ascii=False)
+
+
+def _json_record(element: Any, text: str) -> RelationTuple | Bad:
+    if isinstance(element, dict) and "user" not in element:
+        for wrapper in ("key", "tuple_key"):
+            if isinstance(element.get(wrapper), dict):
+                element = element[wrapper]
+                break
+    if not isinstance(element, dict):
+        return Bad(
+            text,
+            f"expected an object with the keys 'user', 'relation' and 'object', got {clip(text)}",
+        )
+    values: dict[str, str] = {}
+    for key in ("user", "relation", "object"):
+        if key not in element:
+            return Bad(text, f"{clip(text)} has no key {key!r}")
+        value = element[key]
+        if not isinstance(value, str):
+            return Bad(text, f"the key {key!r} holds {clip(json.dumps(value))}, expected a string")
+        values[key] = value
+    tuple_text = f"{values['object']}#{values['relation']}@{values['user']}"
+    condition = element.get("condition")
+    if condition:
+        name = condition.get("name") if isinstance(condition, dict) else condition
+        if not isinstance(name, str | None):
+            return Bad(
+                text,
+                f"the key 'condition' holds {clip(json.dumps(condition))}, "
+                "expected an object with a 'name'",
+            )
+        if name:
+            return Bad(text, _condition_reason(tuple_text, name))
+    try:
+        return parse_openfga(values["user"], values["relation"], values["object"])
+    except InvalidTuple as exc:
+        return Bad(text, str(exc))
+
+
+def jsonl_records(lines: Iterable[str | bytes]) -> Iterator[Record]:
+    """JSON lines: one record as in a JSON array per line (blank lines are skipped)."""
+    for number, line in enumerate(lines, 1):
+        text = line if isinstance(line, str) else line.decode("utf-8", "backslashreplace")
+        if not text.strip(BLANK):
+            yield number, None
+            continue
+        try:
+            element = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            yield number, Bad(text, f"{clip(text)!r} is not valid JSON: {exc}")
+            continue
+        yield number, _json_record(element, text)

@@ -1,0 +1,208 @@
+"""The option sets and helpers every ``leopard`` command shares.
+
+Shared options are decorators, so that commands taking the same input cannot disagree
+on its name, its environment variable or its help: ``index_option`` and ``json_option``
+on nearly every command, ``broker_options`` on ``consume`` and ``publish``,
+``consumer_options`` on ``consume`` and ``serve``. ``fail_cleanly`` turns the errors
+the library raises on purpose into one line on stderr and exit status 1.
+
+Every command module imports this one, so it stays light: click, the errors and the
+codec names, nothing that loads pyarrow, kafka-python or uvicorn.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ingest.codecs import CODECS
+from ingest.settings import ConsumerSettings, parse_codec_options
+from leopard.errors import InvalidInput, LeopardError
+
+__all__ = [
+    "broker_options",
+    "consumer_options",
+    "consumer_settings",
+    "fail_cleanly",
+    "format_report",
+    "index_option",
+    "json_option",
+    "need_index",
+    "parse_position",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail_cleanly(fn: F) -> F:
+    """``LeopardError`` becomes ``click.ClickException`` (one line, exit 1, no traceback);
+    a closed output pipe ends the command quietly with status 0."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LeopardError as exc:
+            raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:
+            # output piped into `head`: not an error worth a traceback
+            sys.stderr.close()
+            sys.exit(0)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def index_option(fn: F) -> F:
+    return click.option(
+        "--index",
+        "index_path",
+        envvar="LEOPARD_INDEX",
+        metavar="DIR",
+        help="Index directory (default: $LEOPARD_INDEX).",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+
+
+def need_index(index_path: str | None) -> str:
+    """The index directory given by --index or $LEOPARD_INDEX; a usage error if none."""
+    if not index_path:
+        raise click.UsageError("no index given: pass --index DIR or set LEOPARD_INDEX")
+    return index_path
+
+
+def parse_position(text: str | None) -> dict[str, int]:
+    """``topic:partition=offset,...`` as a position; InvalidInput naming the bad item."""
+    if not text:
+        return {}
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        item = item.strip()
+        topic, _, rest = item.rpartition(":")
+        part, eq, offset = rest.partition("=")
+        if not topic or not eq or not part.isdigit() or not offset.isdigit():
+            raise InvalidInput(
+                f"--position: {item!r} is not topic:partition=offset (e.g. changes:0=1500)"
+            )
+        out[f"{topic}:{int(part)}"] = int(offset)
+    return out
+
+
+def format_report(r: dict[str, Any], index_dir: str) -> str:
+    """A build report (of ``build``, ``compact`` or ``stats``) as aligned lines."""
+    lines = [f"built {index_dir} in {r['seconds']:.2f} s"]
+    rows = [
+        ("tuples read", f"{r['tuples_read']:,}"),
+        ("indexed", f"{r['tuples_indexed']:,}"),
+        ("rejected (invalid)", f"{r['rejected']:,}"),
+        ("skipped", f"{sum(r['skipped'].values()):,}"),
+        ("groups", f"{r['groups']:,}"),
+        ("subjects", f"{r['subjects']:,}"),
+        ("nested edges", f"{r['nested_edges']:,}"),
+        ("wildcards", f"{r['wildcards']:,}"),
+        ("opaque usersets", f"{r['opaque_usersets']:,}"),
+        (
+            "largest group",
+            f"{r['largest_group']} ({r['largest_group_members']:,} members)"
+            if r["largest_group"]
+            else "-",
+        ),
+        ("deepest nesting", f"{r['deepest_nesting']} groups"),
+        ("cycles collapsed", f"{r['cycles_collapsed']:,} ({r['groups_in_cycles']:,} groups)"),
+        ("bytes on disk", f"{r['bytes_on_disk']:,}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    for reason, n in r["skipped"].items():
+        lines.append(f"    skipped {n:,}: {reason}")
+    return "\n".join(lines)
+
+
+def broker_options(fn: F) -> F:
+    """--brokers and --topic, both required (``consume``, ``publish``)."""
+    fn = click.option(
+        "--topic",
+        "topics",
+        multiple=True,
+        required=True,
+        envvar="LEOPARD_TOPIC",
+        help="Change topic (repeatable; default: $LEOPARD_TOPIC).",
+    )(fn)
+    return click.option(
+        "--brokers",
+        required=True,
+        envvar="LEOPARD_BROKERS",
+        metavar="HOST:PORT[,...]",
+        help="Kafka bootstrap servers (default: $LEOPARD_BROKERS).",
+    )(fn)
+
+
+def consumer_options(fn: F) -> F:
+    """How a consumer reads the stream (``consume``, ``serve``); see ``consumer_settings``."""
+    for decorator in reversed(
+        [
+            click.option("--group-id", default="leopard", show_default=True),
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(CODECS),
+                default="native",
+                show_default=True,
+                help="Change event format.",
+            ),
+            click.option(
+                "--codec-option",
+                "codec_options",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Codec option, e.g. debezium column names: subject_id=member_id.",
+            ),
+            click.option("--dlq-topic", help="Dead-letter topic (default: <topic>.dlq)."),
+            click.option(
+                "--compact-threshold",
+                type=int,
+                default=500_000,
+                show_default=True,
+                help="Compact when the incremental layer holds this many sets.",
+            ),
+            click.option(
+                "--linger-ms",
+                type=click.IntRange(min=0),
+                default=50,
+                show_default=True,
+                help="Once caught up, wait this long for more changes before the next "
+                "batch: fewer, larger batches, for that much freshness (0: none).",
+            ),
+        ]
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+def consumer_settings(
+    brokers: str,
+    topics: tuple[str, ...],
+    group_id: str,
+    fmt: str,
+    codec_options: tuple[str, ...],
+    dlq_topic: str | None,
+    compact_threshold: int,
+    linger_ms: int,
+) -> ConsumerSettings:
+    """The values of ``consumer_options`` as settings (shared by consume and serve)."""
+    return ConsumerSettings(
+        brokers=brokers,
+        topics=list(topics),
+        group_id=group_id,
+        format=fmt,
+        codec_options=parse_codec_options(codec_options),
+        dlq_topic=dlq_topic,
+        compact_threshold=compact_threshold,
+        linger_ms=linger_ms,
+    )

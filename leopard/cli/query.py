@@ -1,0 +1,157 @@
+"""The query commands: ``check``, ``groups``, ``members``, ``explain``, ``stats``.
+
+Each opens the index (``leopard.core.index.Index``, which loads no pyarrow, unlike
+``leopard.api`` with its snapshot readers), calls one method and prints: a plain
+line per answer, or JSON with --json.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from leopard.cli.options import fail_cleanly, format_report, index_option, json_option, need_index
+from leopard.core.index import Index
+
+__all__ = ["check", "explain", "groups", "members", "stats"]
+
+
+def _emit(value: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    click.echo(
+        json.dumps(value, indent=None if not isinstance(value, dict) else 2)
+        if as_json
+        else text(value)
+    )
+
+
+@click.command()
+@click.argument("subject")
+@click.argument("group")
+@index_option
+@click.option(
+    "--at-least",
+    metavar="TOKEN",
+    help="Wait (bounded by --max-wait) until the index has applied this version.",
+)
+@click.option("--max-wait", type=float, default=1.0, show_default=True, help="Seconds.")
+@json_option
+@fail_cleanly
+def check(
+    subject: str,
+    group: str,
+    index_path: str | None,
+    at_least: str | None,
+    max_wait: float,
+    as_json: bool,
+) -> None:
+    """Print true if SUBJECT is in GROUP (directly or through nesting), else false.
+
+    Exit status is 0 either way; errors exit 1.
+
+    \b
+    Example:
+      leopard check user:alice group:eng --index ./idx
+      leopard check group:backend#member group:eng#member
+    """
+    with Index(need_index(index_path)) as ix:
+        if at_least:
+            ix.wait_for(at_least, max_wait)
+        member = ix.check(subject, group)
+        if as_json:
+            click.echo(json.dumps({"member": member, "token": ix.version}))
+        else:
+            click.echo("true" if member else "false")
+
+
+@click.command()
+@click.argument("subject")
+@index_option
+@json_option
+@fail_cleanly
+def groups(subject: str, index_path: str | None, as_json: bool) -> None:
+    """List every group SUBJECT is in, transitively, one per line.
+
+    \b
+    Example:
+      leopard groups user:alice --index ./idx
+    """
+    with Index(need_index(index_path)) as ix:
+        _emit(ix.groups_of(subject), as_json, "\n".join)
+
+
+@click.command()
+@click.argument("group")
+@index_option
+@click.option("--limit", type=click.IntRange(min=0), help="At most N subjects.")
+@click.option("--after", metavar="SUBJECT", help="Start after this subject name (paging).")
+@json_option
+@fail_cleanly
+def members(
+    group: str, index_path: str | None, limit: int | None, after: str | None, as_json: bool
+) -> None:
+    """List every leaf subject in GROUP, transitively, sorted by name.
+
+    \b
+    Example:
+      leopard members group:eng --limit 100 --index ./idx
+      leopard members group:eng --limit 100 --after user:u0000099
+    """
+    with Index(need_index(index_path)) as ix:
+        _emit(ix.members_of(group, limit=limit, after=after), as_json, "\n".join)
+
+
+@click.command()
+@click.argument("subject")
+@click.argument("group")
+@index_option
+@json_option
+@fail_cleanly
+def explain(subject: str, group: str, index_path: str | None, as_json: bool) -> None:
+    """Show a shortest chain of groups from GROUP down to one SUBJECT is directly in.
+
+    \b
+    Example:
+      leopard explain user:alice group:all-employees --index ./idx
+    """
+    with Index(need_index(index_path)) as ix:
+        chain = ix.explain(subject, group)
+    if as_json:
+        click.echo(json.dumps(chain))
+    elif chain is None:
+        click.echo(f"{subject} is not a member of {group}")
+    else:
+        click.echo(" -> ".join(chain) + f" -> {subject}")
+
+
+@click.command()
+@index_option
+@json_option
+@fail_cleanly
+def stats(index_path: str | None, as_json: bool) -> None:
+    """Show counts, sizes, the stream position and the last build's report.
+
+    \b
+    Example:
+      leopard stats --index ./idx --json
+    """
+    with Index(need_index(index_path)) as ix:
+        s = ix.stats()
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    for key in (
+        "path",
+        "generation",
+        "groups",
+        "subjects",
+        "overlay_sets",
+        "bytes_on_disk",
+        "version",
+    ):
+        click.echo(f"{key:<14} {s[key]}")
+    click.echo(f"{'position':<14} {json.dumps(s['position'])}")
+    if s.get("build"):
+        click.echo(format_report(s["build"], s["path"]))

@@ -1,0 +1,192 @@
+"""Caches of a layered reader: what queries read most, held in memory beside it.
+
+``CachedSets`` wraps one ``SetReader`` and offers the reads queries need (a group's
+closure, a namespace's wildcard groups, a subject's direct groups, a group's member
+union) with the sets read most kept in memory. Each cache has one stated bound, and
+each is kept right by the reader itself: the reader calls ``invalidate`` with every
+batch it installs (``SetReader.listeners``), and the wrapper drops exactly what that
+batch replaced, so a steady trickle of changes does not empty them all.
+
+==============  ==========================================  ==============================
+cache           holds                                       bound
+==============  ==========================================  ==============================
+``group_ids``   a group name as asked -> its id (-1: none)  ``NAME_LIMIT`` names, then
+                                                            starts over
+``closures``    group id -> GROUP2GROUP                     ``CLOSURE_LIMIT`` sets, then
+                                                            starts over (``warm`` fills it)
+``reaches``     group name -> GROUP2GROUP, for the inline   ``CLOSURE_LIMIT`` names, then
+                path of ``check_many``                      starts over
+``wildcards``   namespace -> the groups of ``ns:*``         one entry per namespace asked
+``members``     group id -> union of the members below it   ``MEMBER_LIMIT`` groups, oldest
+                                                            first out
+``subjects``    subject name -> direct groups, after        every subject of the base
+                ``warm()``; a changed subject is dropped    (``warm`` is the choice to
+                and read through the overlay again          hold them all)
+==============  ==========================================  ==============================
+
+The wrapper reads only through its reader's public methods, and nothing outside it
+writes its caches except through its methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pyroaring import BitMap
+
+from leopard.core.layers import SetReader, Updates
+from leopard.store.layout import gid_of, m2g_groups
+
+__all__ = ["CachedSets", "load_all", "NAME_LIMIT", "CLOSURE_LIMIT", "MEMBER_LIMIT"]
+
+NAME_LIMIT = 200_000
+CLOSURE_LIMIT = 2_000_000
+MEMBER_LIMIT = 16
+
+
+class CachedSets:
+    """A ``SetReader`` with the sets queries read most held in memory (see the module)."""
+
+    def __init__(self, reader: SetReader) -> None:
+        self.reader = reader
+        self.group_ids: dict[str, int] = {}
+        self.closures: dict[int, BitMap] = {}
+        self.reaches: dict[str, BitMap] = {}
+        self._reach_names: dict[int, list[str]] = {}  # group id -> its names in reaches
+        self.wildcards: dict[str, BitMap | None] = {}
+        self._members: dict[int, BitMap] = {}
+        self.subjects: dict[str, BitMap] | None = None
+        self._group_count = reader.group_count()
+        reader.listeners.append(self.invalidate)
+
+    def detach(self) -> None:
+        """Stop following the reader (it is being replaced)."""
+        if self.invalidate in self.reader.listeners:
+            self.reader.listeners.remove(self.invalidate)
+
+    # -- reads ------------------------------------------------------------------------
+
+    def closure(self, gid: int) -> BitMap:
+        """GROUP2GROUP of a group (never change the result)."""
+        bm = self.closures.get(gid)
+        if bm is None:
+            if len(self.closures) > CLOSURE_LIMIT:
+                self.closures.clear()
+            bm = self.closures[gid] = self.reader.bitmap("g2g", gid)
+        return bm
+
+    def remember_group(self, name: str, gid: int | None) -> None:
+        """Remember how a group name resolved (None: to no group)."""
+        if len(self.group_ids) > NAME_LIMIT:
+            self.group_ids.clear()
+        self.group_ids[name] = -1 if gid is None else gid
+
+    def remember_reach(self, name: str, gid: int) -> None:
+        """Hold the closure of ``gid`` under the name it was asked by."""
+        if len(self.reaches) > CLOSURE_LIMIT:
+            self.reaches.clear()
+            self._reach_names.clear()
+        self.reaches[name] = self.closure(gid)
+        self._reach_names.setdefault(gid, []).append(name)
+
+    def wildcard_groups(self, namespace: str) -> BitMap | None:
+        """The groups ``namespace:*`` is directly in (None when in none)."""
+        if namespace in self.wildcards:
+            return self.wildcards[namespace]
+        found = self.reader.m2g(f"{namespace}:*")
+        bm = found[1] if found else None
+        self.wildcards[namespace] = bm
+        return bm
+
+    def direct_groups(self, key: str) -> BitMap:
+        """Groups the leaf ``key`` is directly in, its namespace's wildcard included."""
+        found = self.reader.m2g(key)
+        direct = found[1] if found else BitMap()
+        if not key.endswith(":*"):
+            wild = self.wildcard_groups(key[: key.index(":")])
+            if wild:
+                direct = direct | wild
+        return direct
+
+    def members(self, gid: int) -> BitMap:
+        """Every leaf subject id below a group: the union of GROUP2MEMBER over its closure."""
+        members = self._members.get(gid)
+        if members is None:
+            bitmap = self.reader.bitmap
+            members = BitMap.union(BitMap(), *(bitmap("g2m", d) for d in self.closure(gid)))
+            # paging through a big group asks for the same union again and again
+            if len(self._members) >= MEMBER_LIMIT:
+                self._members.pop(next(iter(self._members)))
+            self._members[gid] = members
+        return members
+
+    # -- warm -------------------------------------------------------------------------
+
+    def load(self, *, subjects: bool) -> int:
+        """Hold every closure (and, with ``subjects``, every subject's direct groups)."""
+        loaded = _load(self.reader, subjects, have=self.closures)
+        self.install(loaded)
+        return len(self.closures) + (len(self.subjects) if self.subjects is not None else 0)
+
+    def install(self, loaded: tuple[dict[int, BitMap], dict[str, BitMap] | None]) -> None:
+        """Take sets loaded by ``load_all`` (e.g. ahead of a swap, outside any lock)."""
+        closures, subjects = loaded
+        self.closures.update(closures)
+        if subjects is not None:
+            self.subjects = subjects
+
+    # -- following the reader ---------------------------------------------------------
+
+    def invalidate(self, updates: Updates) -> None:
+        """Drop what a batch replaced (everything, when ``updates`` is empty)."""
+        reader = self.reader
+        count = reader.group_count()
+        g2g = updates.get("g2g")
+        if not updates:
+            self.closures.clear()
+            self.reaches.clear()
+            self._reach_names.clear()
+        elif g2g:
+            for key in g2g:
+                gid = gid_of(key)
+                self.closures.pop(gid, None)
+                for name in self._reach_names.pop(gid, ()):
+                    self.reaches.pop(name, None)
+        m2g = updates.get("m2g")
+        if not updates or (m2g and any(key.endswith(b":*") for key in m2g)):
+            self.wildcards.clear()
+        if not updates or count != self._group_count:
+            # A name's id never changes within a generation; only a name unknown so
+            # far may have become a group.
+            self.group_ids.clear()
+            self._group_count = count
+        if not updates or "g2m" in updates or "g2g" in updates:
+            self._members.clear()
+        mem = self.subjects
+        if mem is not None:
+            # subjects changed since the base are read through the overlay again
+            changed = updates.get("m2g") if updates else reader.overlay.sets.get("m2g")
+            for key in changed or ():
+                mem.pop(key.decode(), None)
+
+
+def load_all(
+    reader: SetReader, subjects: bool
+) -> tuple[dict[int, BitMap], dict[str, BitMap] | None]:
+    """Every closure and (``subjects``) the direct groups of every subject unchanged
+    since the base, read from ``reader``, for ``CachedSets.install``."""
+    return _load(reader, subjects, have={})
+
+
+def _load(
+    r: SetReader, subjects: bool, *, have: Iterable[int] | dict[int, BitMap]
+) -> tuple[dict[int, BitMap], dict[str, BitMap] | None]:
+    g2g = {gid: r.bitmap("g2g", gid) for gid in range(r.group_count()) if gid not in have}
+    if not subjects:
+        return g2g, None
+    changed = r.overlay.sets.get("m2g") or {}
+    mem: dict[str, BitMap] = {}
+    for key, value in r.base.family("m2g").items():
+        if key not in changed:
+            mem[key.decode()] = m2g_groups(value)
+    return g2g, mem

@@ -1,0 +1,183 @@
+"""The handlers of the routes in ``leopard.http.openapi.ROUTES``.
+
+Each reads its request (``leopard.http.parsing``), waits for ``at_least`` if asked
+(``leopard.http.freshness``), calls the public ``Index`` API once, and returns
+``(status, model or bytes)``; errors propagate to the app, which answers them. No
+index logic lives here. Every answer carries ``Index.version`` read before the
+query, so the answer reflects at least that version.
+
+``GET /v1/check`` and ``POST /v1/check`` are the hot paths, and are kept lean: the
+common shapes are read without building a pydantic object per request or per check,
+and the body of a single check is one of two byte strings cached per version.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+from leopard.core.index import Index
+from leopard.http import schemas as S
+from leopard.http.errors import HttpError
+from leopard.http.freshness import Waits
+from leopard.http.metrics import CollectorRegistry, render
+from leopard.http.parsing import check_batch, query, query_params, read_body, validate
+from leopard.http.types import Receive, RunningConsumer, Scope
+
+__all__ = ["Handlers"]
+
+Answer = tuple[int, BaseModel]  # (status, the model of the body)
+
+
+class Handlers:
+    """The route handlers over one index; ``getattr(handlers, route.handler)`` answers."""
+
+    def __init__(
+        self,
+        index: Index,
+        waits: Waits,
+        *,
+        consumer: RunningConsumer | None,
+        metrics: CollectorRegistry,  # what GET /metrics renders
+        openapi: dict[str, Any],
+        max_body: int,
+        max_batch: int,
+        ready_max_lag: int,
+    ) -> None:
+        self.index = index
+        self.waits = waits
+        self.consumer = consumer
+        self.metrics = metrics
+        self.max_body = max_body
+        self.max_batch = max_batch
+        self.ready_max_lag = ready_max_lag
+        self._openapi_json = json.dumps(openapi, separators=(",", ":")).encode()
+        self._check_bodies: tuple[str | None, bytes, bytes] = (None, b"", b"")
+
+    async def _fresh(self, q: S.Freshness) -> None:
+        if q.at_least is not None:
+            await self.waits.wait(q.at_least, q.max_wait)
+
+    def _check_body(self, token: str, member: bool) -> bytes:
+        """The JSON of ``CheckResult(member=member, token=token)``."""
+        cached = self._check_bodies
+        if cached[0] != token:
+            t = json.dumps(token).encode()
+            cached = self._check_bodies = (
+                token,
+                b'{"member":false,"token":' + t + b"}",
+                b'{"member":true,"token":' + t + b"}",
+            )
+        return cached[2] if member else cached[1]
+
+    # -- the queries ---------------------------------------------------------------------
+
+    async def get_check(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        params = query_params(scope)
+        if len(params) == 2 and params.get("subject") and params.get("group"):
+            # The common shape, which CheckParams accepts as it is: no model to build
+            # per request.
+            subject, group = params["subject"], params["group"]
+        else:
+            q: S.CheckParams = validate(params, S.CheckParams)
+            await self._fresh(q)
+            subject, group = q.subject, q.group
+        ix = self.index
+        token = ix.version
+        return 200, self._check_body(token, ix.check(subject, group))
+
+    async def post_check(self, scope: Scope, receive: Receive) -> Answer:
+        pairs, fresh = check_batch(await read_body(scope, receive, self.max_body))
+        if len(pairs) > self.max_batch:
+            raise HttpError(
+                413,
+                "batch_too_large",
+                f"{len(pairs):,} checks in one request; at most {self.max_batch:,} "
+                "are accepted (split the batch)",
+            )
+        await self._fresh(fresh)
+        ix = self.index
+        token = ix.version
+        return 200, S.CheckBatchResult(results=ix.check_many(pairs), token=token)
+
+    async def get_groups(self, scope: Scope, receive: Receive) -> Answer:
+        q: S.GroupsParams = query(scope, S.GroupsParams)
+        await self._fresh(q)
+        ix = self.index
+        token = ix.version
+        return 200, S.GroupsResult(groups=ix.groups_of(q.subject), token=token)
+
+    async def get_members(self, scope: Scope, receive: Receive) -> Answer:
+        q: S.MembersParams = query(scope, S.MembersParams)
+        await self._fresh(q)
+        ix = self.index
+        token = ix.version
+        # One more than asked: whether it comes back says if there is a next page.
+        page = ix.members_of(q.group, limit=q.limit + 1, after=q.after)
+        more = len(page) > q.limit
+        del page[q.limit :]
+        return 200, S.MembersResult(members=page, next=page[-1] if more else None, token=token)
+
+    async def get_explain(self, scope: Scope, receive: Receive) -> Answer:
+        q: S.ExplainParams = query(scope, S.ExplainParams)
+        await self._fresh(q)
+        ix = self.index
+        token = ix.version
+        chain = ix.explain(q.subject, q.group)
+        return 200, S.ExplainResult(member=chain is not None, chain=chain, token=token)
+
+    async def get_version(self, scope: Scope, receive: Receive) -> Answer:
+        q: S.VersionParams = query(scope, S.VersionParams)
+        await self._fresh(q)
+        ix = self.index
+        return 200, S.VersionResult(token=ix.version, position=ix.position)
+
+    # -- the service itself --------------------------------------------------------------
+
+    async def get_health(self, scope: Scope, receive: Receive) -> Answer:
+        return 200, S.HealthResult()
+
+    async def get_ready(self, scope: Scope, receive: Receive) -> Answer:
+        ready = self.readiness()
+        return (200 if ready.ready else 503), ready
+
+    def readiness(self) -> S.ReadyResult:
+        """Ready when the index can be read and any consumer runs and keeps up."""
+        reasons: list[str] = []
+        token = None
+        try:
+            token = self.index.version
+        except Exception as exc:  # a closed or broken index is exactly what this reports
+            reasons.append(f"the index cannot be read: {exc}")
+        lag = None
+        consumer = self.consumer
+        if consumer is not None:
+            stats = consumer.stats
+            if stats.lag:
+                lag = sum(stats.lag.values())
+            if not consumer.running:
+                reasons.append(
+                    f"the consumer has stopped: {consumer.error}"
+                    if consumer.error
+                    else "the consumer is not running"
+                )
+            elif not stats.broker_up:
+                reasons.append("the broker is unreachable (the consumer is retrying)")
+            elif lag is None:
+                reasons.append(
+                    "the consumer has not fetched from its partitions yet "
+                    "(joining its group, or the broker is unreachable)"
+                )
+            elif lag > self.ready_max_lag:
+                reasons.append(
+                    f"the consumer is {lag:,} messages behind (bound {self.ready_max_lag:,})"
+                )
+        return S.ReadyResult(ready=not reasons, reasons=reasons, token=token, lag=lag)
+
+    async def get_openapi(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        return 200, self._openapi_json
+
+    async def get_metrics(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        return 200, render(self.metrics)

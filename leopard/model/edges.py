@@ -1,0 +1,55 @@
+"""The index edges a stored tuple feeds, by the set configuration.
+
+A stored tuple ``ns:id#relation@subject`` feeds every set its ``ns#relation`` is a
+source of (``Config.feeds``); for each, it is a nesting edge when its subject is a
+userset of an indexed set, otherwise a membership of a leaf subject. For a set fed by
+several stored relations, the edge carries the source's bit, so that deleting one
+tuple keeps an edge another relation still feeds.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from leopard.model.config import Config
+from leopard.model.names import RelationTuple
+
+__all__ = ["Edge", "classify", "feeding", "edges_of"]
+
+
+class Edge(NamedTuple):
+    """One index edge a stored tuple feeds: group -> child group, or group -> leaf."""
+
+    group: str
+    subject: str
+    nested: bool
+    bit: int | None  # source bit for a set fed by several relations, else None
+
+
+def classify(config: Config, t: RelationTuple) -> list[Edge]:
+    """The index edges a stored tuple feeds (none when it feeds no set)."""
+    return edges_of(feeding(config, t.resource_type, t.relation), config, t)
+
+
+def feeding(config: Config, namespace: str, relation: str) -> list[tuple[str, int | None]]:
+    """``(set relation, source bit)`` of each set a stored ``namespace#relation`` feeds."""
+    out = []
+    for set_rel in config.feeds(namespace, relation):
+        sources = config.sources(namespace, set_rel)
+        out.append((set_rel, sources.index(relation) if len(sources) > 1 else None))
+    return out
+
+
+def edges_of(feeding: list[tuple[str, int | None]], config: Config, t: RelationTuple) -> list[Edge]:
+    out = []
+    for set_rel, bit in feeding:
+        group = f"{t.resource_type}:{t.resource_id}#{set_rel}"
+        srel = t.subject_relation
+        if srel is not None and config.is_set(t.subject_type, srel):
+            out.append(Edge(group, f"{t.subject_type}:{t.subject_id}#{srel}", True, bit))
+        else:
+            subject = f"{t.subject_type}:{t.subject_id}"
+            if srel is not None:
+                subject += f"#{srel}"
+            out.append(Edge(group, subject, False, bit))
+    return out
