@@ -3,7 +3,7 @@
 
 Builds a generated org (10M tuples by default) with both group id orders, to show
 what numbering related groups close together does to the index size. Figures are
-printed beside the targets of the offline-build issue:
+printed beside the targets of the offline build:
 
     python bench/build.py                  # 10M tuples
     python bench/build.py --tuples 1000000 --json

@@ -1,7 +1,7 @@
-"""HTTP query service throughput and latency, beside the targets of issue 4.
+"""HTTP query service throughput and latency, beside their targets.
 
 Why: the service exists to answer checks fast enough for an application's hot
-path; the issue sets single checks >= 15k req/s with p99 <= 5 ms and batch checks
+path; the targets are single checks >= 15k req/s with p99 <= 5 ms and batch checks
 >= 500k checks/s, on one server process with load from another process on
 loopback. This runs exactly that, in bounded runs of a few seconds:
 

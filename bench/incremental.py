@@ -34,7 +34,7 @@ decode, commit), and which CRC-32C kafka-python uses: its pure-Python fallback c
 about as much as applying member changes; with the ``crc32c`` package installed it
 does not.
 
-Printed beside the targets of issue 3 (>= 20k member changes/s, >= 1k nested-edge
+Printed beside the targets (>= 20k member changes/s, >= 1k nested-edge
 changes/s, produce→visible p99 <= 500 ms at 1k changes/s), with the machine's load:
 
     python bench/incremental.py --tuples 10000000

@@ -1,6 +1,6 @@
 """Tests of the public Python API: the ``leopard`` front door, errors, build and reopen.
 
-``leopard.__all__`` must hold every public name the README and issue 2 name and
+``leopard.__all__`` must hold every public name the README names and
 nothing that does not exist; every error derives from ``LeopardError``. Builds go
 through ``leopard.build_index`` with in-memory iterables of lines; a build that fails
 midway (the source raising, or a later phase failing after the subject writer was

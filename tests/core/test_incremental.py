@@ -1,6 +1,6 @@
 """The incremental layer against the plain BFS model, change batch by change batch.
 
-A hypothesis state machine (STYLE.md item 7) builds a small base index from a random
+A hypothesis state machine builds a small base index from a random
 graph, opens ``Index`` and a ``DeltaWriter`` over its reader, and then applies random
 batches of tuple changes to both the index and a plain set of tuples: edge and member
 touches and deletes, cycles closed and broken, self-loops, wildcards, union rewrites

@@ -138,7 +138,7 @@ def test_from_json_validates() -> None:
 # -- load_config: valid files ----------------------------------------------------------------
 
 
-def test_load_the_issue_example(tmp_path: Path) -> None:
+def test_load_the_readme_example(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         '[[sets]]\nnamespace = "acme/group"\nrelation = "member"\n'
