@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.codecs import decode
-from ingest.kafka.source import Batch, KafkaSource, Message
+from ingest.kafka.source import Batch, Gap, KafkaSource, Message
 from ingest.settings import ConsumerSettings
 from leopard.core.compact import start_compaction
 from leopard.core.incremental import DeltaWriter
@@ -41,6 +41,9 @@ from leopard.errors import BrokerError, DecodeError
 __all__ = ["ConsumerSettings", "ConsumerStats", "ChangeConsumer", "consume"]
 
 log = logging.getLogger("leopard.consumer")
+
+#: seconds before a failed compaction is tried again
+COMPACT_RETRY = 30.0
 
 
 @dataclass
@@ -56,6 +59,9 @@ class ConsumerStats:
     last_batch_seconds: float = 0.0
     lag: dict[str, int] = field(default_factory=dict)
     broker_up: bool = True
+    #: partitions stopped at a gap: "topic:partition" -> what the gap is
+    gaps: dict[str, str] = field(default_factory=dict)
+    gap_events: int = 0  # gaps found, stopped at or gone on from
 
     def total_lag(self) -> int:
         return sum(self.lag.values())
@@ -79,9 +85,15 @@ class ChangeConsumer:
         self.writer = DeltaWriter(self.index.reader)
         self.stats = ConsumerStats()
         self.on_batch = on_batch
-        self.source = KafkaSource(settings, lambda: self._target().position)
+        self.source = KafkaSource(
+            settings,
+            lambda: self._target().position,
+            lambda: self._target().source_state.get("anchors", {}),
+            lambda: self._target().source_state.get("gaps", {}),
+        )
         self._stop = threading.Event()
         self._compactor: subprocess.Popen[bytes] | None = None
+        self._compact_after = 0.0  # no compaction before (after a failed one)
         # after a generation switch: the writer applies to it, queries do not see it
         # until it has caught up
         self._pending: Successor | None = None
@@ -131,6 +143,8 @@ class ChangeConsumer:
                     got = self._poll_once()
                 except BrokerError as exc:
                     self._outage(exc)
+                    # what was fetched and not applied is fetched again, never skipped
+                    self.source.rewind()
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
@@ -151,19 +165,34 @@ class ChangeConsumer:
             self.close()
         return self.stats
 
-    def _outage(self, exc: Exception) -> None:
+    def _outage(self, exc: Exception | str) -> None:
         if self.stats.broker_up:
             log.warning("broker unavailable (%s); retrying with backoff", exc)
             self.stats.broker_up = False
 
-    def _poll_once(self) -> int:
-        batch = self.source.poll()
-        if not self.stats.broker_up and self.source.assigned:
+    def _up(self) -> None:
+        if not self.stats.broker_up:
             log.warning("broker reachable again; resuming")
             self.stats.broker_up = True
+
+    def _poll_once(self) -> int:
+        batch = self.source.poll()
+        gaps = self.source.take_gaps()
+        if gaps:
+            self._record_gaps(gaps)
         if batch.messages:
+            self._up()
             self._apply(batch)
+        else:
+            answered = self.source.probe()
+            if answered is True:
+                self._up()
+            elif answered is False:
+                self._outage(
+                    f"no answer to a metadata request within {self.settings.probe_timeout:g} s"
+                )
         self.stats.lag = self.source.lag()
+        self.stats.gaps = dict(self.source.stopped)
         if batch.messages and self.on_batch is not None:
             self.on_batch(self.stats)
         return len(batch.messages)
@@ -182,7 +211,7 @@ class ChangeConsumer:
         if dead:
             self.source.dead_letter(dead)
             self.stats.dead_letters += len(dead)
-        report = self.writer.apply(changes, batch.position)
+        report = self.writer.apply(changes, batch.position, source_state={"anchors": batch.anchors})
         stats = self.stats
         stats.batches += 1
         stats.messages += len(batch.messages)
@@ -193,6 +222,23 @@ class ChangeConsumer:
         stats.last_batch_seconds = time.perf_counter() - started
         self._maybe_switch()
         self.source.commit(batch.position)
+
+    def _record_gaps(self, gaps: list[Gap]) -> None:
+        """Persist what the source found: a partition stopped at a gap (so readers
+        elsewhere refuse versions of it too), or one going on from its log's start
+        (its position reset at once, so no version of the new log reads as reached)."""
+        position: dict[str, int] = {}
+        state: dict[str, dict[str, object]] = {"gaps": {}, "anchors": {}}
+        for gap in gaps:
+            self.stats.gap_events += 1
+            if gap.resumed_at is None:
+                state["gaps"][gap.partition] = gap.describe()
+            else:
+                position[gap.partition] = gap.resumed_at
+                state["gaps"][gap.partition] = None
+                state["anchors"][gap.partition] = None
+        self.writer.apply([], position, source_state=state)
+        self.stats.gaps = dict(self.source.stopped)
 
     # -- generations ------------------------------------------------------------------
 
@@ -228,15 +274,20 @@ class ChangeConsumer:
             # per compaction (a ResourceWarning), and it holds the reason of a failure
             _, err = self._compactor.communicate()
             if self._compactor.returncode != 0:
+                # try again later, not at once (a build may hold the index's lock)
+                self._compact_after = time.monotonic() + COMPACT_RETRY
                 log.warning(
-                    "compaction exited with status %d: %s",
+                    "compaction exited with status %d (retrying in %g s): %s",
                     self._compactor.returncode,
+                    COMPACT_RETRY,
                     (err or b"").decode(errors="replace").strip()[-2000:],
                 )
             else:
                 self.stats.compactions += 1
             self._compactor = None
         reader = self._target()
+        if time.monotonic() < self._compact_after:
+            return
         if reader.overlay.size() >= self.settings.compact_threshold:
             log.info("incremental layer holds %d sets; compacting", reader.overlay.size())
             self._compactor = start_compaction(self.path)

@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from ingest.codecs import CODECS
 from leopard.errors import InvalidInput
 
-__all__ = ["KafkaSettings", "ConsumerSettings", "parse_codec_options"]
+__all__ = ["KafkaSettings", "ConsumerSettings", "ON_GAP", "parse_codec_options"]
+
+#: what a consumer may do at a gap in a partition (see ``KafkaSettings.on_gap``)
+ON_GAP = ("stop", "earliest")
 
 
 @dataclass
@@ -30,10 +33,20 @@ class KafkaSettings:
     max_poll_interval_ms: int = 10_000
     session_timeout_ms: int = 2_000
     heartbeat_interval_ms: int = 500
+    # What to do when a partition's log no longer holds what the index applied up to
+    # (the log was reset or recreated, or messages were deleted unread): "stop"
+    # applying that partition, or go on from the log's "earliest" offset.
+    on_gap: str = "stop"
+    # A broker that answers no metadata request within this many seconds is down;
+    # probed this often while no records come.
+    probe_timeout: float = 3.0
+    probe_interval: float = 2.0
 
     def __post_init__(self) -> None:
         if not self.topics:
             raise InvalidInput("at least one --topic is needed")
+        if self.on_gap not in ON_GAP:
+            raise InvalidInput(f"--on-gap {self.on_gap!r} is not one of {', '.join(ON_GAP)}")
 
 
 @dataclass

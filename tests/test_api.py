@@ -245,15 +245,15 @@ def test_reopen_round_trip(built: Path) -> None:
 
 
 def test_rebuild_replaces_the_index(built: Path) -> None:
-    build_index([["group:eng#member@user:zed"]], built)
+    build_index([["group:eng#member@user:zed"]], built, force=True)  # far smaller
     with open_index(built) as ix:
         assert ix.check("user:zed", "group:eng")
         assert not ix.check("user:bob", "group:eng")
         assert ix.stats()["generation"] == "gen-000002"
     # the replaced generation stays until the next swap (live readers may still use it)
-    assert sorted(os.listdir(built)) == ["CURRENT", "gen-000001", "gen-000002"]
+    assert sorted(os.listdir(built)) == ["CURRENT", "LOCK", "gen-000001", "gen-000002"]
     build_index([["group:eng#member@user:yan"]], built)
-    assert sorted(os.listdir(built)) == ["CURRENT", "gen-000002", "gen-000003"]
+    assert sorted(os.listdir(built)) == ["CURRENT", "LOCK", "gen-000002", "gen-000003"]
     with open_index(built) as ix:
         assert ix.members_of("group:eng") == ["user:yan"]
 
@@ -328,7 +328,7 @@ def test_interrupted_build_leaves_the_previous_index(built: Path, exc: BaseExcep
     with pytest.raises(type(exc)):
         build_index([failing_source(70_000, exc)], built)
     assert leftovers(built) == []
-    assert sorted(os.listdir(built)) == ["CURRENT", "gen-000001"]
+    assert sorted(os.listdir(built)) == ["CURRENT", "LOCK", "gen-000001"]
     with open_index(built) as ix:
         assert ix.check("user:bob", "group:eng")
         assert not ix.check("user:u1", "group:big")

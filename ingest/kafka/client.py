@@ -14,7 +14,13 @@ try:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
         from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-        from kafka.errors import KafkaError, KafkaTimeoutError
+        from kafka.admin import KafkaAdminClient
+        from kafka.errors import (
+            KafkaError,
+            KafkaTimeoutError,
+            MessageSizeTooLargeError,
+            OffsetOutOfRangeError,
+        )
         from kafka.structs import OffsetAndMetadata
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
     raise ModuleNotFoundError(
@@ -24,10 +30,13 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installa
 
 __all__ = [
     "ConsumerRebalanceListener",
+    "KafkaAdminClient",
     "KafkaConsumer",
     "KafkaError",
     "KafkaProducer",
     "KafkaTimeoutError",
+    "MessageSizeTooLargeError",
     "OffsetAndMetadata",
+    "OffsetOutOfRangeError",
     "TopicPartition",
 ]

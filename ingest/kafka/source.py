@@ -1,12 +1,36 @@
-"""The Kafka source of change messages: polling, positions, dead letters, lag.
+"""The Kafka source of change messages: polling, positions, gaps, dead letters, liveness.
 
 The loop that applies changes (``ingest.consumer``) knows nothing of Kafka: it asks
 the source for the next batch of messages, hands undecodable ones back as dead
 letters, and persists the batch's position (per ``topic:partition``, the next offset
-to read) with the changes. The source positions every partition it is assigned at
-the offsets the index holds (``position_of``), on start and after every rebalance,
-whatever the group's committed offsets say; it commits offsets to the group only so
-that lag shows in the usual tools.
+to read) and its resume state with the changes. The source positions every
+partition it is assigned at the offsets the index holds, on start and after every
+rebalance, whatever the group's committed offsets say; it commits offsets to the
+group only so that lag shows in the usual tools.
+
+**Gaps are never skipped.** A partition's log may no longer hold what the index
+applied up to: the broker restarted empty or the topic was recreated (the stored
+offset lies beyond the log's end, or the record before it is another one), or
+retention deleted messages before they were read (the stored offset lies before the
+log's start). Kafka's own ``OFFSET_OUT_OF_RANGE`` says so too, but some brokers never
+send it, so the source looks for itself, on every assignment and every fetch:
+
+* the log's start (``beginning_offsets``) against the stored offset;
+* the high watermark of each fetch against the stored offset;
+* the *anchor*, the offset and digest of the last record applied: on assignment the
+  partition is read from that record, which must come back unchanged.
+
+At a gap the partition's records are held back and, by ``on_gap``, either the
+partition stops (paused, reported, until an operator acts) or it goes on from the
+log's start. Either way the loop hears of it (``take_gaps``).
+
+**Nothing is lost around the dead-letter topic** (``ingest.kafka.deadletters``):
+dead letters are acknowledged before the batch's offsets are persisted; on any
+failure the loop rewinds to the stored offsets (``rewind``) instead of polling on
+from where the fetch had got to.
+
+**A silent broker is noticed**: while no records come, an ApiVersions request bounded
+by ``probe_timeout`` is sent every ``probe_interval`` seconds (``probe``).
 
 Every kafka-python error is re-raised here as ``BrokerError``, the one boundary.
 """
@@ -15,9 +39,10 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ingest.kafka.client import (
     ConsumerRebalanceListener,
@@ -25,32 +50,45 @@ from ingest.kafka.client import (
     KafkaError,
     KafkaProducer,
     OffsetAndMetadata,
+    OffsetOutOfRangeError,
     TopicPartition,
 )
+from ingest.kafka.deadletters import DeadLetters, Message
+from ingest.kafka.probe import broker_answers
 from ingest.settings import KafkaSettings
 from leopard.errors import BrokerError
 
-__all__ = ["KafkaSettings", "KafkaSource", "Message", "Batch", "partition_key"]
+__all__ = ["Batch", "Gap", "KafkaSource", "Message", "anchor_of", "partition_key"]
 
 log = logging.getLogger("leopard.consumer")
 
 
-class Message(Protocol):
-    """One message as the loop sees it (kafka-python's ``ConsumerRecord`` is one)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
 @dataclass
 class Batch:
-    """Messages of one poll, in order per partition, and the position after them."""
+    """Messages of one poll, in order per partition, the position after them and the
+    anchor (``anchor_of``) of each partition's last message."""
 
     messages: list[Message]
     position: dict[str, int]
+    anchors: dict[str, list[int]]
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A partition whose log no longer holds what the index applied up to."""
+
+    partition: str  # "topic:partition"
+    stored: int  # the next offset the index would apply
+    reason: str
+    log_start: int | None = None  # where the log now starts, when known
+    resumed_at: int | None = None  # with on_gap="earliest": the offset read from now on
+
+    def describe(self) -> str:
+        text = f"gap in {self.partition}: {self.reason} (the index applied up to offset "
+        text += f"{self.stored})"
+        if self.resumed_at is not None:
+            text += f"; going on from the log's start, offset {self.resumed_at}"
+        return text
 
 
 def partition_key(topic: str, partition: int) -> str:
@@ -58,16 +96,45 @@ def partition_key(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-class KafkaSource:
-    """Batches of messages from Kafka topics, positioned where the index says."""
+def anchor_of(message: Message) -> list[int]:
+    """``[offset, digest]`` of a message: what must be found there again on resume."""
+    digest = zlib.crc32(message.key or b"")
+    digest = zlib.crc32(b"\0", digest)
+    digest = zlib.crc32(message.value or b"", digest)
+    return [message.offset, digest]
 
-    def __init__(self, settings: KafkaSettings, position_of: Callable[[], dict[str, int]]) -> None:
+
+class KafkaSource:
+    """Batches of messages from Kafka topics, positioned where the index says.
+
+    ``position_of`` gives the stored position (next offset per partition),
+    ``anchors_of`` the stored anchors (``[offset, digest]`` of the last record applied
+    per partition) and ``gaps_of`` the gaps found earlier and not yet resolved
+    (partition -> description), all read from the index each time.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        position_of: Callable[[], dict[str, int]],
+        anchors_of: Callable[[], dict[str, list[int]]] = dict,
+        gaps_of: Callable[[], dict[str, str]] = dict,
+    ) -> None:
         self.settings = settings
         self.position_of = position_of
+        self.anchors_of = anchors_of
+        self.gaps_of = gaps_of
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
+        self._dead: DeadLetters | None = None
         self._uncommitted: dict[str, int] = {}  # applied, not yet committed to the group
         self._committed_at = 0.0
+        self._verify: dict[TopicPartition, list[int]] = {}  # anchors to find again
+        self._unchecked: set[TopicPartition] = set()  # positioned, log not checked yet
+        #: partitions stopped at a gap (``on_gap="stop"``): partition -> description
+        self.stopped: dict[str, str] = {}
+        self._gaps: list[Gap] = []  # found since the loop last asked
+        self._probed_at = 0.0
 
     # -- clients ------------------------------------------------------------------------
 
@@ -81,7 +148,8 @@ class KafkaSource:
                 **self._client_config(),
                 group_id=s.group_id,
                 enable_auto_commit=False,
-                auto_offset_reset="earliest",
+                # never reset silently: an offset out of range is a gap (see above)
+                auto_offset_reset="none",
                 max_poll_interval_ms=s.max_poll_interval_ms,
                 session_timeout_ms=s.session_timeout_ms,
                 heartbeat_interval_ms=s.heartbeat_interval_ms,
@@ -99,10 +167,7 @@ class KafkaSource:
 
     def close(self) -> None:
         if self._consumer is not None and self._uncommitted:
-            try:
-                self._commit_now(sync=True)
-            except BrokerError as exc:  # informational only, and closing must go on
-                log.debug("final offset commit failed (harmless): %s", exc)
+            self._commit_now(sync=True)
         for client in (self._consumer, self._producer):
             if client is not None:
                 try:
@@ -110,6 +175,7 @@ class KafkaSource:
                 except Exception:  # closing must not hide the real outcome
                     pass
         self._consumer = self._producer = None
+        self._dead = None
 
     # -- reading ------------------------------------------------------------------------
 
@@ -119,37 +185,181 @@ class KafkaSource:
         return self._consumer is not None and bool(self._consumer.assignment())
 
     def poll(self) -> Batch:
-        """The next batch (empty when nothing came within ``poll_ms``)."""
+        """The next batch (empty when nothing came within ``poll_ms``).
+
+        Records of a partition found in a gap are held back; ``take_gaps`` says which.
+        """
         s = self.settings
+        consumer = self._open()
+        self._check_logs()
         try:
-            records = self._open().poll(timeout_ms=s.poll_ms, max_records=s.max_batch)
+            records = consumer.poll(timeout_ms=s.poll_ms, max_records=s.max_batch)
+        except OffsetOutOfRangeError as exc:
+            offsets = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            for tp in offsets:
+                self._gap(tp, "the broker says the offset is out of range for the log")
+            return Batch([], {}, {})
         except KafkaError as exc:
             topics = ", ".join(s.topics)
             raise BrokerError(f"polling {topics} at {s.brokers} failed: {exc}") from exc
+        stored = self.position_of()
         messages: list[Message] = []
         position: dict[str, int] = {}
+        anchors: dict[str, list[int]] = {}
         for tp, batch in records.items():
+            key = partition_key(tp.topic, tp.partition)
+            if tp in self._verify:
+                batch = self._check_anchor(tp, batch)
+            if not batch or key in self.stopped:
+                continue
             messages.extend(batch)
-            position[partition_key(tp.topic, tp.partition)] = batch[-1].offset + 1
-        return Batch(messages, position)
+            position[key] = batch[-1].offset + 1
+            anchors[key] = anchor_of(batch[-1])
+        self._check_ends(stored)
+        self._check_logs()  # partitions assigned during this poll
+        if messages:
+            self._probed_at = time.monotonic()  # records came: the broker is up
+        return Batch(messages, position, anchors)
+
+    def _check_anchor(self, tp: TopicPartition, batch: list[Any]) -> list[Any]:
+        """The records after the anchor, once it has come back as it was; else a gap."""
+        offset, digest = self._verify.pop(tp)
+        first = batch[0]
+        if first.offset == offset:
+            if anchor_of(first) == [offset, digest]:
+                return batch[1:]  # the record applied last, found again: go on after it
+            self._gap(tp, f"the record at offset {offset} is not the one applied there")
+            return []
+        if first.offset == offset + 1:
+            return batch  # the anchor was deleted (retention), but nothing unread was
+        self._gap(tp, f"the log holds offset {first.offset} where {offset} was expected")
+        return []
+
+    def _check_ends(self, stored: dict[str, int]) -> None:
+        """A stored offset beyond a partition's high watermark: the log was reset."""
+        consumer = self._consumer
+        assert consumer is not None
+        for tp in consumer.assignment():
+            key = partition_key(tp.topic, tp.partition)
+            at = stored.get(key)
+            if at is None or key in self.stopped:
+                continue
+            high = consumer.highwater(tp)
+            if high is not None and at > high:
+                self._gap(tp, f"the log ends at offset {high}")
 
     def seek_to_stored(self, partitions: list[TopicPartition] | None = None) -> None:
-        """Position partitions (all assigned ones by default) at the index's offsets."""
+        """Position partitions (all assigned ones by default) at the index's offsets.
+
+        Only local work here, as the rebalance listener may do no more: each
+        partition is paused until ``_check_logs`` (next poll, in the caller's thread)
+        has asked the broker where its log starts now.
+        """
         consumer = self._consumer
         if consumer is None:
             return
         if partitions is None:
             partitions = list(consumer.assignment())
         position = self.position_of()
+        for tp in partitions:
+            self._verify.pop(tp, None)
+            key = partition_key(tp.topic, tp.partition)
+            if key in self.stopped:
+                consumer.pause(tp)
+                continue
+            stored = position.get(key)
+            if stored is None:  # nothing applied yet: the whole log is to be read
+                consumer.seek_to_beginning(tp)
+                consumer.resume(tp)
+            else:
+                consumer.pause(tp)
+                consumer.seek(tp, stored)
+                self._unchecked.add(tp)
+
+    def _check_logs(self) -> None:
+        """For partitions just positioned: does the log still hold the stored offset?
+        Then read on from there, or from the anchor, to find it again (see above)."""
+        consumer = self._consumer
+        assert consumer is not None
+        unchecked = [tp for tp in self._unchecked if tp in consumer.assignment()]
+        self._unchecked.clear()
+        if not unchecked:
+            return
+        position, anchors, known = self.position_of(), self.anchors_of(), self.gaps_of()
         try:
-            for tp in partitions:
-                stored = position.get(partition_key(tp.topic, tp.partition))
-                if stored is None:
-                    consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, stored)
+            starts = consumer.beginning_offsets(unchecked)
         except KafkaError as exc:
-            raise BrokerError(f"seeking the stored offsets failed: {exc}") from exc
+            self._unchecked.update(unchecked)  # asked again at the next poll
+            raise BrokerError(f"asking where the logs start failed: {exc}") from exc
+        for tp in unchecked:
+            key = partition_key(tp.topic, tp.partition)
+            stored = position.get(key, 0)
+            start = starts.get(tp)
+            if key in known:
+                if self.settings.on_gap == "stop":
+                    self.stopped[key] = known[key]
+                    log.error("%s; still not applying this partition", known[key])
+                else:
+                    self._gap(tp, f"found earlier: {known[key]}")
+                continue
+            if start is not None and stored < start:
+                self._gap(tp, f"the log now starts at offset {start}: messages were deleted")
+                continue
+            anchor = anchors.get(key)
+            if anchor is not None and anchor[0] == stored - 1 and (start or 0) <= anchor[0]:
+                self._verify[tp] = list(anchor)
+                consumer.seek(tp, anchor[0])
+            consumer.resume(tp)
+
+    def rewind(self) -> None:
+        """Back to the stored offsets: what was fetched but not applied is read again.
+
+        Local only (no request to the broker), so it works while the broker is away.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return
+        position = self.position_of()
+        for tp in consumer.assignment():
+            key = partition_key(tp.topic, tp.partition)
+            if tp in self._verify or tp in self._unchecked or key in self.stopped:
+                continue  # still to be checked or found again from its anchor, or stopped
+            stored = position.get(key)
+            if stored is None:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, stored)
+
+    def _gap(self, tp: TopicPartition, reason: str) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        key = partition_key(tp.topic, tp.partition)
+        stored = self.position_of().get(key, 0)
+        self._verify.pop(tp, None)
+        try:
+            start = consumer.beginning_offsets([tp]).get(tp)
+        except KafkaError:
+            start = None
+        if self.settings.on_gap == "earliest":
+            consumer.seek_to_beginning(tp)
+            consumer.resume(tp)
+            gap = Gap(key, stored, reason, start, resumed_at=start if start is not None else 0)
+            log.error("%s", gap.describe())
+        else:
+            consumer.pause(tp)
+            gap = Gap(key, stored, reason, start)
+            self.stopped[key] = gap.describe()
+            log.error(
+                "%s; not applying this partition (restart with --on-gap earliest if going "
+                "on from the log's start is safe, or rebuild the index)",
+                gap.describe(),
+            )
+        self._gaps.append(gap)
+
+    def take_gaps(self) -> list[Gap]:
+        """Gaps found since the last call."""
+        gaps, self._gaps = self._gaps, []
+        return gaps
 
     def lag(self) -> dict[str, int]:
         """Messages behind the high watermark of the last fetch, per assigned partition.
@@ -169,25 +379,22 @@ class KafkaSource:
                 lag[key] = max(0, high - position.get(key, 0))
         return lag
 
+    def probe(self) -> bool | None:
+        """Whether the broker answers within ``probe_timeout`` (``broker_answers``);
+        None when it is not time to ask (records came, or the last probe was recent)."""
+        now = time.monotonic()
+        if now - self._probed_at < self.settings.probe_interval:
+            return None
+        self._probed_at = now
+        return broker_answers(self.settings.brokers, self.settings.probe_timeout)
+
     # -- writing ------------------------------------------------------------------------
 
     def dead_letter(self, dead: list[tuple[Message, str]]) -> None:
-        """Send undecodable messages to the dead-letter topic, flushed before returning."""
-        producer = self._producer_client()
-        try:
-            for m, reason in dead:
-                topic = self.settings.dlq_topic or f"{m.topic}.dlq"
-                headers = [
-                    ("leopard.reason", reason.encode()),
-                    ("leopard.source.topic", m.topic.encode()),
-                    ("leopard.source.partition", str(m.partition).encode()),
-                    ("leopard.source.offset", str(m.offset).encode()),
-                ]
-                producer.send(topic, key=m.key, value=m.value or b"", headers=headers)
-                log.info("dead letter %s:%d@%d: %s", m.topic, m.partition, m.offset, reason)
-            producer.flush(timeout=30)
-        except KafkaError as exc:
-            raise BrokerError(f"writing to the dead-letter topic failed: {exc}") from exc
+        """Write undecodable messages to the dead-letter topic (see ``DeadLetters``)."""
+        if self._dead is None:
+            self._dead = DeadLetters(self._producer_client(), self.settings.dlq_topic)
+        self._dead.write(dead)
 
     def commit(self, position: dict[str, int]) -> None:
         """Commit applied offsets to the group, at most once per ``commit_interval``.

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ingest.snapshots.records import Bad, Record, check_text, clip
-from ingest.snapshots.sources import BLANK
+from ingest.snapshots.sources import BLANK, strip_end
 from leopard.errors import InvalidInput, InvalidTuple
 from leopard.model.names import RelationTuple, parse_openfga
 
@@ -29,14 +29,23 @@ _CSV_OPTIONAL = ("condition_name", "condition_context")
 # -- CSV -----------------------------------------------------------------------------------
 
 
-def csv_records(lines: Iterable[str], name: str) -> Iterator[Record]:
-    """OpenFGA CSV: a header, then one relationship per row."""
+def csv_records(lines: Iterable[str], name: str, *, ends: bool = False) -> Iterator[Record]:
+    """OpenFGA CSV: a header, then one relationship per row.
+
+    With ``ends``, each line carries its line end and is the file's bytes decoded
+    with ``surrogateescape``, so a bad row keeps the bytes it was read from.
+    """
     raw: list[str] = []
 
     def feed() -> Iterator[str]:
         for line in lines:
-            raw.append(line)
-            yield line + "\n"
+            fed = line if ends and line.endswith("\n") else line + "\n"
+            raw.append(fed)
+            yield fed
+
+    def bad(text: str, reason: str) -> Bad:
+        read = "".join(raw).encode("utf-8", "surrogateescape") if ends else None
+        return Bad(text, reason, read)
 
     reader = csv.reader(feed())
     try:
@@ -67,20 +76,29 @@ def csv_records(lines: Iterable[str], name: str) -> Iterator[Record]:
         except StopIteration:
             return
         except csv.Error as exc:
-            text = "\n".join(raw)
-            yield start, Bad(text, f"{clip(text)!r} is not valid CSV: {exc}")
+            text = _shown(raw, ends)
+            yield start, bad(text, f"{clip(text)!r} is not valid CSV: {exc}")
             continue
-        text = "\n".join(raw)
+        text = _shown(raw, ends)
         if not row or (len(row) == 1 and not row[0].strip(BLANK)):
             yield start, None
             continue
         if len(row) > width or len(row) < needed:
             yield (
                 start,
-                Bad(text, f"{clip(text)!r} has {len(row)} fields, the header has {width}"),
+                bad(text, f"{clip(text)!r} has {len(row)} fields, the header has {width}"),
             )
             continue
-        yield start, _csv_row(row, index, cond, text)
+        result = _csv_row(row, index, cond, text)
+        yield start, bad(result.text, result.reason) if isinstance(result, Bad) else result
+
+
+def _shown(lines: list[str], ends: bool) -> str:
+    """The lines of a CSV record as one text: "\\n" between them, none at the end."""
+    out = [line[:-1] for line in lines]  # each ends in "\n" (see feed)
+    if ends:
+        out = [line[:-1] if line.endswith("\r") else line for line in out]
+    return "\n".join(out)
 
 
 def _csv_row(
@@ -242,9 +260,15 @@ def _json_record(element: Any, text: str) -> RelationTuple | Bad:
         return Bad(text, str(exc))
 
 
-def jsonl_records(lines: Iterable[str | bytes]) -> Iterator[Record]:
-    """JSON lines: one record as in a JSON array per line (blank lines are skipped)."""
+def jsonl_records(lines: Iterable[str | bytes], *, ends: bool = False) -> Iterator[Record]:
+    """JSON lines: one record as in a JSON array per line (blank lines are skipped).
+
+    With ``ends``, each line carries its line end. A bad line read as bytes keeps them.
+    """
     for number, line in enumerate(lines, 1):
+        raw = line if isinstance(line, bytes) else None
+        if ends and isinstance(line, bytes):
+            line = strip_end(line)
         text = line if isinstance(line, str) else line.decode("utf-8", "backslashreplace")
         if not text.strip(BLANK):
             yield number, None
@@ -252,6 +276,9 @@ def jsonl_records(lines: Iterable[str | bytes]) -> Iterator[Record]:
         try:
             element = json.loads(line)
         except (ValueError, UnicodeDecodeError) as exc:
-            yield number, Bad(text, f"{clip(text)!r} is not valid JSON: {exc}")
+            yield number, Bad(text, f"{clip(text)!r} is not valid JSON: {exc}", raw)
             continue
-        yield number, _json_record(element, text)
+        result = _json_record(element, text)
+        if isinstance(result, Bad):
+            result.raw = raw
+        yield number, result

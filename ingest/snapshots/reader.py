@@ -136,7 +136,7 @@ class _Reader:
             raise InvalidInput(f"{source}:{line}: {bad.reason}")
         self.stats.rejected += 1
         if self.on_reject is not None:
-            self.on_reject(Reject(source, line, bad.text, bad.reason))
+            self.on_reject(Reject(source, line, bad.text, bad.reason, bad.raw))
 
     # -- dispatch -------------------------------------------------------------------
 
@@ -176,11 +176,12 @@ class _Reader:
         if format == "text":
             yield from self._text_blocks(chunks, name)
         elif format == "jsonl":
-            yield from self._records(name, jsonl_records(split_lines(self._counted(chunks))))
+            lines = split_lines(self._counted(chunks), keepends=True)
+            yield from self._records(name, jsonl_records(lines, ends=True))
         elif format == "csv":
-            raw = split_lines(self._counted(chunks))
+            raw = split_lines(self._counted(chunks), keepends=True)
             text = (line.decode("utf-8", "surrogateescape") for line in raw)
-            yield from self._records(name, csv_records(text, name))
+            yield from self._records(name, csv_records(text, name, ends=True))
         else:
             data = b"".join(self._counted(chunks))
             yield from self._records(name, json_records(data, name))

@@ -4,12 +4,16 @@ Every reader turns its input into ``(line, outcome)`` pairs, ``Record``: the out
 a ``RelationTuple``, a ``Bad`` record with the reason it was refused, or None for a
 line that holds no record (a comment or a blank). ``Reject`` and ``ReadStats`` are
 what a caller of ``read_snapshots`` sees of the bad records and of the whole read.
+
+A bad record keeps the bytes it was read from (``raw``), line end included, so that
+a file of rejects (``Reject.entry``) is the input without its accepted lines: CRLF
+line ends, trailing spaces and bytes that are not UTF-8 come out as they went in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -33,8 +37,20 @@ class Reject:
 
     source: str  # file name as given; "<stdin>" or "<memory>" otherwise
     line: int  # 1-based physical line (1-based element index in a JSON array)
-    text: str  # the raw line or record
+    text: str  # the line or record as shown to a person (line end stripped)
     reason: str  # e.g. "'group:eng#member' has no subject after '@'"
+    #: the bytes read, line end included; None where they were not kept (a JSON
+    #: array's element, an in-memory str line, a line over 16 MiB)
+    raw: bytes | None = field(default=None, compare=False, repr=False)
+
+    def entry(self) -> bytes:
+        """This reject in a rejects file: a ``#`` line with the reason, then the record
+        exactly as read (``text`` as UTF-8 where its bytes were not kept)."""
+        reason = " ".join(f"{self.source}:{self.line}: {self.reason}".splitlines())
+        body = self.raw if self.raw is not None else self.text.encode("utf-8", "backslashreplace")
+        if not body.endswith(b"\n"):
+            body += b"\n"
+        return b"# " + reason.encode("utf-8", "backslashreplace") + b"\n" + body
 
 
 @dataclass
@@ -48,10 +64,11 @@ class ReadStats:
 
 @dataclass
 class Bad:
-    """A refused record: its text as shown to a person, and why."""
+    """A refused record: its text as shown to a person, why, and its bytes as read."""
 
     text: str
     reason: str
+    raw: bytes | None = None
 
 
 #: a record's line (1-based) and what it holds

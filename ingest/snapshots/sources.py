@@ -30,6 +30,7 @@ __all__ = [
     "item_line",
     "split_lines",
     "strip_cr",
+    "strip_end",
 ]
 
 STDIN_NAME = "<stdin>"
@@ -148,8 +149,9 @@ def _gunzip(first: bytes, rest: Iterator[bytes], name: str) -> Iterator[tuple[by
         raise InvalidInput(f"{name}: corrupt gzip data ({exc})") from exc
 
 
-def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Physical lines with "\\n" or "\\r\\n" stripped (a lone "\\r" is not a line end)."""
+def split_lines(chunks: Iterable[bytes], *, keepends: bool = False) -> Iterator[bytes]:
+    """Physical lines with "\\n" or "\\r\\n" stripped (a lone "\\r" is not a line end),
+    or with ``keepends`` as they were read, line end included."""
     carry = b""
     for data in chunks:
         if not data:
@@ -157,9 +159,14 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         parts = (carry + data).split(b"\n")
         carry = parts.pop()
         for part in parts:
-            yield strip_cr(part)
+            yield part + b"\n" if keepends else strip_cr(part)
     if carry:
         yield carry
+
+
+def strip_end(line: bytes) -> bytes:
+    """``line`` without its line end ("\\n" or "\\r\\n"), if it has one."""
+    return strip_cr(line[:-1]) if line.endswith(b"\n") else line
 
 
 def strip_cr(line: bytes) -> bytes:

@@ -72,8 +72,12 @@ class Block:
 # -- lines ---------------------------------------------------------------------------
 
 
-def _check_bytes(content: bytes) -> RelationTuple | Bad | None:
-    """A text line (line end stripped): a tuple, a reject, or None for a comment/blank."""
+def _check_bytes(content: bytes, raw: bytes | None = None) -> RelationTuple | Bad | None:
+    """A text line (line end stripped): a tuple, a reject, or None for a comment/blank.
+
+    ``raw`` is the line as read, line end included (``content`` by default); a
+    reject keeps it.
+    """
     stripped = content.lstrip(BLANK_BYTES)
     if not stripped or stripped.startswith(b"#"):
         return None
@@ -81,12 +85,16 @@ def _check_bytes(content: bytes) -> RelationTuple | Bad | None:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
         text = content.decode("utf-8", "backslashreplace")
-        return Bad(
+        result: RelationTuple | Bad = Bad(
             text,
             f"{clip(text)!r} is not valid UTF-8 "
             f"(byte {content[exc.start]:#04x} at offset {exc.start})",
         )
-    return check_text(text)
+    else:
+        result = check_text(text)
+    if isinstance(result, Bad):
+        result.raw = content if raw is None else raw
+    return result
 
 
 def _check_str(text: str) -> RelationTuple | Bad | None:
@@ -210,7 +218,7 @@ def _parse_block_slow(buf: bytes) -> Block:
     bad: list[tuple[int, Bad]] = []
     records = 0
     for number, line in enumerate(lines, 1):
-        result = _check_bytes(strip_cr(line))
+        result = _check_bytes(strip_cr(line), line + b"\n")
         if result is None:
             continue
         records += 1
@@ -287,10 +295,10 @@ def _parse_block_fast(buf: bytes) -> Block:
     bad: list[tuple[int, Bad]] = []
     records = len(fields.good)
     for i in np.flatnonzero(~ok).tolist():
-        line = buf[offsets[i] : offsets[i + 1]]
+        raw = line = buf[offsets[i] : offsets[i + 1]]
         if line.endswith(b"\n"):
             line = strip_cr(line[:-1])
-        result = _check_bytes(line)
+        result = _check_bytes(line, raw)
         if result is None:
             continue
         if not isinstance(result, Bad):

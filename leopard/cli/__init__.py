@@ -31,6 +31,7 @@ COMMANDS: Mapping[str, str] = {
     "members": "query.members",
     "explain": "query.explain",
     "stats": "query.stats",
+    "verify": "verify.verify",
     "consume": "stream.consume",
     "publish": "stream.publish",
     "serve": "serve.serve_command",

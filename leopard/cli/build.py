@@ -23,6 +23,7 @@ from leopard.cli.options import (
     json_option,
     need_index,
     parse_position,
+    wait_option,
 )
 from leopard.core.compact import compact as run_compaction
 
@@ -45,7 +46,8 @@ __all__ = ["build", "compact"]
 @click.option(
     "--rejects",
     type=click.Path(dir_okay=False, writable=True),
-    help="With --skip-invalid: write each rejected record here, after a '#' line with the reason.",
+    help="With --skip-invalid: write each rejected record here, byte for byte as read, "
+    "after a '#' line with the reason.",
 )
 @click.option(
     "--position",
@@ -59,6 +61,21 @@ __all__ = ["build", "compact"]
     show_default=True,
     help="Group id assignment: depth-first (related groups nearby) or first appearance.",
 )
+@click.option(
+    "--max-shrink",
+    type=click.FloatRange(0, 100),
+    default=50,
+    show_default=True,
+    metavar="PERCENT",
+    help="Refuse to replace the live index with one that lost more than PERCENT% of its "
+    "indexed tuples (compaction is exempt).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Build even an empty index (no tuple indexed), or one that shrank past --max-shrink.",
+)
+@wait_option
 @json_option
 @fail_cleanly
 def build(
@@ -70,6 +87,9 @@ def build(
     rejects: str | None,
     position: str | None,
     id_order: str,
+    max_shrink: float,
+    force: bool,
+    wait: bool,
     as_json: bool,
 ) -> None:
     """Build an index from snapshot files and swap it in atomically.
@@ -77,6 +97,13 @@ def build(
     SNAPSHOT is a file of tuples (text, OpenFGA CSV, JSON or JSONL; .gz is read
     transparently) or - for stdin. A malformed record stops the build with
     FILE:LINE unless --skip-invalid.
+
+    A snapshot that indexes no tuple (an empty file, comments only, a failed
+    export) is refused, even for a first build, and so is one that indexes more
+    than --max-shrink percent fewer tuples than the live index: the live index
+    stays. --force builds them anyway. One build or compaction writes an index
+    directory at a time; another one at work makes this one fail at once, or wait
+    for it with --wait.
 
     \b
     Example:
@@ -87,13 +114,6 @@ def build(
     if rejects and not skip_invalid:
         raise click.UsageError("--rejects needs --skip-invalid")
     pos = parse_position(position)
-    reject_file = open(rejects, "w", encoding="utf-8") if rejects else None  # noqa: SIM115
-    on_reject = None
-    if reject_file is not None:
-
-        def on_reject(r: Any) -> None:
-            reject_file.write(f"# {r.source}:{r.line}: {r.reason}\n{r.text}\n")
-
     total = sum(os.path.getsize(s) for s in snapshots if s != "-" and os.path.isfile(s))
     show = sys.stderr.isatty() and total > 0 and not as_json
     bar_context: Any = (
@@ -101,22 +121,21 @@ def build(
         if show
         else contextlib.nullcontext()
     )
-    try:
-        with bar_context as bar:
-            report = build_index(
-                list(snapshots),
-                index_dir,
-                config_path,
-                format=fmt,
-                skip_invalid=skip_invalid,
-                on_reject=on_reject,
-                position=pos,
-                progress=bar.update if bar is not None else None,
-                id_order=id_order,
-            )
-    finally:
-        if reject_file is not None:
-            reject_file.close()
+    with bar_context as bar:
+        report = build_index(
+            list(snapshots),
+            index_dir,
+            config_path,
+            format=fmt,
+            skip_invalid=skip_invalid,
+            rejects=rejects,
+            position=pos,
+            progress=bar.update if bar is not None else None,
+            id_order=id_order,
+            force=force,
+            max_shrink=max_shrink / 100,
+            wait=wait,
+        )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -125,20 +144,22 @@ def build(
 
 @click.command()
 @index_option
+@wait_option
 @json_option
 @fail_cleanly
-def compact(index_path: str | None, as_json: bool) -> None:
+def compact(index_path: str | None, wait: bool, as_json: bool) -> None:
     """Fold the incremental layer into a new base and swap it in.
 
     Runs beside a live index: queries and a consumer in other processes keep going
-    (the consumer resumes from the new base's position).
+    (the consumer resumes from the new base's position). A build or compaction at
+    work makes it fail at once, or wait for it with --wait.
 
     \b
     Example:
       leopard compact --index ./idx
     """
     index_dir = need_index(index_path)
-    report = run_compaction(index_dir)
+    report = run_compaction(index_dir, wait=wait)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

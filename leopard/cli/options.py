@@ -2,7 +2,8 @@
 
 Shared options are decorators, so that commands taking the same input cannot disagree
 on its name, its environment variable or its help: ``index_option`` and ``json_option``
-on nearly every command, ``broker_options`` on ``consume`` and ``publish``,
+on nearly every command, ``wait_option`` on ``build`` and ``compact``,
+``broker_options`` on ``consume`` and ``publish``,
 ``consumer_options`` on ``consume`` and ``serve``. ``fail_cleanly`` turns the errors
 the library raises on purpose into one line on stderr and exit status 1.
 
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from ingest.codecs import CODECS
-from ingest.settings import ConsumerSettings, parse_codec_options
+from ingest.settings import ON_GAP, ConsumerSettings, parse_codec_options
 from leopard.errors import InvalidInput, LeopardError
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "json_option",
     "need_index",
     "parse_position",
+    "wait_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,6 +70,17 @@ def index_option(fn: F) -> F:
 
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+
+
+def wait_option(fn: F) -> F:
+    """--wait: for a build or compaction of the same index to finish (``build``,
+    ``compact``), instead of failing at once."""
+    return click.option(
+        "--wait",
+        is_flag=True,
+        help="If another build or compaction is writing the index, wait for it to finish "
+        "instead of failing.",
+    )(fn)
 
 
 def need_index(index_path: str | None) -> str:
@@ -179,6 +192,17 @@ def consumer_options(fn: F) -> F:
                 help="Once caught up, wait this long for more changes before the next "
                 "batch: fewer, larger batches, for that much freshness (0: none).",
             ),
+            click.option(
+                "--on-gap",
+                type=click.Choice(ON_GAP),
+                default="stop",
+                show_default=True,
+                help="When a partition's log no longer holds what the index applied up to "
+                "(the broker restarted empty, the topic was recreated, messages were "
+                "deleted unread): stop applying it, not ready, versions of it refused; "
+                "or go on from the log's earliest offset, for topics whose producers "
+                "make that safe.",
+            ),
         ]
     ):
         fn = decorator(fn)
@@ -194,6 +218,7 @@ def consumer_settings(
     dlq_topic: str | None,
     compact_threshold: int,
     linger_ms: int,
+    on_gap: str = "stop",
 ) -> ConsumerSettings:
     """The values of ``consumer_options`` as settings (shared by consume and serve)."""
     return ConsumerSettings(
@@ -205,4 +230,5 @@ def consumer_settings(
         dlq_topic=dlq_topic,
         compact_threshold=compact_threshold,
         linger_ms=linger_ms,
+        on_gap=on_gap,
     )

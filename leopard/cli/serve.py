@@ -23,6 +23,15 @@ from leopard.cli.options import (
 )
 from leopard.errors import InvalidInput
 from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG
+from leopard.http.connections import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    MAX_TIMEOUT,
+    ConnectionLimits,
+)
 from leopard.http.schemas import DEFAULT_MAX_BATCH
 from leopard.http.server import serve
 
@@ -91,6 +100,50 @@ def default_group_id(index_dir: str) -> str:
     help="Largest request body (413 beyond).",
 )
 @click.option(
+    "--max-header-bytes",
+    type=click.IntRange(min=1024),
+    default=DEFAULT_MAX_HEADER_BYTES,
+    show_default=True,
+    metavar="BYTES",
+    help="Largest request line and headers of a request, in all (431 and close beyond; "
+    "checked before the token).",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, max=MAX_TIMEOUT, min_open=True),
+    default=DEFAULT_HEADER_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time for a request's line and headers to arrive, from the connection's "
+    "opening or the previous answer (408 and close beyond).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, max=MAX_TIMEOUT, min_open=True),
+    default=DEFAULT_BODY_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time for a whole request body to arrive after its headers (408 and close beyond).",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0, max=MAX_TIMEOUT, min_open=True),
+    default=DEFAULT_IDLE_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="Close a connection that sends no byte this long after opening or after an "
+    "answer (keep-alive).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    metavar="N",
+    help="Open connections served; a new one beyond is answered 503 and closed "
+    "(lowered, with a warning, if the open-file limit has no room for them).",
+)
+@click.option(
     "--max-batch",
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_BATCH,
@@ -125,10 +178,16 @@ def serve_command(
     dlq_topic: str | None,
     compact_threshold: int,
     linger_ms: int,
+    on_gap: str,
     host: str,
     port: int,
     auth_token_file: str | None,
     max_body: int,
+    max_header_bytes: int,
+    header_timeout: float,
+    body_timeout: float,
+    idle_timeout: float,
+    max_connections: int,
     max_batch: int,
     ready_max_lag: int,
     refresh_interval: float,
@@ -168,10 +227,18 @@ def serve_command(
             dlq_topic,
             compact_threshold,
             linger_ms,
+            on_gap,
         )
     elif topics:
         raise click.UsageError("--topic needs --brokers")
     token = _read_token(auth_token_file) if auth_token_file else None
+    limits = ConnectionLimits(
+        max_header_bytes=max_header_bytes,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        idle_timeout=idle_timeout,
+        max_connections=max_connections,
+    )
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -199,6 +266,7 @@ def serve_command(
         ready_max_lag=ready_max_lag,
         refresh_interval=refresh_interval,
         access_log=access_log,
+        limits=limits,
         on_listening=announce,
     )
 

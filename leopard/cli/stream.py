@@ -45,6 +45,7 @@ def consume(
     dlq_topic: str | None,
     compact_threshold: int,
     linger_ms: int,
+    on_gap: str,
     idle_exit: float | None,
     verbose: bool,
 ) -> None:
@@ -64,7 +65,15 @@ def consume(
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     settings = consumer_settings(
-        brokers, topics, group_id, fmt, codec_options, dlq_topic, compact_threshold, linger_ms
+        brokers,
+        topics,
+        group_id,
+        fmt,
+        codec_options,
+        dlq_topic,
+        compact_threshold,
+        linger_ms,
+        on_gap,
     )
 
     def progress(stats: ConsumerStats) -> None:

@@ -14,6 +14,13 @@ Steps:
 3. collapse cycles, number groups depth-first so related groups are close, and
    compute GROUP2GROUP and GROUP2ANCESTOR in one pass each (``leopard.model.closure``);
 4. write every set to a fresh generation and swap it in (``leopard.store``).
+
+One build or compaction writes an index directory at a time (its lock is taken
+before anything is read). A build that would replace the live index with an empty
+one, or with one that lost more than ``max_shrink`` of its indexed tuples, stops
+after reading and leaves the live index alone. A full disk ends the build with one
+``StorageError`` naming the directory and the space free, the new generation
+removed.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import os
 import shutil
 import signal
 import time
+import traceback
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -41,18 +49,9 @@ from leopard.errors import InvalidInput, StorageError
 from leopard.model.closure import Graph, closures, condense, depths, dfs_order
 from leopard.model.config import Config
 from leopard.store.generations import IndexDir, base_of, dir_size, report_of
-from leopard.store.layout import (
-    FORMAT_KEY,
-    FORMAT_VERSION,
-    GROUPS_KEY,
-    META_KEY,
-    encode_int,
-    encode_meta,
-    encode_names,
-    gkey,
-    m2g_value,
-)
+from leopard.store.layout import FORMAT_VERSION, base_header, gkey, m2g_value
 from leopard.store.rocks import RocksDB
+from leopard.store.space import no_space, space_errors
 from leopard.store.writers import BaseWriter
 
 __all__ = ["BuildReport", "build_from_batches", "Position"]
@@ -112,18 +111,28 @@ def _remap(keys: np.ndarray, hi_map: np.ndarray, lo_map: np.ndarray, swap: bool)
 
 def build_from_batches(
     batches: Iterable[pa.Table],
-    path: str | Path,
+    path: str | Path | IndexDir,
     config: Config,
     *,
     position: Position | None = None,
     id_order: str = "dfs",
     rejected: Callable[[], int] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    max_shrink: float | None = None,
+    wait: bool | float = False,
+    source_state: dict[str, dict[str, Any]] | None = None,
 ) -> BuildReport:
     """Build an index at ``path`` from tuple batches and swap it in.
 
     ``id_order`` is ``"dfs"`` (related groups get nearby ids) or ``"input"`` (first
-    appearance), kept for measuring what the ordering buys.
+    appearance), kept for measuring what the ordering buys. With ``max_shrink`` (a
+    share, 0.5 for half) the build refuses, after reading, to index no tuple at all
+    or to lose more than that share of the live generation's indexed tuples; None
+    checks neither (compaction). ``wait`` is how long to wait for the directory's
+    lock: False not at all, True as long as it takes, or seconds. ``path`` may be an
+    ``IndexDir`` whose lock the caller already holds. ``position`` and
+    ``source_state`` are where the change stream resumes (a compaction carries them
+    over from the incremental layer it folds).
     """
     if id_order not in ("dfs", "input"):
         raise InvalidInput(f"id_order must be 'dfs' or 'input', not {id_order!r}")
@@ -140,9 +149,11 @@ def build_from_batches(
         if on_phase is not None:
             on_phase(name)
 
-    index_dir = IndexDir(path)
-    tmp = index_dir.prepare()
-    child: int | None = None  # the forked subject writer, until it has been waited for
+    index_dir = path if isinstance(path, IndexDir) else IndexDir(path)
+    with space_errors(index_dir.path, "starting a new generation"):
+        tmp = index_dir.prepare(wait)
+    writing = False  # reading is done: a full disk from here on is the index's
+    child: _Child | None = None  # the forked subject writer, until it has been waited for
     # Millions of short-lived ints and bytes would trigger a full collection again
     # and again; nothing built here forms reference cycles.
     gc_was_enabled = gc.isenabled()
@@ -153,6 +164,9 @@ def build_from_batches(
             col.add(batch)
         col.finish()
         phase("read")
+        if max_shrink is not None:
+            index_dir.refuse_shrink(col.indexed, col.read, max_shrink)
+        writing = True
 
         n_groups = len(col.group_names)
         n_leaves = len(col.leaf_names)
@@ -231,8 +245,8 @@ def build_from_batches(
         largest_gid, largest_n = _largest_group(cond, g2g, new_id, comp_of, by_group)
         largest = names_in_order[largest_gid] if largest_gid >= 0 else None
         if child is not None:
-            pid, child = child, None
-            _wait(pid)
+            waited, child = child, None
+            waited.wait()
         phase("write subjects")
 
         report.tuples_read = col.read
@@ -255,6 +269,7 @@ def build_from_batches(
             "format_version": FORMAT_VERSION,
             "config": json.loads(config.to_json()),
             "position": dict(position or {}),
+            "source_state": dict(source_state or {}),
             "groups": n_groups,
             "subjects": n_leaves,
             "built_at": time.time(),
@@ -263,9 +278,8 @@ def build_from_batches(
         db = RocksDB(base_of(tmp), read_only=False, bulk=True)
         try:
             writer.store(db)
-            db.put(GROUPS_KEY, encode_names(names_in_order))
-            db.put(META_KEY, encode_meta(meta))
-            db.put(FORMAT_KEY, encode_int(FORMAT_VERSION))
+            for key, value in base_header(names_in_order, meta):  # with their checksum
+                db.put(key, value)
             db.flush()
         finally:
             db.close()
@@ -276,10 +290,21 @@ def build_from_batches(
         report.seconds = round(time.perf_counter() - started, 3)
         _write_report(tmp, report)
         index_dir.publish(tmp)
-    except BaseException:
-        if child is not None:
-            _kill(child)  # before removing its directory, and so that it is no zombie
-        index_dir.abandon(tmp)
+    except BaseException as exc:
+        # Stop the child before removing its directory (and so that it is no zombie).
+        # A failure of either is noted on the original error, which is the one raised.
+        try:
+            if child is not None:
+                child.kill()
+        except Exception as cleanup:
+            exc.add_note(f"stopping the subject writer failed too: {cleanup!r}")
+        try:
+            index_dir.abandon(tmp)
+        except Exception as cleanup:
+            exc.add_note(f"removing the new generation failed too: {cleanup!r}")
+        error = index_dir.no_space(exc, tmp) if writing else None
+        if error is not None:
+            raise error from exc
         raise
     finally:
         if gc_was_enabled:
@@ -332,40 +357,70 @@ def _write_subjects(
             sname.put(key, name)
 
 
-def _fork(work: Callable[[], None]) -> int | None:
+@dataclass
+class _Child:
+    """A forked writer and the pipe on which it says why it failed."""
+
+    pid: int
+    errors: int  # read end of the pipe
+
+    def wait(self) -> None:
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            said = _read_all(self.errors).decode("utf-8", "replace").strip()
+        finally:
+            os.close(self.errors)
+        if os.waitstatus_to_exitcode(status) != 0:
+            reason = said or f"exit status {os.waitstatus_to_exitcode(status)}"
+            raise StorageError(f"writing the subjects failed in the child process: {reason}")
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:  # pragma: no cover - already gone (but not yet reaped)
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        finally:
+            os.close(self.errors)
+
+
+def _fork(work: Callable[[], None]) -> _Child | None:
     """Run ``work`` in a forked child; None where fork is unavailable.
 
     The child touches only numpy, pyroaring and its own SST writers (no RocksDB
-    database, no Arrow thread pool), so forking a threaded parent is safe here.
+    database, no Arrow thread pool), so forking a threaded parent is safe here. A
+    failure comes back as one line on a pipe (and a traceback on stderr, unless the
+    disk is full: that needs no traceback).
     """
     if not hasattr(os, "fork"):
         return None
+    read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 0
         try:
+            os.close(read_end)
             work()
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
+        except BaseException as exc:
+            if no_space(exc) is None:
+                traceback.print_exc()
+            line = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
+            try:
+                os.write(write_end, line.encode("utf-8", "replace"))
+            except OSError:
+                pass
             code = 1
         os._exit(code)
-    return pid
+    os.close(write_end)
+    return _Child(pid, read_end)
 
 
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:  # pragma: no cover - already gone (but not yet reaped)
-        pass
-    os.waitpid(pid, 0)
-
-
-def _wait(pid: int) -> None:
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise StorageError("writing the subjects failed in the child process (see above)")
+def _read_all(fd: int) -> bytes:
+    parts = []
+    while chunk := os.read(fd, 65536):
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _largest_group(

@@ -188,5 +188,8 @@ def _load(
     mem: dict[str, BitMap] = {}
     for key, value in r.base.family("m2g").items():
         if key not in changed:
-            mem[key.decode()] = m2g_groups(value)
+            try:
+                mem[key.decode()] = m2g_groups(value)
+            except ValueError as exc:  # BadValue, or a key that is no name
+                raise r.damage("m2g", key, exc, in_base=True) from None
     return g2g, mem

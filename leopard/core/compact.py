@@ -30,7 +30,8 @@ from leopard.core.build import BuildReport, build_from_batches
 from leopard.core.layers import SetReader
 from leopard.errors import LeopardError
 from leopard.model.names import SPLIT_NAME_PATTERN
-from leopard.store.layout import mask_of, split_support_key
+from leopard.store.generations import IndexDir
+from leopard.store.layout import decode_name, gkey, mask_of, split_support_key
 
 __all__ = ["compact", "export_batches", "start_compaction"]
 
@@ -44,17 +45,26 @@ def _split_names(names: list[str]) -> tuple[pa.Array, pa.Array, pa.Array]:
 
 
 def _subject_names(reader: SetReader) -> list[str]:
-    names = [v.decode() for _, v in reader.base.family("sname").items()]
+    names: list[str] = []
+    for key, value in reader.base.family("sname").items():
+        if key != gkey(len(names)):  # ids follow one another from 0
+            reason = f"the subject names skip id {len(names)}"
+            raise reader.damage("sname", key, reason, in_base=True)
+        names.append(reader.decode("sname", key, value, decode_name, in_base=True))
     for sid in range(len(names), reader.next_subject()):
         names.append(reader.subject_name(sid))
     return names
 
 
 def _support(reader: SetReader) -> dict[bytes, int]:
-    masks = {k: mask_of(v) for k, v in reader.base.family("support").items()}
+    masks = {
+        k: reader.decode("support", k, v, mask_of, in_base=True)
+        for k, v in reader.base.family("support").items()
+    }
     for key, value in reader.overlay.sets.get("support", {}).items():
-        if value:
-            masks[key] = mask_of(value)
+        mask = reader.mask(key, value)
+        if mask is not None:
+            masks[key] = mask
         else:
             masks.pop(key, None)
     return masks
@@ -119,14 +129,33 @@ def export_batches(reader: SetReader) -> Iterator[pa.Table]:
         yield pa.Table.from_arrays(arrays, names=list(COLUMNS))
 
 
-def compact(path: str | Path) -> BuildReport:
-    """Fold the incremental layer of the index at ``path`` into a new base, swapped in."""
-    reader = SetReader.open(path)
+def compact(path: str | Path, *, wait: bool | float = False) -> BuildReport:
+    """Fold the incremental layer of the index at ``path`` into a new base, swapped in.
+
+    The directory's lock is taken before the live generation is read, so that a
+    build cannot swap in a newer index meanwhile (which this one would then replace
+    with an older state). ``wait`` is as for ``build_from_batches``: by default a
+    build or compaction at work makes this one fail at once.
+    """
+    index_dir = IndexDir(path)
+    index_dir.current()  # IndexNotFound before anything is created
+    index_dir.acquire(wait)
     try:
-        position = dict(reader.position)
-        return build_from_batches(export_batches(reader), path, reader.config, position=position)
+        reader = SetReader.open(path)
+        try:
+            position = dict(reader.position)
+            batches = export_batches(reader)
+            return build_from_batches(
+                batches,
+                index_dir,
+                reader.config,
+                position=position,
+                source_state=reader.source_state,
+            )
+        finally:
+            reader.close()
     finally:
-        reader.close()
+        index_dir.release()  # if the build did not get as far as letting it go
 
 
 def start_compaction(path: str | Path) -> subprocess.Popen[bytes]:

@@ -31,12 +31,15 @@ def wait_steps(
     *,
     poll: float = POLL,
     clock: Callable[[], float] = time.monotonic,
+    gaps: Callable[[], dict[str, str]] = dict,
 ) -> Generator[float, None, str]:
     """Pauses to wait between looks at ``position()`` until it reaches ``token``.
 
     Yields how long to wait before looking again (the driver may be woken earlier);
     returns the version once reached; raises ``StaleIndex`` after ``timeout`` seconds
-    and ``InvalidInput`` for a token that is not one.
+    and ``InvalidInput`` for a token that is not one. ``gaps`` names partitions
+    stopped at a gap in their log (left out of ``position()``): the message of a
+    refusal says so for every one the token names.
     """
     wanted = decode_token(token)
     deadline = clock() + max(0.0, timeout)
@@ -46,9 +49,11 @@ def wait_steps(
         left = deadline - clock()
         if left <= 0:
             current = version()
+            stopped = gaps()
+            why = "".join(f"; {stopped[p]}" for p in sorted(wanted) if p in stopped)
             raise StaleIndex(
                 f"the index has not reached version {token} within {timeout:g} s "
-                f"(it is at {current})",
+                f"(it is at {current}){why}",
                 current=current,
             )
         yield min(left, poll)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
+from leopard.core.batchwork import Work
 from leopard.core.layers import SetReader, open_delta
 from leopard.errors import InvalidInput
 from leopard.model.closure import Graph, condense
@@ -40,14 +41,15 @@ from leopard.store.layout import (
     NEXT_SUBJECT_KEY,
     POSITION_KEY,
     SEQ_KEY,
+    SOURCE_STATE_KEY,
     encode_int,
     encode_position,
+    encode_source_state,
     gkey,
     m2g_value,
-    mask_of,
     mask_value,
+    merge_source_state,
     new_group_key,
-    split_m2g,
     support_key,
 )
 from leopard.store.rocks import RocksDB
@@ -77,128 +79,6 @@ class ApplyReport:
     skipped_reasons: dict[str, int] = field(default_factory=dict)
 
 
-class _Work:
-    """The sets one batch changes: copies of closures and edges (the state before the
-    batch stays readable), member sets changed in place (see ``bitmap``)."""
-
-    def __init__(
-        self,
-        reader: SetReader,
-        read: Callable[[str, int], BitMap],
-        take: Callable[[str, int], BitMap],
-    ) -> None:
-        self.r = reader
-        self.read = read  # the writer's cached, read-only ``reader.bitmap``
-        self.take = take  # the writer's cached set itself, to change in place
-        self.sets: dict[tuple[str, int], BitMap] = {}  # (family, group id) -> set
-        self.dirty: set[tuple[str, int]] = set()
-        self.m2g: dict[str, tuple[int, BitMap]] = {}
-        self.m2g_dirty: set[str] = set()
-        self.support: dict[bytes, int] = {}
-        self.stored_support: dict[bytes, bytes | None] = {}  # read ahead by prefetch
-        self.support_entries: set[bytes] = set()  # keys stored with a non-empty mask
-        self.unknown: set[str] = set()  # subjects the index had no entry for
-        self.new_groups: list[str] = []
-        self.new_group_ids: dict[str, int] = {}
-        self.new_subjects: dict[int, str] = {}
-        self.next_subject = reader.next_subject()
-
-    def bitmap(self, family: str, gid: int, *, write: bool = False) -> BitMap:
-        """The batch's copy of a set; ``write=True`` marks it for persisting.
-
-        Member sets, which nothing reads as they were before the batch, are changed
-        in the writer's cache directly: a big group's set is not copied every batch.
-        """
-        key = (family, gid)
-        bm = self.sets.get(key)
-        if bm is None:
-            if family == "g2m":
-                bm = self.sets[key] = self.take(family, gid)
-            else:
-                bm = self.sets[key] = BitMap(self.read(family, gid))
-        if write:
-            self.dirty.add(key)
-        return bm
-
-    def group_id(self, name: str) -> int | None:
-        gid = self.r.group_id(name)
-        return gid if gid is not None else self.new_group_ids.get(name)
-
-    def ensure_group(self, name: str) -> int:
-        gid = self.group_id(name)
-        if gid is None:
-            gid = self.r.group_count() + len(self.new_groups)
-            self.new_groups.append(name)
-            self.new_group_ids[name] = gid
-            for fam in ("g2g", "g2a"):
-                self.sets[(fam, gid)] = BitMap([gid])
-                self.dirty.add((fam, gid))
-            for fam in ("child", "parent", "g2m"):
-                self.sets[(fam, gid)] = BitMap()
-        return gid
-
-    def subject(self, name: str, create: bool) -> tuple[int, BitMap] | None:
-        got = self.m2g.get(name)
-        if got is not None:
-            return got
-        found = None if name in self.unknown else self.r.m2g(name)
-        if found is not None:
-            got = found  # deserialized for this batch alone: safe to change
-        elif create:
-            sid = self.next_subject
-            self.next_subject += 1
-            self.new_subjects[sid] = name
-            got = (sid, BitMap())
-        else:
-            return None
-        self.m2g[name] = got
-        return got
-
-    def mask(self, key: bytes, present: bool) -> int:
-        if key in self.support:
-            return self.support[key]
-        if not present:  # an absent edge is fed by nothing and has no entry: no read
-            return 0
-        stored = self.stored_support
-        raw = stored[key] if key in stored else self.r.raw("support", key)
-        if raw:
-            self.support_entries.add(key)
-            return mask_of(raw)
-        return 1
-
-    def prefetch(
-        self, edges: list[tuple[Edge, bool]], read_many: Callable[[str, Iterable[int]], None]
-    ) -> None:
-        """Read what the member edges of a batch need with a few multi-gets instead
-        of a point read each: the subjects' direct groups, the groups' member sets
-        (into the writer's cache, through ``read_many``) and the support masks."""
-        r = self.r
-        names = list({e.subject for e, _ in edges if not e.nested} - self.m2g.keys())
-        for name, raw in zip(names, r.raw_many("m2g", [n.encode() for n in names]), strict=True):
-            if raw:
-                self.m2g[name] = split_m2g(raw)
-            else:
-                self.unknown.add(name)
-        group_id = r.group_id
-        gids: set[int] = set()
-        keys: list[bytes] = []
-        m2g = self.m2g
-        for e, _ in edges:
-            if e.nested:
-                continue
-            gid = group_id(e.group)
-            if gid is None:
-                continue
-            gids.add(gid)
-            if e.bit is not None:
-                got = m2g.get(e.subject)
-                if got is not None and gid in got[1]:
-                    keys.append(support_key(gid, False, got[0]))
-        read_many("g2m", gids)
-        if keys:
-            self.stored_support.update(zip(keys, r.raw_many("support", keys), strict=True))
-
-
 class DeltaWriter:
     """Applies change batches to the incremental layer of one index generation."""
 
@@ -225,7 +105,11 @@ class DeltaWriter:
     # -- applying -----------------------------------------------------------------------
 
     def apply(
-        self, changes: Iterable[tuple[str, RelationTuple]], position: dict[str, int] | None = None
+        self,
+        changes: Iterable[tuple[str, RelationTuple]],
+        position: dict[str, int] | None = None,
+        *,
+        source_state: dict[str, dict[str, Any]] | None = None,
     ) -> ApplyReport:
         """Apply ``(op, tuple)`` changes in order and persist them with ``position``.
 
@@ -246,7 +130,7 @@ class DeltaWriter:
             self._cache.clear()
             self._cache_overlay = self.reader.overlay
         try:
-            self._apply(last, rep, position)
+            self._apply(last, rep, position, source_state)
         except BaseException:
             self._cache.clear()  # its member sets may hold changes that were not persisted
             raise
@@ -254,9 +138,13 @@ class DeltaWriter:
         return rep
 
     def _apply(
-        self, last: dict[RelationTuple, str], rep: ApplyReport, position: dict[str, int] | None
+        self,
+        last: dict[RelationTuple, str],
+        rep: ApplyReport,
+        position: dict[str, int] | None,
+        source_state: dict[str, dict[str, Any]] | None,
     ) -> None:
-        w = _Work(self.reader, self._read, self._take)
+        w = Work(self.reader, self._read, self._take)
         config, feeding_of = self.config, self._feeding
         work: list[tuple[Edge, bool]] = []
         for t, op in last.items():
@@ -284,11 +172,9 @@ class DeltaWriter:
             self._rederive(w, changed_edges)
         rep.new_groups = len(w.new_groups)
         rep.new_subjects = len(w.new_subjects)
-        rep.sets_written = self._persist(w, position)
+        rep.sets_written = self._persist(w, position, source_state)
 
-    def _edge_support(
-        self, w: _Work, key: bytes, present: bool, bit: int | None, add: bool
-    ) -> bool:
+    def _edge_support(self, w: Work, key: bytes, present: bool, bit: int | None, add: bool) -> bool:
         """Update the support mask of an edge; whether the edge exists afterwards."""
         if bit is None:
             return add
@@ -297,7 +183,7 @@ class DeltaWriter:
         w.support[key] = mask
         return mask != 0
 
-    def _nested(self, w: _Work, e: Edge, add: bool, changed: list[tuple[int, int]]) -> bool:
+    def _nested(self, w: Work, e: Edge, add: bool, changed: list[tuple[int, int]]) -> bool:
         if add:
             p, c = w.ensure_group(e.group), w.ensure_group(e.subject)
         else:
@@ -320,7 +206,7 @@ class DeltaWriter:
         changed.append((p, c))
         return True
 
-    def _member(self, w: _Work, e: Edge, add: bool) -> bool:
+    def _member(self, w: Work, e: Edge, add: bool) -> bool:
         if add:
             gid: int | None = w.ensure_group(e.group)
         else:
@@ -344,7 +230,7 @@ class DeltaWriter:
         w.m2g_dirty.add(e.subject)
         return True
 
-    def _rederive(self, w: _Work, changed: list[tuple[int, int]]) -> None:
+    def _rederive(self, w: Work, changed: list[tuple[int, int]]) -> None:
         up = BitMap.union(BitMap(), *(self._old(w, "g2a", p) for p, _ in changed))
         down = BitMap.union(BitMap(), *(self._old(w, "g2g", c) for _, c in changed))
         self._region(w, up, "child", "g2g")
@@ -368,12 +254,12 @@ class DeltaWriter:
             return
         if len(cache) + len(missing) >= _READ_CACHE_LIMIT:
             cache.clear()
-        raws = self.reader.raw_many(family, [gkey(g) for g in missing])
-        for gid, raw in zip(missing, raws, strict=True):
-            cache[(family, gid)] = BitMap.deserialize(raw) if raw else BitMap()
+        keys = [gkey(g) for g in missing]
+        for gid, key, raw in zip(missing, keys, self.reader.raw_many(family, keys), strict=True):
+            cache[(family, gid)] = self.reader.set_value(family, key, raw)
 
     def _take(self, family: str, gid: int) -> BitMap:
-        """The cached set itself, for ``_Work.bitmap`` to change in place; a failed
+        """The cached set itself, for ``Work.bitmap`` to change in place; a failed
         batch empties the cache (see ``apply``)."""
         key = (family, gid)
         bm = self._cache.get(key)
@@ -382,13 +268,13 @@ class DeltaWriter:
             self._cache[key] = bm
         return bm
 
-    def _old(self, w: _Work, family: str, gid: int) -> BitMap:
+    def _old(self, w: Work, family: str, gid: int) -> BitMap:
         """A closure as it was before this batch (new groups: just themselves)."""
         if gid >= self.reader.group_count():
             return BitMap([gid])
         return self._read(family, gid)
 
-    def _region(self, w: _Work, region: BitMap, edges: str, family: str) -> None:
+    def _region(self, w: Work, region: BitMap, edges: str, family: str) -> None:
         """Recompute ``family`` closures of every group in ``region`` over ``edges``."""
         nodes = list(region)
         local = {g: i for i, g in enumerate(nodes)}
@@ -423,7 +309,7 @@ class DeltaWriter:
                 w.sets[key] = new
                 w.dirty.add(key)
 
-    def _reads(self, w: _Work, family: str) -> Callable[[int], BitMap]:
+    def _reads(self, w: Work, family: str) -> Callable[[int], BitMap]:
         """The current set of one family as a plain function, for the hot loop of
         ``_region`` (up to millions of calls a batch); valid until ``w.sets`` changes."""
         batch = {gid: bm for (f, gid), bm in w.sets.items() if f == family}
@@ -441,7 +327,12 @@ class DeltaWriter:
 
     # -- persisting ---------------------------------------------------------------------
 
-    def _persist(self, w: _Work, position: dict[str, int] | None) -> int:
+    def _persist(
+        self,
+        w: Work,
+        position: dict[str, int] | None,
+        source_state: dict[str, dict[str, Any]] | None,
+    ) -> int:
         r = self.reader
         wb = self.db.batch()
         updates: dict[str, dict[bytes, bytes | None]] = {}
@@ -485,8 +376,12 @@ class DeltaWriter:
         wb.put_default(POSITION_KEY, encode_position(new_position))
         wb.put_default(NEXT_SUBJECT_KEY, encode_int(w.next_subject))
         wb.put_default(SEQ_KEY, encode_int(seq))
+        state = None
+        if source_state:
+            state = merge_source_state(r.source_state, source_state)
+            wb.put_default(SOURCE_STATE_KEY, encode_source_state(state))
         self.db.write(wb)
-        r.apply_overlay(updates, w.new_groups, w.next_subject, new_position, seq)
+        r.apply_overlay(updates, w.new_groups, w.next_subject, new_position, seq, state)
         cache = self._cache
         if len(cache) + len(w.dirty) >= _READ_CACHE_LIMIT:
             cache.clear()

@@ -108,8 +108,15 @@ class Index:
 
     @property
     def position(self) -> dict[str, int]:
-        """Per ``topic:partition``, the next offset to apply."""
-        return dict(self._r.position)
+        """Per ``topic:partition``, the next offset to apply; a partition stopped at a
+        gap in its log is left out (see ``gaps``): no version of it is vouched for."""
+        return dict(self._r.served_position())
+
+    @property
+    def gaps(self) -> dict[str, str]:
+        """Partitions whose log lost changes the index has not applied: partition ->
+        what the gap is. Until resolved, a version naming one is never reached."""
+        return dict(self._r.gaps)
 
     @property
     def version(self) -> str:
@@ -173,7 +180,12 @@ class Index:
         applied batch; elsewhere it re-reads the incremental layer every ``poll`` s.
         """
         steps = wait_steps(
-            lambda: self._r.position, lambda: self.version, token, timeout, poll=poll
+            lambda: self._r.served_position(),
+            lambda: self.version,
+            token,
+            timeout,
+            poll=poll,
+            gaps=lambda: self._r.gaps,
         )
         try:
             while True:

@@ -9,6 +9,9 @@ so readers hold it in memory: a lookup costs one dict probe before the RocksDB g
 Ids: groups and subjects keep their base ids; ones first seen in the stream get
 ids after the base's. Base subject ids follow name order, which makes a page of
 ``members_of`` a range of ids; subjects added later are merged in by name.
+
+Every value is checked where it is read: a damaged one raises ``StorageError`` naming
+the family, the key and the database, never reads as an absent or empty set.
 """
 
 from __future__ import annotations
@@ -17,97 +20,44 @@ import json
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pyroaring import BitMap
 
+from leopard.core.overlay import Overlay, Updates, load_overlay, open_delta
 from leopard.errors import StorageError
 from leopard.model.config import Config
 from leopard.model.tokens import encode_token
 from leopard.store.generations import IndexDir, base_of, delta_of, dir_size, report_of
 from leopard.store.layout import (
-    FAMILIES,
-    FORMAT_KEY,
-    GROUPS_KEY,
-    META_KEY,
-    NEW_GROUP_PREFIX,
-    NEXT_SUBJECT_KEY,
-    POSITION_KEY,
+    BASE_KEYS,
     SEQ_KEY,
     SET_FAMILIES,
-    check_format,
-    decode_int,
-    decode_meta,
-    decode_names,
-    decode_position,
+    BadValue,
+    check_header,
+    damaged,
+    decode_bitmap,
+    decode_name,
+    encode_int,
+    gid_of,
     gkey,
     m2g_groups,
     m2g_id,
+    mask_of,
     split_m2g,
 )
-from leopard.store.rocks import RocksDB, list_families
+from leopard.store.rocks import RocksDB
 
 __all__ = ["SetReader", "Overlay", "Updates", "open_delta", "load_overlay"]
 
-#: the sets a batch replaced, by family and key (None: absent now)
-Updates = dict[str, dict[bytes, bytes | None]]
 Listener = Callable[[Updates], None]
-
-
-def open_delta(
-    generation: Path, *, read_only: bool, secondary: str | None = None
-) -> RocksDB | None:
-    """The incremental layer's RocksDB of a generation (None if read-only and absent)."""
-    path = delta_of(generation)
-    if not read_only:
-        return RocksDB(path, read_only=False, cache_bytes=64 << 20)
-    for attempt in range(_READ_ATTEMPTS):
-        if not (path / "CURRENT").exists():
-            return None
-        try:
-            # A writer opening the delta for the first time creates the database
-            # before its column families; until they all exist it has written
-            # nothing, and a read-only open naming them all would fail.
-            if not set(list_families(path)).issuperset(FAMILIES):
-                return None
-            return RocksDB(path, read_only=True, cache_bytes=64 << 20, secondary=secondary)
-        except Exception as exc:
-            # A read-only open reads the list of live files from the MANIFEST, and a
-            # writer in another process (the consumer) may delete some of them
-            # meanwhile, flushing or compacting: "Corruption: Can't access ...sst".
-            # That passes; the next attempt reads the new list.
-            if attempt == _READ_ATTEMPTS - 1:
-                if isinstance(exc, StorageError):
-                    raise
-                raise StorageError(
-                    f"cannot read the incremental layer at {str(path)!r}: {exc}"
-                ) from exc
-            time.sleep(0.01 * 2**attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-_READ_ATTEMPTS = 6  # about 0.3 s of retries in all
-
-
-def load_overlay(db: RocksDB, overlay: Overlay) -> None:
-    """Read a whole incremental layer into memory."""
-    for family in SET_FAMILIES:
-        fam = overlay.sets.setdefault(family, {})
-        for key, value in db.family(family).items():
-            fam[key] = value
-    raw = db.get(POSITION_KEY)
-    if raw:
-        overlay.position = decode_position(raw)
-    raw = db.get(NEXT_SUBJECT_KEY)
-    overlay.next_subject = decode_int(raw) if raw else None
-    overlay.seq = decode_int(db.get(SEQ_KEY))
-    overlay.group_names = [value.decode() for _, value in db.scan(NEW_GROUP_PREFIX)]
+_T = TypeVar("_T")
 
 
 _EMPTY = BitMap()
+_EVERY_GROUP = ("g2g", "g2a")  # families with a value for every group
 
 
 def _clamp(bm: BitMap, lo: int, hi: int) -> BitMap:
@@ -117,31 +67,6 @@ def _clamp(bm: BitMap, lo: int, hi: int) -> BitMap:
     i = bm.rank(lo - 1) if lo > 0 else 0
     j = bm.rank(hi - 1)
     return bm[i:j]
-
-
-class Overlay:
-    """Sets changed since the base, as raw serialized bytes, by family and key.
-
-    ``None`` as a value means "absent in the new state" (a subject with no groups
-    left); a missing key means "unchanged, read the base".
-    """
-
-    def __init__(self) -> None:
-        self.sets: dict[str, dict[bytes, bytes | None]] = {}
-        self.group_names: list[str] = []  # groups added after the base, in id order
-        self.group_ids: dict[str, int] = {}
-        self.next_subject: int | None = None
-        self.position: dict[str, int] = {}
-        self.seq = 0
-
-    def get(self, family: str, key: bytes) -> tuple[bool, bytes | None]:
-        fam = self.sets.get(family)
-        if fam is None or key not in fam:
-            return False, None
-        return True, fam[key]
-
-    def size(self) -> int:
-        return sum(len(f) for f in self.sets.values())
 
 
 class SetReader:
@@ -154,6 +79,7 @@ class SetReader:
         base: RocksDB,
         meta: dict[str, Any],
         *,
+        groups: list[str],
         lock: threading.RLock | None = None,
     ) -> None:
         self.path = path
@@ -161,11 +87,12 @@ class SetReader:
         self.base = base
         self.meta = meta
         self.config = Config.model_validate(meta.get("config", {}))
-        self.base_groups: list[str] = decode_names(base.get(GROUPS_KEY))
+        self.base_groups: list[str] = groups
         self.base_group_ids = {n: i for i, n in enumerate(self.base_groups)}
         self.base_subjects = int(meta.get("subjects", 0))
         self.overlay = Overlay()
         self.overlay.position = dict(meta.get("position", {}))
+        self.overlay.source_state = dict(meta.get("source_state", {}))
         # Queries take it, and apply_overlay takes it to install a batch, so a query
         # never sees half a batch; an Index passes its own, shared by every
         # generation it serves in turn.
@@ -179,16 +106,18 @@ class SetReader:
     @classmethod
     def open(cls, path: str | Path, *, lock: threading.RLock | None = None) -> SetReader:
         p = Path(path)
-        gen = IndexDir(p).current()
+        directory = IndexDir(p)
+        directory.tidy()  # leftovers of crashed builds, when no build runs
+        gen = directory.current()
         base = RocksDB(base_of(gen), read_only=True, cache_bytes=1 << 30)
         try:
-            check_format(base.get(FORMAT_KEY), str(p))
-            meta = decode_meta(base.get(META_KEY))
+            header = {key: base.get(key) for key in BASE_KEYS}
+            meta, groups = check_header(header, p, base.where)
+            reader = cls(p, gen, base, meta, groups=groups, lock=lock)
+            reader._load_delta()
         except BaseException:
             base.close()
             raise
-        reader = cls(p, gen, base, meta, lock=lock)
-        reader._load_delta()
         return reader
 
     def _load_delta(self) -> None:
@@ -198,7 +127,8 @@ class SetReader:
         try:
             fresh = Overlay()
             fresh.position = dict(self.meta.get("position", {}))
-            load_overlay(delta, fresh)
+            fresh.source_state = dict(self.meta.get("source_state", {}))
+            load_overlay(delta, fresh, index=self.path, first_group=len(self.base_groups))
         finally:
             delta.close()
         self._install(fresh)
@@ -234,12 +164,13 @@ class SetReader:
         if delta is None:
             return False
         delta.catch_up()
-        seq = decode_int(delta.get(SEQ_KEY))
-        if seq == self.overlay.seq:
+        seq = delta.get(SEQ_KEY)  # damaged: not equal, and load_overlay says what
+        if (b"0" if seq is None else seq) == encode_int(self.overlay.seq):
             return False
         fresh = Overlay()
         fresh.position = dict(self.meta.get("position", {}))
-        load_overlay(delta, fresh)
+        fresh.source_state = dict(self.meta.get("source_state", {}))
+        load_overlay(delta, fresh, index=self.path, first_group=len(self.base_groups))
         self._install(fresh)
         return True
 
@@ -268,6 +199,7 @@ class SetReader:
         next_subject: int,
         position: dict[str, int],
         seq: int,
+        source_state: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Install one persisted batch in memory, atomically for readers holding the lock."""
         ov = self.overlay
@@ -280,23 +212,53 @@ class SetReader:
                 ov.group_ids[name] = first + i
             ov.next_subject = next_subject
             ov.position = position
+            if source_state is not None:
+                ov.source_state = source_state
             ov.seq = seq
             for listener in self.listeners:
                 listener(updates)
 
     @property
     def position(self) -> dict[str, int]:
+        """Per partition, the next offset to apply (the position the writer resumes at)."""
         return self.overlay.position
+
+    @property
+    def source_state(self) -> dict[str, dict[str, Any]]:
+        return self.overlay.source_state
+
+    @property
+    def gaps(self) -> dict[str, str]:
+        """Partitions stopped at a gap in their log: partition -> what the gap is."""
+        return self.overlay.source_state.get("gaps", {})
+
+    def served_position(self) -> dict[str, int]:
+        """The position answers reflect: without partitions stopped at a gap, whose
+        versions cannot be vouched for (a token naming one is never reached)."""
+        gaps = self.overlay.source_state.get("gaps")
+        position = self.overlay.position
+        if not gaps:
+            return position
+        return {k: v for k, v in position.items() if k not in gaps}
 
     def token(self) -> str:
         # encoding costs more than a check; a token changes only with the overlay
         key = (id(self.overlay), self.overlay.seq)
         if self._token_key != key:
-            self._token = encode_token(self.position)
+            self._token = encode_token(self.served_position())
             self._token_key = key
         return self._token
 
     # -- raw reads ----------------------------------------------------------------------
+
+    def damage(
+        self, family: str, key: bytes, reason: object, *, in_base: bool | None = None
+    ) -> StorageError:
+        """The error of a damaged value, naming its database (by default the delta if it has it)."""
+        if in_base is None:
+            in_base = not self.overlay.get(family, key)[0]
+        where = self.base.where if in_base else delta_of(self.generation)
+        return damaged(self.path, where, family, key, reason)
 
     def _get(self, family: str, key: bytes) -> bytes | None:
         hit, value = self.overlay.get(family, key)
@@ -318,30 +280,73 @@ class SetReader:
                 out[i] = value
         return out
 
+    def decode(
+        self,
+        family: str,
+        key: bytes,
+        raw: bytes,
+        decoder: Callable[[bytes], _T],
+        *,
+        in_base: bool | None = None,
+    ) -> _T:
+        """``decoder(raw)`` of a value of ``family`` at ``key``; StorageError if damaged."""
+        try:
+            return decoder(raw)
+        except BadValue as exc:
+            raise self.damage(family, key, exc, in_base=in_base) from None
+
     def bitmap(self, family: str, gid: int) -> BitMap:
-        raw = self._get(family, gkey(gid))
-        return BitMap.deserialize(raw) if raw else _EMPTY
+        """A group's set of ``family`` (never change the result); absent: empty."""
+        key = gkey(gid)
+        raw = self._get(family, key)
+        if raw:
+            try:
+                return BitMap.deserialize(raw)
+            except Exception:  # pyroaring: ValueError; set_value says why
+                pass
+        return self.set_value(family, key, raw)
+
+    def set_value(self, family: str, key: bytes, raw: bytes | None) -> BitMap:
+        """The set of a value read with ``raw``/``raw_many`` (None: empty, unless required)."""
+        if raw is None:
+            if family not in _EVERY_GROUP or gid_of(key) >= self.group_count():
+                return _EMPTY
+            raise self.damage(family, key, "no value (every group has one)")
+        return self.decode(family, key, raw, decode_bitmap)
 
     def m2g(self, subject: str) -> tuple[int, BitMap] | None:
         """The id and direct groups of a leaf subject, or None when unknown."""
-        raw = self._get("m2g", subject.encode())
-        if not raw:
-            return None
-        return split_m2g(raw)
+        key = subject.encode()
+        raw = self._get("m2g", key)
+        return None if raw is None else self.decode("m2g", key, raw, split_m2g)
 
     def m2g_groups(self, subject: str) -> BitMap | None:
         """Just the direct groups of a leaf subject (the hot path of ``check``)."""
         key = subject.encode()
         fam = self.overlay.sets.get("m2g")
         raw = fam[key] if fam is not None and key in fam else self._families["m2g"].get(key)
-        return m2g_groups(raw) if raw else None
+        if raw is None:
+            return None
+        try:
+            return m2g_groups(raw)
+        except BadValue as exc:
+            raise self.damage("m2g", key, exc) from None
 
     def m2g_groups_many(self, subjects: list[str]) -> dict[str, BitMap | None]:
         """``m2g_groups`` of many subjects with one RocksDB multi-get."""
-        raws = self.raw_many("m2g", [name.encode() for name in subjects])
+        keys = [name.encode() for name in subjects]
+        raws = self.raw_many("m2g", keys)
         return {
-            name: m2g_groups(raw) if raw else None for name, raw in zip(subjects, raws, strict=True)
+            name: None if raw is None else self.decode("m2g", key, raw, m2g_groups)
+            for name, key, raw in zip(subjects, keys, raws, strict=True)
         }
+
+    def mask(self, key: bytes, raw: bytes | None) -> int | None:
+        """The support mask of a value read with ``raw``/``raw_many`` (None: no entry;
+        the delta writes an empty value over an entry it drops, the base never does)."""
+        if raw is None or (not raw and self.overlay.get("support", key)[0]):
+            return None
+        return self.decode("support", key, raw, mask_of)
 
     # -- names --------------------------------------------------------------------------
 
@@ -352,29 +357,33 @@ class SetReader:
         return gid
 
     def group_name(self, gid: int) -> str:
-        n = len(self.base_groups)
-        return self.base_groups[gid] if gid < n else self.overlay.group_names[gid - n]
+        return self.group_names([gid])[0]
 
     def group_names(self, gids: Iterable[int]) -> list[str]:
         names = self.base_groups
         n = len(names)
         extra = self.overlay.group_names
-        return [names[g] if g < n else extra[g - n] for g in gids]
+        try:
+            return [names[g] if g < n else extra[g - n] for g in gids]
+        except IndexError:
+            reason = f"a stored set holds a group id past its {self.group_count()} groups"
+        raise StorageError(f"index at {self.path} is damaged: {reason}")
 
     def group_count(self) -> int:
         return len(self.base_groups) + len(self.overlay.group_names)
 
     def subject_name(self, sid: int) -> str:
-        raw = self._get("sname", gkey(sid))
+        key = gkey(sid)
+        raw = self._get("sname", key)
         if raw is None:
-            raise StorageError(f"index at {self.path} has no name for subject id {sid}")
-        return raw.decode()
+            raise self.damage("sname", key, "no name for a subject id a stored set holds")
+        return self.decode("sname", key, raw, decode_name)
 
     def _first_base_id_after(self, after: str) -> int:
         """The smallest base subject id whose name sorts after ``after``."""
         for key, value in self._families["m2g"].items(start=after.encode()):
-            if key.decode() > after:
-                return m2g_id(value)
+            if key.decode(errors="replace") > after:
+                return self.decode("m2g", key, value, m2g_id, in_base=True)
         return self.base_subjects
 
     def subject_page(self, members: BitMap, *, limit: int | None, after: str | None) -> list[str]:
@@ -399,7 +408,10 @@ class SetReader:
 
     def stats(self) -> dict[str, Any]:
         report_path = report_of(self.generation)
-        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+        try:
+            report = json.loads(report_path.read_bytes()) if report_path.exists() else {}
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"index at {self.path} is damaged: {report_path}: {exc}") from None
         return {
             "path": str(self.path),
             "generation": self.generation.name,

@@ -20,12 +20,16 @@ are safe beside a consumer thread that applies batches in place.
 Errors: anything a client can send gets a 4xx with ``{"error", "detail"}`` naming
 the bad value; a 503 says the index cannot answer now (a version not reached in
 time, a failing store); a 500 means a fault of the server and is logged with its
-traceback.
+traceback. A failing store (``StorageError``, ``IndexNotFound``) is also remembered:
+``/readyz`` turns not ready, naming it (see ``Handlers.readiness``).
 
 Security: no endpoint writes. With a bearer token configured, every route but the
-probes needs it (``auth``). Bodies are limited (``max_body``, 413), batches too
-(``max_batch``, 413), query strings to 16 KiB (414), and a wait for ``at_least`` to
-``MAX_WAIT_CAP`` seconds.
+probes needs it (``auth``); the header ``Authorization`` given twice is refused. Bodies
+are limited (``max_body``, 413), batches too (``max_batch``, 413), query strings to
+16 KiB (414), and a wait for ``at_least`` to ``MAX_WAIT_CAP`` seconds. What comes
+before a request reaches the app (the size and pace of heads and bodies, the number of
+connections) is bounded by the connection protocol ``server`` runs uvicorn with
+(``connections``).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from leopard.core.index import Index
-from leopard.errors import InvalidInput
+from leopard.errors import IndexNotFound, InvalidInput, StorageError
 from leopard.http import schemas as S
 from leopard.http.auth import BearerAuth
 from leopard.http.errors import ClientGone, HttpError, error_answer
@@ -59,6 +63,8 @@ DEFAULT_MAX_BODY = 4 << 20
 #: /readyz fails while the consumer is more than this many messages behind
 DEFAULT_READY_LAG = 10_000
 
+#: errors that say the index itself failed, not the request: /readyz reports them
+_DAMAGE = (StorageError, IndexNotFound)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"})
 _JSON = b"application/json"
 
@@ -107,6 +113,7 @@ class LeopardService:
             index,
             self.waits,
             consumer=consumer,
+            refresher=self.refresher,
             metrics=registry(Collector(self.metrics, index, consumer)),
             openapi=self.openapi,
             max_body=max_body,
@@ -162,6 +169,8 @@ class LeopardService:
             return
         except Exception as exc:
             status, body, headers = error_answer(exc, method, path)
+            if isinstance(exc, _DAMAGE):
+                self.handlers.index_failed(exc)  # /readyz says so from now on
         await send(
             {
                 "type": "http.response.start",

@@ -3,7 +3,8 @@
 With a token configured, every path needs ``Authorization: Bearer <token>``, unknown
 paths included, except the public ones (``/healthz`` and ``/readyz``: probes of
 orchestrators rarely carry credentials, and those two tell only whether the process
-is up and keeping up). A missing or wrong token is a 401 with ``WWW-Authenticate``.
+is up and keeping up). A missing or wrong token is a 401 with ``WWW-Authenticate``;
+an ``Authorization`` header given more than once is a 400, whatever the values.
 """
 
 from __future__ import annotations
@@ -36,8 +37,15 @@ class BearerAuth:
         given = None
         for name, value in scope["headers"]:
             if name == b"authorization":
+                if given is not None:
+                    # Which one would count? A proxy may check one and this server the
+                    # other: refused, whatever the values.
+                    raise HttpError(
+                        400,
+                        "invalid_request",
+                        "the Authorization header is given more than once; send it once",
+                    )
                 given = value
-                break
         if given is None:
             raise HttpError(
                 401,

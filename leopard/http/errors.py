@@ -67,5 +67,24 @@ def error_answer(exc: Exception, method: str, path: str) -> tuple[int, bytes, He
     if isinstance(exc, StaleIndex):
         token = exc.current  # the version reached, so the client knows how far it got
     elif status >= 500:
-        log.error("%s %s failed: %s", method, path, exc, exc_info=exc)
+        _log_once(exc, method, path)
     return status, error_body(code, str(exc), token), []
+
+
+_LOGGED: dict[str, int] = {}  # message -> times seen since it was last logged in full
+_LOG_EVERY = 1000
+
+
+def _log_once(exc: Exception, method: str, path: str) -> None:
+    """Log a failure of ours in full the first time its message is seen, then one line
+    every ``_LOG_EVERY`` times: a damaged index fails every query the same way, and a
+    traceback per request would bury everything else in the log."""
+    message = str(exc)
+    seen = _LOGGED.get(message, 0)
+    if len(_LOGGED) > 10_000:
+        _LOGGED.clear()
+    _LOGGED[message] = seen + 1
+    if seen == 0:
+        log.error("%s %s failed: %s", method, path, exc, exc_info=exc)
+    elif seen % _LOG_EVERY == 0:
+        log.error("%s %s failed (%d times so far): %s", method, path, seen + 1, exc)

@@ -62,7 +62,9 @@ class Waits:
     async def wait(self, token: str, max_wait: float) -> None:
         """Return once the index has applied ``token``; StaleIndex after ``max_wait``."""
         ix = self.index
-        steps = wait_steps(lambda: ix.position, lambda: ix.version, token, max_wait)
+        steps = wait_steps(
+            lambda: ix.position, lambda: ix.version, token, max_wait, gaps=lambda: ix.gaps
+        )
         try:
             pause = next(steps)  # a bad token raises InvalidInput here: a 400
         except StopIteration:
@@ -95,6 +97,8 @@ class Refresher:
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
         self._pool: ThreadPoolExecutor | None = None
+        #: why the last refresh failed, until one succeeds (``/readyz`` reports it)
+        self.error: str | None = None
 
     def start(self) -> None:
         """Start on the running loop."""
@@ -120,7 +124,6 @@ class Refresher:
         poke = waits.poke
         assert poke is not None
         loop = asyncio.get_running_loop()
-        failing = False
         while True:
             poke.clear()
             try:
@@ -130,9 +133,9 @@ class Refresher:
                 pass
             try:
                 await loop.run_in_executor(self._pool, waits.index.refresh)
-                failing = False
-            except Exception:
-                if not failing:
+                self.error = None
+            except Exception as exc:
+                if self.error is None:
                     log.exception("refreshing the index failed; retrying")
-                failing = True
+                self.error = f"{type(exc).__name__}: {exc}"
             waits.wake()

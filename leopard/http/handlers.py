@@ -14,6 +14,8 @@ and the body of a single check is one of two byte strings cached per version.
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,14 +23,24 @@ from pydantic import BaseModel
 from leopard.core.index import Index
 from leopard.http import schemas as S
 from leopard.http.errors import HttpError
-from leopard.http.freshness import Waits
+from leopard.http.freshness import Refresher, Waits
 from leopard.http.metrics import CollectorRegistry, render
 from leopard.http.parsing import check_batch, query, query_params, read_body, validate
 from leopard.http.types import Receive, RunningConsumer, Scope
 
-__all__ = ["Handlers"]
+__all__ = ["Handlers", "IndexFailure"]
 
 Answer = tuple[int, BaseModel]  # (status, the model of the body)
+
+
+@dataclass
+class IndexFailure:
+    """Storage failures met while answering, as ``/readyz`` reports them."""
+
+    error: str  # the latest, with its class
+    generation: Any  # the generation served when the first happened
+    since: float  # when the first happened (``time.time()``)
+    count: int = 1
 
 
 class Handlers:
@@ -40,6 +52,7 @@ class Handlers:
         waits: Waits,
         *,
         consumer: RunningConsumer | None,
+        refresher: Refresher | None = None,
         metrics: CollectorRegistry,  # what GET /metrics renders
         openapi: dict[str, Any],
         max_body: int,
@@ -49,6 +62,10 @@ class Handlers:
         self.index = index
         self.waits = waits
         self.consumer = consumer
+        self.refresher = refresher
+        #: the index failed while answering (a StorageError or IndexNotFound): see
+        #: ``readiness``
+        self.failure: IndexFailure | None = None
         self.metrics = metrics
         self.max_body = max_body
         self.max_batch = max_batch
@@ -144,26 +161,51 @@ class Handlers:
         return (200 if ready.ready else 503), ready
 
     def readiness(self) -> S.ReadyResult:
-        """Ready when the index can be read and any consumer runs and keeps up."""
+        """Ready when the index can be read and has not failed, and any consumer runs,
+        reaches its broker, keeps up and has no gap in its stream.
+
+        A storage failure met while answering (``index_failed``) keeps the server not
+        ready until another generation is served (a rebuild or a compaction swapped
+        in, whose files are new) or the process restarts: a store that failed once
+        seldom heals, and one that fails some queries and answers others should leave
+        the rotation rather than flap in and out of it. A failing re-read of the index
+        (without a consumer) is reported while it fails.
+        """
         reasons: list[str] = []
         token = None
         try:
             token = self.index.version
         except Exception as exc:  # a closed or broken index is exactly what this reports
             reasons.append(f"the index cannot be read: {exc}")
+        failure = self.failure
+        if failure is not None:
+            if self._generation() != failure.generation:
+                self.failure = None  # another generation is served: its files are new
+            else:
+                since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(failure.since))
+                times = "once" if failure.count == 1 else f"{failure.count:,} times"
+                reasons.append(
+                    f"the index failed while answering ({times} since {since}): "
+                    f"{failure.error}; reported until another generation is served or "
+                    "the server restarts"
+                )
+        refresher = self.refresher
+        if refresher is not None and refresher.error is not None:
+            reasons.append(f"re-reading the index fails (retrying): {refresher.error}")
         lag = None
         consumer = self.consumer
         if consumer is not None:
             stats = consumer.stats
-            if stats.lag:
-                lag = sum(stats.lag.values())
+            by_partition = getattr(stats, "lag", None)
+            if by_partition:
+                lag = sum(by_partition.values())
             if not consumer.running:
                 reasons.append(
                     f"the consumer has stopped: {consumer.error}"
                     if consumer.error
                     else "the consumer is not running"
                 )
-            elif not stats.broker_up:
+            elif not getattr(stats, "broker_up", True):
                 reasons.append("the broker is unreachable (the consumer is retrying)")
             elif lag is None:
                 reasons.append(
@@ -174,7 +216,31 @@ class Handlers:
                 reasons.append(
                     f"the consumer is {lag:,} messages behind (bound {self.ready_max_lag:,})"
                 )
+            for key, why in sorted(dict(getattr(stats, "gaps", None) or {}).items()):
+                topic, _, partition = str(key).rpartition(":")
+                reasons.append(
+                    f"the consumer is stopped at a gap in topic {topic!r} partition "
+                    f"{partition}: {why}"
+                )
         return S.ReadyResult(ready=not reasons, reasons=reasons, token=token, lag=lag)
+
+    def index_failed(self, exc: BaseException) -> None:
+        """Remember that the index failed while answering: ``readiness`` reports it."""
+        error = f"{type(exc).__name__}: {exc}"
+        generation = self._generation()
+        failure = self.failure
+        if failure is None or failure.generation != generation:
+            self.failure = IndexFailure(error, generation, time.time())
+        else:
+            failure.error = error
+            failure.count += 1
+
+    def _generation(self) -> Any:
+        """The generation the index serves (None when that cannot be read)."""
+        try:
+            return self.index.reader.generation
+        except Exception:
+            return None
 
     async def get_openapi(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         return 200, self._openapi_json

@@ -158,8 +158,20 @@ class Collector(_Collector):
         yield GaugeMetricFamily(
             "leopard_consumer_broker_up",
             "0 while the broker is unreachable.",
-            value=int(cs.broker_up),
+            value=int(getattr(cs, "broker_up", True)),
         )
+        yield GaugeMetricFamily(
+            "leopard_consumer_gaps",
+            "Partitions the consumer is stopped at, at a gap in the stream it will not skip.",
+            value=len(getattr(cs, "gaps", None) or {}),
+        )
+        gap_events = getattr(cs, "gap_events", None)
+        if gap_events is not None:
+            yield CounterMetricFamily(
+                "leopard_consumer_gap_events_total",
+                "Gaps found in the stream (stopped at, or gone on from).",
+                value=gap_events,
+            )
         for name, attr, help_text in _CONSUMER_COUNTERS:
             yield CounterMetricFamily(
                 f"leopard_consumer_{name}", help_text, value=getattr(cs, attr)

@@ -147,14 +147,23 @@ def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 _STATUS_TEXT = {
-    400: "The request is malformed: a bad name, token, parameter or body.",
+    400: "The request is malformed: a bad name, token, parameter, body or header (the "
+    "`Authorization` header given twice).",
     401: "A bearer token is needed, or the one given is wrong.",
+    408: "The request line and headers, or the body, did not arrive in time; the "
+    "connection is closed.",
     413: "The body is too large, or the batch holds too many checks.",
     414: "The query string is too long.",
+    431: "The request line and headers are larger than this server accepts; the "
+    "connection is closed.",
     500: "A fault of the server (logged).",
-    503: "The index cannot answer now: `at_least` was not reached within `max_wait` "
-    "(`token` is the current version), or its storage failed.",
+    503: "The server cannot answer now: `at_least` was not reached within `max_wait` "
+    "(`token` is the current version), the index's storage failed (`/readyz` reports "
+    "it until another generation is served), or the server has as many connections "
+    "open as it serves (`too_many_connections`, with `Connection: close`).",
 }
+#: answered on any route, before the request reaches the app (``leopard.http.connections``)
+_CONNECTION_ERRORS = (408, 431, 503)
 
 
 def openapi_document(
@@ -190,10 +199,15 @@ def openapi_document(
             ok = {r.content_type.split(";")[0]: {"schema": {"type": "string"}}}
         responses: dict[str, Any] = {"200": {"description": r.summary, "content": ok}}
         if r.path == "/readyz":
-            responses["503"] = {"description": "Not ready; `reasons` says why.", "content": ok}
-        statuses = set(r.errors) | {500}
+            # not ready, or too many connections open to serve this one
+            either = {"oneOf": [ok["application/json"]["schema"], error_ref]}
+            responses["503"] = {
+                "description": "Not ready (`reasons` says why), or too many connections.",
+                "content": json_content(either),
+            }
+        statuses = set(r.errors) | set(_CONNECTION_ERRORS) | {500}
         if auth and not r.public:
-            statuses.add(401)
+            statuses |= {400, 401}
         for status in sorted(statuses):
             responses.setdefault(
                 str(status),

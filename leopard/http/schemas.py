@@ -63,6 +63,9 @@ ERROR_CODES = (
     "body_too_large",
     "batch_too_large",
     "uri_too_long",
+    "header_too_large",  # the request line and headers exceed the server's bound (431)
+    "request_timeout",  # the head or the body did not arrive in time (408)
+    "too_many_connections",  # the server has as many connections open as it serves (503)
     "stale",  # at_least was not reached within max_wait (StaleIndex)
     "index_not_found",  # the served index is gone (IndexNotFound)
     "storage_error",  # RocksDB failed (StorageError)

@@ -1,19 +1,28 @@
 """Running the app: a listening socket, uvicorn, and the consumer thread beside it.
 
-uvicorn is imported here and nowhere else in the package, and so is the consumer
-(``ingest.consumer``): an application that runs ``LeopardService`` in a server of
-its own, or a client, needs neither. Without uvicorn this module does not import,
-with an error naming the ``[serve]`` extra; without kafka-python it does, and only
-following a stream needs it (its error names the ``[kafka]`` extra).
+uvicorn is imported here and in ``leopard.http.connections`` (the protocol uvicorn
+runs, bounding what clients send before the app sees it), which only this module
+imports, and so is the consumer (``ingest.consumer``): an application that runs
+``LeopardService`` in a server of its own, or a client, needs neither. Without uvicorn
+this module does not import, with an error naming the ``[serve]`` extra; without
+kafka-python it does, and only following a stream needs it (its error names the
+``[kafka]`` extra).
+
+Every connection takes a file descriptor, and so do the index's files: ``serve``
+makes sure the open-file limit leaves room for ``max_connections`` (raising the soft
+limit toward the hard one if need be, else serving fewer, with a warning), so that a
+crowd of connections cannot leave the index without one.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +34,17 @@ from leopard.http.schemas import DEFAULT_MAX_BATCH
 
 try:
     import uvicorn
+
+    from leopard.http.connections import ConnectionLimits, guarded_protocol, hard_limit
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
     raise ModuleNotFoundError(
         "serving over HTTP needs uvicorn: pip install 'leopard-index[serve]'", name=exc.name
     ) from exc
+
+try:
+    import resource
+except ModuleNotFoundError:  # pragma: no cover - not a Unix
+    resource = None  # type: ignore[assignment]
 
 _kafka_missing: ModuleNotFoundError | None = None
 try:
@@ -38,12 +54,14 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installa
         raise
     _kafka_missing = exc  # raised by serve() only when asked to follow a stream
 
-__all__ = ["ConsumerThread", "listen", "serve"]
+__all__ = ["ConsumerThread", "fit_connections", "listen", "serve", "uvicorn_config"]
 
 log = logging.getLogger("leopard.http")
 
 #: how long shutdown waits for the consumer to finish the batch in hand
 STOP_TIMEOUT = 60.0
+#: file descriptors kept free beyond connections and twice the index's own files
+FD_MARGIN = 64
 
 
 class ConsumerThread:
@@ -120,6 +138,57 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def fit_connections(max_connections: int) -> tuple[int, str | None]:
+    """The number of connections the open-file limit has room for, at most
+    ``max_connections``, and a warning when it is fewer.
+
+    Room is needed for every connection let in (up to ``hard_limit``), the files open
+    now twice over (a new generation of the index is opened beside the served one
+    before the switch) and ``FD_MARGIN``. The soft limit is raised toward the hard one
+    when that is short.
+    """
+    if resource is None:  # pragma: no cover - not a Unix
+        return max_connections, None
+    try:
+        in_use = len(os.listdir("/dev/fd"))
+    except OSError:  # pragma: no cover - no /dev/fd
+        return max_connections, None
+    reserve = 2 * in_use + FD_MARGIN
+    need = hard_limit(max_connections) + reserve
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or need <= soft:
+        return max_connections, None
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # pragma: no cover - refused by the system
+            pass
+    if need <= soft:
+        return max_connections, None
+    fit = max(1, (soft - reserve) * 8 // 9)
+    while fit > 1 and hard_limit(fit) + reserve > soft:
+        fit -= 1
+    return fit, (
+        f"the open-file limit ({soft:,}, {in_use} in use) leaves room for {fit:,} "
+        f"connections, not {max_connections:,}: serving at most {fit:,} "
+        "(raise the limit with 'ulimit -n')"
+    )
+
+
+def uvicorn_config(app: Any, limits: ConnectionLimits, **options: Any) -> uvicorn.Config:
+    """A uvicorn configuration running ``app`` with the guarded connection protocol
+    (``limits.idle_timeout`` is its keep-alive timeout)."""
+    return uvicorn.Config(
+        app,
+        http=guarded_protocol(limits),
+        ws="none",
+        timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]  # a float will do
+        **options,
+    )
+
+
 def serve(
     index_path: str | Path,
     *,
@@ -132,14 +201,18 @@ def serve(
     ready_max_lag: int = DEFAULT_READY_LAG,
     refresh_interval: float = 1.0,
     access_log: bool = False,
+    limits: ConnectionLimits | None = None,
     on_listening: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the index at ``index_path`` until SIGINT/SIGTERM.
 
     With ``consumer_settings``, a ``ChangeConsumer`` on the served ``Index`` runs
-    in a thread of this process, so answers follow the stream. ``on_listening``
-    is called with the base URL once the port is bound (``port=0`` picks one).
+    in a thread of this process, so answers follow the stream. ``limits`` bound what
+    clients may send and how many connections are served (``ConnectionLimits``'
+    defaults without it). ``on_listening`` is called with the base URL once the port
+    is bound (``port=0`` picks one).
     """
+    limits = limits if limits is not None else ConnectionLimits()
     if consumer_settings is not None and _kafka_missing is not None:
         raise InvalidInput(f"cannot follow {', '.join(consumer_settings.topics)}: {_kafka_missing}")
     index = Index(index_path)
@@ -167,11 +240,13 @@ def serve(
         sock = listen(host, port)
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
-        config = uvicorn.Config(
+        fit, warning = fit_connections(limits.max_connections)
+        if fit != limits.max_connections:
+            limits = replace(limits, max_connections=fit)
+        config = uvicorn_config(
             app,
+            limits,
             loop="auto",  # uvloop when installed
-            http="auto",  # httptools when installed
-            ws="none",
             lifespan="on",
             access_log=access_log,
             log_level="info" if access_log else "warning",
@@ -180,6 +255,8 @@ def serve(
         )
         if on_listening is not None:
             on_listening(f"http://{shown}:{bound[1]}")
+        if warning is not None:
+            log.warning("%s", warning)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         if runner is not None and not runner.started:

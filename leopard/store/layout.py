@@ -7,9 +7,13 @@ layer. Both have the same column families (keys are raw bytes; group and subject
 are 4-byte big-endian so that iteration follows id order; every set value is a
 portable roaring bitmap)::
 
-    default   base:  b"format" -> version, b"meta" -> JSON, b"groups" -> names
+    default   base:  b"format" -> version, b"meta" -> JSON, b"groups" -> names,
+                     b"checksum" -> JSON: the crc32 of each of those three values
               delta: b"position" -> JSON, b"next_subject" and b"seq" -> decimal,
-                     b"group:" + id -> name of a group first seen in the stream
+                     b"group:" + id -> name of a group first seen in the stream,
+                     b"source_state" -> JSON: the change source's resume state
+                     (sections such as "anchors" and "gaps"; the base keeps it
+                     in its metadata)
     m2g       subject name -> 4-byte subject id + MEMBER2GROUP bitmap (direct groups)
     sname     subject id -> subject name
     g2g       group id -> GROUP2GROUP (descendants, itself included)
@@ -25,18 +29,29 @@ portable roaring bitmap)::
               means "no entry")
 
 Nothing else in the code spells a key or packs a value: this module is the format.
-``FORMAT_VERSION`` changes whenever any of it does.
+``FORMAT_VERSION`` changes whenever any of it does in a way an older reader could not
+follow. The checksum entry came later without a change of version: a base whose meta
+names no checksum (``"checksum": "crc32"``) is read as before.
+
+Damage is an error, never an answer: every decoder here refuses a value that does not
+decode with ``BadValue`` (a ``ValueError`` saying why), which readers turn into a
+``StorageError`` naming the family, the key and the database with ``damaged``. A value
+absent (None) and a value empty (``b""``) differ: only the delta's support family
+stores an empty value on purpose.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import zlib
+from collections.abc import Sequence
 from typing import Any
 
 from pyroaring import BitMap
 
 from leopard.errors import IndexNotFound, StorageError
+from leopard.model.config import Config
 
 __all__ = [
     "FORMAT_VERSION",
@@ -45,10 +60,22 @@ __all__ = [
     "FORMAT_KEY",
     "META_KEY",
     "GROUPS_KEY",
+    "CHECKSUM_KEY",
+    "BASE_KEYS",
     "POSITION_KEY",
     "NEXT_SUBJECT_KEY",
     "SEQ_KEY",
+    "SOURCE_STATE_KEY",
+    "decode_source_state",
+    "encode_source_state",
+    "merge_source_state",
     "NEW_GROUP_PREFIX",
+    "BadValue",
+    "damaged",
+    "key_text",
+    "bitmap_reason",
+    "decode_bitmap",
+    "decode_name",
     "gkey",
     "gid_of",
     "support_key",
@@ -64,6 +91,8 @@ __all__ = [
     "encode_meta",
     "check_format",
     "decode_meta",
+    "base_header",
+    "check_header",
     "encode_int",
     "decode_int",
     "encode_position",
@@ -79,14 +108,79 @@ FAMILIES = ("default", *SET_FAMILIES)
 FORMAT_KEY = b"format"
 META_KEY = b"meta"
 GROUPS_KEY = b"groups"
+CHECKSUM_KEY = b"checksum"
+BASE_KEYS = (FORMAT_KEY, META_KEY, GROUPS_KEY, CHECKSUM_KEY)
 POSITION_KEY = b"position"
 NEXT_SUBJECT_KEY = b"next_subject"
 SEQ_KEY = b"seq"
+SOURCE_STATE_KEY = b"source_state"
 NEW_GROUP_PREFIX = b"group:"
 
 _U32 = struct.Struct(">I")
 gkey = _U32.pack
 """The key of a group or subject id: 4 bytes, big-endian."""
+
+_NAMED_KEYS = ("default", "m2g")  # families keyed by text; the others by packed ids
+
+
+class BadValue(ValueError):
+    """A stored value that does not decode; the message says why (``damaged`` says where).
+
+    ``key`` is set when the decoder knows which key of the default family it read.
+    """
+
+    def __init__(self, reason: str, key: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.key = key
+
+
+def key_text(family: str, key: bytes) -> str:
+    """A key as a person reads it: ``meta``, ``m2g key 'user:x'``, ``g2g key 0x0000002a``."""
+    if family == "default":
+        if key in BASE_KEYS or key in (POSITION_KEY, NEXT_SUBJECT_KEY, SEQ_KEY):
+            return key.decode()
+        if key.startswith(NEW_GROUP_PREFIX) and len(key) == len(NEW_GROUP_PREFIX) + 4:
+            return f"name of group {_U32.unpack_from(key, len(NEW_GROUP_PREFIX))[0]}"
+    if family in _NAMED_KEYS:
+        try:
+            return f"{family} key {key.decode()!r}"
+        except UnicodeDecodeError:
+            pass
+    return f"{family} key 0x{key.hex()}"
+
+
+def damaged(
+    index: object, where: object, family: str, key: bytes | None, reason: object
+) -> StorageError:
+    """The ``StorageError`` of a damaged value: ``index at I is damaged: g2g key 0x0000002a
+    in I/gen-000001/base: value is not a roaring bitmap (...)``."""
+    what = f"{key_text(family, key)} in {where}" if key is not None else str(where)
+    return StorageError(f"index at {index} is damaged: {what}: {reason}")
+
+
+def bitmap_reason(raw: bytes, exc: BaseException | None = None) -> str:
+    """Why ``raw`` is no set value (for a value that failed to deserialize)."""
+    if not raw:
+        return "value is empty (a set is never stored as no bytes)"
+    return f"value is not a roaring bitmap ({exc or 'does not deserialize'}, {len(raw)} bytes)"
+
+
+def decode_bitmap(raw: bytes) -> BitMap:
+    """A set value; BadValue when it is empty or does not deserialize."""
+    try:
+        return BitMap.deserialize(raw)
+    except Exception as exc:  # pyroaring raises ValueError, IndexError (empty input)
+        raise BadValue(bitmap_reason(raw, exc)) from None
+
+
+def decode_name(raw: bytes) -> str:
+    """A subject or group name value; BadValue when empty or not UTF-8."""
+    if raw:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as exc:
+            raise BadValue(f"name is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    raise BadValue("name is empty")
 
 
 def gid_of(key: bytes) -> int:
@@ -109,19 +203,36 @@ def m2g_value(sid: int, groups: BitMap) -> bytes:
     return _U32.pack(sid) + groups.serialize()
 
 
+def _m2g_reason(raw: bytes, exc: BaseException) -> str:
+    if len(raw) < 4:
+        return f"value is {len(raw)} bytes, too short for a subject id (4 bytes)"
+    return "groups " + bitmap_reason(raw[4:], exc)
+
+
 def split_m2g(raw: bytes) -> tuple[int, BitMap]:
-    """The id and direct groups stored in a MEMBER2GROUP value."""
-    return _U32.unpack_from(raw)[0], BitMap.deserialize(raw[4:])
+    """The id and direct groups stored in a MEMBER2GROUP value; BadValue if damaged."""
+    try:
+        return _U32.unpack_from(raw)[0], BitMap.deserialize(raw[4:])
+    except Exception as exc:
+        raise BadValue(_m2g_reason(raw, exc)) from None
 
 
 def m2g_id(raw: bytes) -> int:
-    """Just the subject id of a MEMBER2GROUP value."""
+    """Just the subject id of a MEMBER2GROUP value; BadValue if too short."""
+    if len(raw) < 4:
+        raise BadValue(_m2g_reason(raw, ValueError()))
     return int(_U32.unpack_from(raw)[0])
 
 
 def m2g_groups(raw: bytes) -> BitMap:
-    """Just the direct groups of a MEMBER2GROUP value."""
-    return BitMap.deserialize(raw[4:])
+    """Just the direct groups of a MEMBER2GROUP value; BadValue if damaged.
+
+    (A value shorter than its 4-byte id leaves no bytes to deserialize, which fails.)
+    """
+    try:
+        return BitMap.deserialize(raw[4:])
+    except Exception as exc:
+        raise BadValue(_m2g_reason(raw, exc)) from None
 
 
 def mask_value(mask: int) -> bytes:
@@ -129,6 +240,10 @@ def mask_value(mask: int) -> bytes:
 
 
 def mask_of(raw: bytes) -> int:
+    """A support mask; BadValue unless 8 bytes with a bit set."""
+    if len(raw) != 8 or raw == bytes(8):
+        reason = "no relation bit set" if len(raw) == 8 else f"{len(raw)} bytes, not 8"
+        raise BadValue(f"support mask has {reason}")
     return int.from_bytes(raw, "little")
 
 
@@ -137,8 +252,29 @@ def encode_names(names: list[str]) -> bytes:
     return "\n".join(names).encode()
 
 
-def decode_names(raw: bytes | None) -> list[str]:
-    return raw.decode().split("\n") if raw else []
+def decode_names(raw: bytes | None, count: int) -> list[str]:
+    """The ``count`` group names of a base; BadValue unless there are exactly that many."""
+    if not count:
+        if raw:
+            raise BadValue(
+                f"group-name list holds {len(raw)} bytes; meta records 0 groups", GROUPS_KEY
+            )
+        return []
+    if raw is None:
+        raise BadValue(f"group-name list is missing; meta records {count} groups", GROUPS_KEY)
+    try:
+        names = raw.decode().split("\n")
+    except UnicodeDecodeError as exc:
+        raise BadValue(f"group-name list is not UTF-8 (at byte {exc.start})", GROUPS_KEY) from None
+    if len(names) != count:
+        raise BadValue(
+            f"group-name list holds {len(names)} names ({len(raw)} bytes); "
+            f"meta records {count} groups",
+            GROUPS_KEY,
+        )
+    if "" in names:
+        raise BadValue(f"group-name list has an empty name (id {names.index('')})", GROUPS_KEY)
+    return names
 
 
 def new_group_key(gid: int) -> bytes:
@@ -150,15 +286,71 @@ def encode_int(value: int) -> bytes:
 
 
 def decode_int(raw: bytes | None, default: int = 0) -> int:
-    return int(raw.decode()) if raw else default
+    """A non-negative decimal (``default`` when absent); BadValue when it is no number."""
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 20:
+        raise BadValue(f"value {raw[:40]!r} is not a non-negative number")
+    return int(raw)
 
 
 def encode_position(position: dict[str, int]) -> bytes:
     return json.dumps(position, sort_keys=True).encode()
 
 
+def _json(raw: bytes, what: str, key: bytes | None = None) -> Any:
+    try:
+        return json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadValue(f"{what} is not JSON ({exc})", key) from None
+
+
+def _position(value: Any, what: str, key: bytes | None = POSITION_KEY) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and type(v) is int and v >= 0 for k, v in value.items()
+    ):
+        raise BadValue(f"{what} is not a map of topic:partition to offset: {value!r:.80}", key)
+    return value
+
+
 def decode_position(raw: bytes | None) -> dict[str, int]:
-    return json.loads(raw.decode()) if raw else {}
+    """A stream position ({} when absent); BadValue when it is not one."""
+    if raw is None:
+        return {}
+    return _position(_json(raw, "position", POSITION_KEY), "position")
+
+
+def encode_source_state(state: dict[str, dict[str, Any]]) -> bytes:
+    return json.dumps(state, sort_keys=True).encode()
+
+
+def decode_source_state(raw: bytes | None) -> dict[str, dict[str, Any]]:
+    """The change source's resume state ({} when absent): sections of JSON objects."""
+    if raw is None:
+        return {}
+    value = _json(raw, "source state", SOURCE_STATE_KEY)
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in value.items()
+    ):
+        raise BadValue("source state is not an object of objects", SOURCE_STATE_KEY)
+    return value
+
+
+def merge_source_state(
+    state: dict[str, dict[str, Any]], changes: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """``state`` with ``changes`` laid over it, entry by entry (None removes one)."""
+    out = {section: dict(entries) for section, entries in state.items()}
+    for section, entries in changes.items():
+        target = out.setdefault(section, {})
+        for key, value in entries.items():
+            if value is None:
+                target.pop(key, None)
+            else:
+                target[key] = value
+        if not target:
+            del out[section]
+    return out
 
 
 def encode_meta(meta: dict[str, Any]) -> bytes:
@@ -166,10 +358,12 @@ def encode_meta(meta: dict[str, Any]) -> bytes:
 
 
 def check_format(raw: bytes | None, where: str) -> None:
-    """Refuse a base without this Leopard's format version."""
+    """Refuse a base without this Leopard's format version (BadValue: no number)."""
     if raw is None:
         raise IndexNotFound(f"{where} is not a Leopard index (no format version)")
-    version = int(raw.decode())
+    if not raw.isdigit() or len(raw) > 9:
+        raise BadValue(f"format version {raw[:40]!r} is not a number", FORMAT_KEY)
+    version = int(raw)
     if version != FORMAT_VERSION:
         raise StorageError(
             f"{where} has index format {version}; this Leopard reads format {FORMAT_VERSION} "
@@ -178,4 +372,79 @@ def check_format(raw: bytes | None, where: str) -> None:
 
 
 def decode_meta(raw: bytes | None) -> dict[str, Any]:
-    return json.loads(raw.decode()) if raw else {}
+    """The metadata of a base; BadValue when absent or not what a build writes."""
+    if raw is None:
+        raise BadValue("metadata is missing", META_KEY)
+    meta = _json(raw, "metadata", META_KEY)
+    if not isinstance(meta, dict):
+        raise BadValue(f"metadata is not a JSON object: {meta!r:.80}", META_KEY)
+    for name in ("groups", "subjects"):
+        value = meta.get(name)
+        if type(value) is not int or value < 0:
+            raise BadValue(f"metadata has no count of {name} ({name}: {value!r:.40})", META_KEY)
+    if not isinstance(meta.get("config", {}), dict):
+        raise BadValue("metadata has no set configuration", META_KEY)
+    _position(meta.get("position", {}), "metadata position", META_KEY)
+    return meta
+
+
+def _crc(raw: bytes) -> int:
+    return zlib.crc32(raw)
+
+
+def base_header(names: Sequence[str], meta: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """The default family of a new base: names, metadata, format and their checksum."""
+    values = {
+        GROUPS_KEY: encode_names(list(names)),
+        META_KEY: encode_meta({**meta, "checksum": "crc32"}),
+        FORMAT_KEY: encode_int(FORMAT_VERSION),
+    }
+    sums = {key.decode(): _crc(value) for key, value in values.items()}
+    return [*values.items(), (CHECKSUM_KEY, json.dumps(sums, sort_keys=True).encode())]
+
+
+_Header = tuple[dict[str, Any], list[str]]
+
+
+def check_header(values: dict[bytes, bytes | None], index: object, where: object) -> _Header:
+    """The metadata and group names of the base at ``where`` from its default family's
+    ``values`` (``BASE_KEYS`` -> value or None), every checksum it records verified.
+
+    IndexNotFound when there is no format version (not an index); StorageError for
+    another version, and (``damaged``) for anything damaged.
+    """
+    try:
+        return _check_header(values, str(index))
+    except BadValue as exc:
+        raise damaged(index, where, "default", exc.key, exc) from None
+
+
+def _check_header(values: dict[bytes, bytes | None], index: str) -> _Header:
+    check_format(values.get(FORMAT_KEY), index)
+    stored = values.get(CHECKSUM_KEY)
+    meta_raw = values.get(META_KEY)
+    if stored is not None:
+        sums = _json(stored, "checksum", CHECKSUM_KEY)
+        if not isinstance(sums, dict) or set(sums) != {"format", "meta", "groups"}:
+            raise BadValue(f"not a checksum of format, meta, groups: {sums!r:.80}", CHECKSUM_KEY)
+        for key in (FORMAT_KEY, META_KEY, GROUPS_KEY):
+            raw = values.get(key)
+            if raw is None:
+                raise BadValue("value is missing; the base records its checksum", key)
+            if _crc(raw) != sums[key.decode()]:
+                reason = f"value ({len(raw)} bytes) does not match the checksum recorded"
+                raise BadValue(f"{reason} in the base", key)
+    meta = decode_meta(meta_raw)
+    algorithm = meta.get("checksum")
+    if algorithm is not None and (algorithm != "crc32" or stored is None):
+        if stored is None:
+            raise BadValue("value is missing; the metadata records a checksum", CHECKSUM_KEY)
+        raise BadValue(f"metadata names an unknown checksum {algorithm!r:.40}", META_KEY)
+    if meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise BadValue(f"metadata records format {meta.get('format_version')!r}", META_KEY)
+    try:
+        Config.model_validate(meta.get("config", {}))
+    except ValueError as exc:  # pydantic's ValidationError, InvalidConfig
+        reason = " ".join(str(exc).split())[:300]
+        raise BadValue(f"metadata holds no valid set configuration ({reason})", META_KEY) from None
+    return meta, decode_names(values.get(GROUPS_KEY), meta["groups"])

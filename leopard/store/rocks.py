@@ -12,6 +12,7 @@ cache, no bloom filter) on reopen and point reads get ~100x slower.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from rocksdict import (
     BlockBasedOptions,
     Cache,
     DBCompressionType,
+    DBRecoveryMode,
     IngestExternalFileOptions,
     Options,
     Rdict,
@@ -28,9 +30,19 @@ from rocksdict import (
 )
 
 from leopard.errors import LeopardError, StorageError
-from leopard.store.layout import FAMILIES
+from leopard.store.layout import FAMILIES, key_text
+from leopard.store.space import describe_os_error
 
-__all__ = ["RocksDB", "Family", "Batch", "SstFile", "rocks_errors", "list_families"]
+__all__ = [
+    "RocksDB",
+    "Family",
+    "Batch",
+    "SstFile",
+    "rocks_errors",
+    "list_families",
+    "log_files",
+    "open_shared",
+]
 
 
 @contextlib.contextmanager
@@ -41,13 +53,18 @@ def rocks_errors(what: str) -> Iterator[None]:
     except LeopardError:
         raise
     except Exception as exc:  # rocksdict raises plain Exception subclasses
-        raise StorageError(f"{what}: {exc}") from exc
+        raise describe_os_error(exc, None, what) or StorageError(f"{what}: {exc}") from exc
 
 
-def _options(cache: Cache | None, *, bulk: bool = False) -> Options:
+def _options(cache: Cache | None, *, bulk: bool = False, strict: bool = False) -> Options:
     opt = Options(raw_mode=True)
     opt.create_if_missing(True)
     opt.create_missing_column_families(True)
+    if strict:
+        # Refuse to open over a write-ahead log with a damaged or torn record instead
+        # of recovering the writes before it (what every other opening does).
+        opt.set_wal_recovery_mode(DBRecoveryMode.absolute_consistency())
+        opt.set_paranoid_checks(True)
     table = BlockBasedOptions()
     table.set_bloom_filter(10, False)
     table.set_cache_index_and_filter_blocks(True)
@@ -69,6 +86,49 @@ def list_families(path: Path | str) -> list[str]:
         return list(Rdict.list_cf(str(path)))
 
 
+def open_shared(
+    path: Path,
+    what: str,
+    *,
+    cache_bytes: int,
+    secondary: str | None = None,
+    strict: bool = False,
+) -> RocksDB | None:
+    """A database another process writes, opened read-only (or as a ``secondary``);
+    None while it does not exist with every family yet. ``what`` names it in errors."""
+    for attempt in range(_READ_ATTEMPTS):
+        if not (path / "CURRENT").exists():
+            return None
+        try:
+            # A writer opening the database for the first time creates it before its
+            # column families; until they all exist it has written nothing, and a
+            # read-only open naming them all would fail.
+            if not set(list_families(path)).issuperset(FAMILIES):
+                return None
+            return RocksDB(
+                path, read_only=True, cache_bytes=cache_bytes, secondary=secondary, strict=strict
+            )
+        except Exception as exc:
+            # A read-only open reads the list of live files from the MANIFEST, and the
+            # writer (the consumer) may delete some of them meanwhile, flushing or
+            # compacting: "Corruption: Can't access ...sst". That passes; the next
+            # attempt reads the new list.
+            if attempt == _READ_ATTEMPTS - 1:
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(f"cannot read {what} at {str(path)!r}: {exc}") from exc
+            time.sleep(0.01 * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_READ_ATTEMPTS = 6  # about 0.3 s of retries in all
+
+
+def log_files(path: Path | str) -> list[Path]:
+    """The write-ahead logs of the RocksDB at ``path`` (writes not yet in a table file)."""
+    return sorted(Path(path).glob("*.log"))
+
+
 class Family:
     """One column family: point reads, multi-gets and ordered scans."""
 
@@ -83,7 +143,8 @@ class Family:
         try:
             return self._cf.get(key)
         except Exception as exc:
-            raise StorageError(f"read of {self.name} from {self.where} failed: {exc}") from exc
+            what = key_text(self.name, key)
+            raise StorageError(f"read of {what} from {self.where} failed: {exc}") from exc
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         """Values of ``keys`` (None where absent) with one multi-get."""
@@ -92,7 +153,8 @@ class Family:
         try:
             values = self._cf.get(keys)
         except Exception as exc:
-            raise StorageError(f"read of {self.name} from {self.where} failed: {exc}") from exc
+            what = f"{key_text(self.name, keys[0])} and {len(keys) - 1} more"
+            raise StorageError(f"read of {what} from {self.where} failed: {exc}") from exc
         return list(values) if values is not None else [None] * len(keys)
 
     def items(self, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
@@ -149,13 +211,16 @@ class RocksDB:
         cache_bytes: int = 256 << 20,
         secondary: str | None = None,
         families: tuple[str, ...] = FAMILIES,
+        strict: bool = False,
     ) -> None:
         """Open ``path``; as a secondary instance with ``secondary`` (a scratch
-        directory), which follows a writer in another process cheaply (``catch_up``)."""
+        directory), which follows a writer in another process cheaply (``catch_up``);
+        ``strict``: fail on a damaged or torn record of the write-ahead log rather than
+        recover up to it (``leopard verify``)."""
         self.where = str(path)
         cache = Cache(cache_bytes)
-        opt = _options(cache, bulk=bulk)
-        cfs = {name: _options(cache, bulk=bulk) for name in families}
+        opt = _options(cache, bulk=bulk, strict=strict)
+        cfs = {name: _options(cache, bulk=bulk, strict=strict) for name in families}
         if secondary is not None:
             access = AccessType.secondary(secondary)
         else:
@@ -183,7 +248,7 @@ class RocksDB:
 
     def get(self, key: bytes) -> bytes | None:
         """A value of the default family."""
-        with rocks_errors(f"read from {self.where} failed"):
+        with rocks_errors(f"read of {key_text('default', key)} from {self.where} failed"):
             return self.raw.get(key)
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -244,6 +309,8 @@ class SstFile:
             self._writer.open(str(path))
 
     def put(self, key: bytes, value: bytes) -> None:
+        # rocksdict's own error on purpose (no wrapper on this hot loop): the build
+        # maps it, a full disk included, where it knows which generation it writes
         self._writer[key] = value
 
     def finish(self) -> None:

@@ -242,7 +242,7 @@ def test_malformed_line_stops_the_build_and_keeps_the_old_index(
     # the previous index is untouched and still answers as before
     assert ok("check", "user:bob", "group:all", "--index", index) == "true\n"
     assert ok("check", "user:zed", "group:eng", "--index", index) == "false\n"
-    assert sorted(os.listdir(index)) == ["CURRENT", "gen-000001"]
+    assert sorted(os.listdir(index)) == ["CURRENT", "LOCK", "gen-000001"]
 
 
 def test_malformed_line_in_a_real_process(tmp_path: Path, index: Path) -> None:
@@ -270,7 +270,7 @@ def test_skip_invalid_and_rejects(tmp_path: Path, index: Path) -> None:
     ]
     snap.write_text("\n".join([good[0], bad[0], bad[1], good[1], bad[2]]) + "\n")
     rejects = tmp_path / "rejects.txt"
-    out = ok("build", snap, "--index", index, "--skip-invalid", "--rejects", rejects)
+    out = ok("build", snap, "--index", index, "--skip-invalid", "--rejects", rejects, "--force")
     assert re.search(r"^  rejected \(invalid\) +3$", out, re.M)
     assert re.search(r"^  indexed +2$", out, re.M)
     assert _members(index) == ["user:alice", "user:anne@example.com"]

@@ -23,12 +23,21 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
-
-#: a small org: nesting, a cycle, a wildcard, a '+' in an id, a group worth paginating
-from support.http import MAX_BATCH, MAX_BODY, TOKEN, build_small_index, running_server
+from support.http import (
+    MAX_BATCH,
+    MAX_BODY,
+    TOKEN,
+    build_small_index,
+    call,
+    leopard_serve,
+    parse_metrics,
+    q,
+    running_server,
+    wait_until,
+)
 
 import leopard
 from ingest.codecs import Change
@@ -68,39 +77,6 @@ def auth_base(index_dir: Path) -> Iterator[str]:
     with leopard.open_index(index_dir) as ix:
         with running_server(LeopardService(ix, auth_token=TOKEN)) as url:
             yield url
-
-
-class Answer:
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def call(
-    base: str,
-    method: str,
-    target: str,
-    body: bytes | str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Answer:
-    """One request on a fresh connection, nothing interpreted."""
-    parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        conn.request(method, target, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-    finally:
-        conn.close()
-
-
-def q(**params: str) -> str:
-    return "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
 
 
 # -- every endpoint ----------------------------------------------------------------------
@@ -370,34 +346,32 @@ def test_bearer_token(auth_base: str) -> None:
     assert doc["paths"]["/healthz"]["get"]["security"] == []
 
 
+def test_the_authorization_header_given_twice_is_refused(auth_base: str) -> None:
+    """Two Authorization headers are refused whatever their values: a proxy in front
+    may judge one and this server the other."""
+    good, bad = f"Bearer {TOKEN}", "Bearer nope"
+    parts = urlsplit(auth_base)
+    for first, second in ((good, bad), (bad, good), (good, good)):
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        try:
+            conn.putrequest("GET", "/v1/check?subject=user:alice&group=group:eng")
+            conn.putheader("Authorization", first)
+            conn.putheader("Authorization", second)
+            conn.endheaders()
+            resp = conn.getresponse()
+            answer = json.loads(resp.read())
+        finally:
+            conn.close()
+        assert resp.status == 400, (first, second, answer)
+        assert answer["error"] == "invalid_request"
+        assert "Authorization header is given more than once" in answer["detail"]
+    # once is still fine
+    a = call(auth_base, "GET", "/v1/check?subject=user:alice&group=group:eng",
+             headers={"Authorization": good})  # fmt: skip
+    assert a.status == 200
+
+
 # -- metrics and the OpenAPI document ----------------------------------------------------
-
-_SAMPLE = re.compile(
-    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$'
-)
-
-
-def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Samples by metric name; asserts each line is valid text exposition."""
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    types: dict[str, str] = {}
-    assert text.endswith("\n")
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert kind in ("counter", "gauge", "histogram")
-            types[name] = kind
-            continue
-        if line.startswith("# HELP "):
-            continue
-        m = _SAMPLE.match(line)
-        assert m, f"not a sample line: {line!r}"
-        name, value = m.group(1), m.group(4)
-        family = re.sub(r"_(bucket|sum|count)$", "", name)
-        assert family in types or name in types, f"{name} has no # TYPE"
-        labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-        samples.setdefault(name, []).append((labels, float(value)))
-    return samples
 
 
 def test_metrics_parse_and_count(base: str, index_dir: Path) -> None:
@@ -474,6 +448,13 @@ def test_openapi_lists_every_route_and_matches_the_models(
     assert params["subject"]["required"] and params["group"]["required"]
     assert params["at_least"]["schema"] == {"type": "string", "minLength": 1}
     assert {"400", "503", "500"} <= set(check["responses"])
+    # What the connection protocol answers before the app, on any route: a head too
+    # large or too slow, a body too slow, too many connections (and a failing store).
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert {"408", "431", "503"} <= set(op["responses"]), (path, method)
+    ready_503 = doc["paths"]["/readyz"]["get"]["responses"]["503"]["content"]
+    assert len(ready_503["application/json"]["schema"]["oneOf"]) == 2
     assert "security" not in doc  # no token configured
     try:
         from openapi_spec_validator import validate
@@ -525,42 +506,6 @@ else:  # pragma: no cover
 
 
 # -- freshness end to end, through the local broker --------------------------------------
-
-
-@contextlib.contextmanager
-def leopard_serve(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """``leopard serve ... --port 0`` in a child process; yields its URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leopard", "serve", "--port", "0", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        m = re.search(r"on (http://\S+?)[,\s]", line + " ")
-        assert m, f"no URL in {line!r}; {proc.stderr.read() if proc.poll() is not None else ''}"
-        yield m.group(1), proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
-def wait_until(predicate: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 @pytest.mark.kafka
