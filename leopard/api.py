@@ -17,7 +17,7 @@ from ingest.snapshots import ReadStats, Reject, read_snapshots
 from leopard.core.build import BuildReport, Position, build_from_batches, space_errors
 from leopard.core.index import Index
 from leopard.errors import InvalidInput
-from leopard.model.config import Config, load_config
+from leopard.model.config import Config, load_config, schema_config
 
 __all__ = ["build_index", "open_index"]
 
@@ -37,11 +37,16 @@ def build_index(
     force: bool = False,
     max_shrink: float = 0.5,
     wait: bool | float = False,
+    schema: str | Path | None = None,
+    only: Sequence[str] = (),
 ) -> BuildReport:
     """Build an index at ``path`` from snapshot files (or iterables of tuple lines).
 
     ``config`` is a Config, a path to a TOML set configuration, or None for the
-    default (every namespace's ``member``). A malformed record raises InvalidInput
+    default (every namespace's ``member``); or ``schema`` names a SpiceDB schema
+    (``.zed``) or OpenFGA model (``.fga``, ``.json``) whose union-only relations and
+    permissions are the sets (``only``: just these ``type#relation`` sets and what they
+    depend on); giving both is an error. A malformed record raises InvalidInput
     naming its file and line unless ``skip_invalid``, which indexes everything valid
     and hands every rejected record to ``on_reject`` and writes it to the file
     ``rejects`` (a ``#`` line with the reason, then the record's bytes as read).
@@ -56,7 +61,14 @@ def build_index(
         sources = [sources]
     if not 0 <= max_shrink <= 1:
         raise InvalidInput(f"max_shrink is a share between 0 and 1, not {max_shrink!r}")
-    cfg = config if isinstance(config, Config) else load_config(config)
+    if schema is not None:
+        if config is not None:
+            raise InvalidInput("give either a set configuration or a schema, not both")
+        cfg = schema_config(schema, only)
+    elif only:
+        raise InvalidInput("only narrows a schema: give the schema too")
+    else:
+        cfg = config if isinstance(config, Config) else load_config(config)
     stats = ReadStats()
     with _RejectsFile(rejects, on_reject) as sink:
         batches = read_snapshots(

@@ -165,10 +165,18 @@ class Client:
             at_least = data["token"]
 
     def groups_of(
-        self, subject: str, *, at_least: str | None = None, max_wait: float | None = None
+        self,
+        subject: str,
+        *,
+        type: str | None = None,
+        permission: str | None = None,
+        at_least: str | None = None,
+        max_wait: float | None = None,
     ) -> list[str]:
-        """Every group the subject is in, transitively, sorted by name."""
-        return list(self._get("/v1/groups", {"subject": subject}, at_least, max_wait)["groups"])
+        """Every group the subject is in, transitively, sorted by name (with ``type`` and
+        ``permission``, only those sets)."""
+        params = {"subject": subject, "type": type, "permission": permission}
+        return list(self._get("/v1/groups", params, at_least, max_wait)["groups"])
 
     def members_of(
         self,

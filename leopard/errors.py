@@ -6,6 +6,7 @@ catch ``LeopardError`` and know the message is meant for a person::
     LeopardError
     ├── InvalidTuple        a relation tuple, subject or group name is malformed
     ├── InvalidConfig       the set configuration is malformed
+    │   └── InvalidSchema   a SpiceDB or OpenFGA schema is malformed or refused
     ├── InvalidInput        a snapshot file, argument or request is unusable
     │   └── DecodeError     a change message cannot be decoded (it goes to the DLQ)
     ├── IndexNotFound       no index at the given path
@@ -32,6 +33,7 @@ __all__ = [
     "LeopardError",
     "InvalidTuple",
     "InvalidConfig",
+    "InvalidSchema",
     "InvalidInput",
     "DecodeError",
     "IndexNotFound",
@@ -56,6 +58,14 @@ class InvalidTuple(LeopardError, ValueError):
 
 class InvalidConfig(LeopardError, ValueError):
     """The set configuration is malformed; the message names the key."""
+
+
+class InvalidSchema(InvalidConfig):
+    """A SpiceDB or OpenFGA schema is malformed, refers to what it does not define, or
+    uses what Leopard does not support.
+
+    The message names the file, the line (and column when known) and what is wrong.
+    """
 
 
 class InvalidInput(LeopardError, ValueError):

@@ -37,6 +37,18 @@ __all__ = ["build", "compact"]
     "--config", "config_path", type=click.Path(dir_okay=False), help="TOML set configuration."
 )
 @click.option(
+    "--schema",
+    "schema_path",
+    type=click.Path(dir_okay=False),
+    help="A SpiceDB schema (.zed) or OpenFGA model (.fga DSL, .json): every relation and "
+    "permission that is a union becomes an indexed set (not with --config).",
+)
+@click.option(
+    "--only",
+    metavar="TYPE#PERMISSION,...",
+    help="With --schema: index just these sets and what they depend on.",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["text", "csv", "json", "jsonl"]),
@@ -82,6 +94,8 @@ def build(
     snapshots: tuple[str, ...],
     index_path: str | None,
     config_path: str | None,
+    schema_path: str | None,
+    only: str | None,
     fmt: str | None,
     skip_invalid: bool,
     rejects: str | None,
@@ -106,11 +120,22 @@ def build(
     for it with --wait.
 
     \b
+    With --schema, the schema's permissions are indexed as written; those it cannot
+    index (an intersection, an exclusion, .all(), caveats, or anything depending on
+    those) are listed in the report with the reason, and queries on them are refused.
+
+    \b
     Example:
       leopard build org.txt.gz extra.csv --index ./idx --config sets.toml
       leopard build dump.txt --index ./idx --skip-invalid --rejects rejects.txt
+      leopard build docs.txt --index ./idx --schema docs.zed --only doc#view
     """
     index_dir = need_index(index_path)
+    if config_path and schema_path:
+        raise click.UsageError("give --config or --schema, not both")
+    if only and not schema_path:
+        raise click.UsageError("--only needs --schema")
+    only_sets = [s.strip() for s in only.split(",") if s.strip()] if only else []
     if rejects and not skip_invalid:
         raise click.UsageError("--rejects needs --skip-invalid")
     pos = parse_position(position)
@@ -126,6 +151,8 @@ def build(
             list(snapshots),
             index_dir,
             config_path,
+            schema=schema_path,
+            only=only_sets,
             format=fmt,
             skip_invalid=skip_invalid,
             rejects=rejects,

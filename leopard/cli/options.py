@@ -118,6 +118,7 @@ def format_report(r: dict[str, Any], index_dir: str) -> str:
         ("groups", f"{r['groups']:,}"),
         ("subjects", f"{r['subjects']:,}"),
         ("nested edges", f"{r['nested_edges']:,}"),
+        ("derived edges", f"{r.get('derived_edges', 0):,}"),
         ("wildcards", f"{r['wildcards']:,}"),
         ("opaque usersets", f"{r['opaque_usersets']:,}"),
         (
@@ -134,6 +135,10 @@ def format_report(r: dict[str, Any], index_dir: str) -> str:
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
     for reason, n in r["skipped"].items():
         lines.append(f"    skipped {n:,}: {reason}")
+    not_indexed = r.get("not_indexed") or {}
+    if not_indexed:
+        lines.append(f"  not indexed ({len(not_indexed)}; queries on them are refused):")
+        lines += [f"    {name}: {why}" for name, why in not_indexed.items()]
     return "\n".join(lines)
 
 

@@ -69,17 +69,30 @@ def check(
 @click.command()
 @click.argument("subject")
 @index_option
+@click.option("--type", "type_name", metavar="TYPE", help="Only sets of objects of this type.")
+@click.option("--permission", metavar="NAME", help="Only sets of this relation or permission.")
 @json_option
 @fail_cleanly
-def groups(subject: str, index_path: str | None, as_json: bool) -> None:
-    """List every group SUBJECT is in, transitively, one per line.
+def groups(
+    subject: str,
+    index_path: str | None,
+    type_name: str | None,
+    permission: str | None,
+    as_json: bool,
+) -> None:
+    """List every group (every set) SUBJECT is in, transitively, one per line.
+
+    With a schema, --type and --permission ask what SpiceDB calls LookupResources:
+    every object of TYPE on which SUBJECT has PERMISSION.
 
     \b
     Example:
       leopard groups user:alice --index ./idx
+      leopard groups user:anne --type doc --permission view --index ./idx
     """
     with Index(need_index(index_path)) as ix:
-        _emit(ix.groups_of(subject), as_json, "\n".join)
+        found = ix.groups_of(subject, type=type_name, permission=permission)
+    _emit(found, as_json, "\n".join)
 
 
 @click.command()
@@ -107,23 +120,37 @@ def members(
 @click.argument("subject")
 @click.argument("group")
 @index_option
+@click.option(
+    "--steps",
+    is_flag=True,
+    help="One step a line, each with the tuple or the schema's rewrite it came from.",
+)
 @json_option
 @fail_cleanly
-def explain(subject: str, group: str, index_path: str | None, as_json: bool) -> None:
+def explain(subject: str, group: str, index_path: str | None, steps: bool, as_json: bool) -> None:
     """Show a shortest chain of groups from GROUP down to one SUBJECT is directly in.
 
     \b
     Example:
       leopard explain user:alice group:all-employees --index ./idx
+      leopard explain user:anne doc:d1#view --steps --index ./idx
     """
     with Index(need_index(index_path)) as ix:
-        chain = ix.explain(subject, group)
-    if as_json:
+        chain = ix.explain(subject, group, steps=steps)
+    if chain is None:
+        click.echo("null" if as_json else f"{subject} is not a member of {group}")
+    elif steps:
+        found = [{"set": s.set, "via": s.via} for s in chain]  # type: ignore[union-attr]
+        if as_json:
+            click.echo(json.dumps(found))
+        else:
+            click.echo(found[0]["set"])
+            for step in found[1:]:
+                click.echo(f"  -> {step['set']}    ({step['via']})")
+    elif as_json:
         click.echo(json.dumps(chain))
-    elif chain is None:
-        click.echo(f"{subject} is not a member of {group}")
     else:
-        click.echo(" -> ".join(chain) + f" -> {subject}")
+        click.echo(" -> ".join(chain) + f" -> {subject}")  # type: ignore[arg-type]
 
 
 @click.command()

@@ -44,6 +44,9 @@ class Work:
         self.new_group_ids: dict[str, int] = {}
         self.new_subjects: dict[int, str] = {}
         self.next_subject = reader.next_subject()
+        # support counts of derived edges this batch moved (see leopard.core.derived)
+        self.dsupport: dict[bytes, int] = {}
+        self.dsupport_stored: set[bytes] = set()  # keys that held a count of 2 or more
 
     def bitmap(self, family: str, gid: int, *, write: bool = False) -> BitMap:
         """The batch's copy of a set; ``write=True`` marks it for persisting.
@@ -75,7 +78,7 @@ class Work:
             for fam in ("g2g", "g2a"):
                 self.sets[(fam, gid)] = BitMap([gid])
                 self.dirty.add((fam, gid))
-            for fam in ("child", "parent", "g2m"):
+            for fam in ("child", "parent", "g2m", "dchild", "dparent"):
                 self.sets[(fam, gid)] = BitMap()
         return gid
 

@@ -45,11 +45,23 @@ import pyarrow.compute as pc
 from pyroaring import BitMap
 
 from leopard.core.collect import Collector, concat, edges_of, prefetch, support_masks
+from leopard.core.edgekeys import (
+    derived_edges,
+    derived_support,
+    largest_group,
+    remap,
+    split_sorted,
+)
 from leopard.errors import InvalidInput, StorageError
 from leopard.model.closure import Graph, closures, condense, depths, dfs_order
 from leopard.model.config import Config
 from leopard.store.generations import IndexDir, base_of, dir_size, report_of
-from leopard.store.layout import FORMAT_VERSION, base_header, gkey, m2g_value
+from leopard.store.layout import (
+    FORMAT_VERSION,
+    base_header,
+    gkey,
+    m2g_value,
+)
 from leopard.store.rocks import RocksDB
 from leopard.store.space import no_space, space_errors
 from leopard.store.writers import BaseWriter
@@ -73,6 +85,8 @@ class BuildReport:
     subjects: int = 0
     member_edges: int = 0
     nested_edges: int = 0
+    derived_edges: int = 0  # edges between sets a schema's computed and arrow feeds derive
+    not_indexed: dict[str, str] = field(default_factory=dict)  # schema sets refused, and why
     wildcards: int = 0
     opaque_usersets: int = 0
     largest_group: str | None = None
@@ -87,26 +101,6 @@ class BuildReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _split_sorted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For uint64 ``hi<<32|lo`` keys, sorted: the distinct ``hi``, run bounds and the ``lo``s."""
-    hi = (keys >> np.uint64(32)).astype(np.int64)
-    lo = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    if len(hi) == 0:
-        return hi, np.zeros(1, dtype=np.int64), lo
-    starts = np.flatnonzero(np.diff(hi)) + 1
-    bounds = np.concatenate(([0], starts, [len(hi)]))
-    return hi[bounds[:-1]], bounds, lo
-
-
-def _remap(keys: np.ndarray, hi_map: np.ndarray, lo_map: np.ndarray, swap: bool) -> np.ndarray:
-    """Renumber ``hi<<32|lo`` keys (optionally swapping the halves) and sort them."""
-    hi = hi_map[(keys >> np.uint64(32)).astype(np.int64)].astype(np.uint64)
-    lo = lo_map[(keys & np.uint64(0xFFFFFFFF)).astype(np.int64)].astype(np.uint64)
-    out = (lo << np.uint64(32)) | hi if swap else (hi << np.uint64(32)) | lo
-    out.sort()
-    return out
 
 
 def build_from_batches(
@@ -175,6 +169,7 @@ def build_from_batches(
         member = edges_of(concat(col.m_group), concat(col.m_leaf), concat(col.m_flag, bool))
         col.n_parent = col.n_child = col.m_group = col.m_leaf = []
         col.n_flag = col.m_flag = []
+        derived, derived_counts = derived_edges(col)
         # leaf ids in name order, so pages of members_of are id ranges
         leaf_names = col.leaf_names
         by_name = pc.sort_indices(leaf_names).to_numpy()
@@ -182,19 +177,21 @@ def build_from_batches(
         leaf_id[by_name] = np.arange(n_leaves, dtype=np.int64)
         phase("intern")
 
-        # -- closure ------------------------------------------------------------
+        # -- closure: over the edges of tuples and the edges a schema derives -------
         down_tmp = nested[0]
+        every = np.union1d(down_tmp, derived) if len(derived) else down_tmp
         graph = Graph.from_edges(
             n_groups,
-            (down_tmp >> np.uint64(32)).astype(np.int64),
-            (down_tmp & np.uint64(0xFFFFFFFF)).astype(np.int64),
+            (every >> np.uint64(32)).astype(np.int64),
+            (every & np.uint64(0xFFFFFFFF)).astype(np.int64),
         )
+        del every
         cond = condense(graph)
         if id_order == "dfs":
             new_id = dfs_order(cond)
         else:
             new_id = np.arange(n_groups, dtype=np.int64)
-        by_leaf = _remap(member[0], new_id, leaf_id, swap=True)
+        by_leaf = remap(member[0], new_id, leaf_id, swap=True)
         names_sorted = pc.take(leaf_names, pa.array(by_name)).to_pylist()
         del leaf_names
         phase("order")
@@ -222,27 +219,40 @@ def build_from_batches(
         phase("closure")
 
         names_in_order = pc.take(col.group_names, pa.array(order)).to_pylist()
-        down = _remap(down_tmp, new_id, new_id, swap=False)
-        up = _remap(down_tmp, new_id, new_id, swap=True)
-        by_group = _remap(member[0], new_id, leaf_id, swap=False)
+        down = remap(down_tmp, new_id, new_id, swap=False)
+        up = remap(down_tmp, new_id, new_id, swap=True)
+        by_group = remap(member[0], new_id, leaf_id, swap=False)
         support = support_masks(col, {True: nested, False: member}, new_id, leaf_id)
+        d_down = remap(derived, new_id, new_id, swap=False)
+        d_up = remap(derived, new_id, new_id, swap=True)
+        d_support = derived_support(derived, derived_counts, new_id)
         del member, nested
         phase("edges")
 
         # -- write --------------------------------------------------------------
         _write_closures(writer, "g2g", g2g, comp_of, file_only=False)
-        for family, keys in (("child", down), ("parent", up), ("g2m", by_group)):
+        families = (
+            ("child", down),
+            ("parent", up),
+            ("g2m", by_group),
+            ("dchild", d_down),
+            ("dparent", d_up),
+        )
+        for family, keys in families:
             with writer.family(family) as w:
-                heads, bounds, lows = _split_sorted(keys)
+                heads, bounds, lows = split_sorted(keys)
                 for i, head in enumerate(heads.tolist()):
                     vals = array("I", lows[bounds[i] : bounds[i + 1]].tobytes())
                     w.put(gkey(head), BitMap(vals).serialize())
         with writer.family("support") as w:
             for key, mask in support:
                 w.put(key, mask)
+        with writer.family("dsupport") as w:
+            for key, count in d_support:
+                w.put(key, count)
         phase("write groups")
 
-        largest_gid, largest_n = _largest_group(cond, g2g, new_id, comp_of, by_group)
+        largest_gid, largest_n = largest_group(cond, g2g, new_id, comp_of, by_group)
         largest = names_in_order[largest_gid] if largest_gid >= 0 else None
         if child is not None:
             waited, child = child, None
@@ -257,6 +267,10 @@ def build_from_batches(
         report.subjects = n_leaves
         report.member_edges = int(len(by_group))
         report.nested_edges = int(len(down))
+        report.derived_edges = int(len(d_down))
+        plan = config.plan
+        if plan is not None:
+            report.not_indexed = {f"{t}#{r}": why for (t, r), why in sorted(plan.refused.items())}
         report.wildcards = col.wildcards
         report.opaque_usersets = col.opaque
         report.largest_group = largest
@@ -341,7 +355,7 @@ def _write_subjects(
     writer: BaseWriter, by_leaf: np.ndarray, names: list[str], file_only: bool
 ) -> None:
     """MEMBER2GROUP and subject names, in subject id (= name) order."""
-    heads, bounds, lows = _split_sorted(by_leaf)
+    heads, bounds, lows = split_sorted(by_leaf)
     low_bytes = lows.tobytes()
     b_list = bounds.tolist()
     with (
@@ -421,38 +435,6 @@ def _read_all(fd: int) -> bytes:
     while chunk := os.read(fd, 65536):
         parts.append(chunk)
     return b"".join(parts)
-
-
-def _largest_group(
-    cond: Any, g2g: list[BitMap], new_id: np.ndarray, comp_of: list[int], by_group: np.ndarray
-) -> tuple[int, int]:
-    """The group with the most leaf members, transitively, among the likeliest candidates."""
-    if not len(by_group):
-        return -1, 0
-    heads, bounds, lows = _split_sorted(by_group)
-    pos = {h: i for i, h in enumerate(heads.tolist())}
-    sizes = np.diff(bounds)
-    cache: dict[int, BitMap] = {}
-
-    def direct(g: int) -> BitMap:
-        if g not in cache:
-            i = pos.get(g)
-            cache[g] = (
-                BitMap()
-                if i is None
-                else BitMap(array("I", lows[bounds[i] : bounds[i + 1]].tobytes()))
-            )
-        return cache[g]
-
-    by_reach = sorted(range(cond.count), key=lambda c: len(g2g[c]), reverse=True)[:3]
-    candidates = {int(new_id[cond.members[c][0]]) for c in by_reach}
-    candidates.add(int(heads[int(np.argmax(sizes))]))
-    best, best_n = -1, -1
-    for gid in sorted(candidates):
-        total = len(BitMap.union(BitMap(), *(direct(d) for d in g2g[comp_of[gid]])))
-        if total > best_n:
-            best, best_n = gid, total
-    return best, best_n
 
 
 def _write_report(tmp: Path, report: BuildReport) -> None:

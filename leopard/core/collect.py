@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from leopard.core.derive import SchemaRows
 from leopard.model.config import DEFAULT_RELATION, Config
 from leopard.store.layout import mask_value, support_key
 
@@ -61,6 +62,18 @@ class Collector:
         self.opaque = 0
         self.group_names: pa.Array = pa.array([], pa.string())
         self.leaf_names: pa.Array = pa.array([], pa.string())
+        # edges a schema's computed and arrow feeds derive: parent, child, feed index
+        self.d_parent: list[np.ndarray] = []
+        self.d_child: list[np.ndarray] = []
+        self.d_bit: list[np.ndarray] = []
+        plan = config.plan
+        self.schema_rows = (
+            None
+            if plan is None
+            else SchemaRows(
+                plan, lambda t, r: self._add_fed(t, r, [r]), self._add_derived, self.skipped
+            )
+        )
 
     # -- interning ------------------------------------------------------------------
 
@@ -91,8 +104,19 @@ class Collector:
         enc = pc.dictionary_encode(pa.concat_arrays([p.cast(pa.string()) for p in parts]))
         return enc.dictionary, enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
+    def _add_derived(self, parents: Any, children: Any, bits: np.ndarray) -> None:
+        if isinstance(parents, pa.ChunkedArray):
+            parents = parents.combine_chunks()
+        if isinstance(children, pa.ChunkedArray):
+            children = children.combine_chunks()
+        self.d_parent.append(self._groups(parents))
+        self.d_child.append(self._groups(children))
+        self.d_bit.append(bits)
+
     def finish(self) -> None:
         """Turn every edge end from a position into a dense id; names in id order."""
+        if self.schema_rows is not None:
+            self.schema_rows.finish()
         self.group_names, g_of = self._dedupe(self.g_parts)
         self.leaf_names, l_of = self._dedupe(self.l_parts)
         self.g_parts = self.l_parts = []
@@ -100,6 +124,8 @@ class Collector:
         self.n_child = [g_of[a] for a in self.n_child]
         self.m_group = [g_of[a] for a in self.m_group]
         self.m_leaf = [l_of[a] for a in self.m_leaf]
+        self.d_parent = [g_of[a] for a in self.d_parent]
+        self.d_child = [g_of[a] for a in self.d_child]
         # every entry of one extra_bits item is of one kind (nested or leaf)
         self.extra_bits = [
             (g_of[g], nested, g_of[o] if len(nested) and nested[0] else l_of[o], b)
@@ -113,6 +139,9 @@ class Collector:
         if n == 0:
             return
         self.read += n
+        if self.schema_rows is not None:
+            self.indexed += self.schema_rows.add(table)
+            return
         rns, rel = table["rns"], table["rel"]
         selections: list[tuple[str, Any, list[str]]] = []
         if self.config.is_default:

@@ -31,10 +31,11 @@ import numpy as np
 from pyroaring import BitMap
 
 from leopard.core.batchwork import Work
+from leopard.core.derived import Derivations, support_entries
 from leopard.core.layers import SetReader, open_delta
 from leopard.errors import InvalidInput
 from leopard.model.closure import Graph, condense
-from leopard.model.edges import Edge, edges_of
+from leopard.model.edges import Edge, disallowed, edges_of
 from leopard.model.edges import feeding as model_feeding
 from leopard.model.names import RelationTuple
 from leopard.store.layout import (
@@ -157,17 +158,30 @@ class DeltaWriter:
                 reason = f"{t.resource_type}#{t.relation} is not fed into an indexed set"
                 rep.skipped_reasons[reason] = rep.skipped_reasons.get(reason, 0) + 1
                 continue
+            why = disallowed(config, t)
+            if why is not None:
+                rep.skipped += 1
+                rep.skipped_reasons[why] = rep.skipped_reasons.get(why, 0) + 1
+                continue
             add = op == TOUCH
             for e in edges_of(feeding, config, t):
                 work.append((e, add))
         w.prefetch(work, self._read_many)
         changed_edges: list[tuple[int, int]] = []
+        derivations = Derivations(config.plan, work, w) if config.plan is not None else None
         for e, add in work:
             if e.nested:
-                if self._nested(w, e, add, changed_edges):
+                flipped = self._nested(w, e, add, changed_edges)
+                if flipped:
                     rep.edge_changes += 1
-            elif self._member(w, e, add):
-                rep.member_changes += 1
+            else:
+                flipped = self._member(w, e, add)
+                if flipped:
+                    rep.member_changes += 1
+            if flipped and derivations is not None:
+                derivations.flipped(e, add)
+        if derivations is not None:
+            rep.edge_changes += derivations.apply(w, changed_edges)
         if changed_edges:
             self._rederive(w, changed_edges)
         rep.new_groups = len(w.new_groups)
@@ -233,8 +247,8 @@ class DeltaWriter:
     def _rederive(self, w: Work, changed: list[tuple[int, int]]) -> None:
         up = BitMap.union(BitMap(), *(self._old(w, "g2a", p) for p, _ in changed))
         down = BitMap.union(BitMap(), *(self._old(w, "g2g", c) for _, c in changed))
-        self._region(w, up, "child", "g2g")
-        self._region(w, down, "parent", "g2a")
+        self._region(w, up, ("child", "dchild"), "g2g")
+        self._region(w, down, ("parent", "dparent"), "g2a")
 
     def _read(self, family: str, gid: int) -> BitMap:
         """``reader.bitmap`` through the writer's cache; never change the result."""
@@ -274,14 +288,21 @@ class DeltaWriter:
             return BitMap([gid])
         return self._read(family, gid)
 
-    def _region(self, w: Work, region: BitMap, edges: str, family: str) -> None:
-        """Recompute ``family`` closures of every group in ``region`` over ``edges``."""
+    def _region(self, w: Work, region: BitMap, edges: tuple[str, str], family: str) -> None:
+        """Recompute ``family`` closures of every group in ``region`` over ``edges`` (the
+        edges of tuples, and with a schema also those its feeds derive)."""
         nodes = list(region)
         local = {g: i for i, g in enumerate(nodes)}
         src: list[int] = []
         dst: list[int] = []
         outside: list[list[BitMap]] = [[] for _ in nodes]
-        edges_of, closure_of = self._reads(w, edges), self._reads(w, family)
+        edges_of, closure_of = self._reads(w, edges[0]), self._reads(w, family)
+        if self.config.plan is not None:
+            direct, derived = edges_of, self._reads(w, edges[1])
+
+            def edges_of(gid: int) -> BitMap:
+                return direct(gid) | derived(gid)
+
         for i, g in enumerate(nodes):
             row = outside[i]
             for k in edges_of(g):
@@ -366,6 +387,7 @@ class DeltaWriter:
                 if mask not in (0, 1) or key in entries
             ],
         )
+        write("dsupport", support_entries(w))
         first_new = r.group_count()
         for i, name in enumerate(w.new_groups):
             wb.put_default(new_group_key(first_new + i), name.encode())

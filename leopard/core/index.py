@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 from pyroaring import BitMap
 
 from leopard.core.caches import CachedSets, load_all
+from leopard.core.explain import Step, describe, shortest_chain
 from leopard.core.freshness import POLL, wait_steps
 from leopard.core.layers import SetReader
 from leopard.core.successor import Successor, live_generation
@@ -31,7 +31,7 @@ from leopard.errors import InvalidInput, InvalidTuple
 from leopard.model.config import Config
 from leopard.model.names import (
     GROUP_RE,
-    MAX_TUPLE_BYTES,
+    MAX_ID_BYTES,
     PLAIN_SUBJECT_RE,
     SUBJECT_RE,
     parse_object,
@@ -44,13 +44,23 @@ __all__ = ["Index", "SWAP_GRACE"]
 # How long refresh() keeps serving a generation while a newer one, swapped in behind
 # it, catches up (see Index.refresh).
 SWAP_GRACE = 30.0
-_SHORT = MAX_TUPLE_BYTES // 4  # no name this long in characters can exceed the byte limit
+# The patterns check every limit but the id's, in bytes: no name this short (in
+# characters) can hold an id over it.
+_SHORT = MAX_ID_BYTES // 4
 _UNSEEN: Any = object()
 
 
 def _long(name: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
-    """Match a long name, refusing it (no match) when it is over the byte limit."""
-    return pattern.fullmatch(name) if len(name.encode()) <= MAX_TUPLE_BYTES else None
+    """Match a long name, refusing it (no match) when its id is over the byte limit."""
+    m = pattern.fullmatch(name)
+    return m if m is not None and len(m.group(2).encode()) <= MAX_ID_BYTES else None
+
+
+def _not_a_set(cfg: Config, ns: str, rel: str) -> str:
+    plan = cfg.plan
+    if plan is not None:
+        return f"is not indexed: {plan.why_not(ns, rel)}"
+    return f"is not an indexed set (sets of {ns!r}: {', '.join(cfg.sets_of(ns)) or 'none'})"
 
 
 class Index:
@@ -230,10 +240,7 @@ class Index:
             full = f"{ns}:{oid}#{rel}"
         else:
             if not cfg.is_set(ns, rel):
-                raise InvalidInput(
-                    f"group {name!r}: {ns}#{rel} is not an indexed set "
-                    f"(sets of {ns!r}: {', '.join(cfg.sets_of(ns)) or 'none'})"
-                )
+                raise InvalidInput(f"group {name!r}: {ns}#{rel} {_not_a_set(cfg, ns, rel)}")
             full = name
         found = self._r.group_id(full)
         self._c.remember_group(name, found)
@@ -268,7 +275,7 @@ class Index:
         if gid is None:
             return None
         key = gkey(gid)
-        families = ("child", "parent", "g2m")
+        families = ("child", "parent", "g2m", "dchild", "dparent")
         if gid < len(r.base_groups) and not any(key in r.overlay.sets.get(f, ()) for f in families):
             return gid  # unchanged since a build, which only names groups with edges
         return gid if any(r.bitmap(f, gid) for f in families) else None
@@ -374,10 +381,20 @@ class Index:
         if gid is not None and gid >= 0:
             self._c.remember_reach(group, gid)
 
-    def groups_of(self, subject: str) -> list[str]:
-        """Every group the subject is in, transitively, sorted by name."""
+    def groups_of(
+        self, subject: str, *, type: str | None = None, permission: str | None = None
+    ) -> list[str]:
+        """Every set the subject is in, transitively, sorted by name; with ``type`` and
+        ``permission``, only those of that type and relation or permission (SpiceDB's
+        LookupResources: ``groups_of("user:anne", type="doc", permission="view")``)."""
         with self._lock:
-            return self._groups_of(subject)
+            names = self._groups_of(subject)
+        if type is not None:
+            names = [n for n in names if n.startswith(type + ":")]
+        if permission is not None:
+            tail = "#" + permission
+            names = [n for n in names if n.endswith(tail)]
+        return names
 
     def _groups_of(self, subject: str) -> list[str]:
         kind, sgid, key = self._parse_subject(subject)
@@ -415,45 +432,30 @@ class Index:
         members = self._c.members(gid)
         return self._r.subject_page(members, limit=limit, after=after)
 
-    def explain(self, subject: str, group: str) -> list[str] | None:
-        """A shortest chain of groups from ``group`` down to one the subject is directly in.
+    def explain(
+        self, subject: str, group: str, *, steps: bool = False
+    ) -> list[str] | list[Step] | None:
+        """A shortest chain of sets from ``group`` down to one the subject is directly in;
+        None when the subject is not a member.
 
-        Returns None when the subject is not a member.
+        With ``steps``, each set of the chain comes with what its edge came from (a
+        stored tuple, or a schema's rewrite), and the subject ends the chain.
         """
         with self._lock:
-            return self._explain(subject, group)
-
-    def _explain(self, subject: str, group: str) -> list[str] | None:
-        gid = self._group_id(group)
-        kind, sgid, key = self._parse_subject(subject)
-        if gid is None:
-            return None
-        if kind == "set":
-            targets = BitMap([sgid]) if sgid is not None else BitMap()
-        else:
-            targets = self._c.direct_groups(key)
-        reach = self._c.closure(gid)
-        if not targets.intersect(reach):
-            return None
-        # Only groups that are below `group` and above a target can lie on a chain.
-        above = BitMap.union(BitMap(), *(self._r.bitmap("g2a", t) for t in (targets & reach)))
-        allowed = reach & above
-        prev: dict[int, int] = {gid: -1}
-        queue = deque([gid])
-        while queue:
-            v = queue.popleft()
-            if v in targets:
-                chain = []
-                while v != -1:
-                    chain.append(v)
-                    v = prev[v]
-                chain.reverse()
-                return [self._r.group_name(g) for g in chain]
-            for w in self._r.bitmap("child", v) & allowed:
-                if w not in prev:
-                    prev[w] = v
-                    queue.append(w)
-        return None  # pragma: no cover - closures and edges agree
+            gid = self._group_id(group)
+            kind, sgid, key = self._parse_subject(subject)
+            if gid is None:
+                return None
+            if kind == "set":
+                targets = BitMap([sgid]) if sgid is not None else BitMap()
+            else:
+                targets = self._c.direct_groups(key)
+            chain = shortest_chain(self._r, self._c, gid, targets)
+            if chain is None:
+                return None
+            if steps:
+                return describe(self._r, chain, key if kind == "leaf" else subject)
+            return self._r.group_names(chain)
 
     def warm(self, *, subjects: bool = True) -> int:
         """Hold the index in memory: every group's closure and (``subjects``) every

@@ -45,6 +45,7 @@ from leopard.store.layout import (
     SET_FAMILIES,
     BadValue,
     check_header,
+    count_of,
     damaged,
     decode_bitmap,
     decode_name,
@@ -52,6 +53,7 @@ from leopard.store.layout import (
     gkey,
     mask_of,
     split_m2g,
+    split_pair_key,
     split_support_key,
 )
 from leopard.store.rocks import RocksDB, log_files
@@ -59,7 +61,7 @@ from leopard.store.rocks import RocksDB, log_files
 __all__ = ["VerifyReport", "verify_index", "LIMIT"]
 
 LIMIT = 20  # findings of one kind listed; the rest are counted
-_SETS = ("g2g", "g2a", "g2m", "child", "parent")  # families of group id -> set
+_SETS = ("g2g", "g2a", "g2m", "child", "parent", "dchild", "dparent")  # group id -> set
 _DELTA_KEYS = (POSITION_KEY, NEXT_SUBJECT_KEY, SEQ_KEY)
 _EMPTY = BitMap()
 
@@ -131,6 +133,7 @@ class _Verifier:
         self.m2g: dict[str, tuple[int, BitMap]] = {}  # name -> id, direct groups
         self.names: dict[int, str] = {}  # sname: id -> name
         self.support: dict[bytes, int] = {}
+        self.dsupport: dict[bytes, int] = {}  # derived edges' support counts
         self.whole: set[str] = set(SET_FAMILIES)  # families read to the end
         self.in_delta: dict[str, set[bytes]] = {f: set() for f in SET_FAMILIES}
         self.delta_stopped = False  # a scan of the delta stopped at damage
@@ -281,12 +284,14 @@ class _Verifier:
                     self.m2g[key.decode()] = value
                 elif family == "sname":
                     self.names[gid_of(key)] = value
-                elif family != "support":
-                    self.sets[family][gid_of(key)] = value
-                elif value is None:  # the delta's "no entry"
-                    self.support.pop(key, None)
+                elif family in ("support", "dsupport"):
+                    counts = self.support if family == "support" else self.dsupport
+                    if value is None:  # the delta's "no entry"
+                        counts.pop(key, None)
+                    else:
+                        counts[key] = value
                 else:
-                    self.support[key] = value
+                    self.sets[family][gid_of(key)] = value
 
     # -- across families --------------------------------------------------------------
 
@@ -319,7 +324,7 @@ class _Verifier:
         """GROUP2GROUP and GROUP2ANCESTOR: one per group, holding the group, equal to
         the group and the closures of its children (parents)."""
         sets = self.sets
-        for family, edges in (("g2g", "child"), ("g2a", "parent")):
+        for family, edges, derived in (("g2g", "child", "dchild"), ("g2a", "parent", "dparent")):
             if family not in self.whole:
                 continue
             closure = sets[family]
@@ -334,8 +339,9 @@ class _Verifier:
                     self.bad(family, key, "the set does not hold the group itself")
                 elif bm.max() >= groups:
                     self.bad(family, key, f"the set holds group id {bm.max()}, past the last")
-                elif edges in self.whole:
-                    parts = [closure.get(c, _EMPTY) for c in sets[edges].get(gid, _EMPTY)]
+                elif edges in self.whole and derived in self.whole:
+                    below = sets[edges].get(gid, _EMPTY) | sets[derived].get(gid, _EMPTY)
+                    parts = [closure.get(c, _EMPTY) for c in below]
                     diff = len(BitMap.union(BitMap([gid]), *parts) ^ bm)
                     if diff:
                         what = f"the group and the {family} sets of its {edges} groups"
@@ -345,7 +351,13 @@ class _Verifier:
         """Direct edges in range, ``child``/``parent`` and ``m2g``/``g2m`` mirrored, and
         a support mask only where its edge is."""
         sets, whole = self.sets, self.whole
-        for family, limit in (("child", groups), ("parent", groups), ("g2m", subjects)):
+        for family, limit in (
+            ("child", groups),
+            ("parent", groups),
+            ("g2m", subjects),
+            ("dchild", groups),
+            ("dparent", groups),
+        ):
             for gid, bm in sets[family].items():
                 if gid >= groups:
                     self.bad(family, gkey(gid), f"a key past the last of {groups:,} groups")
@@ -353,6 +365,13 @@ class _Verifier:
                     self.bad(family, gkey(gid), f"the set holds id {bm.max()}, past the last")
         if {"child", "parent"} <= whole:
             self.mirror("parent", _flip(sets["child"]), "the child sets naming it")
+        if {"dchild", "dparent"} <= whole:
+            self.mirror("dparent", _flip(sets["dchild"]), "the dchild sets naming it")
+        if {"dsupport", "dchild"} <= whole:
+            for key in self.dsupport:
+                parent, child = split_pair_key(key)
+                if child not in sets["dchild"].get(parent, _EMPTY):
+                    self.bad("dsupport", key, "a count for a derived edge that does not exist")
         if {"m2g", "g2m"} <= whole:
             direct = dict(self.m2g.values())
             self.mirror("g2m", _flip(direct), "the m2g values naming it")
@@ -409,6 +428,10 @@ def _decode(family: str, key: bytes, raw: bytes, *, base: bool) -> Any:
         if len(key) != 9 or key[4:5] not in (b"g", b"s"):
             raise BadValue(f"key is no support key ({len(key)} bytes)")
         return None if not raw and not base else mask_of(raw)
+    if family == "dsupport":
+        if len(key) != 8:
+            raise BadValue(f"key is no derived edge's key ({len(key)} bytes, not 8)")
+        return None if not raw and not base else count_of(raw)
     if len(key) != 4:
         raise BadValue(f"key is {len(key)} bytes, not a 4-byte id")
     if family == "sname":

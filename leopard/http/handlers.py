@@ -124,7 +124,8 @@ class Handlers:
         await self._fresh(q)
         ix = self.index
         token = ix.version
-        return 200, S.GroupsResult(groups=ix.groups_of(q.subject), token=token)
+        found = ix.groups_of(q.subject, type=q.type, permission=q.permission)
+        return 200, S.GroupsResult(groups=found, token=token)
 
     async def get_members(self, scope: Scope, receive: Receive) -> Answer:
         q: S.MembersParams = query(scope, S.MembersParams)
@@ -142,8 +143,16 @@ class Handlers:
         await self._fresh(q)
         ix = self.index
         token = ix.version
-        chain = ix.explain(q.subject, q.group)
-        return 200, S.ExplainResult(member=chain is not None, chain=chain, token=token)
+        if not q.steps:
+            chain = ix.explain(q.subject, q.group)
+            return 200, S.ExplainResult(member=chain is not None, chain=chain, token=token)
+        steps = ix.explain(q.subject, q.group, steps=True)
+        if steps is None:
+            return 200, S.ExplainStepsResult(member=False, chain=None, steps=None, token=token)
+        found = [S.ExplainStep(set=s.set, via=s.via) for s in steps]  # type: ignore[union-attr]
+        return 200, S.ExplainStepsResult(
+            member=True, chain=[s.set for s in found[:-1]], steps=found, token=token
+        )
 
     async def get_version(self, scope: Scope, receive: Receive) -> Answer:
         q: S.VersionParams = query(scope, S.VersionParams)

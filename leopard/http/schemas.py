@@ -30,6 +30,8 @@ __all__ = [
     "ErrorBody",
     "ExplainParams",
     "ExplainResult",
+    "ExplainStep",
+    "ExplainStepsResult",
     "Freshness",
     "GroupsParams",
     "GroupsResult",
@@ -132,9 +134,14 @@ class CheckParams(Freshness):
 
 
 class GroupsParams(Freshness):
-    """Query of `GET /v1/groups`."""
+    """Query of `GET /v1/groups`; with `type` and `permission`, only those sets (with a
+    schema: every object of `type` on which the subject has `permission`)."""
 
     subject: str = _subject()
+    type: str | None = Field(None, min_length=1, description="Only sets of this object type.")
+    permission: str | None = Field(
+        None, min_length=1, description="Only sets of this relation or permission."
+    )
 
 
 class MembersParams(Freshness):
@@ -154,6 +161,16 @@ class ExplainParams(Freshness):
 
     subject: str = _subject()
     group: str = _group()
+    steps: bool = Field(
+        False, description="Also say, for each step, the tuple or the rewrite it came from."
+    )
+
+
+class ExplainStep(_Model):
+    """A set of the chain and how the one before it includes it (null for the first)."""
+
+    set: str
+    via: str | None
 
 
 class VersionParams(Freshness):
@@ -215,6 +232,13 @@ class ExplainResult(_Model):
     member: bool
     chain: list[str] | None = Field(description="Null when the subject is not a member.")
     token: str = _token()
+
+
+class ExplainStepsResult(ExplainResult):
+    """`GET /v1/explain` with `steps=true`: the chain, then step by step with what each
+    step came from (a stored tuple, or a schema's rewrite), the subject last."""
+
+    steps: list[ExplainStep] | None = Field(description="Null when the subject is not a member.")
 
 
 class VersionResult(_Model):

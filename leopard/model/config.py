@@ -23,10 +23,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from leopard.errors import InvalidConfig
-from leopard.model.names import is_namespace, is_relation
+from leopard.errors import InvalidConfig, InvalidSchema
+from leopard.model.names import namespace_problem, relation_problem
+from leopard.model.plan import Plan, compile_schema
+from leopard.model.schema import Schema, parse_openfga_dsl, parse_openfga_json, parse_spicedb
 
-__all__ = ["SetConfig", "Config", "load_config", "DEFAULT_RELATION"]
+__all__ = [
+    "SetConfig",
+    "SchemaSource",
+    "Config",
+    "load_config",
+    "schema_config",
+    "DEFAULT_RELATION",
+]
+
+#: schema file extension -> dialect
+SCHEMA_DIALECTS = {".zed": "spicedb", ".fga": "openfga-dsl", ".json": "openfga"}
 
 DEFAULT_RELATION = "member"
 
@@ -43,15 +55,17 @@ class SetConfig(BaseModel):
     @field_validator("namespace")
     @classmethod
     def _check_namespace(cls, v: str) -> str:
-        if not is_namespace(v):
-            raise ValueError(f"{v!r} is not a valid namespace")
+        problem = namespace_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("relation")
     @classmethod
     def _check_relation(cls, v: str) -> str:
-        if not is_relation(v):
-            raise ValueError(f"{v!r} is not a valid relation name")
+        problem = relation_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("feeds_from")
@@ -62,8 +76,9 @@ class SetConfig(BaseModel):
         if not v:
             raise ValueError("must name at least one stored relation")
         for i, rel in enumerate(v):
-            if not is_relation(rel):
-                raise ValueError(f"{rel!r} is not a valid relation name")
+            problem = relation_problem(rel)
+            if problem:
+                raise ValueError(problem)
             if rel in v[:i]:
                 # it would feed the set twice (and take two source bits for one relation)
                 raise ValueError(f"{rel!r} is listed twice")
@@ -74,12 +89,35 @@ class SetConfig(BaseModel):
         return list(self.feeds_from) if self.feeds_from else [self.relation]
 
 
-class Config(BaseModel):
-    """The whole configuration. ``sets=None`` means the default: every ``ns#member``."""
+class SchemaSource(BaseModel):
+    """A schema as written (SpiceDB ``.zed``, OpenFGA DSL or JSON), stored in the index
+    so that every reader interprets tuples as the build did; ``only`` narrows it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    dialect: str
+    text: str
+    filename: str = "<schema>"
+    only: list[str] = Field(default_factory=list)
+
+    def parse(self) -> Schema:
+        if self.dialect == "spicedb":
+            return parse_spicedb(self.text, self.filename)
+        if self.dialect == "openfga-dsl":
+            return parse_openfga_dsl(self.text, self.filename)
+        if self.dialect == "openfga":
+            return parse_openfga_json(self.text, self.filename)
+        raise InvalidConfig(f"unknown schema dialect {self.dialect!r}")
+
+
+class Config(BaseModel):
+    """The whole configuration: TOML ``sets`` (None: the default, every ``ns#member``),
+    or a ``schema`` whose union-only relations and permissions are the sets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     sets: list[SetConfig] | None = None
+    schema_source: SchemaSource | None = Field(default=None, alias="schema")
 
     @field_validator("sets")
     @classmethod
@@ -99,6 +137,12 @@ class Config(BaseModel):
     # -- lookups, precomputed once -------------------------------------------------
 
     def model_post_init(self, __context: Any) -> None:
+        plan = None
+        if self.schema_source is not None:
+            if self.sets is not None:
+                raise InvalidConfig("give either TOML sets or a schema, not both")
+            plan = compile_schema(self.schema_source.parse(), self.schema_source.only)
+        object.__setattr__(self, "_plan", plan)
         feeds: dict[tuple[str, str], tuple[str, ...]] = {}
         per_ns: dict[str, list[str]] = {}
         for s in self.sets or ():
@@ -109,23 +153,37 @@ class Config(BaseModel):
         object.__setattr__(self, "_per_ns", {k: tuple(v) for k, v in per_ns.items()})
 
     @property
+    def plan(self) -> Plan | None:
+        """The compiled schema, when the sets come from one."""
+        return self._plan  # type: ignore[attr-defined,no-any-return]
+
+    @property
     def is_default(self) -> bool:
-        return self.sets is None
+        return self.sets is None and self.schema_source is None
 
     def feeds(self, namespace: str, stored_relation: str) -> tuple[str, ...]:
         """The set relations that a stored ``namespace#stored_relation`` tuple feeds."""
+        plan = self.plan
+        if plan is not None:
+            return (stored_relation,) if plan.direct(namespace, stored_relation) else ()
         if self.sets is None:
             return (DEFAULT_RELATION,) if stored_relation == DEFAULT_RELATION else ()
         return self._feeds.get((namespace, stored_relation), ())  # type: ignore[attr-defined]
 
     def is_set(self, namespace: str, relation: str) -> bool:
         """Whether ``namespace#relation`` is an indexed set."""
+        plan = self.plan
+        if plan is not None:
+            return plan.is_set(namespace, relation)
         if self.sets is None:
             return relation == DEFAULT_RELATION
         return relation in self._per_ns.get(namespace, ())  # type: ignore[attr-defined]
 
     def sets_of(self, namespace: str) -> tuple[str, ...]:
         """The set relations of a namespace (the default config has ``member`` everywhere)."""
+        plan = self.plan
+        if plan is not None:
+            return plan.sets_of(namespace)
         if self.sets is None:
             return (DEFAULT_RELATION,)
         return self._per_ns.get(namespace, ())  # type: ignore[attr-defined]
@@ -142,6 +200,14 @@ class Config(BaseModel):
         for (ns, src), rels in self._feeds.items():  # type: ignore[attr-defined]
             for rel in rels:
                 yield ns, src, rel
+
+    def why_not(self, namespace: str, relation: str) -> str:
+        """Why ``namespace#relation`` is not an indexed set, for an error message."""
+        plan = self.plan
+        if plan is not None:
+            return plan.why_not(namespace, relation) or "it is an indexed set"
+        sets = ", ".join(self.sets_of(namespace)) or "none"
+        return f"{namespace}#{relation} is not an indexed set (sets of {namespace!r}: {sets})"
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(by_alias=True, exclude_none=True), sort_keys=True)
@@ -183,3 +249,27 @@ def load_config(path: str | Path | None) -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise InvalidConfig(f"{p}: {_describe(exc)}") from None
+
+
+def schema_config(path: str | Path, only: Iterable[str] = ()) -> Config:
+    """The configuration of a schema file: SpiceDB ``.zed``, OpenFGA ``.fga`` or ``.json``.
+
+    InvalidSchema names the file, the line and what is wrong; ``only`` narrows the
+    index to those ``type#relation`` sets and what they depend on.
+    """
+    p = Path(path)
+    dialect = SCHEMA_DIALECTS.get(p.suffix.lower())
+    if dialect is None:
+        accepted = ", ".join(SCHEMA_DIALECTS)
+        raise InvalidSchema(
+            f"{p}: unknown schema extension {p.suffix or '(none)'!r}; expected one of {accepted}"
+        )
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise InvalidSchema(f"cannot read schema {str(p)!r}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidSchema(f"{p}: not UTF-8 text (byte {exc.start})") from exc
+    source = SchemaSource(dialect=dialect, text=text, filename=str(p), only=list(only))
+    compile_schema(source.parse(), source.only)  # its errors as they are, not wrapped
+    return Config(schema_source=source)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from leopard.model.config import Config
 from leopard.model.names import RelationTuple
 
-__all__ = ["Edge", "classify", "feeding", "edges_of"]
+__all__ = ["Edge", "classify", "feeding", "edges_of", "disallowed"]
 
 
 class Edge(NamedTuple):
@@ -53,3 +53,24 @@ def edges_of(feeding: list[tuple[str, int | None]], config: Config, t: RelationT
                 subject += f"#{srel}"
             out.append(Edge(group, subject, False, bit))
     return out
+
+
+def disallowed(config: Config, t: RelationTuple) -> str | None:
+    """Why a schema's relation does not take this tuple's subject (None: it does, or
+    the sets come from no schema). Such a tuple is skipped and counted, as OpenFGA
+    ignores it and SpiceDB refuses to write it."""
+    plan = config.plan
+    if plan is None:
+        return None
+    sp = plan.direct(t.resource_type, t.relation)
+    if sp is None:
+        return None
+    if t.subject_relation is not None:
+        kind = f"{t.subject_type}#{t.subject_relation}"
+    elif t.subject_id == "*":
+        kind = f"{t.subject_type}:*"
+    else:
+        kind = t.subject_type
+    if kind in sp.allowed:
+        return None
+    return f"{t.resource_type}#{t.relation} does not allow subjects of type {kind}"

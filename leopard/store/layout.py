@@ -27,6 +27,12 @@ portable roaring bitmap)::
               drop an edge another relation still feeds; an edge with no entry is
               fed by the set's first relation alone; an empty value in the delta
               means "no entry")
+    dchild    group id -> child groups by a schema's computed or arrow feeds (derived
+              from the stored tuples, kept apart from the edges tuples make directly)
+    dparent   group id -> parent groups by those feeds
+    dsupport  group id + child group id -> 4-byte big-endian count of the feeds that
+              derive that edge, only where it is 2 or more (no entry: one, when the
+              edge is in dchild); an empty value in the delta means "no entry"
 
 Nothing else in the code spells a key or packs a value: this module is the format.
 ``FORMAT_VERSION`` changes whenever any of it does in a way an older reader could not
@@ -80,6 +86,10 @@ __all__ = [
     "gid_of",
     "support_key",
     "split_support_key",
+    "pair_key",
+    "split_pair_key",
+    "count_value",
+    "count_of",
     "m2g_value",
     "split_m2g",
     "m2g_id",
@@ -100,8 +110,20 @@ __all__ = [
     "new_group_key",
 ]
 
-FORMAT_VERSION = 1
-SET_FAMILIES = ("m2g", "sname", "g2g", "g2a", "g2m", "child", "parent", "support")
+FORMAT_VERSION = 2
+SET_FAMILIES = (
+    "m2g",
+    "sname",
+    "g2g",
+    "g2a",
+    "g2m",
+    "child",
+    "parent",
+    "support",
+    "dchild",
+    "dparent",
+    "dsupport",
+)
 FAMILIES = ("default", *SET_FAMILIES)
 
 # keys of the default family
@@ -237,6 +259,27 @@ def m2g_groups(raw: bytes) -> BitMap:
 
 def mask_value(mask: int) -> bytes:
     return mask.to_bytes(8, "little")
+
+
+def pair_key(parent: int, child: int) -> bytes:
+    """Key of a derived edge's support count."""
+    return _U32.pack(parent) + _U32.pack(child)
+
+
+def split_pair_key(key: bytes) -> tuple[int, int]:
+    return _U32.unpack_from(key)[0], _U32.unpack_from(key, 4)[0]
+
+
+def count_value(count: int) -> bytes:
+    return _U32.pack(count)
+
+
+def count_of(raw: bytes) -> int:
+    """A derived edge's support count; BadValue unless 4 bytes holding 2 or more."""
+    if len(raw) != 4 or _U32.unpack(raw)[0] < 2:
+        reason = f"{len(raw)} bytes, not 4" if len(raw) != 4 else "a count under 2"
+        raise BadValue(f"derived support is {reason}")
+    return int(_U32.unpack(raw)[0])
 
 
 def mask_of(raw: bytes) -> int:

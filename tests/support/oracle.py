@@ -15,6 +15,14 @@ Semantics (``leopard/index.py`` docstrings are the spec):
 * a leaf is in ``g`` when a group reachable from ``g`` (``g`` included) holds it
   directly, or holds the wildcard of its namespace (a wildcard itself only counts
   as the literal leaf ``ns:*``); a set is in ``g`` when reachable from ``g``.
+
+With a schema (``config.plan``), three more kinds of edges, added as plainly:
+
+* a tuple whose subject type its relation does not allow is skipped;
+* an arrow ``P = ... + t->R`` of type ``T``: for every indexed tuple ``T:X#t@S:Y``
+  (a plain object, ``S#R`` an indexed set), ``T:X#P -> S:Y#R``;
+* a computed ``P = ... + R``: for every object ``T:X`` with an indexed tuple,
+  ``T:X#P -> T:X#R``.
 """
 
 from __future__ import annotations
@@ -42,17 +50,45 @@ class Oracle:
         self.groups: set[str] = set()  # every group named by an indexed tuple
         self.skipped = 0
         self.indexed = 0
+        self.objects: set[tuple[str, str]] = set()  # (type, object) with an indexed tuple
+        kept: list[RelationTuple] = []
         for item in tuples:
             t = parse_tuple(item) if isinstance(item, str) else item
-            self._add(t)
+            if self._add(t):
+                kept.append(t)
+        if config.plan is not None:
+            self._derive(kept)
         self._reach: dict[str, frozenset[str]] = {}
 
-    def _add(self, t: RelationTuple) -> None:
+    def _edge(self, group: str, child: str) -> None:
+        for g in (group, child):
+            self.groups.add(g)
+            self.children.setdefault(g, set())
+            self.leaves.setdefault(g, set())
+        self.children[group].add(child)
+
+    def _derive(self, kept: list[RelationTuple]) -> None:
+        plan = self.config.plan
+        assert plan is not None
+        for t in kept:
+            for set_rel, target, _ in plan.arrows(t.resource_type, t.relation):
+                plain = t.subject_relation is None and t.subject_id != "*"
+                if plain and plan.is_set(t.subject_type, target):
+                    self._edge(
+                        f"{t.resource_type}:{t.resource_id}#{set_rel}",
+                        f"{t.subject_type}:{t.subject_id}#{target}",
+                    )
+        for type_name, obj in self.objects:
+            for set_rel, target, _ in plan.computed(type_name):
+                self._edge(f"{obj}#{set_rel}", f"{obj}#{target}")
+
+    def _add(self, t: RelationTuple) -> bool:
         set_rels = self.config.feeds(t.resource_type, t.relation)
-        if not set_rels:
+        if not set_rels or not self._allowed(t):
             self.skipped += 1
-            return
+            return False
         self.indexed += 1
+        self.objects.add((t.resource_type, f"{t.resource_type}:{t.resource_id}"))
         srel = t.subject_relation
         if srel == "...":
             srel = None
@@ -71,6 +107,19 @@ class Oracle:
                 self.leaves[group].add(f"{t.subject_type}:{t.subject_id}")
             else:
                 self.leaves[group].add(f"{t.subject_type}:{t.subject_id}#{srel}")
+        return True
+
+    def _allowed(self, t: RelationTuple) -> bool:
+        """Whether a schema's relation allows the tuple's subject type (no schema: yes)."""
+        plan = self.config.plan
+        if plan is None:
+            return True
+        allowed = plan.sets[(t.resource_type, t.relation)].allowed
+        if t.subject_relation is not None:
+            return f"{t.subject_type}#{t.subject_relation}" in allowed
+        if t.subject_id == "*":
+            return f"{t.subject_type}:*" in allowed
+        return t.subject_type in allowed
 
     # -- names ------------------------------------------------------------------------
 

@@ -1,0 +1,105 @@
+"""Edge keys of the build: numpy work on ``hi<<32|lo`` keys, sorted, split and renumbered.
+
+The build holds every edge as a 64-bit key (a group id in the high half, a group or
+subject id in the low half) so that deduplicating, sorting and grouping millions of
+edges are numpy operations, not Python loops.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+import numpy as np
+from pyroaring import BitMap
+
+from leopard.core.collect import Collector, concat
+from leopard.store.layout import count_value, pair_key
+
+__all__ = ["derived_edges", "derived_support", "split_sorted", "remap", "largest_group"]
+
+
+def derived_edges(col: Collector) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct derived edges ``parent<<32|child``, sorted, and how many feeds derive each
+    (the same feed derives the same edge once, however often its tuple repeats)."""
+    parents, children, bits = concat(col.d_parent), concat(col.d_child), concat(col.d_bit)
+    col.d_parent = col.d_child = col.d_bit = []
+    if not len(parents):
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    edge = (parents.astype(np.uint64) << np.uint64(32)) | children.astype(np.uint64)
+    order = np.lexsort((bits, edge))
+    edge, bits = edge[order], bits[order]
+    new = np.empty(len(edge), dtype=bool)
+    new[0] = True
+    np.not_equal(edge[1:], edge[:-1], out=new[1:])
+    distinct = new.copy()
+    distinct[1:] |= bits[1:] != bits[:-1]  # a new (edge, feed) pair
+    starts = np.flatnonzero(new)
+    counts = np.add.reduceat(distinct.astype(np.int64), starts)
+    return edge[starts], counts
+
+
+def derived_support(
+    derived: np.ndarray, counts: np.ndarray, new_id: np.ndarray
+) -> list[tuple[bytes, bytes]]:
+    """Support counts of the derived edges that two or more feeds derive, in key order."""
+    many = np.flatnonzero(counts > 1)
+    out = []
+    for i in many.tolist():
+        key = int(derived[i])
+        parent, child = int(new_id[key >> 32]), int(new_id[key & 0xFFFFFFFF])
+        out.append((pair_key(parent, child), count_value(int(counts[i]))))
+    out.sort()
+    return out
+
+
+def split_sorted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For uint64 ``hi<<32|lo`` keys, sorted: the distinct ``hi``, run bounds and the ``lo``s."""
+    hi = (keys >> np.uint64(32)).astype(np.int64)
+    lo = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    if len(hi) == 0:
+        return hi, np.zeros(1, dtype=np.int64), lo
+    starts = np.flatnonzero(np.diff(hi)) + 1
+    bounds = np.concatenate(([0], starts, [len(hi)]))
+    return hi[bounds[:-1]], bounds, lo
+
+
+def remap(keys: np.ndarray, hi_map: np.ndarray, lo_map: np.ndarray, swap: bool) -> np.ndarray:
+    """Renumber ``hi<<32|lo`` keys (optionally swapping the halves) and sort them."""
+    hi = hi_map[(keys >> np.uint64(32)).astype(np.int64)].astype(np.uint64)
+    lo = lo_map[(keys & np.uint64(0xFFFFFFFF)).astype(np.int64)].astype(np.uint64)
+    out = (lo << np.uint64(32)) | hi if swap else (hi << np.uint64(32)) | lo
+    out.sort()
+    return out
+
+
+def largest_group(
+    cond: Any, g2g: list[BitMap], new_id: np.ndarray, comp_of: list[int], by_group: np.ndarray
+) -> tuple[int, int]:
+    """The group with the most leaf members, transitively, among the likeliest candidates."""
+    if not len(by_group):
+        return -1, 0
+    heads, bounds, lows = split_sorted(by_group)
+    pos = {h: i for i, h in enumerate(heads.tolist())}
+    sizes = np.diff(bounds)
+    cache: dict[int, BitMap] = {}
+
+    def direct(g: int) -> BitMap:
+        if g not in cache:
+            i = pos.get(g)
+            cache[g] = (
+                BitMap()
+                if i is None
+                else BitMap(array("I", lows[bounds[i] : bounds[i + 1]].tobytes()))
+            )
+        return cache[g]
+
+    by_reach = sorted(range(cond.count), key=lambda c: len(g2g[c]), reverse=True)[:3]
+    candidates = {int(new_id[cond.members[c][0]]) for c in by_reach}
+    candidates.add(int(heads[int(np.argmax(sizes))]))
+    best, best_n = -1, -1
+    for gid in sorted(candidates):
+        total = len(BitMap.union(BitMap(), *(direct(d) for d in g2g[comp_of[gid]])))
+        if total > best_n:
+            best, best_n = gid, total
+    return best, best_n
