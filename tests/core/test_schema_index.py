@@ -1,0 +1,229 @@
+"""Indexing a schema as written: what is indexed, what is refused and why, and the
+answers and messages a user sees, in SpiceDB's language and in OpenFGA's DSL and JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import leopard
+from leopard.core.incremental import DeltaWriter
+from leopard.core.index import Index
+from leopard.errors import InvalidInput, InvalidSchema
+from leopard.model.config import schema_config
+from leopard.model.names import parse_tuple
+from leopard.model.schema import load_schema, to_openfga_json
+
+ZED = """use expiration
+
+definition user {}
+definition group {
+  relation member: user | group#member
+}
+definition folder {
+  relation parent: folder
+  relation owner: user
+  relation viewer: user | user:* | group#member
+  permission edit = owner + parent->edit
+  permission view = viewer + edit + parent->view
+}
+definition doc {
+  relation parent: folder
+  relation viewer: user | group#member
+  relation banned: user
+  relation auditor: user with expiration
+  permission view = viewer + parent->view
+  permission view_ok = view - banned
+  permission view_or_ok = view + view_ok
+  permission audit = auditor + view
+}
+"""
+
+FGA = """
+model
+  schema 1.1
+type user
+type group
+  relations
+    define member: [user, group#member]
+type folder
+  relations
+    define parent: [folder]
+    define owner: [user]
+    define viewer: [user, user:*, group#member]
+    define edit: owner or edit from parent
+    define view: viewer or edit or view from parent
+type doc
+  relations
+    define parent: [folder]
+    define viewer: [user, group#member] or view from parent
+    define view: viewer
+"""
+
+TUPLES = [
+    "group:eng#member@user:anne",
+    "group:all#member@group:eng#member",
+    "folder:root#viewer@group:all#member",
+    "folder:root#viewer@user:*",
+    "folder:sub#parent@folder:root",
+    "folder:sub#owner@user:bob",
+    "doc:d1#parent@folder:sub",
+    "doc:d1#viewer@user:carol",
+    "doc:d1#banned@user:carol",
+    "doc:d3#viewer@folder:root",  # doc#viewer does not allow folders: skipped
+]
+
+
+@pytest.fixture
+def zed(tmp_path: Path) -> Path:
+    path = tmp_path / "schema.zed"
+    path.write_text(ZED)
+    return path
+
+
+def build(tmp_path: Path, schema: Path, tuples: list[str] = TUPLES, **kw: object) -> Path:
+    path = tmp_path / "idx"
+    leopard.build_index([tuples], path, schema=schema, **kw)  # type: ignore[arg-type]
+    return path
+
+
+def test_the_report_names_what_is_not_indexed_and_what_was_skipped(
+    tmp_path: Path, zed: Path
+) -> None:
+    report = leopard.build_index([TUPLES], tmp_path / "idx", schema=zed)
+    assert report.not_indexed == {
+        "doc#audit": "depends on doc#auditor, which is not indexed (allows expiring subjects "
+        "(user with expiration))",
+        "doc#auditor": "allows expiring subjects (user with expiration)",
+        "doc#view_ok": "uses an exclusion (-, but not): not a union",
+        "doc#view_or_ok": "depends on doc#view_ok, which is not indexed (uses an exclusion "
+        "(-, but not): not a union)",
+    }
+    assert report.skipped == {"doc#viewer does not allow subjects of type folder": 1}
+    assert report.tuples_indexed == len(TUPLES) - 1
+    assert report.derived_edges > 0
+
+
+def test_answers_through_arrows_and_computed_usersets(tmp_path: Path, zed: Path) -> None:
+    with Index(build(tmp_path, zed)) as ix:
+        assert ix.check("user:anne", "doc:d1#view")  # eng < all < root viewer, parents
+        assert ix.check("user:bob", "doc:d1#view")  # owner -> edit -> view, then parent
+        assert ix.check("user:zed", "folder:root#view")  # the folder's wildcard viewer
+        assert ix.check("user:zed", "doc:d1#view")  # ... inherited through two parents
+        assert not ix.check("user:zed", "doc:d1#viewer")
+        assert ix.check("user:bob", "folder:sub#edit")
+        assert not ix.check("user:anne", "folder:sub#edit")
+        assert ix.groups_of("user:bob", type="doc", permission="view") == ["doc:d1#view"]
+        assert ix.groups_of("user:carol", type="folder", permission="edit") == []
+        assert ix.groups_of("user:carol", type="folder", permission="view") == [
+            "folder:root#view",
+            "folder:sub#view",
+        ]
+        assert "user:carol" in ix.members_of("doc:d1#view")
+        assert "user:*" in ix.members_of("doc:d1#view")
+        steps = ix.explain("user:bob", "doc:d1#view", steps=True)
+        assert [s.via for s in steps] == [  # type: ignore[union-attr]
+            None,
+            "doc#view includes parent->view, through the tuple doc:d1#parent@folder:sub",
+            "folder#view includes edit",
+            "folder#edit includes owner",
+            "tuple folder:sub#owner@user:bob",
+        ]
+
+
+def test_a_query_on_a_set_not_indexed_names_it_and_why(tmp_path: Path, zed: Path) -> None:
+    with Index(build(tmp_path, zed)) as ix:
+        with pytest.raises(InvalidInput, match=r"doc#view_ok is not indexed: uses an exclusion"):
+            ix.check("user:anne", "doc:d1#view_ok")
+        with pytest.raises(InvalidInput, match=r"doc#nope is not indexed: the type 'doc' has"):
+            ix.check("user:anne", "doc:d1#nope")
+        with pytest.raises(InvalidInput, match=r"doc#audit is not indexed: depends on"):
+            ix.members_of("doc:d1#audit")
+
+
+def test_only_narrows_to_what_the_named_sets_depend_on(tmp_path: Path, zed: Path) -> None:
+    report = leopard.build_index([TUPLES], tmp_path / "idx", schema=zed, only=["folder#edit"])
+    assert report.not_indexed["doc#view"] == "not asked for (--only)"
+    assert "folder#view" in report.not_indexed and "folder#owner" not in report.not_indexed
+    with Index(tmp_path / "idx") as ix:
+        assert ix.check("user:bob", "folder:sub#edit")
+        with pytest.raises(InvalidInput, match="not asked for"):
+            ix.check("user:bob", "doc:d1#view")
+    with pytest.raises(InvalidSchema, match=r"--only 'doc#view_ok': not indexable: uses an excl"):
+        schema_config(zed, ["doc#view_ok"])
+    with pytest.raises(InvalidSchema, match=r"--only 'doc#nothing': the schema has no set"):
+        schema_config(zed, ["doc#nothing"])
+
+
+def test_openfga_dsl_and_json_answer_as_the_spicedb_schema(tmp_path: Path) -> None:
+    fga = tmp_path / "model.fga"
+    fga.write_text(FGA)
+    as_json = tmp_path / "model.json"
+    as_json.write_text(json.dumps(to_openfga_json(load_schema(fga))))
+    tuples = [t for t in TUPLES if "#banned" not in t and not t.startswith("doc:d3")]
+    answers = []
+    for schema in (fga, as_json):
+        out = tmp_path / schema.suffix[1:]
+        leopard.build_index([tuples], out, schema=schema)
+        with Index(out) as ix:
+            answers.append(
+                [
+                    ix.check(u, f"{o}#{p}")
+                    for u in ("user:anne", "user:bob", "user:carol", "user:zed")
+                    for o in ("doc:d1", "folder:sub", "folder:root")
+                    for p in ("view", "viewer")
+                ]
+            )
+    assert answers[0] == answers[1]
+    assert answers[0][:6] == [True, True, True, False, True, True]  # anne: as through groups
+
+
+def test_changes_follow_arrows_and_objects_coming_and_going(tmp_path: Path, zed: Path) -> None:
+    path = build(tmp_path, zed)
+    with Index(path) as ix:
+        w = DeltaWriter(ix.reader)
+        try:
+            w.apply([("delete", parse_tuple("doc:d1#parent@folder:sub"))])
+            assert not ix.check("user:bob", "doc:d1#view")
+            assert ix.check("user:carol", "doc:d1#view")  # still its own viewer
+            w.apply([("touch", parse_tuple("doc:d9#parent@folder:sub"))])  # a new object
+            assert ix.check("user:bob", "doc:d9#view")
+            w.apply([("delete", parse_tuple("doc:d1#viewer@user:carol"))])
+            assert not ix.check("user:carol", "doc:d1#view")
+            report = w.apply([("touch", parse_tuple("doc:d1#viewer@folder:root"))])
+            assert report.skipped_reasons == {
+                "doc#viewer does not allow subjects of type folder": 1
+            }
+        finally:
+            w.close()
+
+
+def test_giving_a_config_and_a_schema_is_an_error(tmp_path: Path, zed: Path) -> None:
+    with pytest.raises(InvalidInput, match="either a set configuration or a schema"):
+        leopard.build_index([TUPLES], tmp_path / "idx", config=zed, schema=zed)
+    out = subprocess.run(
+        [sys.executable, "-m", "leopard", "build", "-", "--index", str(tmp_path / "i"),
+         "--schema", str(zed), "--config", str(zed)],
+        input="", capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2 and "give --config or --schema, not both" in out.stderr
+
+
+def test_a_bad_schema_names_the_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.zed"
+    bad.write_text("definition user {}\ndefinition doc {\n  relation viewer: usr\n}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "leopard", "build", "-", "--index", str(tmp_path / "i"),
+         "--schema", str(bad)],
+        input="doc:d#viewer@user:a\n", capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"Error: {bad}:3:")
+    assert "usr" in out.stderr
+    with pytest.raises(InvalidSchema, match=r"unknown schema extension '\.txt'"):
+        schema_config(tmp_path / "schema.txt")
