@@ -426,21 +426,32 @@ class SpiceDBPeer:
         )
         return bool(response.permissionship == _HAS_PERMISSION)
 
-    def lookup_resources(self, subject: str, timeout: float | None = None) -> list[str] | None:
-        """The groups (``group:x``) that ``subject`` is a member of; None on timeout."""
+    def lookup_resources(
+        self,
+        subject: str,
+        timeout: float | None = None,
+        *,
+        resource_type: str = GROUP_TYPE,
+        permission: str = SET_RELATION,
+    ) -> list[str] | None:
+        """The groups (``group:x``) that ``subject`` is a member of; None on timeout.
+
+        ``resource_type`` and ``permission`` ask another question of another schema: the
+        objects of that type (``doc:x``) whose ``permission`` holds ``subject``.
+        """
         v1 = self._v1
         s = parse_subject(subject)
         request = v1.LookupResourcesRequest(
             consistency=self._consistency(),
-            resource_object_type=GROUP_TYPE,
-            permission=SET_RELATION,
+            resource_object_type=resource_type,
+            permission=permission,
             subject=self._subject(s.namespace, s.object_id, s.relation),
         )
         ids = self._stream_ids(
             lambda: self._stream.LookupResources(request, timeout=timeout),
             lambda r: [r.resource_object_id],
         )
-        return None if ids is None else sorted(f"{GROUP_TYPE}:{i}" for i in ids)
+        return None if ids is None else sorted(f"{resource_type}:{i}" for i in ids)
 
     def lookup_subjects(
         self, group: str, subject_type: str = "user", timeout: float | None = None

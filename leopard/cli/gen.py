@@ -1,4 +1,5 @@
-"""``leopard gen``: a synthetic org as tuples, the same as ``scripts/gen-org``."""
+"""``leopard gen``: a synthetic org, or documents in folders, as tuples (``scripts/gen-org``
+writes the org)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,21 @@ from pathlib import Path
 import click
 
 from leopard.cli.options import fail_cleanly, json_option
-from leopard.gen import OrgSpec, config_toml, generate
+from leopard.errors import InvalidInput
+from leopard.gen import (
+    DOCS_MAX_DEPTH,
+    SHAPES,
+    OrgSpec,
+    config_toml,
+    docs_model,
+    docs_schema,
+    generate,
+)
 from leopard.gen import format_report as format_gen_report
 
 __all__ = ["gen"]
+
+_ORG_MAX_DEPTH = 15
 
 
 @click.command()
@@ -20,33 +32,58 @@ __all__ = ["gen"]
 @click.option(
     "--out", required=True, metavar="FILE", help="Output file (.gz compresses; - for stdout)."
 )
+@click.option(
+    "--shape",
+    type=click.Choice(SHAPES),
+    default="org",
+    show_default=True,
+    help="org: users in nested groups; docs: documents in nested folders shared with them.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--config-out", metavar="FILE", help="Also write the matching set configuration.")
+@click.option("--schema-out", metavar="FILE", help="docs: also write the SpiceDB schema (.zed).")
+@click.option("--fga-out", metavar="FILE", help="docs: also write the OpenFGA model (.fga).")
 @click.option("--no-cycles", is_flag=True, help="A strict DAG (SpiceDB refuses cycles).")
-@click.option("--no-wildcards", is_flag=True)
-@click.option("--no-rewrites", is_flag=True, help="Only 'member' tuples, no 'manager'.")
-@click.option("--max-depth", type=int, default=15, show_default=True)
+@click.option("--no-wildcards", is_flag=True, help="No @user:* (groups in org, public docs).")
+@click.option("--no-rewrites", is_flag=True, help="Only 'member' tuples, no 'manager' (org).")
+@click.option(
+    "--max-depth",
+    type=int,
+    help=f"Deepest nesting: of groups (org, default {_ORG_MAX_DEPTH}) or of folders "
+    f"(docs, default {DOCS_MAX_DEPTH}).",
+)
 @json_option
 @fail_cleanly
 def gen(
     tuples: int,
     out: str,
+    shape: str,
     seed: int,
     config_out: str | None,
+    schema_out: str | None,
+    fga_out: str | None,
     no_cycles: bool,
     no_wildcards: bool,
     no_rewrites: bool,
-    max_depth: int,
+    max_depth: int | None,
     as_json: bool,
 ) -> None:
-    """Generate a synthetic org (users, nested groups, cycles, wildcards) as tuples.
+    """Generate a synthetic org (users, nested groups, cycles, wildcards) as tuples, or
+    documents in nested folders shared with its users and groups (--shape docs), with
+    their schema for SpiceDB and OpenFGA.
 
-    Deterministic by seed. The same as scripts/gen-org.
+    Deterministic by seed. The org is the same as scripts/gen-org.
 
     \b
     Example:
       leopard gen -n 1000000 --out org.txt --config-out org.toml
+      leopard gen --shape docs -n 1000000 --no-cycles --out docs.txt \\
+        --schema-out docs.zed --fga-out docs.fga
     """
+    if shape != "docs" and (schema_out or fga_out):
+        raise InvalidInput("--schema-out and --fga-out are for --shape docs")
+    if max_depth is None:
+        max_depth = DOCS_MAX_DEPTH if shape == "docs" else _ORG_MAX_DEPTH
     spec = OrgSpec(
         tuples=tuples,
         seed=seed,
@@ -54,6 +91,7 @@ def gen(
         wildcards=not no_wildcards,
         rewrites=not no_rewrites,
         max_depth=max_depth,
+        shape=shape,
     )
     if out == "-":
         report = generate(spec, sys.stdout.buffer)
@@ -61,5 +99,9 @@ def gen(
         report = generate(spec, out)
     if config_out:
         Path(config_out).write_text(config_toml(spec))
+    if schema_out:
+        Path(schema_out).write_text(docs_schema(spec.namespace_prefix))
+    if fga_out:
+        Path(fga_out).write_text(docs_model(spec.namespace_prefix))
     text = json.dumps(report.to_dict(), indent=2) if as_json else format_gen_report(report)
     click.echo(text, err=out == "-")

@@ -103,6 +103,8 @@ def generate(
     ``out`` is a binary file object or a path; a path ending in ``.gz`` is gzipped.
     ``progress`` is called after each chunk with the number of tuples written so far.
     """
+    if spec.shape != "org":
+        raise InvalidInput(f"shape={spec.shape!r}: leopard.gen.generate writes it")
     t0 = time.perf_counter()
     org = build_org(spec)
     leaf, deep_group, deep_levels, non_member = pick_samples(org, spec.max_depth)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from support.schema_oracle import NotStratified, SchemaOracle
 
+from leopard.model.names import parse_tuple
 from leopard.model.schema import parse_openfga_dsl, parse_spicedb
 
 DOCS = parse_spicedb(
@@ -289,3 +290,87 @@ definition node {
     )
     with pytest.raises(NotStratified, match="node#loop subtracts node#loop2"):
         SchemaOracle(looped, [])
+
+
+WILDCARD_ALGEBRA = parse_spicedb(
+    """
+definition user {}
+
+definition doc {
+    relation aaa: user | user:*
+    relation bbb: user | user:*
+    relation ccc: user | user:*
+    permission both = aaa & bbb
+    permission both_or_c = (aaa & bbb) + ccc
+    permission a_not_b = aaa - bbb
+}
+"""
+)
+WILDCARD_TUPLES = [
+    "doc:d#aaa@user:anne",
+    "doc:d#aaa@user:xavier",
+    "doc:d#bbb@user:*",
+    "doc:e#aaa@user:xavier",
+    "doc:e#bbb@user:bob",
+    "doc:e#ccc@user:*",
+    "doc:f#aaa@user:*",
+    "doc:f#bbb@user:bob",
+    "doc:g#aaa@user:carl",
+    "doc:g#bbb@user:*",
+    "doc:h#aaa@user:*",
+    "doc:h#bbb@user:*",
+]
+#: (doc, permission) -> the subjects listed, as SpiceDB and OpenFGA list them
+#: (test_schema_peers.py asks them the same)
+WILDCARD_SUBJECTS = {
+    ("d", "both"): {"user:anne", "user:xavier"},  # {anne, xavier} & {*}
+    ("d", "both_or_c"): {"user:anne", "user:xavier"},
+    ("d", "a_not_b"): set(),
+    ("e", "both"): set(),
+    ("e", "both_or_c"): {"user:*"},  # xavier is in, through the wildcard only
+    ("e", "a_not_b"): {"user:xavier"},
+    ("f", "both"): {"user:bob"},
+    ("f", "both_or_c"): {"user:bob"},
+    ("f", "a_not_b"): {"user:*"},  # every user but bob: bob is not listed apart
+    ("g", "both"): {"user:carl"},
+    ("g", "both_or_c"): {"user:carl"},
+    ("g", "a_not_b"): set(),
+    ("h", "both"): {"user:*"},
+    ("h", "both_or_c"): {"user:*"},
+    ("h", "a_not_b"): set(),
+}
+
+
+def test_lookups_list_subjects_by_name_through_wildcards() -> None:
+    oracle = SchemaOracle(WILDCARD_ALGEBRA, WILDCARD_TUPLES)
+    for (doc, permission), expected in WILDCARD_SUBJECTS.items():
+        assert oracle.subjects(f"doc:{doc}", permission, "user") == expected, (doc, permission)
+    assert oracle.check("user:xavier", "doc:e", "both_or_c")  # in, though not listed
+    assert not oracle.check("user:bob", "doc:f", "a_not_b")
+    assert oracle.check("user:zed", "doc:f", "a_not_b")
+    assert oracle.check("user:*", "doc:f", "a_not_b")
+    assert not oracle.check("user:*", "doc:h", "a_not_b")
+
+
+def test_checks_on_a_cone_agree_with_the_whole_walk() -> None:
+    """check() walks only the nodes the asked one rests on; objects() walks everything
+    a subject reaches: on every question of the hand case they must agree."""
+    coned, walker = SchemaOracle(DOCS, TUPLES), SchemaOracle(DOCS, TUPLES)
+    subjects = ["user:alice", "user:bob", "user:carol", "user:olga", "user:ed", "user:vera",
+                "user:pat", "user:mallory", "user:anyone", "user:*", "group:db#member",
+                "group:ring1#member", "folder:mid#edit", "doc:spec#viewer"]  # fmt: skip
+    for subject in subjects:
+        for typedef in DOCS.types.values():
+            objects = {
+                f"{t.resource_type}:{t.resource_id}"
+                for t in map(parse_tuple, TUPLES[:-6])
+                if t.resource_type == typedef.name
+            }
+            for relation in typedef.relations:
+                walked = walker.objects(typedef.name, relation, subject)
+                for obj in objects:
+                    assert coned.check(subject, obj, relation) == (obj in walked), (
+                        subject,
+                        obj,
+                        relation,
+                    )
