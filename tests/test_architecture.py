@@ -28,7 +28,8 @@ ARROWS: dict[str, set[str]] = {
     "gen": {"model"},
     "api": {"core", "ingest", "model"},
     "http": {"core", "ingest", "model", "api"},
-    "cli": {"core", "ingest", "model", "api", "http", "gen"},
+    "grpc": {"core", "ingest", "model", "api"},
+    "cli": {"core", "ingest", "model", "api", "http", "gen", "grpc"},
     "client": {"http.schemas"},
     "front": set(),
 }
@@ -61,7 +62,7 @@ def room(module: str) -> str:
     if len(parts) == 1:
         return "front"
     second = parts[1]
-    if second in ("model", "store", "core", "http", "cli", "gen"):
+    if second in ("model", "store", "core", "http", "grpc", "cli", "gen"):
         return second
     if second == "__main__":
         return "cli"

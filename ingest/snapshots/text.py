@@ -3,9 +3,11 @@
 A text file is cut into blocks of whole lines (``_split_blocks``) and a small thread
 pool parses several at a time (numpy and Arrow release the GIL). In a block, Arrow's
 RE2 kernel checks every line against ``leopard.model.names.TUPLE_PATTERN`` (in one
-pass over the whole block when it holds no bad line), numpy finds the separators, and
-Arrow's ``take`` copies the fields out (``_parse_block_fast``). Only lines that fail
-the pattern (comments, blanks, mistakes) are looked at in Python, where
+pass over the whole block when it holds no bad line; the block is viewed as UTF-8
+text, so RE2 reads characters and a line that is not UTF-8 fails), numpy finds the
+separators and checks the limits the pattern leaves out, and Arrow's ``take`` copies
+the fields out (``_parse_block_fast``). Only lines that fail the pattern (comments,
+blanks, mistakes) or that a limit puts in doubt are looked at in Python, where
 ``parse_tuple`` gives exactly the message it gives everywhere else.
 
 The line path (``_check_bytes``, ``text_records``) is the reference: it reads in-memory
@@ -30,18 +32,30 @@ import pyarrow.compute as pc
 from ingest.snapshots.records import Bad, Record, check_text, clip
 from ingest.snapshots.sources import BLANK, BLANK_BYTES, strip_cr
 from leopard.core.batches import SCHEMA, table_from_tuples
-from leopard.model.names import MAX_TUPLE_BYTES, TUPLE_PATTERN, RelationTuple
+from leopard.model.names import (
+    MAX_ID_BYTES,
+    MAX_NAMESPACE_CHARS,
+    MAX_TUPLE_BYTES,
+    TUPLE_PATTERN,
+    RelationTuple,
+    tuple_too_long,
+)
 
 __all__ = ["Block", "text_blocks", "text_records"]
 
 # Blocks worked on at once. numpy and Arrow release the GIL, so threads scale until
 # the reading thread or memory bandwidth is the limit.
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
-# A line this long is certainly not a tuple; it is measured and reported, not held.
+# A line this long is certainly not a tuple (it is far over MAX_TUPLE_BYTES); it is
+# measured and reported, not held.
 _MAX_LINE = 16 << 20
+if _MAX_LINE <= MAX_TUPLE_BYTES:  # pragma: no cover
+    raise ImportError("_MAX_LINE must be over MAX_TUPLE_BYTES: such a line is refused by size")
+# What of a line over _MAX_LINE is kept, for its preview and to tell a comment.
+_HEAD = 4096
 
 # The bytes the fast path looks for in a block.
-_LF, _CR, _HASH, _COLON, _AT, _DOT = b"\n\r#:@."
+_LF, _CR, _HASH, _COLON, _AT, _DOT, _CLOSE = b"\n\r#:@.]"
 
 
 # The tuple pattern, also admitting the line end ("\n" or "\r\n") that the fast path
@@ -53,9 +67,12 @@ _TUPLE_BODY = TUPLE_PATTERN[1:-1]
 _LINE_PATTERN = rf"^{_TUPLE_BODY}(?:\r?\n)?$"
 # A whole block of tuples, comments and blank lines. One DFA pass over the block is
 # cheaper than one match per line, and in such a block a line is a tuple exactly when
-# it starts with a lowercase letter (comments and blanks start otherwise).
+# it does not start like a comment or a blank line (no namespace starts with a blank
+# or '#').
 _QUIET = r"[ \t\r\x0b\x0c]*(?:#[^\n]*)?"
 _BLOCK_PATTERN = rf"^(?:(?:{_TUPLE_BODY}\r?|{_QUIET})\n)*(?:{_TUPLE_BODY}|{_QUIET})$"
+_QUIET_START = np.zeros(256, dtype=bool)
+_QUIET_START[list(b" \t\r\x0b\x0c#\n")] = True
 
 
 @dataclass
@@ -175,7 +192,7 @@ def _split_blocks(
         if cut == 0:
             carry = buf  # a line longer than a chunk: keep collecting it
             if len(carry) > _MAX_LINE:
-                overlong = _Overlong(carry[:4096])
+                overlong = _Overlong(carry[:_HEAD])
                 overlong.add(carry)
                 carry = b""
             continue
@@ -204,9 +221,10 @@ def _overlong_block(line: _Overlong) -> Block:
     """What ``_check_bytes`` says of a huge line, without holding it."""
     if line.blank or line.head.lstrip(BLANK_BYTES).startswith(b"#"):
         return Block(None, [], 0, 1)
-    # parse_tuple's message for a line over MAX_TUPLE_BYTES, with its 100-char preview.
+    # parse_tuple's message for a line over MAX_TUPLE_BYTES (as a line over _MAX_LINE
+    # is), with its 100-char preview.
     shown = line.head[:400].decode("utf-8", "backslashreplace")[:100] + "..."
-    reason = f"{shown!r} is {line.size} bytes, over the limit of {MAX_TUPLE_BYTES}"
+    reason = f"{shown!r} {tuple_too_long(line.size)}"
     return Block(None, [(1, Bad(shown, reason))], 1, 1)
 
 
@@ -248,7 +266,9 @@ def _parse_block_fast(buf: bytes) -> Block:
     none, so the first '#' is followed in the list by the subject's '@' and ':', and a
     second '#' (if any) starts the subject relation. That locates every field without
     looking at a line in Python. Lines that fail the pattern go through
-    ``_check_bytes``, the reference path, for their message.
+    ``_check_bytes``, the reference path, for their message, and so do lines that pass
+    it but that a limit the pattern leaves out puts in doubt (``_Fields.doubt``): those
+    that ``parse_tuple`` accepts keep their place among the rows.
     """
     size = len(buf)
     if size == 0:
@@ -277,23 +297,29 @@ def _parse_block_fast(buf: bytes) -> Block:
     data = pa.py_buffer(buf)
     starts = offsets[:-1]
 
-    if pc.match_substring_regex(pa.array([buf], pa.binary()), _BLOCK_PATTERN)[0].as_py():
-        ok = (a[starts] >= ord("a")) & (a[starts] <= ord("z"))
+    # Viewed as UTF-8 text (unchecked: RE2 matches no character in bytes that are not
+    # UTF-8, so such a block or line fails and the per-line path reports it).
+    whole = pa.Array.from_buffers(
+        pa.string(), 1, [None, pa.py_buffer(np.array([0, size], dtype=np.int32)), data]
+    )
+    if pc.match_substring_regex(whole, _BLOCK_PATTERN)[0].as_py():
+        ok = ~_QUIET_START[a[starts]]
     else:
         bounds = pa.py_buffer(offsets.astype(np.int32))
-        lines = pa.Array.from_buffers(pa.binary(), n_lines, [None, bounds, data])
+        lines = pa.Array.from_buffers(pa.string(), n_lines, [None, bounds, data])
         ok = pc.match_substring_regex(lines, _LINE_PATTERN).to_numpy(zero_copy_only=False)
     fields = _locate(a, seps, kinds, offsets, first, last, ok)
 
-    # What the pattern admits but parse_tuple refuses: over-long lines and wildcards
-    # with a relation other than "...". They go to the per-line path with the rest.
-    if fields.refuse.any():
-        ok = ok.copy()
-        ok[fields.good[fields.refuse]] = False
-        fields = fields.subset(~fields.refuse)
+    # What the pattern admits but parse_tuple may refuse goes to the per-line path
+    # with the lines that failed it.
+    doubted = np.zeros(n_lines, dtype=bool)
+    if fields.doubt.any():
+        doubted[fields.good[fields.doubt]] = True
+        ok = ok & ~doubted
 
     bad: list[tuple[int, Bad]] = []
-    records = len(fields.good)
+    accepted: list[int] = []
+    records = 0
     for i in np.flatnonzero(~ok).tolist():
         raw = line = buf[offsets[i] : offsets[i + 1]]
         if line.endswith(b"\n"):
@@ -302,11 +328,19 @@ def _parse_block_fast(buf: bytes) -> Block:
         if result is None:
             continue
         if not isinstance(result, Bad):
+            if doubted[i]:  # a doubt cleared: the row stays where it is
+                accepted.append(i)
+                continue
             # parse_tuple accepts what RE2 refused: trust the reference for this block.
             return _parse_block_slow(buf)
         records += 1
         bad.append((i + 1, result))
-    if not records - len(bad):
+    if fields.doubt.any():
+        keep = ~fields.doubt
+        keep[np.searchsorted(fields.good, accepted)] = True
+        fields = fields.subset(keep)
+    records += len(fields.good)
+    if not fields.good.size:
         return Block(None, bad, records, n_lines)
     return Block(fields.table(data, size), bad, records, n_lines)
 
@@ -325,7 +359,10 @@ class _Fields:
     srel_start: np.ndarray  # after the second '#', or the end of the line
     end: np.ndarray  # the end of the line without "\n" / "\r\n"
     srel: np.ndarray  # has a subject relation other than "..."
-    refuse: np.ndarray
+    # a limit the pattern leaves out may be broken: an id over MAX_ID_BYTES, a namespace
+    # over MAX_NAMESPACE_CHARS bytes (maybe not characters), the relation "...", or a
+    # last character ']' (maybe a caveat)
+    doubt: np.ndarray
 
     def subset(self, keep: np.ndarray) -> _Fields:
         return _Fields(**{k: v[keep] for k, v in vars(self).items()})
@@ -372,12 +409,20 @@ def _locate(
     h2 = seps[np.minimum(j, len(seps) - 1)]
     sid_end = np.where(has_srel, h2, end)
     srel_start = np.where(has_srel, h2 + 1, end)
-    dots = has_srel & (a[np.minimum(srel_start, len(a) - 1)] == _DOT)
-    wild_rel = has_srel & ~dots & (sid_end - c2 == 2) & (a[c2 + 1] == ord("*"))
+    dots = has_srel & (end - srel_start == 3) & _dots(a, srel_start)
+    c1 = seps[first]
+    doubt = (
+        (h1 - c1 > MAX_ID_BYTES + 1)
+        | (sid_end - c2 > MAX_ID_BYTES + 1)
+        | (c1 - start > MAX_NAMESPACE_CHARS)
+        | (c2 - at > MAX_NAMESPACE_CHARS + 1)
+        | ((at - h1 == 4) & _dots(a, h1 + 1))
+        | (a[end - 1] == _CLOSE)
+    )
     return _Fields(
         good=good,
         start=start,
-        c1=seps[first],
+        c1=c1,
         h1=h1,
         at=at,
         c2=c2,
@@ -385,8 +430,17 @@ def _locate(
         srel_start=srel_start,
         end=end,
         srel=has_srel & ~dots,
-        refuse=(end - start > MAX_TUPLE_BYTES) | wild_rel,
+        doubt=doubt,
     )
+
+
+def _dots(a: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Whether ``a[at:at + 3]`` is "..." (positions past the end read as not)."""
+    out = np.ones(len(at), dtype=bool)
+    for k in range(3):
+        i = at + k
+        out &= (i < len(a)) & (a[np.minimum(i, len(a) - 1)] == _DOT)
+    return out
 
 
 def _skip_ats(kinds: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -402,8 +456,9 @@ def _cut(data: pa.Buffer, size: int, starts: np.ndarray, ends: np.ndarray) -> pa
     """Copy ``data[starts[i]:ends[i]]`` for every i into a string array.
 
     The spans become the odd elements of one binary array over the whole block (the
-    even ones are the gaps between them), and ``take`` copies them out. The fields
-    matched the ASCII-only pattern, so viewing the bytes as UTF-8 is safe.
+    even ones are the gaps between them), and ``take`` copies them out. Their lines
+    matched the pattern as UTF-8 text and every field lies between ASCII separators,
+    so each field is UTF-8 text too.
     """
     n = len(starts)
     bounds = np.empty(2 * n + 2, dtype=np.int32)

@@ -6,10 +6,13 @@ commands cannot disagree. ``python -m leopard.cli.serve`` runs this command alon
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -32,10 +35,136 @@ from leopard.http.connections import (
     MAX_TIMEOUT,
     ConnectionLimits,
 )
+from leopard.http.openfga import check_store_id, default_store_id
 from leopard.http.schemas import DEFAULT_MAX_BATCH
-from leopard.http.server import serve
+from leopard.http.server import Companion, serve
+from leopard.http.upstream import Upstream
 
-__all__ = ["serve_command"]
+_grpc_missing: ModuleNotFoundError | None = None
+try:
+    from leopard.grpc.server import GrpcOptions, GrpcServer
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
+    _grpc_missing = exc  # an error only when --grpc-port asks for gRPC
+
+__all__ = ["grpc_options", "serve_command"]
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_GRPC_OPTIONS = [
+    click.option(
+        "--grpc-port",
+        type=click.IntRange(0, 65535),
+        metavar="PORT",
+        help="Also serve SpiceDB's gRPC API (an authzed client's target) on this port "
+        "(0: any free); off without it.",
+    ),
+    click.option("--grpc-host", metavar="ADDRESS", help="Address gRPC binds to (default: --host)."),
+    click.option(
+        "--grpc-preshared-key",
+        envvar="LEOPARD_GRPC_PRESHARED_KEY",
+        metavar="KEY",
+        help="Require 'authorization: Bearer KEY' on gRPC calls, as SpiceDB's flag of "
+        "this name (default: $LEOPARD_GRPC_PRESHARED_KEY).",
+    ),
+    click.option(
+        "--grpc-tls-cert-path",
+        type=click.Path(dir_okay=False),
+        help="Serve gRPC over TLS with this certificate (PEM; with --grpc-tls-key-path).",
+    ),
+    click.option(
+        "--grpc-tls-key-path", type=click.Path(dir_okay=False), help="Its private key (PEM)."
+    ),
+    click.option(
+        "--grpc-max-wait",
+        type=click.FloatRange(min=0, max=3600),
+        default=1.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Longest wait of an at_least_as_fresh or fully_consistent request for the "
+        "index to catch up (OUT_OF_RANGE or UNAVAILABLE beyond).",
+    ),
+    click.option(
+        "--upstream-spicedb",
+        metavar="HOST:PORT",
+        help="The SpiceDB this index follows: gRPC requests the index cannot answer "
+        "(permissions not indexed, caveat contexts, writes, Watch, ...) are forwarded "
+        "to it; without it they are UNIMPLEMENTED.",
+    ),
+    click.option(
+        "--upstream-preshared-key",
+        envvar="LEOPARD_UPSTREAM_PRESHARED_KEY",
+        metavar="KEY",
+        help="The upstream SpiceDB's preshared key (default: $LEOPARD_UPSTREAM_PRESHARED_KEY).",
+    ),
+    click.option(
+        "--upstream-tls/--upstream-insecure",
+        default=False,
+        show_default=True,
+        help="Reach the upstream SpiceDB over TLS (system roots), or in plain text.",
+    ),
+]
+_GRPC_KEYS = (
+    "grpc_port",
+    "grpc_host",
+    "grpc_preshared_key",
+    "grpc_tls_cert_path",
+    "grpc_tls_key_path",
+    "grpc_max_wait",
+    "upstream_spicedb",
+    "upstream_preshared_key",
+    "upstream_tls",
+)
+
+
+def grpc_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The gRPC options, handed to the command as one ``grpc`` argument: the companion
+    that serves SpiceDB's API beside HTTP, or None without --grpc-port."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {k: kwargs.pop(k) for k in _GRPC_KEYS}
+        return fn(*args, grpc=_grpc_companion(given, kwargs["host"]), **kwargs)
+
+    for option in reversed(_GRPC_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _grpc_companion(given: dict[str, Any], http_host: str) -> Companion | None:
+    if given["grpc_port"] is None:
+        for key in ("grpc_host", "grpc_tls_cert_path", "grpc_tls_key_path", "upstream_spicedb"):
+            if given[key] is not None:
+                raise click.UsageError(f"--{key.replace('_', '-')} needs --grpc-port")
+        return None
+    if _grpc_missing is not None:
+        raise click.UsageError(str(_grpc_missing))
+    options = GrpcOptions(
+        port=given["grpc_port"],
+        host=given["grpc_host"] or http_host,
+        preshared_key=given["grpc_preshared_key"],
+        tls_cert_path=given["grpc_tls_cert_path"],
+        tls_key_path=given["grpc_tls_key_path"],
+        max_wait=given["grpc_max_wait"],
+        upstream=given["upstream_spicedb"],
+        upstream_preshared_key=given["upstream_preshared_key"],
+        upstream_tls=given["upstream_tls"],
+    )
+
+    def start(index: Any, consumer: Any) -> Callable[[], None]:
+        server = GrpcServer(index, options, consumer=consumer)
+        address = server.start()
+        tls = " over TLS" if options.tls_cert_path else ""
+        key = ", preshared key required" if options.preshared_key else ""
+        up = f", forwarding to SpiceDB at {options.upstream}" if options.upstream else ""
+        click.echo(f"leopard: serving SpiceDB's gRPC API on {address}{tls}{key}{up}", err=True)
+        if not options.preshared_key and options.host not in _LOOPBACK:
+            click.echo(
+                f"leopard: warning: gRPC on {options.host} is reachable from other hosts "
+                "and no --grpc-preshared-key is given",
+                err=True,
+            )
+        return server.stop
+
+    return start
 
 
 def _read_token(path: str) -> str:
@@ -165,6 +294,19 @@ def default_group_id(index_dir: str) -> str:
     help="Without --brokers: seconds between re-reads of what another process "
     "applied or compacted (0: never).",
 )
+@click.option(
+    "--store-id",
+    metavar="ULID",
+    help="The OpenFGA store id the index answers for on /stores/... (default: one derived "
+    "from the index directory, printed at start).",
+)
+@click.option(
+    "--upstream-openfga",
+    metavar="URL",
+    help="An OpenFGA server to forward what the index cannot answer to (contextual tuples, "
+    "conditions, relations it does not hold); its store must have the same id.",
+)
+@grpc_options
 @click.option("--access-log", is_flag=True, help="Log every request.")
 @click.option("-v", "--verbose", is_flag=True, help="Log consumer batches and more.")
 @fail_cleanly
@@ -191,8 +333,11 @@ def serve_command(
     max_batch: int,
     ready_max_lag: int,
     refresh_interval: float,
+    store_id: str | None,
+    upstream_openfga: str | None,
     access_log: bool,
     verbose: bool,
+    grpc: Companion | None = None,
 ) -> None:
     """Serve the index over HTTP (JSON under /v1, OpenAPI at /openapi.json).
 
@@ -207,6 +352,7 @@ def serve_command(
       leopard serve --index ./idx --port 8080
       leopard serve --index ./idx --brokers 127.0.0.1:9092 --topic changes
       curl 'http://127.0.0.1:8080/v1/check?subject=user:alice&group=group:eng'
+      leopard serve --index ./idx --grpc-port 50051 --upstream-spicedb 127.0.0.1:50052
     """
     index_dir = need_index(index_path)
     settings = None
@@ -232,6 +378,9 @@ def serve_command(
     elif topics:
         raise click.UsageError("--topic needs --brokers")
     token = _read_token(auth_token_file) if auth_token_file else None
+    store = check_store_id(store_id) if store_id else default_store_id(index_dir)
+    if upstream_openfga:
+        Upstream(upstream_openfga)  # a bad URL is refused now, not after opening the index
     limits = ConnectionLimits(
         max_header_bytes=max_header_bytes,
         header_timeout=header_timeout,
@@ -247,7 +396,10 @@ def serve_command(
     def announce(url: str) -> None:
         following = f", following {', '.join(topics)} at {brokers}" if settings else ""
         auth = ", bearer token required" if token else ""
-        click.echo(f"leopard: serving {index_dir} on {url}{following}{auth}", err=True)
+        click.echo(
+            f"leopard: serving {index_dir} on {url}{following}{auth} (OpenFGA store {store})",
+            err=True,
+        )
         if not token and host not in ("127.0.0.1", "localhost", "::1"):
             click.echo(
                 f"leopard: warning: {host} is reachable from other hosts and no "
@@ -268,6 +420,9 @@ def serve_command(
         access_log=access_log,
         limits=limits,
         on_listening=announce,
+        beside=[grpc] if grpc is not None else [],
+        store_id=store,
+        upstream_openfga=upstream_openfga,
     )
 
 

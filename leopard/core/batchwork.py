@@ -47,6 +47,7 @@ class Work:
         # support counts of derived edges this batch moved (see leopard.core.derived)
         self.dsupport: dict[bytes, int] = {}
         self.dsupport_stored: set[bytes] = set()  # keys that held a count of 2 or more
+        self.new_resource = BitMap()  # new groups of the resource tier
 
     def bitmap(self, family: str, gid: int, *, write: bool = False) -> BitMap:
         """The batch's copy of a set; ``write=True`` marks it for persisting.
@@ -80,7 +81,13 @@ class Work:
                 self.dirty.add((fam, gid))
             for fam in ("child", "parent", "g2m", "dchild", "dparent"):
                 self.sets[(fam, gid)] = BitMap()
+            if self.r.is_resource_name(name):
+                self.new_resource.add(gid)
         return gid
+
+    def resource_ids(self) -> BitMap:
+        """The ids of a schema's resource-tier sets, this batch's new ones included."""
+        return self.r.resource_ids | self.new_resource if self.new_resource else self.r.resource_ids
 
     def subject(self, name: str, create: bool) -> tuple[int, BitMap] | None:
         got = self.m2g.get(name)

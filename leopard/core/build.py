@@ -50,6 +50,7 @@ from leopard.core.edgekeys import (
     derived_support,
     largest_group,
     remap,
+    resource_nodes,
     split_sorted,
 )
 from leopard.errors import InvalidInput, StorageError
@@ -58,6 +59,7 @@ from leopard.model.config import Config
 from leopard.store.generations import IndexDir, base_of, dir_size, report_of
 from leopard.store.layout import (
     FORMAT_VERSION,
+    RESOURCE_KEY,
     base_header,
     gkey,
     m2g_value,
@@ -191,6 +193,13 @@ def build_from_batches(
             new_id = dfs_order(cond)
         else:
             new_id = np.arange(n_groups, dtype=np.int64)
+        # With a schema: the tier of every set, and the group tier's ids first
+        is_resource = resource_nodes(config, col.group_names)
+        resource = None
+        if is_resource is not None:
+            new_id = np.argsort(np.argsort(is_resource * n_groups + new_id, kind="stable"))
+            comp_first = np.array([m[0] for m in cond.members], dtype=np.int64)
+            resource = is_resource[comp_first].tolist() if len(comp_first) else []
         by_leaf = remap(member[0], new_id, leaf_id, swap=True)
         names_sorted = pc.take(leaf_names, pa.array(by_name)).to_pylist()
         del leaf_names
@@ -207,14 +216,14 @@ def build_from_batches(
         writer = BaseWriter(sst_dir)
         if n_leaves >= _FORK_SUBJECTS:
             work = functools.partial(
-                _child_work, writer, by_leaf, names_sorted, cond, new_id, comp_of, True
+                _child_work, writer, by_leaf, names_sorted, cond, new_id, comp_of, resource, True
             )
             child = _fork(work)
         if child is None:
-            _child_work(writer, by_leaf, names_sorted, cond, new_id, comp_of, False)
+            _child_work(writer, by_leaf, names_sorted, cond, new_id, comp_of, resource, False)
         del by_leaf, names_sorted
 
-        g2g = closures(cond, new_id)
+        g2g = closures(cond, new_id, resource=resource)
         depth = depths(cond)
         phase("closure")
 
@@ -294,6 +303,9 @@ def build_from_batches(
             writer.store(db)
             for key, value in base_header(names_in_order, meta):  # with their checksum
                 db.put(key, value)
+            if is_resource is not None:
+                ids = np.flatnonzero(is_resource[order]).astype(np.uint32)
+                db.put(RESOURCE_KEY, BitMap(array("I", ids.tobytes())).serialize())
             db.flush()
         finally:
             db.close()
@@ -327,13 +339,23 @@ def build_from_batches(
 
 
 def _write_closures(
-    writer: BaseWriter, family: str, sets: list[BitMap], comp_of: list[int], *, file_only: bool
+    writer: BaseWriter,
+    family: str,
+    sets: list[BitMap],
+    comp_of: list[int],
+    *,
+    file_only: bool,
+    alone: list[bool] | None = None,
 ) -> None:
-    """One closure family: every group gets its component's set."""
+    """One closure family: every group gets its component's set (or, in a component
+    marked ``alone``, just itself: the ancestors of a resource set)."""
     serialized = [b.serialize() for b in sets]
     with writer.family(family, file_only=file_only) as w:
         for gid, c in enumerate(comp_of):
-            w.put(gkey(gid), serialized[c])
+            if alone is not None and alone[c]:
+                w.put(gkey(gid), BitMap([gid]).serialize())
+            else:
+                w.put(gkey(gid), serialized[c])
 
 
 def _child_work(
@@ -343,12 +365,13 @@ def _child_work(
     cond: Any,
     new_id: np.ndarray,
     comp_of: list[int],
+    resource: list[bool] | None,
     file_only: bool,
 ) -> None:
     """The share of the writing done beside the main process: subjects, ancestors."""
     _write_subjects(writer, by_leaf, names, file_only)
-    g2a = closures(cond, new_id, reverse=True)
-    _write_closures(writer, "g2a", g2a, comp_of, file_only=file_only)
+    g2a = closures(cond, new_id, reverse=True, resource=resource)
+    _write_closures(writer, "g2a", g2a, comp_of, file_only=file_only, alone=resource)
 
 
 def _write_subjects(

@@ -19,6 +19,8 @@ cache           holds                                       bound
 ``wildcards``   namespace -> the groups of ``ns:*``         one entry per namespace asked
 ``members``     group id -> union of the members below it   ``MEMBER_LIMIT`` groups, oldest
                                                             first out
+``ups``         subject -> direct sets and the group-tier   ``UP_LIMIT`` subjects, then
+                sets above them, for resource-tier checks   starts over
 ``subjects``    subject name -> direct groups, after        every subject of the base
                 ``warm()``; a changed subject is dropped    (``warm`` is the choice to
                 and read through the overlay again          hold them all)
@@ -37,10 +39,18 @@ from pyroaring import BitMap
 from leopard.core.layers import SetReader, Updates
 from leopard.store.layout import gid_of, m2g_groups
 
-__all__ = ["CachedSets", "load_all", "NAME_LIMIT", "CLOSURE_LIMIT", "MEMBER_LIMIT"]
+__all__ = [
+    "CachedSets",
+    "load_all",
+    "NAME_LIMIT",
+    "CLOSURE_LIMIT",
+    "MEMBER_LIMIT",
+    "UP_LIMIT",
+]
 
 NAME_LIMIT = 200_000
 CLOSURE_LIMIT = 2_000_000
+UP_LIMIT = 1_000_000
 MEMBER_LIMIT = 16
 
 
@@ -56,6 +66,8 @@ class CachedSets:
         self.wildcards: dict[str, BitMap | None] = {}
         self._members: dict[int, BitMap] = {}
         self.subjects: dict[str, BitMap] | None = None
+        # subject -> its direct sets and every group-tier set above them (resource tier)
+        self._ups: dict[str, BitMap] = {}
         self._group_count = reader.group_count()
         reader.listeners.append(self.invalidate)
 
@@ -108,12 +120,53 @@ class CachedSets:
                 direct = direct | wild
         return direct
 
+    def up(self, key: str, direct: BitMap) -> BitMap:
+        """A subject's direct sets and every group-tier set above them: what meets the
+        closure of a resource-tier set exactly when the subject is in it."""
+        found = self._ups.get(key)
+        if found is None:
+            g2a, rset = self.reader.bitmap, self.reader.resource_ids
+            groups = direct - rset
+            found = BitMap.union(direct, *(g2a("g2a", g) for g in groups))
+            if len(self._ups) > UP_LIMIT:
+                self._ups.clear()
+            self._ups[key] = found
+        return found
+
+    def reach(self, gid: int) -> BitMap:
+        """Every set below ``gid``: its closure, and for a resource-tier set also the
+        closures of the group sets its closure stops at."""
+        closure = self.closure(gid)
+        rset = self.reader.resource_ids
+        if not rset or gid not in rset:
+            return closure
+        return BitMap.union(closure, *(self.closure(g) for g in closure - rset))
+
+    def above(self, seeds: BitMap) -> BitMap:
+        """``seeds`` and every resource-tier set above them (by walking the edges up:
+        resource-tier sets keep no closure of their ancestors)."""
+        rset = self.reader.resource_ids
+        if not rset:
+            return seeds
+        bitmap = self.reader.bitmap
+        found = BitMap(seeds)
+        frontier = seeds
+        while frontier:
+            nxt = BitMap.union(
+                BitMap(), *(bitmap("parent", g) | bitmap("dparent", g) for g in frontier)
+            )
+            nxt &= rset
+            nxt -= found
+            found |= nxt
+            frontier = nxt
+        return found
+
     def members(self, gid: int) -> BitMap:
-        """Every leaf subject id below a group: the union of GROUP2MEMBER over its closure."""
+        """Every leaf subject id below a group: the union of GROUP2MEMBER over its reach."""
         members = self._members.get(gid)
         if members is None:
             bitmap = self.reader.bitmap
-            members = BitMap.union(BitMap(), *(bitmap("g2m", d) for d in self.closure(gid)))
+            members = BitMap.union(BitMap(), *(bitmap("g2m", d) for d in self.reach(gid)))
             # paging through a big group asks for the same union again and again
             if len(self._members) >= MEMBER_LIMIT:
                 self._members.pop(next(iter(self._members)))
@@ -155,6 +208,11 @@ class CachedSets:
         m2g = updates.get("m2g")
         if not updates or (m2g and any(key.endswith(b":*") for key in m2g)):
             self.wildcards.clear()
+        if not updates or "g2a" in updates:
+            self._ups.clear()
+        elif m2g:
+            for key in m2g:
+                self._ups.pop(key.decode(), None)
         if not updates or count != self._group_count:
             # A name's id never changes within a generation; only a name unknown so
             # far may have become a group.

@@ -11,12 +11,23 @@ from array import array
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyroaring import BitMap
 
 from leopard.core.collect import Collector, concat
+from leopard.model.config import Config
+from leopard.model.names import SPLIT_NAME_PATTERN
 from leopard.store.layout import count_value, pair_key
 
-__all__ = ["derived_edges", "derived_support", "split_sorted", "remap", "largest_group"]
+__all__ = [
+    "derived_edges",
+    "derived_support",
+    "split_sorted",
+    "remap",
+    "largest_group",
+    "resource_nodes",
+]
 
 
 def derived_edges(col: Collector) -> tuple[np.ndarray, np.ndarray]:
@@ -103,3 +114,16 @@ def largest_group(
         if total > best_n:
             best, best_n = gid, total
     return best, best_n
+
+
+def resource_nodes(config: Config, names: pa.Array) -> np.ndarray | None:
+    """Per group (by position in ``names``), whether its set is of a schema's resource
+    tier; None without a schema (every set is a group)."""
+    plan = config.plan
+    if plan is None:
+        return None
+    keys = [f"{t}#{r}" for t, r in plan.sets if plan.is_resource(t, r)]
+    parts = pc.extract_regex(names, SPLIT_NAME_PATTERN)
+    kinds = pc.binary_join_element_wise(parts.field("ns"), parts.field("rel"), "#")
+    found = pc.is_in(kinds, value_set=pa.array(keys, pa.string()))
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)

@@ -32,10 +32,11 @@ class Step:
 
 def shortest_chain(r: SetReader, c: CachedSets, gid: int, targets: BitMap) -> list[int] | None:
     """Group ids from ``gid`` down to one of ``targets``, shortest first; None if none."""
-    reach = c.closure(gid)
+    reach = c.reach(gid)
     if not targets.intersect(reach):
         return None
-    above = BitMap.union(BitMap(), *(r.bitmap("g2a", t) for t in (targets & reach)))
+    hits = targets & reach
+    above = c.above(BitMap.union(BitMap(), *(r.bitmap("g2a", t) for t in hits)))
     allowed = reach & above
     prev: dict[int, int] = {gid: -1}
     queue = deque([gid])

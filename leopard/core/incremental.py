@@ -245,10 +245,41 @@ class DeltaWriter:
         return True
 
     def _rederive(self, w: Work, changed: list[tuple[int, int]]) -> None:
-        up = BitMap.union(BitMap(), *(self._old(w, "g2a", p) for p, _ in changed))
-        down = BitMap.union(BitMap(), *(self._old(w, "g2g", c) for _, c in changed))
-        self._region(w, up, ("child", "dchild"), "g2g")
-        self._region(w, down, ("parent", "dparent"), "g2a")
+        rset = w.resource_ids()
+        if not rset:
+            up = BitMap.union(BitMap(), *(self._old(w, "g2a", p) for p, _ in changed))
+            down = BitMap.union(BitMap(), *(self._old(w, "g2g", c) for _, c in changed))
+            self._region(w, up, ("child", "dchild"), "g2g", rset)
+            self._region(w, down, ("parent", "dparent"), "g2a", rset)
+            return
+        # With a schema's tiers: an edge between group sets changes the closures of the
+        # group tier alone (a resource set's closure stops at the group it names); an
+        # edge from a resource set changes those of the resource sets above it.
+        groups = [(p, c) for p, c in changed if p not in rset]
+        if groups:
+            up = BitMap.union(BitMap(), *(self._old(w, "g2a", p) for p, _ in groups))
+            down = BitMap.union(BitMap(), *(self._old(w, "g2g", c) for _, c in groups))
+            self._region(w, up, ("child", "dchild"), "g2g", rset)
+            self._region(w, down, ("parent", "dparent"), "g2a", rset)
+        starts = BitMap(p for p, _ in changed if p in rset)
+        if starts:
+            self._region(w, self._resource_up(w, starts, rset), ("child", "dchild"), "g2g", rset)
+
+    def _resource_up(self, w: Work, starts: BitMap, rset: BitMap) -> BitMap:
+        """``starts`` and the resource sets above them, over the edges before the batch
+        and after it (a closure changes on either side of a removed edge)."""
+        found = BitMap(starts)
+        frontier = starts
+        while frontier:
+            nxt = BitMap()
+            for g in frontier:
+                for family in ("parent", "dparent"):
+                    nxt |= self._read(family, g) | w.bitmap(family, g)
+            nxt &= rset
+            nxt -= found
+            found |= nxt
+            frontier = nxt
+        return found
 
     def _read(self, family: str, gid: int) -> BitMap:
         """``reader.bitmap`` through the writer's cache; never change the result."""
@@ -288,9 +319,13 @@ class DeltaWriter:
             return BitMap([gid])
         return self._read(family, gid)
 
-    def _region(self, w: Work, region: BitMap, edges: tuple[str, str], family: str) -> None:
+    def _region(
+        self, w: Work, region: BitMap, edges: tuple[str, str], family: str, rset: BitMap
+    ) -> None:
         """Recompute ``family`` closures of every group in ``region`` over ``edges`` (the
-        edges of tuples, and with a schema also those its feeds derive)."""
+        edges of tuples, and with a schema also those its feeds derive). A region is of
+        one tier; a resource set takes the group sets below it as they are, not their
+        closures, and the group tier's ancestors leave resource sets out."""
         nodes = list(region)
         local = {g: i for i, g in enumerate(nodes)}
         src: list[int] = []
@@ -305,10 +340,19 @@ class DeltaWriter:
 
         for i, g in enumerate(nodes):
             row = outside[i]
+            stop = rset and g in rset  # a resource set: its closure stops at groups
             for k in edges_of(g):
                 j = local.get(k)
                 if j is None:
-                    row.append(closure_of(k))
+                    if not rset:
+                        row.append(closure_of(k))
+                    elif family == "g2a":
+                        if k not in rset:  # ancestors: the group tier's alone
+                            row.append(closure_of(k))
+                    elif stop and k not in rset:
+                        row.append(BitMap([k]))  # a resource set stops at the group it names
+                    else:
+                        row.append(closure_of(k))
                 else:
                     src.append(i)
                     dst.append(j)

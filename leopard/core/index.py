@@ -314,13 +314,28 @@ class Index:
         else:
             kind, sgid, key = self._parse_subject(subject)
             if kind == "set":
-                return gid is not None and sgid is not None and sgid in c.closure(gid)
+                if gid is None or sgid is None:
+                    return False
+                if gid in self._r.resource_ids:  # above the set, within groups: g2a
+                    return self._r.bitmap("g2a", sgid).intersect(c.closure(gid))
+                return sgid in c.closure(gid)
             direct = self._r.m2g_groups(key)
         if gid is None:
             return False
         g2g = c.closures.get(gid)
         if g2g is None:
             g2g = c.closure(gid)
+        rset = self._r.resource_ids
+        if rset and gid in rset:
+            # A resource-tier set's closure stops at the groups it names: meet it with
+            # the subject's groups and every group above them instead.
+            if direct is not None and c.up(key, direct).intersect(g2g):
+                return True
+            if key.endswith(":*"):
+                return False
+            ns = key[: key.index(":")]
+            wild = c.wildcard_groups(ns)
+            return wild is not None and c.up(ns + ":*", wild).intersect(g2g)
         if direct is not None and direct.intersect(g2g):
             return True
         if key.endswith(":*"):
@@ -378,7 +393,7 @@ class Index:
 
     def _remember_reach(self, group: str) -> None:
         gid = self._c.group_ids.get(group)
-        if gid is not None and gid >= 0:
+        if gid is not None and gid >= 0 and gid not in self._r.resource_ids:
             self._c.remember_reach(group, gid)
 
     def groups_of(
@@ -401,13 +416,13 @@ class Index:
         if kind == "set":
             if sgid is None:
                 return []
-            ancestors = self._r.bitmap("g2a", sgid)
+            ancestors = BitMap(self._r.bitmap("g2a", sgid))
         else:
             direct = self._c.direct_groups(key)
             if not direct:
                 return []
             ancestors = BitMap.union(BitMap(), *(self._r.bitmap("g2a", g) for g in direct))
-        return sorted(self._r.group_names(ancestors))
+        return sorted(self._r.group_names(self._c.above(ancestors)))
 
     def members_of(
         self, group: str, limit: int | None = None, after: str | None = None

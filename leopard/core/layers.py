@@ -33,6 +33,7 @@ from leopard.model.tokens import encode_token
 from leopard.store.generations import IndexDir, base_of, delta_of, dir_size, report_of
 from leopard.store.layout import (
     BASE_KEYS,
+    RESOURCE_KEY,
     SEQ_KEY,
     SET_FAMILIES,
     BadValue,
@@ -89,6 +90,13 @@ class SetReader:
         self.config = Config.model_validate(meta.get("config", {}))
         self.base_groups: list[str] = groups
         self.base_group_ids = {n: i for i, n in enumerate(self.base_groups)}
+        # ids of a schema's resource-tier sets (see leopard.model.plan.Plan.group_tier):
+        # the base's as the build stored them, and those added since, by their names
+        raw = base.get(RESOURCE_KEY)
+        self.base_resource_ids = (
+            self.decode("default", RESOURCE_KEY, raw, decode_bitmap) if raw else BitMap()
+        )
+        self.resource_ids = BitMap(self.base_resource_ids)
         self.base_subjects = int(meta.get("subjects", 0))
         self.overlay = Overlay()
         self.overlay.position = dict(meta.get("position", {}))
@@ -134,10 +142,14 @@ class SetReader:
         self._install(fresh)
 
     def _install(self, fresh: Overlay) -> None:
+        resource = BitMap(self.base_resource_ids)
         for i, name in enumerate(fresh.group_names):
             fresh.group_ids[name] = len(self.base_groups) + i
+            if self.is_resource_name(name):
+                resource.add(len(self.base_groups) + i)
         with self.lock:
             self.overlay = fresh
+            self.resource_ids = resource
         for listener in self.listeners:
             listener({})
 
@@ -210,6 +222,8 @@ class SetReader:
             for i, name in enumerate(new_groups):
                 ov.group_names.append(name)
                 ov.group_ids[name] = first + i
+                if self.is_resource_name(name):
+                    self.resource_ids.add(first + i)
             ov.next_subject = next_subject
             ov.position = position
             if source_state is not None:
@@ -217,6 +231,14 @@ class SetReader:
             ov.seq = seq
             for listener in self.listeners:
                 listener(updates)
+
+    def is_resource_name(self, name: str) -> bool:
+        """Whether a set name is of a schema's resource tier (no schema: never)."""
+        plan = self.config.plan
+        if plan is None:
+            return False
+        obj, _, relation = name.rpartition("#")
+        return plan.is_resource(obj[: obj.index(":")], relation)
 
     @property
     def position(self) -> dict[str, int]:

@@ -32,15 +32,17 @@ from typing import Any
 
 from pyroaring import BitMap
 
+from leopard.core.crosscheck import CrossChecks
 from leopard.core.layers import Overlay, load_overlay, open_delta
 from leopard.errors import IndexNotFound, StorageError
-from leopard.model.names import GROUP_RE, SUBJECT_RE
+from leopard.model.names import SUBJECT_RE
 from leopard.store.generations import IndexDir, base_of, report_of
 from leopard.store.layout import (
     BASE_KEYS,
     NEW_GROUP_PREFIX,
     NEXT_SUBJECT_KEY,
     POSITION_KEY,
+    RESOURCE_KEY,
     SEQ_KEY,
     SET_FAMILIES,
     BadValue,
@@ -50,11 +52,8 @@ from leopard.store.layout import (
     decode_bitmap,
     decode_name,
     gid_of,
-    gkey,
     mask_of,
     split_m2g,
-    split_pair_key,
-    split_support_key,
 )
 from leopard.store.rocks import RocksDB, log_files
 
@@ -121,7 +120,7 @@ class _Stopped(Exception):
     """A scan stopped at damage (already reported)."""
 
 
-class _Verifier:
+class _Verifier(CrossChecks):
     def __init__(self, index: Path) -> None:
         self.index = index
         self.report = VerifyReport(str(index))
@@ -133,6 +132,8 @@ class _Verifier:
         self.m2g: dict[str, tuple[int, BitMap]] = {}  # name -> id, direct groups
         self.names: dict[int, str] = {}  # sname: id -> name
         self.support: dict[bytes, int] = {}
+        self.stored_resource: bytes | None = None
+        self.rset = BitMap()
         self.dsupport: dict[bytes, int] = {}  # derived edges' support counts
         self.whole: set[str] = set(SET_FAMILIES)  # families read to the end
         self.in_delta: dict[str, set[bytes]] = {f: set() for f in SET_FAMILIES}
@@ -230,6 +231,8 @@ class _Verifier:
             for key, value in self.scan(base, "default"):
                 if key in values:
                     values[key] = value
+                elif key == RESOURCE_KEY:
+                    self.stored_resource = value
                 else:
                     self.value(base, "default", key, "a key the base never holds")
         except _Stopped:
@@ -293,127 +296,6 @@ class _Verifier:
                 else:
                     self.sets[family][gid_of(key)] = value
 
-    # -- across families --------------------------------------------------------------
-
-    def cross_check(self, meta: dict[str, Any], groups: list[str], overlay: Overlay) -> None:
-        n_groups = len(groups) + len(overlay.group_names)
-        n = overlay.next_subject
-        n_subjects = int(meta["subjects"]) if n is None else n
-        self.report.groups, self.report.subjects = n_groups, n_subjects
-        if n is not None and n < int(meta["subjects"]) and self.delta is not None:
-            reason = f"{n:,} is below the base's {meta['subjects']:,} subjects"
-            self.value(self.delta, "default", NEXT_SUBJECT_KEY, reason)
-        self.group_names(groups, overlay.group_names)
-        self.closures(n_groups)
-        self.edges(n_groups, n_subjects)
-        self.subjects(n_groups, n_subjects)
-
-    def group_names(self, base: list[str], added: list[str]) -> None:
-        seen: dict[str, int] = {}
-        for gid, name in enumerate([*base, *added]):
-            db = self.base if gid < len(base) else self.delta
-            key = b"groups" if gid < len(base) else NEW_GROUP_PREFIX + gkey(gid)
-            assert db is not None
-            if not GROUP_RE.fullmatch(name) or "#" not in name:
-                self.value(db, "default", key, f"{name!r:.80} (id {gid}) is no group name")
-            elif name in seen:
-                self.value(db, "default", key, f"group {name} has ids {seen[name]} and {gid}")
-            seen.setdefault(name, gid)
-
-    def closures(self, groups: int) -> None:
-        """GROUP2GROUP and GROUP2ANCESTOR: one per group, holding the group, equal to
-        the group and the closures of its children (parents)."""
-        sets = self.sets
-        for family, edges, derived in (("g2g", "child", "dchild"), ("g2a", "parent", "dparent")):
-            if family not in self.whole:
-                continue
-            closure = sets[family]
-            for gid in range(groups):
-                if gid not in closure:
-                    self.bad(family, gkey(gid), "no value (every group has one)")
-            for gid, bm in closure.items():
-                key = gkey(gid)
-                if gid >= groups:
-                    self.bad(family, key, f"a key past the last of {groups:,} groups")
-                elif gid not in bm:
-                    self.bad(family, key, "the set does not hold the group itself")
-                elif bm.max() >= groups:
-                    self.bad(family, key, f"the set holds group id {bm.max()}, past the last")
-                elif edges in self.whole and derived in self.whole:
-                    below = sets[edges].get(gid, _EMPTY) | sets[derived].get(gid, _EMPTY)
-                    parts = [closure.get(c, _EMPTY) for c in below]
-                    diff = len(BitMap.union(BitMap([gid]), *parts) ^ bm)
-                    if diff:
-                        what = f"the group and the {family} sets of its {edges} groups"
-                        self.bad(family, key, f"the set differs in {diff:,} ids from {what}")
-
-    def edges(self, groups: int, subjects: int) -> None:
-        """Direct edges in range, ``child``/``parent`` and ``m2g``/``g2m`` mirrored, and
-        a support mask only where its edge is."""
-        sets, whole = self.sets, self.whole
-        for family, limit in (
-            ("child", groups),
-            ("parent", groups),
-            ("g2m", subjects),
-            ("dchild", groups),
-            ("dparent", groups),
-        ):
-            for gid, bm in sets[family].items():
-                if gid >= groups:
-                    self.bad(family, gkey(gid), f"a key past the last of {groups:,} groups")
-                elif bm and bm.max() >= limit:
-                    self.bad(family, gkey(gid), f"the set holds id {bm.max()}, past the last")
-        if {"child", "parent"} <= whole:
-            self.mirror("parent", _flip(sets["child"]), "the child sets naming it")
-        if {"dchild", "dparent"} <= whole:
-            self.mirror("dparent", _flip(sets["dchild"]), "the dchild sets naming it")
-        if {"dsupport", "dchild"} <= whole:
-            for key in self.dsupport:
-                parent, child = split_pair_key(key)
-                if child not in sets["dchild"].get(parent, _EMPTY):
-                    self.bad("dsupport", key, "a count for a derived edge that does not exist")
-        if {"m2g", "g2m"} <= whole:
-            direct = dict(self.m2g.values())
-            self.mirror("g2m", _flip(direct), "the m2g values naming it")
-        if {"support", "child", "g2m"} <= whole:
-            for key in self.support:
-                gid, nested, other = split_support_key(key)
-                if other not in sets["child" if nested else "g2m"].get(gid, _EMPTY):
-                    self.bad("support", key, "a mask for an edge that does not exist")
-
-    def mirror(self, family: str, want: dict[int, BitMap], what: str) -> None:
-        got = self.sets[family]
-        for gid in sorted(got.keys() | want.keys()):
-            diff = len(got.get(gid, _EMPTY) ^ want.get(gid, _EMPTY))
-            if diff:
-                self.bad(family, gkey(gid), f"the set differs in {diff:,} ids from {what}")
-
-    def subjects(self, groups: int, subjects: int) -> None:
-        """Every subject name has the id whose ``sname`` names it back; ids from 0 on."""
-        whole, names = self.whole, self.names
-        if "m2g" in whole:
-            owners: dict[int, str] = {}
-            for name, (sid, direct) in self.m2g.items():
-                key = name.encode()
-                if sid >= subjects:
-                    self.bad("m2g", key, f"subject id {sid} is past the last of {subjects:,}")
-                elif sid in owners:
-                    self.bad("m2g", key, f"subject id {sid} is also the id of {owners[sid]!r}")
-                elif "sname" in whole and names.get(sid) != name:
-                    self.bad("m2g", key, f"subject id {sid} is named {names.get(sid)!r}")
-                if direct and direct.max() >= groups:
-                    self.bad("m2g", key, f"the groups hold id {direct.max()}, past the last")
-                owners.setdefault(sid, name)
-        if "sname" in whole:
-            for sid in range(subjects):
-                if sid not in names:
-                    self.bad("sname", gkey(sid), "no name for this subject id")
-            for sid, name in names.items():
-                if sid >= subjects:
-                    self.bad("sname", gkey(sid), f"a key past the last of {subjects:,} subjects")
-                elif "m2g" in whole and name not in self.m2g:
-                    self.bad("sname", gkey(sid), f"no m2g value for {name!r}")
-
 
 def _decode(family: str, key: bytes, raw: bytes, *, base: bool) -> Any:
     """A value as its family stores it; BadValue for a key or value it never holds."""
@@ -453,15 +335,3 @@ def _whole(bm: BitMap, raw: bytes) -> None:
     size = len(bm.serialize())
     if size != len(raw):
         raise BadValue(f"value holds {len(raw) - size} bytes past its roaring bitmap")
-
-
-def _flip(sets: dict[int, BitMap]) -> dict[int, BitMap]:
-    """``{x: {k : x in sets[k]}}``: the sets turned around."""
-    out: dict[int, BitMap] = {}
-    for head, bm in sets.items():
-        for other in bm:
-            found = out.get(other)
-            if found is None:
-                found = out[other] = BitMap()
-            found.add(head)
-    return out

@@ -51,6 +51,7 @@ from leopard.http.freshness import Refresher, Waits
 from leopard.http.handlers import Handlers
 from leopard.http.metrics import Collector, Metrics, registry
 from leopard.http.openapi import ROUTES, Route, openapi_document
+from leopard.http.peers import PEER_PREFIXES, Peers
 from leopard.http.types import Receive, RunningConsumer, Scope, Send
 
 __all__ = ["DEFAULT_MAX_BODY", "DEFAULT_READY_LAG", "ROUTES", "LeopardService"]
@@ -91,6 +92,8 @@ class LeopardService:
         max_batch: int = S.DEFAULT_MAX_BATCH,
         ready_max_lag: int = DEFAULT_READY_LAG,
         refresh_interval: float = 1.0,
+        store_id: str | None = None,
+        upstream_openfga: str | None = None,
     ) -> None:
         if max_body < 1 or max_batch < 1:
             raise InvalidInput(f"max_body and max_batch must be positive ({max_body}, {max_batch})")
@@ -122,7 +125,23 @@ class LeopardService:
         )
         self._table: dict[str, dict[str, tuple[Route, Handler]]] = {}
         for r in ROUTES:
-            self._table.setdefault(r.path, {})[r.method] = (r, getattr(self.handlers, r.handler))
+            if r.face == "leopard":
+                self._table.setdefault(r.path, {})[r.method] = (
+                    r,
+                    getattr(self.handlers, r.handler),
+                )
+        # OpenFGA's and AuthZEN's routes, asked only for a path the table does not hold
+        self.peers = Peers(
+            index,
+            self.waits,
+            [r for r in ROUTES if r.face != "leopard"],
+            consumer=consumer,
+            store_id=store_id,
+            upstream_openfga=upstream_openfga,
+            max_body=max_body,
+            max_batch=max_batch,
+            index_failed=self.handlers.index_failed,
+        )
         self._allow = {p: ", ".join(sorted(m)).encode() for p, m in self._table.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -144,6 +163,9 @@ class LeopardService:
             if self._auth is not None:
                 self._auth(scope)
             ops = self._table.get(path)
+            if ops is None and path.startswith(PEER_PREFIXES):
+                await self._peer(scope, receive, send, started)
+                return
             if ops is None:
                 raise HttpError(
                     404, "not_found", f"no route {path!r}; the routes are listed at /openapi.json"
@@ -168,6 +190,9 @@ class LeopardService:
         except ClientGone:
             return
         except Exception as exc:
+            if path.startswith(PEER_PREFIXES):  # refused before routing: in the face's dialect
+                await self._peer(scope, receive, send, started, exc)
+                return
             status, body, headers = error_answer(exc, method, path)
             if isinstance(exc, _DAMAGE):
                 self.handlers.index_failed(exc)  # /readyz says so from now on
@@ -186,6 +211,27 @@ class LeopardService:
         self.metrics.observe(
             endpoint,
             method if method in _METHODS else "other",  # any token is a method: bound the labels
+            status,
+            time.perf_counter() - started,
+        )
+
+    async def _peer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        started: float,
+        refused: Exception | None = None,
+    ) -> None:
+        """Answer a path of the OpenFGA or AuthZEN face (``refused``: with that error)."""
+        if refused is None:
+            endpoint, status = await self.peers(scope, receive, send)
+        else:
+            endpoint, status = "other", await self.peers.refuse(refused, scope, send)
+        method = scope["method"]
+        self.metrics.observe(
+            endpoint,
+            method if method in _METHODS else "other",
             status,
             time.perf_counter() - started,
         )

@@ -30,7 +30,7 @@ from leopard.http.types import Receive, RunningConsumer, Scope
 
 __all__ = ["Handlers", "IndexFailure"]
 
-Answer = tuple[int, BaseModel]  # (status, the model of the body)
+Answer = tuple[int, BaseModel | bytes]  # (status, the model of the body, or its bytes)
 
 
 @dataclass
@@ -143,16 +143,15 @@ class Handlers:
         await self._fresh(q)
         ix = self.index
         token = ix.version
-        if not q.steps:
-            chain = ix.explain(q.subject, q.group)
-            return 200, S.ExplainResult(member=chain is not None, chain=chain, token=token)
-        steps = ix.explain(q.subject, q.group, steps=True)
-        if steps is None:
-            return 200, S.ExplainStepsResult(member=False, chain=None, steps=None, token=token)
-        found = [S.ExplainStep(set=s.set, via=s.via) for s in steps]  # type: ignore[union-attr]
-        return 200, S.ExplainStepsResult(
-            member=True, chain=[s.set for s in found[:-1]], steps=found, token=token
-        )
+        chain = ix.explain(q.subject, q.group, steps=q.steps)
+        result = S.ExplainResult(member=chain is not None, chain=None, token=token, steps=None)
+        if chain is not None and q.steps:
+            steps = [S.ExplainStep(set=s.set, via=s.via) for s in chain]  # type: ignore[union-attr]
+            result.chain, result.steps = [s.set for s in steps[:-1]], steps
+        elif chain is not None:
+            result.chain = [str(x) for x in chain]
+        # `steps` is in the answer only when asked for
+        return 200, result.model_dump_json(exclude=None if q.steps else {"steps"}).encode()
 
     async def get_version(self, scope: Scope, receive: Receive) -> Answer:
         q: S.VersionParams = query(scope, S.VersionParams)

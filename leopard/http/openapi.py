@@ -1,14 +1,14 @@
 """The route table of the HTTP service and the OpenAPI document made from it.
 
-Each ``Route`` names its handler and the pydantic models (``leopard.http.schemas``) the
-handler reads and writes; ``openapi_document`` describes exactly those, so the
-document cannot drift from what the app answers.
+Each ``Route`` names its handler and the pydantic models (``leopard.http.schemas``, and
+for the OpenFGA and AuthZEN faces ``openfga_schemas`` and ``authzen_schemas``) the
+handler reads and writes; ``openapi_document`` describes exactly those, with each
+face's error body, so the document cannot drift from what the app answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -16,24 +16,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from leopard.http import schemas as S
+from leopard.http.openfga_schemas import OpenFgaError
+from leopard.http.peer_routes import AUTHZEN_ROUTES, OPENFGA_ROUTES
+from leopard.http.route import Route
 
 __all__ = ["ROUTES", "Route", "openapi_document"]
-
-
-@dataclass(frozen=True)
-class Route:
-    """One operation: the handler, the models it reads and writes, and how to describe it."""
-
-    method: str
-    path: str
-    handler: str  # name of the method of ``leopard.http.handlers.Handlers`` that answers it
-    summary: str
-    params: type[BaseModel] | None = None
-    body: type[BaseModel] | None = None
-    result: type[BaseModel] | None = None
-    content_type: str = "application/json"
-    errors: tuple[int, ...] = ()
-    public: bool = False  # answered without the bearer token
 
 
 _READ_ERRORS = (400, 414, 503)
@@ -112,6 +99,8 @@ ROUTES: tuple[Route, ...] = (
         errors=(503,),
     ),
     Route("GET", "/openapi.json", "get_openapi", "This document."),
+    *OPENFGA_ROUTES,
+    *AUTHZEN_ROUTES,
 )
 
 
@@ -127,10 +116,15 @@ def _parameter_schema(prop: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+def _parameters(model: type[BaseModel] | None, path: Iterable[str] = ()) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in path
+    ]
+    if model is None:
+        return params
     schema = model.model_json_schema(mode="validation")
     required = set(schema.get("required", ()))
-    params = []
     for name, prop in schema["properties"].items():
         param: dict[str, Any] = {
             "name": name,
@@ -150,6 +144,8 @@ _STATUS_TEXT = {
     400: "The request is malformed: a bad name, token, parameter, body or header (the "
     "`Authorization` header given twice).",
     401: "A bearer token is needed, or the one given is wrong.",
+    404: "No such store (`store_id_not_found`), or the operation is not answered here "
+    "(`unimplemented`).",
     408: "The request line and headers, or the body, did not arrive in time; the "
     "connection is closed.",
     413: "The body is too large, or the batch holds too many checks.",
@@ -162,6 +158,14 @@ _STATUS_TEXT = {
     "it until another generation is served), or the server has as many connections "
     "open as it serves (`too_many_connections`, with `Connection: close`).",
 }
+_FACE_TEXT = {
+    "openfga": " OpenFGA's error body: `code` is OpenFGA's (`validation_error`, "
+    "`type_not_found`, `relation_not_found`, `authorization_model_not_found`, "
+    "`store_id_not_found`, `unimplemented`, `exceeded_entity_limit`, `deadline_exceeded`, "
+    "`unavailable`, `internal_error`, ...).",
+    "authzen": " The body is the message, as text.",
+}
+_TAGS = {"openfga": "OpenFGA", "authzen": "AuthZEN", "leopard": "Leopard"}
 #: answered on any route, before the request reaches the app (``leopard.http.connections``)
 _CONNECTION_ERRORS = (408, 431, 503)
 
@@ -171,7 +175,10 @@ def openapi_document(
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``routes``, from their pydantic models."""
     routes = list(routes)
-    wanted: list[tuple[type[BaseModel], Any]] = [(S.ErrorBody, "serialization")]
+    wanted: list[tuple[type[BaseModel], Any]] = [
+        (S.ErrorBody, "serialization"),
+        (OpenFgaError, "serialization"),
+    ]
     for r in routes:
         if r.body is not None:
             wanted.append((r.body, "validation"))
@@ -185,14 +192,31 @@ def openapi_document(
     if batch is not None:  # the cap is the server's setting, beyond it a 413
         batch["properties"]["checks"]["maxItems"] = max_batch
     error_ref = refs[(S.ErrorBody, "serialization")]
+    face_errors = {
+        "leopard": {"application/json": {"schema": error_ref}},
+        "openfga": {"application/json": {"schema": refs[(OpenFgaError, "serialization")]}},
+        "authzen": {"text/plain": {"schema": {"type": "string"}}},
+    }
 
     def json_content(schema: dict[str, Any]) -> dict[str, Any]:
         return {"application/json": {"schema": schema}}
 
+    def error_content(r: Route, status: int) -> dict[str, Any]:
+        """The face's error body; what the connection protocol answers is Leopard's."""
+        content = face_errors[r.face]
+        if r.face == "leopard" or status not in _CONNECTION_ERRORS:
+            return content
+        if status not in r.errors:  # only the connection protocol answers it
+            return json_content(error_ref)
+        theirs = content.get("application/json")
+        if theirs is None:
+            return {**content, **json_content(error_ref)}
+        return json_content({"oneOf": [theirs["schema"], error_ref]})
+
     paths: dict[str, dict[str, Any]] = {}
     for r in routes:
         if r.result is not None:
-            ok = json_content(refs[(r.result, "serialization")])
+            ok = {r.content_type: {"schema": refs[(r.result, "serialization")]}}
         elif r.content_type == "application/json":
             ok = json_content({"type": "object"})
         else:
@@ -206,20 +230,32 @@ def openapi_document(
                 "content": json_content(either),
             }
         statuses = set(r.errors) | set(_CONNECTION_ERRORS) | {500}
+        if r.method == "GET":
+            statuses.add(414)  # any query string is measured before routing
         if auth and not r.public:
             statuses |= {400, 401}
         for status in sorted(statuses):
+            theirs = r.face != "leopard" and (
+                status in r.errors or status not in _CONNECTION_ERRORS
+            )
             responses.setdefault(
                 str(status),
-                {"description": _STATUS_TEXT[status], "content": json_content(error_ref)},
+                {
+                    "description": _STATUS_TEXT[status] + (_FACE_TEXT[r.face] if theirs else ""),
+                    "content": error_content(r, status),
+                },
             )
         op: dict[str, Any] = {
-            "operationId": r.handler,
+            "operationId": r.handler if r.face == "leopard" else f"{r.face}_{r.handler}",
             "summary": r.summary,
             "responses": responses,
         }
-        if r.params is not None:
-            op["parameters"] = _parameters(r.params)
+        if r.face != "leopard":
+            op["tags"] = [_TAGS[r.face]]
+        if r.description:
+            op["description"] = r.description
+        if r.params is not None or r.path_params:
+            op["parameters"] = _parameters(r.params, r.path_params)
         if r.body is not None:
             op["requestBody"] = {
                 "required": True,

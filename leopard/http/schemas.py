@@ -31,7 +31,6 @@ __all__ = [
     "ExplainParams",
     "ExplainResult",
     "ExplainStep",
-    "ExplainStepsResult",
     "Freshness",
     "GroupsParams",
     "GroupsResult",
@@ -231,14 +230,13 @@ class ExplainResult(_Model):
 
     member: bool
     chain: list[str] | None = Field(description="Null when the subject is not a member.")
+    steps: list[ExplainStep] | None = Field(
+        None,
+        description="Only with `steps=true`: the chain step by step, each with what it "
+        "came from (a stored tuple, or a schema's rewrite), the subject last; null when "
+        "the subject is not a member.",
+    )
     token: str = _token()
-
-
-class ExplainStepsResult(ExplainResult):
-    """`GET /v1/explain` with `steps=true`: the chain, then step by step with what each
-    step came from (a stored tuple, or a schema's rewrite), the subject last."""
-
-    steps: list[ExplainStep] | None = Field(description="Null when the subject is not a member.")
 
 
 class VersionResult(_Model):

@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,15 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installa
         raise
     _kafka_missing = exc  # raised by serve() only when asked to follow a stream
 
-__all__ = ["ConsumerThread", "fit_connections", "listen", "serve", "uvicorn_config"]
+__all__ = [
+    "Companion",
+    "ConsumerThread",
+    "SharedIndex",
+    "fit_connections",
+    "listen",
+    "serve",
+    "uvicorn_config",
+]
 
 log = logging.getLogger("leopard.http")
 
@@ -62,6 +70,30 @@ log = logging.getLogger("leopard.http")
 STOP_TIMEOUT = 60.0
 #: file descriptors kept free beyond connections and twice the index's own files
 FD_MARGIN = 64
+
+
+#: a server started beside HTTP (the gRPC one): called with the served index and the
+#: consumer (None without a stream) once both exist, before HTTP serves; returns what
+#: stops it, called once HTTP has stopped and before the index closes
+Companion = Callable[[Index, "ChangeConsumer | None"], Callable[[], None]]
+
+
+class SharedIndex(Index):
+    """An ``Index`` whose ``refresh`` more than one thread may call: one at a time.
+
+    Without a consumer in the process, the HTTP app's refresher re-reads what another
+    process applied, and so may a server beside it (gRPC requests waiting for a
+    version); two refreshes at once could install an older incremental layer over a
+    newer one.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._refreshing = threading.Lock()
+        super().__init__(path)
+
+    def refresh(self) -> bool:
+        with self._refreshing:
+            return super().refresh()
 
 
 class ConsumerThread:
@@ -203,6 +235,9 @@ def serve(
     access_log: bool = False,
     limits: ConnectionLimits | None = None,
     on_listening: Callable[[str], None] | None = None,
+    store_id: str | None = None,
+    upstream_openfga: str | None = None,
+    beside: Sequence[Companion] = (),
 ) -> None:
     """Serve the index at ``index_path`` until SIGINT/SIGTERM.
 
@@ -210,12 +245,16 @@ def serve(
     in a thread of this process, so answers follow the stream. ``limits`` bound what
     clients may send and how many connections are served (``ConnectionLimits``'
     defaults without it). ``on_listening`` is called with the base URL once the port
-    is bound (``port=0`` picks one).
+    is bound (``port=0`` picks one). ``store_id`` is the OpenFGA store the index answers
+    for (default: ``leopard.http.openfga.default_store_id``), ``upstream_openfga`` the
+    OpenFGA server that what the index cannot answer is forwarded to. Each of
+    ``beside`` (a ``Companion``, such as the gRPC server) is started on the same index
+    and consumer before HTTP serves, and stopped after.
     """
     limits = limits if limits is not None else ConnectionLimits()
     if consumer_settings is not None and _kafka_missing is not None:
         raise InvalidInput(f"cannot follow {', '.join(consumer_settings.topics)}: {_kafka_missing}")
-    index = Index(index_path)
+    index = SharedIndex(index_path)
     if consumer_settings is None and refresh_interval > 0:
         # the first refresh opens the follower of another process's writes: here, not
         # in the middle of serving
@@ -225,9 +264,12 @@ def serve(
     # a full collection no longer walks them all in the middle of some request.
     gc.freeze()
     runner = None
+    stops: list[Callable[[], None]] = []
     try:
         if consumer_settings is not None:
             runner = ConsumerThread(ChangeConsumer(index_path, consumer_settings, index=index))
+        for companion in beside:
+            stops.append(companion(index, runner.consumer if runner is not None else None))
         app = LeopardService(
             index,
             consumer=runner,
@@ -236,6 +278,8 @@ def serve(
             max_batch=max_batch,
             ready_max_lag=ready_max_lag,
             refresh_interval=refresh_interval,
+            store_id=store_id,
+            upstream_openfga=upstream_openfga,
         )
         sock = listen(host, port)
         bound = sock.getsockname()
@@ -259,6 +303,11 @@ def serve(
             log.warning("%s", warning)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
+        for stop in reversed(stops):
+            try:
+                stop()
+            except Exception:  # the others must stop, and the index close, all the same
+                log.exception("stopping a server beside HTTP failed")
         if runner is not None and not runner.started:
             runner.consumer.close()  # never ran: release its write handle on the index
         index.close()

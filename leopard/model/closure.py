@@ -215,12 +215,23 @@ def dfs_order(cond: Condensation) -> np.ndarray:
 
 
 def closures(
-    cond: Condensation, ids: Sequence[int] | np.ndarray, *, reverse: bool = False
+    cond: Condensation,
+    ids: Sequence[int] | np.ndarray,
+    *,
+    reverse: bool = False,
+    resource: Sequence[bool] | None = None,
 ) -> list[BitMap]:
     """Per component: the ids of every group it reaches, itself included.
 
     ``ids[node]`` is the id to put in the bitmaps. With ``reverse=False`` this is
     GROUP2GROUP (descendants); with ``reverse=True`` GROUP2ANCESTOR.
+
+    ``resource`` marks components of the resource tier (see
+    ``leopard.model.plan.Plan.group_tier``; no edge leads from the group tier to it).
+    A resource component's descendants stop at the first group component they reach:
+    it holds that group's own ids, not its closure. Ancestors are those of the group
+    tier alone: a group component's parents of the resource tier are left out, and a
+    resource component holds just itself.
     """
     ids_list = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
     own = [BitMap(array("I", sorted(ids_list[v] for v in m))) for m in cond.members]
@@ -228,11 +239,22 @@ def closures(
     if not reverse:
         for c in range(cond.count):  # children have lower numbers: already done
             kids = cond.children[c]
-            out[c] = BitMap.union(own[c], *(out[k] for k in kids)) if kids else own[c]
+            if not kids:
+                out[c] = own[c]
+            elif resource is not None and resource[c]:
+                parts = (out[k] if resource[k] else own[k] for k in kids)
+                out[c] = BitMap.union(own[c], *parts)
+            else:
+                out[c] = BitMap.union(own[c], *(out[k] for k in kids))
     else:
         parents = cond.parents()
         for c in range(cond.count - 1, -1, -1):  # parents have higher numbers
             ps = parents[c]
+            if resource is not None:
+                if resource[c]:
+                    out[c] = own[c]
+                    continue
+                ps = [p for p in ps if not resource[p]]
             out[c] = BitMap.union(own[c], *(out[p] for p in ps)) if ps else own[c]
     return out
 

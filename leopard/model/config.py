@@ -272,4 +272,4 @@ def schema_config(path: str | Path, only: Iterable[str] = ()) -> Config:
         raise InvalidSchema(f"{p}: not UTF-8 text (byte {exc.start})") from exc
     source = SchemaSource(dialect=dialect, text=text, filename=str(p), only=list(only))
     compile_schema(source.parse(), source.only)  # its errors as they are, not wrapped
-    return Config(schema_source=source)
+    return Config.model_validate({"schema": source})

@@ -83,6 +83,12 @@ class Plan:
     sets: dict[SetKey, SetPlan]
     refused: dict[SetKey, str]
     schema: Schema
+    #: the sets that groups are made of: every set named as a userset subject
+    #: (``group#member``) and every set below one. Their closures are whole, as in a
+    #: group index; the other sets (a document's ``view``, a folder's ``edit``) are the
+    #: *resource tier*, whose closures stop at the first group set they reach, so that
+    #: a document does not carry the whole of every group that may see it.
+    group_tier: frozenset[SetKey] = frozenset()
     _arrows: dict[SetKey, list[tuple[str, str, int]]] = field(default_factory=dict)
     _computed: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)
     _per_type: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -127,6 +133,10 @@ class Plan:
         """The relations of a type whose own tuples are indexed (an object exists, for
         its computed feeds, while one of these holds a tuple of it)."""
         return [r for r in self.sets_of(type) if self.sets[(type, r)].direct]
+
+    def is_resource(self, type: str, relation: str) -> bool:
+        """Whether an indexed set is of the resource tier (see ``group_tier``)."""
+        return (type, relation) not in self.group_tier
 
     def why_not(self, type: str, relation: str) -> str | None:
         """Why ``type#relation`` is not an indexed set (None when it is one)."""
@@ -177,6 +187,8 @@ def compile_schema(schema: Schema, only: Iterable[str] = ()) -> Plan:
     candidates: dict[SetKey, SetPlan] = {}
     refused: dict[SetKey, str] = {}
     deps: dict[SetKey, set[SetKey]] = {}
+    below: dict[SetKey, set[SetKey]] = {}  # the sets whose members a set's edges reach
+    nested: set[SetKey] = set()  # sets named as userset subjects
     for tname, typedef in schema.types.items():
         for rname, rel in typedef.relations.items():
             key = (tname, rname)
@@ -186,6 +198,7 @@ def compile_schema(schema: Schema, only: Iterable[str] = ()) -> Plan:
                 continue
             feeds: list[Feed] = []
             need: set[SetKey] = set()
+            reach: set[SetKey] = set()
             allowed: set[str] = set()
             for term in terms:
                 if isinstance(term, This):
@@ -199,10 +212,13 @@ def compile_schema(schema: Schema, only: Iterable[str] = ()) -> Plan:
                         allowed.add(subject_kind(st.type, st.relation, st.wildcard))
                         if st.relation is not None:
                             need.add((st.type, st.relation))
+                            reach.add((st.type, st.relation))
+                            nested.add((st.type, st.relation))
                     feed = Feed("direct", rname)
                 elif isinstance(term, Computed):
                     feed = Feed("computed", term.relation)
                     need.add((tname, term.relation))
+                    reach.add((tname, term.relation))
                 else:
                     assert isinstance(term, Arrow)
                     feed = Feed("arrow", term.relation, term.tupleset)
@@ -222,6 +238,7 @@ def compile_schema(schema: Schema, only: Iterable[str] = ()) -> Plan:
                             target = schema.types.get(st.type)
                             if target is not None and term.relation in target.relations:
                                 need.add((st.type, term.relation))
+                                reach.add((st.type, term.relation))
                 if why is not None:
                     break
                 if feed not in feeds:
@@ -231,6 +248,7 @@ def compile_schema(schema: Schema, only: Iterable[str] = ()) -> Plan:
                 continue
             candidates[key] = SetPlan(tname, rname, tuple(feeds), frozenset(allowed))
             deps[key] = need
+            below[key] = reach
     # Anything that depends on a refused set is refused in turn, until nothing changes.
     changed = True
     while changed:
@@ -265,4 +283,14 @@ def compile_schema(schema: Schema, only: Iterable[str] = ()) -> Plan:
             if key not in keep:
                 refused[key] = "not asked for (--only)"
                 del candidates[key]
-    return Plan(candidates, refused, schema)
+    # The group tier: sets named as userset subjects, and every set below them. Nothing
+    # in it leads back out of it, so a path from a set to a member runs through resource
+    # sets first, then group sets (see ``Plan.group_tier``).
+    tier: set[SetKey] = set()
+    todo = [k for k in nested if k in candidates]
+    while todo:
+        key = todo.pop()
+        if key not in tier:
+            tier.add(key)
+            todo += [k for k in below.get(key, ()) if k in candidates]
+    return Plan(candidates, refused, schema, group_tier=frozenset(tier))

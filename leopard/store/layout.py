@@ -8,7 +8,9 @@ are 4-byte big-endian so that iteration follows id order; every set value is a
 portable roaring bitmap)::
 
     default   base:  b"format" -> version, b"meta" -> JSON, b"groups" -> names,
-                     b"checksum" -> JSON: the crc32 of each of those three values
+                     b"checksum" -> JSON: the crc32 of each of those three values,
+                     b"resource" -> bitmap of the ids of a schema's resource-tier
+                     sets (absent without a schema: every set is a group)
               delta: b"position" -> JSON, b"next_subject" and b"seq" -> decimal,
                      b"group:" + id -> name of a group first seen in the stream,
                      b"source_state" -> JSON: the change source's resume state
@@ -66,6 +68,7 @@ __all__ = [
     "FORMAT_KEY",
     "META_KEY",
     "GROUPS_KEY",
+    "RESOURCE_KEY",
     "CHECKSUM_KEY",
     "BASE_KEYS",
     "POSITION_KEY",
@@ -130,6 +133,7 @@ FAMILIES = ("default", *SET_FAMILIES)
 FORMAT_KEY = b"format"
 META_KEY = b"meta"
 GROUPS_KEY = b"groups"
+RESOURCE_KEY = b"resource"  # base: ids of a schema's resource-tier sets (a bitmap)
 CHECKSUM_KEY = b"checksum"
 BASE_KEYS = (FORMAT_KEY, META_KEY, GROUPS_KEY, CHECKSUM_KEY)
 POSITION_KEY = b"position"

@@ -151,7 +151,7 @@ class Family:
         if not keys:
             return []
         try:
-            values = self._cf.get(keys)
+            values = self._cf.get(keys)  # type: ignore[arg-type]  # a list of bytes keys
         except Exception as exc:
             what = f"{key_text(self.name, keys[0])} and {len(keys) - 1} more"
             raise StorageError(f"read of {what} from {self.where} failed: {exc}") from exc

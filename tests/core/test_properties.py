@@ -477,14 +477,14 @@ BAD_NAMES = [
     "user",
     "user:",
     ":a",
-    "User:a",
+    "us@er:a",
     "user:a b",
     "user:a#",
-    "user:a#Member",
+    "user:a#mem@ber",
     "user:a#mem ber",
     "user:a\n",
     "user:a:b:c!",
-    "acme//user:a",
+    "acme:x/user:a",
     "group:a#member@user:b",
 ]
 BAD_SUBJECTS = [*BAD_NAMES, "user:*#member", "user:a#member#member"]

@@ -226,7 +226,7 @@ ERRORS = [
     ("GET", "/v1/members?group=group:big&limit=0", None, 400, "invalid_request", "'limit'"),
     ("GET", "/v1/members?group=group:big&limit=ten", None, 400, "invalid_request", "'ten'"),
     ("GET", "/v1/members?group=group:big&limit=10001", None, 400, "invalid_request", "10000"),
-    ("GET", "/v1/groups?" + q(subject="user:a#Bad"), None, 400, "invalid_tuple", "'user:a#Bad'"),
+    ("GET", "/v1/groups?" + q(subject="user:a#B@d"), None, 400, "invalid_tuple", "'user:a#B@d'"),
     ("GET", "/v1/explain?subject=user:a", None, 400, "invalid_request", "'group'"),
     ("GET", "/v1/check?" + "x" * 20_000, None, 414, "uri_too_long", "20,000"),
     ("POST", "/v1/check", "not json", 400, "invalid_request", "not valid JSON"),

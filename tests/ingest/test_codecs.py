@@ -1,4 +1,9 @@
-"""Unit tests of the change-event codecs: every format, every way a message can be bad."""
+"""Unit tests of the change-event codecs: every format, every way a message can be bad.
+
+Every codec takes names as long and as varied as the peers allow (SpiceDB's ids of
+1,024 bytes, OpenFGA's upper case, '-', '.' and non-ASCII names) and refuses one
+part over its limit naming the part.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import pytest
 
 from ingest.codecs import CODECS, Change, decode, encode_native, message_key
 from leopard.errors import DecodeError, InvalidInput, LeopardError
-from leopard.model.names import parse_tuple
+from leopard.model.names import MAX_ID_BYTES, RelationTuple, parse_tuple
 
 ENG_ALICE = parse_tuple("group:eng#member@user:alice")
 ENG_OPS = parse_tuple("group:eng#member@group:ops#member")
@@ -127,6 +132,16 @@ def test_native_round_trip() -> None:
         assert decode("native", encode_native(change)) == [change]
 
 
+def test_native_round_trip_of_wide_names() -> None:
+    for text in [
+        "Document:Budget-2024.v1#Can-View@User:anne@example.com",
+        'Doc:\u674e#\u00e9diteur@Team:"quoted"\\x#Member-Of',
+        "doc:" + "x" * MAX_ID_BYTES + "#viewer@user:" + "y" * MAX_ID_BYTES,
+    ]:
+        change = Change("touch", parse_tuple(text))
+        assert decode("native", encode_native(change)) == [change]
+
+
 def test_native_encoding_is_compact() -> None:
     assert encode_native(Change("touch", ENG_ALICE, 1.5)) == (
         b'{"op":"touch","tuple":"group:eng#member@user:alice","ts":1.5}'
@@ -200,6 +215,21 @@ def test_openfga_write_and_delete() -> None:
     ]
 
 
+def test_openfga_wide_names() -> None:
+    doc = {
+        "tuple_key": {
+            "user": "Team:Eng.Core#Member-Of",
+            "relation": "Can-View.All",
+            "object": "Document:Budget-2024.v1@\u00e9",
+        },
+        "operation": "TUPLE_OPERATION_WRITE",
+    }
+    expected = RelationTuple(
+        "Document", "Budget-2024.v1@\u00e9", "Can-View.All", "Team", "Eng.Core", "Member-Of"
+    )
+    assert decode("openfga", js(doc)) == [Change("touch", expected)]
+
+
 def test_openfga_wildcard_and_no_timestamp() -> None:
     doc = fga("user:*")
     del doc["timestamp"]
@@ -247,8 +277,16 @@ def test_openfga_response_page() -> None:
         ),
         (fga(user="alice"), r"tuple_key: 'group:eng#member@alice' .*'alice' has no ':'"),
         (
-            {**fga(), "tuple_key": {"user": "user:a", "relation": "Member", "object": "group:e"}},
-            r"relation 'Member'",
+            {**fga(), "tuple_key": {"user": "user:a", "relation": "mem ber", "object": "group:e"}},
+            r"tuple_key: 'group:e#mem ber@user:a' contains whitespace at position 11",
+        ),
+        (
+            {**fga(), "tuple_key": {"user": "user:a", "relation": "R" * 51, "object": "group:e"}},
+            r"relation of 51 characters is over the limit of 50 \(OpenFGA's\)",
+        ),
+        (
+            fga("group:a*b#member"),
+            r"the userset's id 'a\*b' holds '\*', which a userset's id cannot",
         ),
         ({**fga(), "timestamp": "soon"}, r"'timestamp' is 'soon'"),
     ],
@@ -324,6 +362,15 @@ def test_spicedb_camel_optional_relation() -> None:
     assert decode("spicedb", js(doc)) == [Change("touch", ENG_OPS)]
 
 
+@pytest.mark.parametrize("size", [1000, MAX_ID_BYTES])
+def test_spicedb_ids_up_to_the_limit(size: int) -> None:
+    relationship = rel_camel("a" * size)
+    relationship["resource"] = {"objectType": "document", "objectId": "r/_|-=+" * (size // 7)}
+    [change] = decode("spicedb", _update(relationship))
+    assert change.tuple.subject_id == "a" * size
+    assert change.tuple.resource_id == "r/_|-=+" * (size // 7)
+
+
 def test_spicedb_checkpoints_hold_no_changes() -> None:
     assert decode("spicedb", js(watch())) == []
     assert decode("spicedb", js({"changesThrough": {"token": "x"}})) == []
@@ -393,6 +440,11 @@ def _update(relationship: Any, operation: Any = "OPERATION_TOUCH") -> bytes:
         (
             _update(rel_camel("al ice")),
             r"updates\[0\].relationship: 'group:eng#member@user:al ice' contains whitespace",
+        ),
+        (
+            _update(rel_camel("a" * (MAX_ID_BYTES + 1))),
+            r"updates\[0\].relationship: 'group:eng#member@user:a+\.\.\.' subject id of 1,025 "
+            r"bytes is over the limit of 1,024 \(SpiceDB's\)",
         ),
     ],
 )
@@ -565,8 +617,9 @@ def test_debezium_bad_options_are_not_decode_errors(options: dict, match: str) -
             None,
         ),
         (
-            envelope("c", None, row(subject_relation="Member")),
-            r"payload.after: 'group:eng#member@user:alice#Member' relation 'Member' is not valid",
+            envelope("c", None, row(subject_relation="mem@ber")),
+            r"payload.after: 'group:eng#member@user:alice#mem@ber' relation 'mem@ber' has the "
+            r"character '@'",
             None,
         ),
         (

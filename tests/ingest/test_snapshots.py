@@ -2,7 +2,9 @@
 
 The text reader has a vectorised fast path and a line-by-line reference path; the
 property tests at the end hold them to the same rows, rejects and line numbers on
-random mixes of good and bad lines, cut into blocks at random places.
+random mixes of good and bad lines (names from both peers' alphabets, parts at and
+over their limits), cut into blocks at random places. Names as long and as varied as
+the peers allow go through every format into a built index.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from ingest.snapshots import (
 )
 from ingest.snapshots import sources as snapshot_sources
 from ingest.snapshots import text as snapshot_text
+from leopard import build_index, open_index
 from leopard.errors import InvalidInput, InvalidTuple
-from leopard.model.names import parse_tuple
+from leopard.model.names import MAX_ID_BYTES, MAX_TUPLE_BYTES, parse_tuple
 
 Row = tuple[str, str, str, str, str, str | None]
 
@@ -411,11 +414,11 @@ def test_csv_bad_header(tmp_path: Path) -> None:
 def test_csv_error_line(tmp_path: Path) -> None:
     path = write(
         tmp_path / "snap.csv",
-        f"{CSV_HEADER}\nuser,b,,member,group,a,,\n\nuser,b,,Member,group,a,,\n",
+        f"{CSV_HEADER}\nuser,b,,member,group,a,,\n\nuser,b,,mem:ber,group,a,,\n",
     )
     with pytest.raises(InvalidInput) as info:
         list(read_snapshots([path]))
-    assert str(info.value) == f"{path}:4: {reason_of('group:a#Member@user:b')}"
+    assert str(info.value) == f"{path}:4: {reason_of('group:a#mem:ber@user:b')}"
 
 
 def test_format_override(tmp_path: Path) -> None:
@@ -566,7 +569,8 @@ def test_stop_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_overlong_line_not_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(snapshot_sources, "_CHUNK_BYTES", 50)
     monkeypatch.setattr(snapshot_text, "_MAX_LINE", 200)
-    long = "group:a#member@user:" + "x" * 1500
+    # over MAX_TUPLE_BYTES, as every line over the real _MAX_LINE is: refused by size
+    long = "group:a#member@user:" + "x" * MAX_TUPLE_BYTES
     comment = "# " + "y" * 1500
     blank = " " * 1500
     text = f"group:a#member@user:b\n{long}\r\n{comment}\n{blank}\ngroup:a#member@user:c\n{long}"
@@ -576,6 +580,152 @@ def test_overlong_line_not_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert [r.line for r in rejects] == [2, 6]
     assert rejects[0].reason == reason_of(long)
     assert rejects[1].reason == reason_of(long)
+
+
+# -- names as long and as varied as the peers allow -------------------------------------
+
+
+@pytest.mark.parametrize("size", [1000, MAX_ID_BYTES])
+def test_long_spicedb_ids_end_to_end(tmp_path: Path, size: int) -> None:
+    # SpiceDB's ids go up to 1,024 bytes; the whole line is over twice that
+    group_id = "g" * size
+    user_id = ("u/_|-=+" * size)[:size]
+    lines = [
+        f"group:{group_id}#member@user:{user_id}",
+        f"group:all#member@group:{group_id}#member",
+        f"group:{group_id}#member@user:" + "x" * (MAX_ID_BYTES + 1),
+    ]
+    text = "\n".join(lines) + "\n"
+    assert_same_block(text.encode())
+    path = write(tmp_path / "snap.txt", text)
+    rows, rejects, _ = read_all([path])
+    assert rows == [
+        ("group", group_id, "member", "user", user_id, None),
+        ("group", "all", "member", "group", group_id, "member"),
+    ]
+    assert rows == rows_of(read_snapshots([lines[:2]]))  # the line-by-line path
+    assert [r.line for r in rejects] == [3]
+    assert rejects[0].reason.endswith(
+        "subject id of 1,025 bytes is over the limit of 1,024 (SpiceDB's)"
+    )
+    assert rejects[0].reason == reason_of(lines[2])
+    build_index([path], tmp_path / "ix", skip_invalid=True)
+    with open_index(tmp_path / "ix") as ix:
+        assert ix.check(f"user:{user_id}", "group:all")
+        assert ix.check(f"user:{user_id}", f"group:{group_id}#member")
+        assert ix.groups_of(f"user:{user_id}") == ["group:all#member", f"group:{group_id}#member"]
+        assert not ix.check("user:" + "x" * size, "group:all")
+        with pytest.raises(InvalidTuple, match="id of 1,025 bytes is over the limit of 1,024"):
+            ix.check("user:" + "x" * (MAX_ID_BYTES + 1), "group:all")
+
+
+def test_an_id_over_the_limit_stops_a_build(tmp_path: Path) -> None:
+    line = "group:eng#member@user:" + "x" * 1025
+    path = write(tmp_path / "snap.txt", f"group:eng#member@user:a\n{line}\n")
+    with pytest.raises(InvalidInput) as info:
+        build_index([path], tmp_path / "ix")
+    assert str(info.value) == f"{path}:2: {reason_of(line)}"
+    assert str(info.value).endswith(
+        "...' subject id of 1,025 bytes is over the limit of 1,024 (SpiceDB's)"
+    )
+
+
+OPENFGA_LINES = [
+    "Document:Budget-2024.v1#Can-View@User:anne@example.com",
+    "Document:Budget-2024.v1#Can-View@Team:Eng.Core#Member-Of",
+    "Team:Eng.Core#Member-Of@User:b\u00fcrgi",
+    "acme/Folder:\u674e#viewer@User:*",
+    "doc:a*b#v*w@user:c[0]",
+]
+OPENFGA_ROWS: list[Row] = [
+    ("Document", "Budget-2024.v1", "Can-View", "User", "anne@example.com", None),
+    ("Document", "Budget-2024.v1", "Can-View", "Team", "Eng.Core", "Member-Of"),
+    ("Team", "Eng.Core", "Member-Of", "User", "b\u00fcrgi", None),
+    ("acme/Folder", "\u674e", "viewer", "User", "*", None),
+    ("doc", "a*b", "v*w", "user", "c[0]", None),
+]
+
+
+def test_openfga_names_in_every_format(tmp_path: Path) -> None:
+    text = write(tmp_path / "snap.txt", "\n".join(OPENFGA_LINES) + "\n")
+    assert_same_block(text.read_bytes())
+    keys = []
+    csv_rows = [CSV_HEADER]
+    for line in OPENFGA_LINES:
+        t = parse_tuple(line)
+        user = f"{t.subject_type}:{t.subject_id}" + (
+            f"#{t.subject_relation}" if t.subject_relation else ""
+        )
+        keys.append({"user": user, "relation": t.relation, "object": line.split("#")[0]})
+        csv_rows.append(
+            f"{t.subject_type},{t.subject_id},{t.subject_relation or ''},{t.relation},"
+            f"{t.resource_type},{t.resource_id},,"
+        )
+    as_json = write(tmp_path / "snap.json", json.dumps(keys, ensure_ascii=False))
+    as_jsonl = write(tmp_path / "snap.jsonl", "\n".join(json.dumps(k) for k in keys))
+    as_csv = write(tmp_path / "snap.csv", "\n".join(csv_rows) + "\n")
+    for path in (text, as_json, as_jsonl, as_csv):
+        assert rows_of(read_snapshots([path])) == OPENFGA_ROWS, path
+    config = {
+        "sets": [
+            {"namespace": "Document", "relation": "Can-View"},
+            {"namespace": "Team", "relation": "Member-Of"},
+        ]
+    }
+    from leopard.model.config import Config
+
+    build_index([text], tmp_path / "ix", Config.model_validate(config))
+    with open_index(tmp_path / "ix") as ix:
+        assert ix.check("User:b\u00fcrgi", "Document:Budget-2024.v1")
+        assert ix.check("User:anne@example.com", "Document:Budget-2024.v1#Can-View")
+        assert ix.check("Team:Eng.Core#Member-Of", "Document:Budget-2024.v1")
+        assert not ix.check("User:anne@example.com", "Team:Eng.Core")
+
+
+def test_what_neither_peer_accepts_is_refused_with_its_reason(tmp_path: Path) -> None:
+    bad = {
+        "group:eng#member@user:al ice": "contains whitespace at position 24",
+        "group:eng#member@user:al\x01ice": "contains the control character '\\x01'",
+        "gr@up:eng#member@user:a": "namespace 'gr@up' has the character '@'",
+        "group:e:g#member@user:a": "resource id 'e:g' has the character ':'",
+        "group:eng#...@user:a": "relation '...' is reserved",
+        "group:eng#member@group:a*b#member": "the userset's id 'a*b' holds '*'",
+        "group:eng#member@user:a[weekdays]": "has a caveat or expiration ('[...]')",
+        "group:*#member@user:a": "a resource cannot be a wildcard",
+        "t" * 255 + ":a#member@user:a": "namespace of 255 characters is over the limit of 254",
+        "group:a#" + "R" * 51 + "@user:a": "relation of 51 characters is over the limit of 50",
+    }
+    path = write(tmp_path / "snap.txt", "".join(f"{line}\n" for line in bad))
+    assert_same_block(path.read_bytes())
+    rows, rejects, _ = read_all([path])
+    assert rows == []
+    assert [r.reason for r in rejects] == [reason_of(line) for line in bad]
+    for reject, fragment in zip(rejects, bad.values(), strict=True):
+        assert fragment in reject.reason, reject.reason
+
+
+def test_rows_the_pattern_admits_are_checked_in_place() -> None:
+    # Lines the RE2 pattern admits but a limit puts in doubt (a last ']', an id or a
+    # namespace near its limit in bytes, the relation '...') are parsed again: the
+    # good ones keep their place among the rows, the others are rejected.
+    wide_ns = "\u00e9" * 200  # 400 bytes, 200 characters: fine
+    lines = [
+        "group:a#member@user:b",
+        "group:a#member@user:arr[0]",
+        "group:a#member@user:x[cav]",
+        f"{wide_ns}:a#member@user:c",
+        "group:a#member@user:" + "\u00e9" * 512,
+        "group:a#member@user:" + "\u00e9" * 513,
+        "group:a#...@user:d",
+        "group:a#member@user:e",
+    ]
+    buf = ("\n".join(lines) + "\n").encode()
+    assert_same_block(buf)
+    block = snapshot_text._parse_block_fast(buf)
+    assert block.table is not None
+    assert [r[4] for r in rows_of([block.table])] == ["b", "arr[0]", "c", "\u00e9" * 512, "e"]
+    assert [i for i, _ in block.bad] == [3, 6, 7]
+    assert block.records == len(lines)
 
 
 # -- fast path against the reference ---------------------------------------------------
@@ -608,17 +758,50 @@ _NAME = st.builds(
     st.sampled_from(_LOWER),
     st.text(alphabet=_LOWER + "0123456789_", max_size=4),
 )
-_NS = st.builds(lambda t, n: f"{t}/{n}" if t else n, st.one_of(st.just(""), _NAME), _NAME)
-_REL = _NAME
-_ID = st.text(alphabet=_LOWER + "AZ09_-/|=+.@", min_size=1, max_size=8)
+# Both peers' alphabets: OpenFGA's upper case, punctuation, '*', brackets (a caveat's
+# among them), non-ASCII characters and Unicode spaces, beside SpiceDB's names.
+_WIDE = "aZ09_-./*[]\u00e9\u00a0\u674e\U0001f600"
+_WIDE_NAME = st.text(alphabet=_WIDE, min_size=1, max_size=5)
+_NS = st.one_of(
+    st.builds(lambda t, n: f"{t}/{n}" if t else n, st.one_of(st.just(""), _NAME), _NAME),
+    _WIDE_NAME,
+)
+_REL = st.one_of(_NAME, _WIDE_NAME, st.just("..."), st.just("r[cav]"))
+_ID = st.one_of(
+    st.text(alphabet=_LOWER + "AZ09_-/|=+.@", min_size=1, max_size=8),
+    st.text(alphabet=_WIDE + "@|", min_size=1, max_size=8),
+    st.just("x[cav]"),
+)
 
 
 @st.composite
 def tuple_lines(draw: st.DrawFn) -> str:
+    """Tuple lines over both peers' alphabets; most valid, some not ('*' in a userset,
+    the relation '...', a bracketed caveat)."""
     subject_id = draw(st.one_of(_ID, st.just("*")))
     srel = draw(st.one_of(st.none(), st.just("..."), _REL))
     text = f"{draw(_NS)}:{draw(_ID)}#{draw(_REL)}@{draw(_NS)}:{subject_id}"
     return text if srel is None else f"{text}#{srel}"
+
+
+@st.composite
+def long_lines(draw: st.DrawFn) -> str:
+    """A line with one part about its limit: an id of about 1,024 bytes, a namespace
+    of about 254 characters or bytes, a relation of about 50 or 64 characters."""
+    part = draw(st.sampled_from(["rid", "sid", "rns", "sns", "rel", "srel"]))
+    char = draw(st.sampled_from(["x", "\u00e9", "\u674e"]))
+    if part in ("rid", "sid"):
+        n = draw(st.integers(MAX_ID_BYTES - 8, MAX_ID_BYTES + 8)) // len(char.encode())
+    elif part in ("rns", "sns"):
+        n = draw(st.integers(250, 258)) // draw(st.sampled_from([1, len(char.encode())]))
+    else:
+        char = draw(st.sampled_from(["r", "R"]))
+        n = draw(st.integers(48, 66))
+    long = char * n
+    names = {"rns": "doc", "rid": "1", "rel": "viewer", "sns": "user", "sid": "a"}
+    names[part if part != "srel" else "rel"] = long
+    line = f"{names['rns']}:{names['rid']}#{names['rel']}@{names['sns']}:{names['sid']}"
+    return line + f"#{long}" if part == "srel" else line
 
 
 def mangle(line: str, data: st.DataObject) -> str:
@@ -629,7 +812,7 @@ def mangle(line: str, data: st.DataObject) -> str:
         return line[:i] + line[i + 1 :]
     if what == "double":
         return line[:i] + line[i] + line[i:]
-    char = data.draw(st.sampled_from(list(":#@.*[] \t\rAZaz09_-/é\x00\x1f")))
+    char = data.draw(st.sampled_from(list(":#@.*[] \t\rAZaz09_-/é\x00\x1f\x7f\x85\u00a0\u674e")))
     return line[:i] + char + line[i + 1 :]
 
 
@@ -655,6 +838,8 @@ def blocks(draw: st.DrawFn) -> bytes:
             line = draw(st.text(max_size=20)).replace("\n", "").encode("utf-8", "replace")
         elif kind == "bytes":
             line = draw(st.binary(max_size=20)).replace(b"\n", b"")
+        elif draw(st.booleans()):
+            line = draw(long_lines()).encode()
         else:
             line = draw(tuple_lines()).encode() + b"x" * draw(st.integers(990, 1030))
         parts.append(line + draw(st.sampled_from([b"\n", b"\n", b"\r\n"])))

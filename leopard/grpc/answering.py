@@ -1,0 +1,130 @@
+"""What every method Leopard answers shares: the index, freshness, forwarding, refusals.
+
+A request is answered from the index when it asks about an indexed permission with
+nothing only SpiceDB can evaluate (a caveat ``context``, ``with_tracing``); anything
+else goes to the SpiceDB behind Leopard when one is configured, unchanged but for a
+Leopard ZedToken (``leopard.grpc.forward``), and is refused otherwise:
+FAILED_PRECONDITION for what the schema does not define, UNIMPLEMENTED naming why the
+index cannot answer (``doc#view_ok is not indexed: uses an exclusion``) and what
+would.
+
+SpiceDB counts a userset in its own set, and in every set of the same object that
+includes its relation through plain ``+ relation`` terms, even with no relationship
+stored (``doc:d#viewer`` is in ``doc:d#view = viewer + ...``). The index knows such
+inclusions only for objects that have tuples; ``same_object`` answers them from the
+schema, as SpiceDB does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from leopard.core.index import Index
+from leopard.grpc.consistency import INVALID_REVISION, Foreign, Freshness, Want
+from leopard.grpc.forward import Upstream, for_upstream
+from leopard.grpc.names import Catalog
+from leopard.grpc.status import Refusal
+from leopard.model.plan import Plan
+
+__all__ = ["Answering", "Forward", "same_object"]
+
+#: the methods whose answers Leopard forwards when it cannot give them
+PERMISSIONS = "/authzed.api.v1.PermissionsService/"
+
+
+class Forward(Exception):
+    """This request is for the SpiceDB behind Leopard (raised where that is decided)."""
+
+
+def same_object(plan: Plan | None, type: str, permission: str, relation: str) -> bool:
+    """Whether ``type:X#relation`` is in ``type:X#permission`` for every object ``X``:
+    the same relation, or one ``permission`` includes through computed terms alone."""
+    if relation == permission:
+        return True
+    if plan is None:
+        return False
+    seen = {permission}
+    todo = [permission]
+    while todo:
+        sp = plan.sets.get((type, todo.pop()))
+        for feed in sp.feeds if sp is not None else ():
+            if feed.kind == "computed" and feed.relation not in seen:
+                if feed.relation == relation:
+                    return True
+                seen.add(feed.relation)
+                todo.append(feed.relation)
+    return False
+
+
+class Answering:
+    """The shared state of the servicers: ``index``, ``freshness`` and ``upstream``."""
+
+    def __init__(self, index: Index, freshness: Freshness, upstream: Upstream | None) -> None:
+        self.index = index
+        self.freshness = freshness
+        self.upstream = upstream
+        self._catalog: tuple[Any, Catalog] | None = None
+
+    def catalog(self) -> Catalog:
+        """The catalog of the configuration served now (a new generation may change it)."""
+        config = self.index.config
+        cached = self._catalog
+        if cached is None or cached[0] is not config:
+            cached = self._catalog = (config, Catalog(config))
+        return cached[1]
+
+    def want(self, request: Any) -> Want:
+        """The request's consistency; a ZedToken not of this index goes to SpiceDB,
+        or is refused as SpiceDB refuses garbage."""
+        try:
+            return Want.of(request)
+        except Foreign:
+            if self.upstream is not None:
+                raise Forward() from None
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, INVALID_REVISION) from None
+
+    def needs_spicedb(self, request: Any) -> bool:
+        """Whether the request carries what only SpiceDB evaluates, and SpiceDB is there."""
+        if self.upstream is None:
+            return False
+        return request.HasField("context") or bool(getattr(request, "with_tracing", False))
+
+    def answerable(self, type: str, permission: str, subject_type: str, relation: str) -> None:
+        """Return when the index answers ``type#permission`` for subjects of
+        ``subject_type`` (``relation``: a userset's, or empty); else ``Forward``, or
+        the refusal SpiceDB gives (unknown names), or UNIMPLEMENTED (not indexed)."""
+        cat = self.catalog()
+        problem = cat.known(type, permission) or cat.known(subject_type, relation or None)
+        if problem is None and cat.indexed(type, permission):
+            return
+        if self.upstream is not None:
+            raise Forward()
+        if problem is not None:
+            raise problem
+        raise self.not_indexed(f"{type}#{permission}", cat.why_not(type, permission))
+
+    @staticmethod
+    def not_indexed(what: str, why: str) -> Refusal:
+        return Refusal(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{what} is not answered by Leopard's index: {why}; start Leopard with "
+            "--upstream-spicedb HOST:PORT to have the SpiceDB it indexes answer it",
+        )
+
+    # -- forwarding ------------------------------------------------------------------
+
+    def forward(self, method: str, request: Any, context: grpc.ServicerContext) -> bytes:
+        """The upstream's answer to a unary request, as bytes."""
+        assert self.upstream is not None
+        for_upstream(request)
+        return self.upstream.unary(PERMISSIONS + method, request.SerializeToString(), context)
+
+    def forward_stream(
+        self, method: str, request: Any, context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
+        assert self.upstream is not None
+        for_upstream(request)
+        return self.upstream.stream(PERMISSIONS + method, request.SerializeToString(), context)

@@ -1,0 +1,223 @@
+"""SpiceDB's PermissionsService, answered from the index: checks here, lookups in
+``leopard.grpc.lookups``.
+
+``CheckPermission`` asks ``Index.check(subject, "type:id#permission")``.
+``CheckBulkPermissions`` checks every answerable item with one ``Index.check_many`` at
+one version; an item about an unknown definition, relation or permission is a
+per-item FAILED_PRECONDITION and one with a wildcard subject a per-item
+INVALID_ARGUMENT (SpiceDB's statuses, in ``pairs[i].error``), while a malformed item
+fails the whole request (``validation error: items[3].resource.object_id: ...``), as
+in SpiceDB. Items the index cannot answer (not indexed, with a caveat context) go to
+the SpiceDB behind Leopard in one request of their own, and its pairs are merged back
+in order; without one they are per-item UNIMPLEMENTED. At most 10,000 items, as in
+SpiceDB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from authzed.api.v1 import core_pb2
+from authzed.api.v1 import permission_service_pb2 as pb
+from authzed.api.v1.permission_service_pb2_grpc import PermissionsServiceServicer
+
+from leopard.grpc.answering import Forward, same_object
+from leopard.grpc.forward import for_upstream
+from leopard.grpc.lookups import Lookups
+from leopard.grpc.names import RULES, Catalog, Fields, resource_wildcard, subject_name
+from leopard.grpc.status import Refusal, wildcard
+
+__all__ = ["MAX_CHECKS", "Permissions"]
+
+MAX_CHECKS = 10_000  # SpiceDB's maximum of items in a CheckBulkPermissions
+HAS = pb.CheckPermissionResponse.PERMISSIONSHIP_HAS_PERMISSION
+NO = pb.CheckPermissionResponse.PERMISSIONSHIP_NO_PERMISSION
+_FORWARD = "forward"
+_ID_RE = RULES["id"][0]
+
+
+class Permissions(Lookups, PermissionsServiceServicer):
+    """CheckPermission, CheckBulkPermissions, LookupResources and LookupSubjects."""
+
+    SERVICE = "authzed.api.v1.PermissionsService"
+    #: the methods of the service this servicer answers (the rest are forwarded)
+    ANSWERS = ("CheckPermission", "CheckBulkPermissions", "LookupResources", "LookupSubjects")
+
+    def CheckPermission(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        try:
+            return self._check(request)
+        except Forward:
+            return self.forward("CheckPermission", request, context)
+
+    def _check(self, request: Any) -> Any:
+        want = self.want(request)
+        fields = Fields()
+        fields.object(request, "resource")
+        fields.check("relation", request.permission, "permission")
+        fields.subject(request)
+        fields.done()
+        if self.needs_spicedb(request):
+            raise Forward()
+        resource, subject = request.resource, request.subject
+        if resource.object_id == "*":
+            raise resource_wildcard()
+        rtype, perm = resource.object_type, request.permission
+        stype, srel = subject.object.object_type, subject.optional_relation
+        self.answerable(rtype, perm, stype, srel)
+        if subject.object.object_id == "*":
+            raise wildcard("check on wildcard subject", "subject.object_id")
+        freshness = self.freshness
+        freshness.reach(want)
+        index = self.index
+        if srel and stype == rtype and subject.object.object_id == resource.object_id:
+            member = same_object(self.catalog().plan, rtype, perm, srel)
+        else:
+            member = None
+        with index.lock:
+            version = freshness.exact(want)
+            if member is None:
+                member = index.check(subject_name(subject), f"{rtype}:{resource.object_id}#{perm}")
+        return pb.CheckPermissionResponse(
+            checked_at=core_pb2.ZedToken(token=version), permissionship=HAS if member else NO
+        )
+
+    def CheckBulkPermissions(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        try:
+            want = self.want(request)
+        except Forward:
+            return self.forward("CheckBulkPermissions", request, context)
+        items = request.items
+        outcome, local_at, local, forward_at = self._sort_items(items)
+        if len(items) > MAX_CHECKS:
+            raise Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"check count of {len(items)} is greater than maximum allowed of {MAX_CHECKS}",
+            )
+        freshness = self.freshness
+        freshness.reach(want)
+        if forward_at:
+            self._forward_items(request, forward_at, outcome, context)
+        with self.index.lock:
+            version = freshness.exact(want)
+            answers = self.index.check_many(local) if local else ()
+        for i, member in zip(local_at, answers, strict=True):
+            outcome[i] = HAS if member else NO
+        response = pb.CheckBulkPermissionsResponse(checked_at=core_pb2.ZedToken(token=version))
+        pairs = response.pairs
+        add, Item = pairs.add, pb.CheckBulkPermissionsResponseItem  # noqa: N806
+        has, no = Item(permissionship=HAS), Item(permissionship=NO)
+        for item, answer in zip(items, outcome, strict=True):
+            if answer.__class__ is int:
+                add(request=item, item=has if answer == HAS else no)
+            elif isinstance(answer, Refusal):
+                add(request=item, error=answer.status())
+            else:
+                pairs.append(answer)  # the upstream's pair
+        return response
+
+    def _sort_items(
+        self, items: Any
+    ) -> tuple[list[Any], list[int], list[tuple[str, str]], list[int]]:
+        """Validate every item (a malformed one fails the request) and sort them into
+        answers known now, checks for the index and items for the upstream."""
+        cat = self.catalog()
+        upstream = self.upstream is not None
+        good_type, good_rel = Fields._good["type"], Fields._good["relation"]
+        id_ok = _ID_RE.fullmatch
+        verdicts: dict[tuple[str, str, str, str], Any] = {}
+        outcome: list[Any] = [None] * len(items)
+        local_at: list[int] = []
+        local: list[tuple[str, str]] = []
+        forward_at: list[int] = []
+        for i, item in enumerate(items):
+            resource, subject = item.resource, item.subject
+            obj = subject.object
+            rtype, rid, perm = resource.object_type, resource.object_id, item.permission
+            stype, sid, srel = obj.object_type, obj.object_id, subject.optional_relation
+            if not (
+                rtype in good_type
+                and stype in good_type
+                and perm in good_rel
+                and (not srel or srel in good_rel)
+                and len(rid) <= 1024
+                and len(sid) <= 1024
+                and id_ok(rid)
+                and id_ok(sid)
+                and item.HasField("resource")
+                and item.HasField("subject")
+                and subject.HasField("object")
+            ):
+                self._refuse_item(item, i)  # raises when the item is malformed
+            key = (rtype, perm, stype, srel)
+            verdict = verdicts.get(key)
+            if verdict is None:
+                verdict = verdicts[key] = self._verdict(cat, key)
+            if verdict is not True:
+                if verdict == _FORWARD:
+                    forward_at.append(i)
+                else:
+                    outcome[i] = verdict
+            elif upstream and item.HasField("context"):
+                forward_at.append(i)
+            elif rid == "*":
+                outcome[i] = NO  # as SpiceDB answers it
+            elif sid == "*":
+                outcome[i] = wildcard("check on wildcard subject", "subject.object_id")
+            elif (
+                srel and stype == rtype and sid == rid and same_object(cat.plan, rtype, perm, srel)
+            ):
+                outcome[i] = HAS
+            else:
+                local_at.append(i)
+                local.append(
+                    (f"{stype}:{sid}#{srel}" if srel else f"{stype}:{sid}", f"{rtype}:{rid}#{perm}")
+                )
+        return outcome, local_at, local, forward_at
+
+    @staticmethod
+    def _refuse_item(item: Any, i: int) -> None:
+        fields = Fields()
+        prefix = f"items[{i}]."
+        fields.object(item, "resource", prefix)
+        fields.check("relation", item.permission, f"{prefix}permission")
+        fields.subject(item, prefix)
+        fields.done()
+
+    def _verdict(self, cat: Catalog, key: tuple[str, str, str, str]) -> Any:
+        """True (the index answers), ``_FORWARD``, or the item's refusal."""
+        rtype, perm, stype, srel = key
+        problem = cat.known(rtype, perm) or cat.known(stype, srel or None)
+        if problem is None and cat.indexed(rtype, perm):
+            return True
+        if self.upstream is not None:
+            return _FORWARD
+        if problem is not None:
+            return problem
+        return self.not_indexed(f"{rtype}#{perm}", cat.why_not(rtype, perm))
+
+    def _forward_items(
+        self, request: Any, at: list[int], outcome: list[Any], context: grpc.ServicerContext
+    ) -> None:
+        """Ask the upstream about the items at ``at`` in one request; merge its pairs."""
+        assert self.upstream is not None
+        sub = pb.CheckBulkPermissionsRequest(
+            consistency=request.consistency, with_tracing=request.with_tracing
+        )
+        sub.items.extend(request.items[i] for i in at)
+        if not request.HasField("consistency"):
+            sub.ClearField("consistency")
+        for_upstream(sub)
+        raw = self.upstream.unary(
+            "/authzed.api.v1.PermissionsService/CheckBulkPermissions",
+            sub.SerializeToString(),
+            context,
+        )
+        pairs = pb.CheckBulkPermissionsResponse.FromString(raw).pairs
+        if len(pairs) != len(at):
+            raise Refusal(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the SpiceDB behind Leopard answered {len(pairs)} pairs for {len(at)} items",
+            )
+        for i, pair in zip(at, pairs, strict=True):
+            outcome[i] = pair

@@ -1,0 +1,84 @@
+"""Waiting for the head of the change stream: OpenFGA's ``HIGHER_CONSISTENCY``.
+
+An answer with higher consistency must reflect every change written before the
+request came. The index applies changes from a stream; the consumer in this process
+(``RunningConsumer``) records, after each fetch, how many messages each partition has
+beyond what it applied (``stats.lag``, from the high watermarks the broker sent). So:
+
+1. wait for three fetches to complete after the request came (``stats.lag`` is
+   replaced after each): a fetch may be sent before it returns, so the third is the
+   first whose request surely left after the request came, and its high watermarks
+   are the stream's head as of then;
+2. read the applied position and that lag together (twice, a moment apart, until
+   neither moved), and wait, like ``at_least``, for position + lag.
+
+Without a consumer in the process there is no stream to look at, and the index
+answers at once. A consumer that stopped, or a head not reached within the wait, is
+``StaleIndex`` (503) with the version reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from leopard.core.index import Index
+from leopard.errors import StaleIndex
+from leopard.http.freshness import Waits
+from leopard.http.types import RunningConsumer
+from leopard.model.tokens import encode_token, reached
+
+__all__ = ["HEAD_WAIT", "wait_for_head"]
+
+#: how long a request with higher consistency may wait for the head (seconds)
+HEAD_WAIT = 3.0
+_FETCHES = 3
+_LOOK = 0.005
+
+
+async def wait_for_head(
+    index: Index, waits: Waits, consumer: RunningConsumer | None, timeout: float = HEAD_WAIT
+) -> None:
+    """Return once ``index`` has applied the head of its stream as of the call."""
+    if consumer is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+
+    def check_time(what: str) -> None:
+        if not consumer.running:
+            why = f": {consumer.error}" if consumer.error else ""
+            raise StaleIndex(
+                f"the change consumer is not running{why}; the head of the stream is not known",
+                index.version,
+            )
+        if loop.time() > deadline:
+            raise StaleIndex(
+                f"{what} within {timeout:g} s (the index is at {index.version})", index.version
+            )
+
+    stats = consumer.stats
+    seen = stats.lag
+    fetched = 0
+    while fetched < _FETCHES:
+        check_time("the change consumer has not fetched from its broker")
+        await asyncio.sleep(_LOOK)
+        if stats.lag is not seen:
+            seen = stats.lag
+            fetched += 1
+    while True:
+        position, lag = index.position, stats.lag
+        await asyncio.sleep(_LOOK / 2)
+        if index.position == position and stats.lag is lag:
+            break
+        check_time("the change consumer kept applying")
+    if not lag:
+        check_time("the change consumer has no partition assigned")
+        raise StaleIndex(
+            "the change consumer has no partition assigned yet; the head of the stream "
+            "is not known",
+            index.version,
+        )
+    gaps = index.gaps  # stopped partitions: a version naming one is refused, not waited for
+    head = {p: position.get(p, 0) + n for p, n in lag.items() if p not in gaps}
+    if not reached(position, head):
+        await waits.wait(encode_token(head), max(0.0, deadline - loop.time()))

@@ -1,0 +1,195 @@
+"""The peer faces, mounted behind the raw dispatch: OpenFGA's HTTP API
+(``leopard.http.openfga``) and the AuthZEN Authorization API (``leopard.http.authzen``),
+routed by Starlette.
+
+Why a framework here and not for ``/v1``: ``bench/http_stack.py`` serves the one check
+handler bare and under Starlette; Starlette's routing costs a few microseconds a
+request (see ``bench/README.md``), which the dozen routes with path parameters here can
+afford and the hot ``GET /v1/check`` need not pay. So ``LeopardService`` looks a path up
+in its own table first, and hands only a path it does not know that starts with one of
+``PEER_PREFIXES`` to ``Peers``: the raw routes cost exactly what they did.
+
+Starlette's ``Router`` matches the path templates of ``peer_routes`` and sets the path
+parameters; each route's endpoint (``_Endpoint``) checks the method, calls the face's
+handler and sends its ``Reply`` (streamed when its body is an iterator), or the face's
+error answer. Starlette is part of the ``[serve]`` extra: without it the peer paths are
+a 404 that says so, and the rest of the service is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from leopard.core.index import Index
+from leopard.errors import IndexNotFound, StorageError
+from leopard.http.authzen import AuthZen
+from leopard.http.errors import ClientGone, HttpError
+from leopard.http.freshness import Waits
+from leopard.http.openfga import OpenFga
+from leopard.http.peer_routes import AUTHZEN_PREFIXES, OPENFGA_PREFIX, PEER_PREFIXES
+from leopard.http.reply import PeerRequest, Reply
+from leopard.http.route import Route
+from leopard.http.types import Receive, RunningConsumer, Scope, Send
+from leopard.http.upstream import Upstream
+
+try:
+    from starlette.routing import Route as StarletteRoute
+    from starlette.routing import Router
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installation
+    _MISSING: ModuleNotFoundError | None = exc
+else:
+    _MISSING = None
+
+__all__ = ["PEER_PREFIXES", "Peers"]
+
+Face = OpenFga | AuthZen
+Handler = Callable[[PeerRequest], Awaitable[Reply]]
+Failed = Callable[[BaseException], None] | None
+#: errors that say the index itself failed (``LeopardService`` reports them in /readyz)
+_DAMAGE = (StorageError, IndexNotFound)
+_REQUEST_ID = b"x-request-id"
+
+
+class _Endpoint:
+    """The ASGI app of one route: the method, the handler, the reply or the error."""
+
+    def __init__(
+        self, route: Route, handler: Handler, face: Face, max_body: int, failed: Failed
+    ) -> None:
+        self.route = route
+        self.handler = handler
+        self.face = face
+        self.max_body = max_body
+        self.failed = failed
+        self._allow = route.method.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.route
+        scope["leopard.endpoint"] = route.path
+        request = PeerRequest(scope, receive, scope.get("path_params", {}), self.max_body)
+        try:
+            if scope["method"] != route.method:
+                raise HttpError(
+                    405,
+                    "method_not_allowed",
+                    f"{scope['method']} is not allowed on {route.path} (allowed: {route.method})",
+                    headers=[(b"allow", self._allow)],
+                )
+            reply = await self.handler(request)
+        except ClientGone:
+            raise
+        except Exception as exc:
+            reply = self.face.error_reply(exc, scope)
+            if isinstance(exc, _DAMAGE) and self.failed is not None:
+                self.failed(exc)  # /readyz says so from now on
+        await send_reply(reply, scope, send)
+
+
+async def send_reply(reply: Reply, scope: Scope, send: Send) -> None:
+    """Send ``reply`` (AuthZEN's: echoing the request's ``X-Request-ID``)."""
+    headers = [(b"content-type", reply.content_type.encode()), *reply.headers]
+    if scope["path"].startswith(AUTHZEN_PREFIXES):
+        for name, value in scope["headers"]:
+            if name == _REQUEST_ID:
+                headers.append((_REQUEST_ID, value))
+                break
+    body = reply.body
+    if isinstance(body, bytes):
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    async for chunk in body:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+class Peers:
+    """The OpenFGA and AuthZEN faces over one index, and the router in front of them.
+
+    ``await peers(scope, receive, send)`` answers a request and returns the route (its
+    template, for the metrics' bounded labels; ``other`` when none matched) and the
+    status sent.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        waits: Waits,
+        routes: Iterable[Route],
+        *,
+        consumer: RunningConsumer | None = None,
+        store_id: str | None = None,
+        upstream_openfga: str | None = None,
+        max_body: int,
+        max_batch: int,
+        index_failed: Failed = None,
+    ) -> None:
+        upstream = Upstream(upstream_openfga) if upstream_openfga else None
+        self.openfga = OpenFga(
+            index,
+            waits,
+            consumer=consumer,
+            store_id=store_id,
+            upstream=upstream,
+            max_batch=max_batch,
+        )
+        self.authzen = AuthZen(index, max_batch=max_batch)
+        self._router: Any = None
+        if _MISSING is None:
+            faces: dict[str, Face] = {"openfga": self.openfga, "authzen": self.authzen}
+            self._router = Router(
+                [
+                    StarletteRoute(
+                        r.path,
+                        _Endpoint(
+                            r,
+                            getattr(faces[r.face], r.handler),
+                            faces[r.face],
+                            max_body,
+                            index_failed,
+                        ),
+                    )
+                    for r in routes
+                ],
+                redirect_slashes=False,
+                default=self._not_found,  # type: ignore[arg-type]  # Scope is Starlette's
+            )
+
+    def face(self, path: str) -> Face:
+        """The face whose dialect answers ``path`` (a peer path)."""
+        return self.openfga if path.startswith(OPENFGA_PREFIX) else self.authzen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, int]:
+        sent = [500]
+
+        async def watched(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                sent[0] = message["status"]
+            await send(message)
+
+        if self._router is None:
+            await self._not_found(scope, receive, watched)
+        else:
+            await self._router(scope, receive, watched)
+        return scope.get("leopard.endpoint", "other"), sent[0]
+
+    async def refuse(self, exc: Exception, scope: Scope, send: Send) -> int:
+        """Answer ``exc`` (raised before routing, e.g. a missing token) in the dialect of
+        the face of ``scope``'s path; return the status sent."""
+        reply = self.face(scope["path"]).error_reply(exc, scope)
+        await send_reply(reply, scope, send)
+        return reply.status
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        detail = f"no route {path!r}; the routes are listed at /openapi.json"
+        if _MISSING is not None:
+            detail = (
+                f"the OpenFGA and AuthZEN routes need Starlette ({_MISSING}): "
+                "pip install 'leopard-index[serve]'"
+            )
+        error = HttpError(404, "not_found", detail)
+        await send_reply(self.face(path).error_reply(error, scope), scope, send)

@@ -1,0 +1,348 @@
+"""What the index cannot answer goes to the SpiceDB behind Leopard, and comes back as
+SpiceDB answered it: an exclusion, caveat contexts, usersets listed as subjects,
+writes, reads, Watch, bulk import and export, the schema calls, methods Leopard has
+never heard of. SpiceDB embedded, through ``support.spicedb_front``, is the upstream.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from authzed.api import v1
+from authzed.api.v1 import experimental_service_pb2 as exp
+from authzed.api.v1 import permission_service_pb2 as perm
+from docs_world import DOCS, FOLDERS, GROUPS, SCHEMA, USERS, LeopardGrpc, build, tuples
+from google.protobuf import struct_pb2
+from support.spicedb_front import SpiceDBFront, missing_reason
+
+_MISSING = missing_reason()
+pytestmark = [
+    pytest.mark.spicedb,
+    pytest.mark.skipif(_MISSING is not None, reason=f"SpiceDB not installed: {_MISSING}"),
+]
+
+FULL = v1.Consistency(fully_consistent=True)
+OBJECTS = [("folder", f) for f in FOLDERS] + [("doc", d) for d in DOCS]
+
+
+def obj(type: str, id: str) -> Any:
+    return v1.ObjectReference(object_type=type, object_id=id)
+
+
+def subj(type: str, id: str, relation: str = "") -> Any:
+    return v1.SubjectReference(object=obj(type, id), optional_relation=relation)
+
+
+def rel(resource: tuple[str, str], relation: str, subject: Any) -> Any:
+    return v1.Relationship(resource=obj(*resource), relation=relation, subject=subject)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, LeopardGrpc]]:
+    """(Leopard's client, SpiceDB's client, Leopard): Leopard forwards to that SpiceDB."""
+    data = tuples()
+    path = build(tmp_path_factory.mktemp("fwd"), data)
+    with SpiceDBFront(SCHEMA) as front:
+        front.write(data)
+        with LeopardGrpc(path, upstream=front.target) as leo:
+            yield leo.client(), front.client(), leo
+
+
+def test_an_exclusion_only_spicedb_answers_is_forwarded(
+    world: tuple[Any, Any, LeopardGrpc],
+) -> None:
+    leopard, spicedb, server = world
+    held = 0
+    for user in USERS:
+        for t, i in OBJECTS:
+            request = v1.CheckPermissionRequest(
+                resource=obj(t, i), permission="view_ok", subject=subj("user", user)
+            )
+            ours = leopard.CheckPermission(request)
+            assert not ours.checked_at.token.startswith("v1.")  # SpiceDB's ZedToken
+            request.consistency.CopyFrom(FULL)
+            assert ours.permissionship == spicedb.CheckPermission(request).permissionship
+            held += ours.permissionship == v1.CheckPermissionResponse.PERMISSIONSHIP_HAS_PERMISSION
+    assert held > 20
+    # a Leopard version as at_least_as_fresh is made fully consistent on the way
+    version = v1.ZedToken(token=server.index.version)
+    asked = v1.CheckPermissionRequest(
+        resource=obj("doc", "d0"), permission="view_ok", subject=subj("user", "u1"),
+        consistency=v1.Consistency(at_least_as_fresh=version),
+    )  # fmt: skip
+    assert leopard.CheckPermission(asked).permissionship
+    asked.consistency.CopyFrom(v1.Consistency(at_exact_snapshot=version))
+    with pytest.raises(grpc.RpcError) as refused:
+        leopard.CheckPermission(asked)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    assert "is a Leopard version" in refused.value.details()  # type: ignore[attr-defined]
+
+
+def test_a_mixed_bulk_check_is_split_and_merged_in_order(
+    world: tuple[Any, Any, LeopardGrpc],
+) -> None:
+    leopard, spicedb, _ = world
+    items = []
+    for n, (t, i) in enumerate(OBJECTS):
+        user = subj("user", USERS[n % len(USERS)])
+        for p in ("view", "view_ok", "edit", "nope"):
+            items.append(v1.CheckBulkPermissionsRequestItem(resource=obj(t, i), permission=p,
+                                                            subject=user))  # fmt: skip
+        items.append(v1.CheckBulkPermissionsRequestItem(resource=obj(t, i), permission="view",
+                                                        subject=subj("user", "*")))  # fmt: skip
+    ours = leopard.CheckBulkPermissions(v1.CheckBulkPermissionsRequest(items=items))
+    theirs = spicedb.CheckBulkPermissions(
+        v1.CheckBulkPermissionsRequest(items=items, consistency=FULL)
+    )
+    assert ours.checked_at.token.startswith("v1.")
+    kinds = set()
+    for item, a, b in zip(items, ours.pairs, theirs.pairs, strict=True):
+        assert a.request == item
+        which = a.WhichOneof("response")
+        assert which == b.WhichOneof("response")
+        if which == "item":
+            assert a.item.permissionship == b.item.permissionship
+        else:
+            assert (a.error.code, a.error.message) == (b.error.code, b.error.message)
+        kinds.add((item.permission, which, a.error.code))
+    assert ("nope", "error", 9) in kinds and ("view", "error", 3) in kinds  # from both sides
+
+
+def test_lookups_only_spicedb_answers_are_forwarded(world: tuple[Any, Any, LeopardGrpc]) -> None:
+    leopard, spicedb, _ = world
+    for user in USERS[:8]:
+        request = v1.LookupResourcesRequest(
+            resource_object_type="doc", permission="view_ok", subject=subj("user", user)
+        )
+        ours = {r.resource_object_id for r in leopard.LookupResources(request)}
+        request.consistency.CopyFrom(FULL)
+        assert ours == {r.resource_object_id for r in spicedb.LookupResources(request)}
+    for t, i in OBJECTS[:12]:
+        for request in (
+            v1.LookupSubjectsRequest(resource=obj(t, i), permission="view_ok",
+                                     subject_object_type="user"),
+            v1.LookupSubjectsRequest(resource=obj(t, i), permission="view",
+                                     subject_object_type="group",
+                                     optional_subject_relation="member"),
+        ):  # fmt: skip
+            ours = {r.subject.subject_object_id for r in leopard.LookupSubjects(request)}
+            request.consistency.CopyFrom(FULL)
+            assert ours == {r.subject.subject_object_id for r in spicedb.LookupSubjects(request)}
+
+
+def test_a_caveat_context_goes_to_spicedb(world: tuple[Any, Any, LeopardGrpc]) -> None:
+    leopard, _, _ = world
+    context = struct_pb2.Struct()
+    context.update({"now": "2024-01-01"})
+    request = v1.CheckPermissionRequest(
+        resource=obj("doc", "d1"), permission="view", subject=subj("user", "u1"), context=context
+    )
+    assert not leopard.CheckPermission(request).checked_at.token.startswith("v1.")
+    request.ClearField("context")
+    assert leopard.CheckPermission(request).checked_at.token.startswith("v1.")
+    lookup = v1.LookupResourcesRequest(
+        resource_object_type="doc", permission="view", subject=subj("user", "u1"), context=context
+    )
+    assert all(not r.looked_up_at.token.startswith("v1.") for r in leopard.LookupResources(lookup))
+
+
+def test_a_write_through_leopard_goes_to_spicedb(world: tuple[Any, Any, LeopardGrpc]) -> None:
+    leopard, spicedb, _ = world
+    touch = v1.RelationshipUpdate.Operation.OPERATION_TOUCH
+    new = rel(("doc", "fresh"), "viewer", subj("user", "newbie"))
+    written = leopard.WriteRelationships(
+        v1.WriteRelationshipsRequest(updates=[v1.RelationshipUpdate(operation=touch,
+                                                                    relationship=new)])
+    )  # fmt: skip
+    assert written.written_at.token and not written.written_at.token.startswith("v1.")
+    read = v1.ReadRelationshipsRequest(
+        relationship_filter=v1.RelationshipFilter(
+            resource_type="doc", optional_resource_id="fresh"
+        ),
+        consistency=v1.Consistency(at_least_as_fresh=written.written_at),
+    )
+    assert [r.relationship for r in leopard.ReadRelationships(read)] == [new]
+    # SpiceDB's token is no Leopard version: the check goes to SpiceDB, which has it;
+    # the index has not seen the change (no stream follows SpiceDB here)
+    check = v1.CheckPermissionRequest(resource=obj("doc", "fresh"), permission="view",
+                                      subject=subj("user", "newbie"))  # fmt: skip
+    has = v1.CheckPermissionResponse.PERMISSIONSHIP_HAS_PERMISSION
+    assert leopard.CheckPermission(check).permissionship != has
+    check.consistency.CopyFrom(v1.Consistency(at_least_as_fresh=written.written_at))
+    assert leopard.CheckPermission(check).permissionship == has
+    expand = v1.ExpandPermissionTreeRequest(resource=obj("doc", "fresh"), permission="view",
+                                            consistency=FULL)  # fmt: skip
+    ours, theirs = leopard.ExpandPermissionTree(expand), spicedb.ExpandPermissionTree(expand)
+    assert ours.tree_root == theirs.tree_root
+    deleted = leopard.DeleteRelationships(v1.DeleteRelationshipsRequest(
+        relationship_filter=v1.RelationshipFilter(resource_type="doc", optional_resource_id="fresh")
+    ))  # fmt: skip
+    read.consistency.CopyFrom(v1.Consistency(at_least_as_fresh=deleted.deleted_at))
+    assert list(leopard.ReadRelationships(read)) == []
+
+
+def test_streams_go_both_ways(world: tuple[Any, Any, LeopardGrpc]) -> None:
+    """Watch and bulk export stream SpiceDB's answers; bulk import streams requests."""
+    leopard, spicedb, _ = world
+    seen: list[Any] = []
+    watch = leopard.Watch(v1.WatchRequest(optional_object_types=["group"]), timeout=20)
+    reader = threading.Thread(target=lambda: seen.extend(_first_update(watch)))
+    reader.start()
+    added = [rel(("group", f"imported{n}"), "member", subj("user", f"x{n}")) for n in range(5)]
+    try:
+        threading.Event().wait(0.5)  # the watch is open: the import comes after
+        loaded = leopard.ImportBulkRelationships(
+            iter([perm.ImportBulkRelationshipsRequest(relationships=added[:3]),
+                  perm.ImportBulkRelationshipsRequest(relationships=added[3:])])
+        )  # fmt: skip
+        assert loaded.num_loaded == 5
+        reader.join(20)
+    finally:
+        watch.cancel()
+    assert seen and seen[0].relationship.resource.object_type == "group"
+    exported = list(leopard.ExportBulkRelationships(
+        perm.ExportBulkRelationshipsRequest(optional_limit=50, consistency=FULL)))  # fmt: skip
+    direct = list(spicedb.ExportBulkRelationships(
+        perm.ExportBulkRelationshipsRequest(optional_limit=50, consistency=FULL)))  # fmt: skip
+    assert len(exported) == len(direct) > 2
+    mine = [r for page in exported for r in page.relationships]
+    assert mine == [r for page in direct for r in page.relationships]
+    assert all(r in mine for r in added)
+    bulk = leopard.BulkCheckPermission(exp.BulkCheckPermissionRequest(items=[
+        exp.BulkCheckPermissionRequestItem(resource=obj("group", "imported1"),
+                                           permission="member", subject=subj("user", "x1"))
+    ], consistency=FULL))  # fmt: skip
+    assert bulk.pairs[0].item.permissionship == 2
+
+
+def _first_update(watch: Any) -> list[Any]:
+    for response in watch:
+        if response.updates:
+            return list(response.updates)
+    return []
+
+
+def test_schema_calls_and_unknown_methods_are_forwarded(
+    world: tuple[Any, Any, LeopardGrpc],
+) -> None:
+    leopard, spicedb, server = world
+    assert leopard.WriteSchema(v1.WriteSchemaRequest(schema=SCHEMA)).written_at.token
+    assert leopard.ReadSchema(v1.ReadSchemaRequest()).schema_text == SCHEMA  # the index's
+    for call in (
+        lambda c: c.ReflectSchema(v1.ReflectSchemaRequest()),
+        lambda c: c.ExperimentalCountRelationships(
+            exp.ExperimentalCountRelationshipsRequest(name="all")
+        ),
+    ):
+        outcomes = []
+        for client in (leopard, spicedb):
+            with pytest.raises(grpc.RpcError) as failed:
+                call(client)
+            outcomes.append((failed.value.code(), failed.value.details()))  # type: ignore[attr-defined]
+        assert outcomes[0] == outcomes[1]  # SpiceDB embedded's own refusal, relayed
+    with grpc.insecure_channel(server.target) as channel:
+        made_up = channel.unary_unary("/authzed.api.v2.Future/Method")
+        with pytest.raises(grpc.RpcError) as failed:
+            made_up(b"")
+    assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+    assert "Method not found" in failed.value.details()  # type: ignore[attr-defined]
+
+
+def test_without_an_upstream_what_needs_spicedb_is_unimplemented(tmp_path: Path) -> None:
+    with LeopardGrpc(build(tmp_path)) as leo:
+        client = leo.client()
+        calls = [
+            lambda: client.CheckPermission(v1.CheckPermissionRequest(
+                resource=obj("doc", "d1"), permission="view_ok", subject=subj("user", "u1"))),
+            lambda: client.WriteRelationships(v1.WriteRelationshipsRequest()),
+            lambda: list(client.ReadRelationships(v1.ReadRelationshipsRequest(
+                relationship_filter=v1.RelationshipFilter(resource_type="doc")))),
+            lambda: list(client.Watch(v1.WatchRequest())),
+            lambda: client.ImportBulkRelationships(iter([])),
+            lambda: list(client.LookupSubjects(v1.LookupSubjectsRequest(
+                resource=obj("doc", "d1"), permission="view", subject_object_type="group",
+                optional_subject_relation="member"))),
+        ]  # fmt: skip
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as failed:
+                call()
+            assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+            assert "--upstream-spicedb" in failed.value.details()  # type: ignore[attr-defined]
+        with grpc.insecure_channel(leo.target) as channel:
+            with pytest.raises(grpc.RpcError) as failed:
+                channel.unary_unary("/authzed.api.v2.Future/Method")(b"")
+        assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+        assert "Method is answered by SpiceDB" in failed.value.details()  # type: ignore[attr-defined]
+        bulk = client.CheckBulkPermissions(v1.CheckBulkPermissionsRequest(items=[
+            v1.CheckBulkPermissionsRequestItem(resource=obj("doc", "d1"), permission=p,
+                                               subject=subj("user", "u1"))
+            for p in ("view", "view_ok")]))  # fmt: skip
+        assert bulk.pairs[0].WhichOneof("response") == "item"
+        assert bulk.pairs[1].error.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
+        assert "uses an exclusion" in bulk.pairs[1].error.message
+
+
+class _Recorder(grpc.GenericRpcHandler):
+    """An upstream that records what reaches it and answers empty messages."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+
+    def service(self, details: Any) -> Any:
+        def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
+            self.seen.append(dict(context.invocation_metadata()))  # type: ignore[arg-type]
+            context.set_trailing_metadata((("io.spicedb.respmeta.x", "1"),))
+            return b""
+
+        return grpc.unary_unary_rpc_method_handler(answer)
+
+
+def test_the_upstream_gets_its_own_key_and_the_callers_headers(tmp_path: Path) -> None:
+    recorder = _Recorder()
+    upstream = grpc.server(futures.ThreadPoolExecutor(2))
+    upstream.add_generic_rpc_handlers((recorder,))
+    port = upstream.add_insecure_port("127.0.0.1:0")
+    upstream.start()
+    try:
+        options = {"upstream": f"127.0.0.1:{port}", "upstream_preshared_key": "back-door",
+                   "preshared_key": "front-door"}  # fmt: skip
+        with LeopardGrpc(build(tmp_path), **options) as leo:
+            client = leo.client("front-door")
+            _, call = client.WriteRelationships.with_call(
+                v1.WriteRelationshipsRequest(), metadata=[("x-request-id", "abc")]
+            )
+            assert dict(call.trailing_metadata())["io.spicedb.respmeta.x"] == "1"
+            with pytest.raises(grpc.RpcError) as refused:
+                leo.client("wrong").WriteRelationships(v1.WriteRelationshipsRequest())
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    finally:
+        upstream.stop(None)
+    assert len(recorder.seen) == 1  # the refused call never went on
+    assert recorder.seen[0]["authorization"] == "Bearer back-door"
+    assert recorder.seen[0]["x-request-id"] == "abc"
+
+
+def test_an_upstream_that_is_down_is_unavailable_naming_it(tmp_path: Path) -> None:
+    with LeopardGrpc(build(tmp_path), upstream="127.0.0.1:1") as leo:
+        with pytest.raises(grpc.RpcError) as failed:
+            leo.client().WriteRelationships(v1.WriteRelationshipsRequest(), timeout=10)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert "the SpiceDB behind Leopard (127.0.0.1:1)" in failed.value.details()  # type: ignore[attr-defined]
+
+
+def test_leopard_answers_what_it_indexes_even_with_an_upstream(
+    world: tuple[Any, Any, LeopardGrpc],
+) -> None:
+    leopard, _, server = world
+    subject = subj("group", GROUPS[0], "member")
+    request = v1.CheckPermissionRequest(
+        resource=obj("doc", "d1"), permission="view", subject=subject
+    )
+    answer = leopard.CheckPermission(request)
+    assert answer.checked_at.token == server.index.version
