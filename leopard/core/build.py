@@ -54,7 +54,7 @@ from leopard.core.edgekeys import (
     split_sorted,
 )
 from leopard.errors import InvalidInput, StorageError
-from leopard.model.closure import Graph, closures, condense, depths, dfs_order
+from leopard.model.closure import Graph, condense, depths, dfs_order, serialized_closures
 from leopard.model.config import Config
 from leopard.store.generations import IndexDir, base_of, dir_size, report_of
 from leopard.store.layout import (
@@ -223,7 +223,7 @@ def build_from_batches(
             _child_work(writer, by_leaf, names_sorted, cond, new_id, comp_of, resource, False)
         del by_leaf, names_sorted
 
-        g2g = closures(cond, new_id, resource=resource)
+        g2g, g2g_sizes = serialized_closures(cond, new_id, resource=resource)
         depth = depths(cond)
         phase("closure")
 
@@ -261,7 +261,7 @@ def build_from_batches(
                 w.put(key, count)
         phase("write groups")
 
-        largest_gid, largest_n = largest_group(cond, g2g, new_id, comp_of, by_group)
+        largest_gid, largest_n = largest_group(cond, g2g, g2g_sizes, new_id, comp_of, by_group)
         largest = names_in_order[largest_gid] if largest_gid >= 0 else None
         if child is not None:
             waited, child = child, None
@@ -341,7 +341,7 @@ def build_from_batches(
 def _write_closures(
     writer: BaseWriter,
     family: str,
-    sets: list[BitMap],
+    serialized: list[bytes],
     comp_of: list[int],
     *,
     file_only: bool,
@@ -349,7 +349,6 @@ def _write_closures(
 ) -> None:
     """One closure family: every group gets its component's set (or, in a component
     marked ``alone``, just itself: the ancestors of a resource set)."""
-    serialized = [b.serialize() for b in sets]
     with writer.family(family, file_only=file_only) as w:
         for gid, c in enumerate(comp_of):
             if alone is not None and alone[c]:
@@ -370,7 +369,7 @@ def _child_work(
 ) -> None:
     """The share of the writing done beside the main process: subjects, ancestors."""
     _write_subjects(writer, by_leaf, names, file_only)
-    g2a = closures(cond, new_id, reverse=True, resource=resource)
+    g2a, _ = serialized_closures(cond, new_id, reverse=True, resource=resource)
     _write_closures(writer, "g2a", g2a, comp_of, file_only=file_only, alone=resource)
 
 

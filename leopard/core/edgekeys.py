@@ -85,7 +85,12 @@ def remap(keys: np.ndarray, hi_map: np.ndarray, lo_map: np.ndarray, swap: bool) 
 
 
 def largest_group(
-    cond: Any, g2g: list[BitMap], new_id: np.ndarray, comp_of: list[int], by_group: np.ndarray
+    cond: Any,
+    g2g: list[bytes],
+    g2g_sizes: list[int],
+    new_id: np.ndarray,
+    comp_of: list[int],
+    by_group: np.ndarray,
 ) -> tuple[int, int]:
     """The group with the most leaf members, transitively, among the likeliest candidates."""
     if not len(by_group):
@@ -105,12 +110,13 @@ def largest_group(
             )
         return cache[g]
 
-    by_reach = sorted(range(cond.count), key=lambda c: len(g2g[c]), reverse=True)[:3]
+    by_reach = sorted(range(cond.count), key=g2g_sizes.__getitem__, reverse=True)[:3]
     candidates = {int(new_id[cond.members[c][0]]) for c in by_reach}
     candidates.add(int(heads[int(np.argmax(sizes))]))
     best, best_n = -1, -1
     for gid in sorted(candidates):
-        total = len(BitMap.union(BitMap(), *(direct(d) for d in g2g[comp_of[gid]])))
+        reach = BitMap.deserialize(g2g[comp_of[gid]])
+        total = len(BitMap.union(BitMap(), *(direct(d) for d in reach)))
         if total > best_n:
             best, best_n = gid, total
     return best, best_n

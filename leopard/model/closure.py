@@ -24,7 +24,16 @@ from dataclasses import dataclass
 import numpy as np
 from pyroaring import BitMap
 
-__all__ = ["Graph", "Condensation", "condense", "dfs_order", "closures", "depths", "unique_u64"]
+__all__ = [
+    "Graph",
+    "Condensation",
+    "condense",
+    "dfs_order",
+    "closures",
+    "serialized_closures",
+    "depths",
+    "unique_u64",
+]
 
 
 def unique_u64(keys: np.ndarray) -> np.ndarray:
@@ -257,6 +266,63 @@ def closures(
                 ps = [p for p in ps if not resource[p]]
             out[c] = BitMap.union(own[c], *(out[p] for p in ps)) if ps else own[c]
     return out
+
+
+def serialized_closures(
+    cond: Condensation,
+    ids: Sequence[int] | np.ndarray,
+    *,
+    reverse: bool = False,
+    resource: Sequence[bool] | None = None,
+) -> tuple[list[bytes], list[int]]:
+    """What ``closures`` computes, serialized, with the size of each: the offline
+    build's form. A closure is kept as a bitmap only until the last component that
+    unions it is done, so memory holds the serialized sets and a frontier of
+    bitmaps, not a bitmap per component (millions with a schema's resources). With
+    ``resource``, a resource component's ancestors are not computed (it holds just
+    itself, which the writer knows); its entry is empty."""
+    ids_list = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+    members = cond.members
+    n = cond.count
+    if reverse:
+        feeds = cond.parents()  # ancestors: a component unions its parents'
+        steps: range = range(n - 1, -1, -1)
+    else:
+        feeds = cond.children
+        steps = range(n)
+    waiting = [0] * n  # components yet to union each one's closure
+    for c in steps:
+        for k in feeds[c]:
+            waiting[k] += 1
+    live: dict[int, BitMap] = {}
+    ser: list[bytes] = [b""] * n
+    sizes = [0] * n
+
+    def own(c: int) -> BitMap:
+        m = members[c]
+        return BitMap([ids_list[m[0]]]) if len(m) == 1 else BitMap([ids_list[v] for v in m])
+
+    for c in steps:
+        kids = feeds[c]
+        if reverse and resource is not None:
+            if resource[c]:
+                continue
+            kids = [p for p in kids if not resource[p]]
+        if not kids:
+            bm = own(c)
+        elif not reverse and resource is not None and resource[c]:
+            bm = BitMap.union(own(c), *(live[k] if resource[k] else own(k) for k in kids))
+        else:
+            bm = BitMap.union(own(c), *(live[k] for k in kids))
+        for k in feeds[c]:
+            waiting[k] -= 1
+            if waiting[k] == 0:
+                live.pop(k, None)
+        if waiting[c]:
+            live[c] = bm
+        ser[c] = bm.serialize()
+        sizes[c] = len(bm)
+    return ser, sizes
 
 
 def depths(cond: Condensation) -> list[int]:
