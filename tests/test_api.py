@@ -352,7 +352,7 @@ def test_failure_after_the_subject_writer_forked(
         raise RuntimeError("closure failed")
 
     monkeypatch.setattr(leopard.core.build, "_fork", recording_fork)
-    monkeypatch.setattr(leopard.core.build, "closures", broken_closures)
+    monkeypatch.setattr(leopard.core.build, "serialized_closures", broken_closures)
     with pytest.raises(RuntimeError, match="closure failed"):
         build_index([[f"group:g#member@user:u{i}" for i in range(5000)]], built)
     assert leftovers(built) == []
