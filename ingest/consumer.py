@@ -8,7 +8,9 @@ at any point therefore neither loses nor doubles a change: the batch and its pos
 land together or not at all, and replaying a change is harmless.
 
 A message that cannot be decoded goes to a dead-letter topic with the reason and its
-source in headers, and the consumer carries on. A broker that stops answering is
+source in headers, and the consumer carries on; one bad item of a message of several
+(a Watch response, a ReadChanges page) goes there alone, with its index in the
+message, and the message's other items are applied. A broker that stops answering is
 retried with backoff and logged once per outage.
 
 When the incremental layer grows past a threshold, compaction runs in a child
@@ -28,7 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.codecs import decode
+from ingest.codecs import decode_message
+from ingest.kafka.deadletters import ItemMessage
 from ingest.kafka.source import Batch, Gap, KafkaSource, Message
 from ingest.settings import ConsumerSettings
 from leopard.core.compact import start_compaction
@@ -204,14 +207,20 @@ class ChangeConsumer:
         dead: list[tuple[Message, str]] = []
         for m in batch.messages:
             try:
-                for c in decode(s.format, m.value, options=s.codec_options):
-                    changes.append((c.op, c.tuple))
+                decoded = decode_message(s.format, m.value, options=s.codec_options)
             except DecodeError as exc:
                 dead.append((m, str(exc)))
+                continue
+            for c in decoded.changes:
+                changes.append((c.op, c.tuple))
+            for r in decoded.rejected:
+                dead.append((ItemMessage.of(m, r.item, r.value), r.reason))
         if dead:
             self.source.dead_letter(dead)
             self.stats.dead_letters += len(dead)
-        report = self.writer.apply(changes, batch.position, source_state={"anchors": batch.anchors})
+        report = self.writer.apply(
+            changes, batch.position, source_state={"anchors": batch.anchors, **batch.state}
+        )
         stats = self.stats
         stats.batches += 1
         stats.messages += len(batch.messages)

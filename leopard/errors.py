@@ -13,6 +13,8 @@ catch ``LeopardError`` and know the message is meant for a person::
     ├── StaleIndex          the index has not applied a demanded version in time
     ├── StorageError        RocksDB refused or failed an operation
     ├── BrokerError         the Kafka broker cannot be reached or refused a request
+    │   └── UpstreamError   the followed SpiceDB or OpenFGA cannot be reached or refused
+    │       └── UpstreamGap the upstream no longer has the changes after the index's revision
     └── ServiceError        the HTTP service failed or could not be reached (client side)
         └── Unauthorized    the service wants a bearer token, or refused the one given
 
@@ -40,6 +42,8 @@ __all__ = [
     "StaleIndex",
     "StorageError",
     "BrokerError",
+    "UpstreamError",
+    "UpstreamGap",
     "ServiceError",
     "Unauthorized",
     "HTTP_ERRORS",
@@ -97,6 +101,16 @@ class StorageError(LeopardError):
 
 class BrokerError(LeopardError):
     """The Kafka broker could not be found, started, reached or asked to do something."""
+
+
+class UpstreamError(BrokerError):
+    """The SpiceDB or OpenFGA an index follows (instead of a Kafka topic) cannot be
+    reached, or refused a request; a change source like a broker, hence the parent."""
+
+
+class UpstreamGap(UpstreamError):
+    """The upstream no longer serves the changes after the index's revision (older than
+    its watch window, or its schema changed): the index must be rebuilt from it."""
 
 
 class ServiceError(LeopardError):

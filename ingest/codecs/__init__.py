@@ -7,6 +7,12 @@ envelopes of a tuple table (``debezium``), one module each. Each codec turns one
 message value into a list of ``Change`` (a SpiceDB Watch response or a Debezium update
 carries several), so that the consumer loop never knows which dialect it reads.
 
+A message of several items (a Watch response, a ReadChanges page) may hold one bad
+item among good ones: ``decode_message`` returns the good changes with each bad item
+``Rejected`` alone (its index, its reason, and a message of the same format holding
+just it), so the consumer applies the rest and dead-letters that item; ``decode``,
+for callers that take a message whole or not at all, refuses it at its first bad item.
+
 A malformed message raises ``DecodeError`` with a one-line reason that names the bad
 value; the consumer adds topic, partition and offset and sends the message to its
 dead-letter topic. A bad *codec configuration* (unknown format, unknown option) raises
@@ -23,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ingest.codecs.debezium import DEBEZIUM_COLUMNS, check_options, decode_debezium
-from ingest.codecs.fields import Change, load_json
+from ingest.codecs.fields import Change, Decoded, Rejected, load_json
 from ingest.codecs.native import decode_native, decode_plain, encode_native, message_key
 from ingest.codecs.openfga import decode_openfga
 from ingest.codecs.spicedb import decode_spicedb
@@ -34,14 +40,17 @@ __all__ = [
     "DEBEZIUM_COLUMNS",
     "Change",
     "DecodeError",
+    "Decoded",
+    "Rejected",
     "decode",
+    "decode_message",
     "encode_native",
     "message_key",
 ]
 
 CODECS = ("native", "openfga", "spicedb", "debezium")
 
-_DECODERS: dict[str, Callable[[dict[str, Any], dict[str, str]], list[Change]]] = {
+_DECODERS: dict[str, Callable[[dict[str, Any], dict[str, str]], Decoded]] = {
     "native": decode_native,
     "openfga": decode_openfga,
     "spicedb": decode_spicedb,
@@ -54,7 +63,21 @@ def decode(format: str, value: bytes | None, *, options: dict | None = None) -> 
 
     A Debezium tombstone (``None`` or empty value, sent after each delete for log
     compaction) holds no change and decodes to ``[]``; in the other formats an empty
-    message is malformed.
+    message is malformed. A message with a bad item is refused whole (``DecodeError``
+    naming the first); ``decode_message`` keeps its good items.
+    """
+    decoded = decode_message(format, value, options=options)
+    if decoded.rejected:
+        raise DecodeError(decoded.rejected[0].reason)
+    return decoded.changes
+
+
+def decode_message(format: str, value: bytes | None, *, options: dict | None = None) -> Decoded:
+    """Decode one message value into its good changes, in order, and its bad items.
+
+    ``DecodeError`` when the message as a whole is malformed (not JSON, no list of
+    items, a stream error); a bad item alone is ``Decoded.rejected``, its reason
+    prefixed like a ``DecodeError``'s (``spicedb event: updates[2]...``).
     """
     if format not in _DECODERS:
         raise InvalidInput(f"unknown change format {format!r}; expected one of {CODECS}")
@@ -62,15 +85,19 @@ def decode(format: str, value: bytes | None, *, options: dict | None = None) -> 
     if format == "native" and value:
         changes = decode_plain(value)
         if changes is not None:
-            return changes
+            return Decoded(changes)
     try:
         if not value:
             if format == "debezium":
-                return []
+                return Decoded([])
             raise DecodeError("the message is empty")
-        return _DECODERS[format](load_json(value), opts)
+        decoded = _DECODERS[format](load_json(value), opts)
     except DecodeError as exc:
         raise DecodeError(f"{format} event: {exc}") from None
+    if decoded.rejected:
+        rejected = tuple(r._replace(reason=f"{format} event: {r.reason}") for r in decoded.rejected)
+        decoded = decoded._replace(rejected=rejected)
+    return decoded
 
 
 def _check_options(format: str, options: dict | None) -> dict[str, str]:

@@ -1,7 +1,10 @@
 """Debezium's change format: change-data-capture envelopes of a table of tuples.
 
-An event is ``{"op", "before", "after", "ts_ms"}``, under ``"payload"`` when the JSON
-converter writes schemas. A create or snapshot read touches the ``after`` row, a delete
+An event is ``{"op", "before", "after", "source", "ts_ms"}``, under ``"payload"`` when
+the JSON converter writes schemas. A change's time is when the database committed it,
+``source.ts_ms`` (or the finer ``source.ts_us``/``source.ts_ns`` of Debezium 2.6 on);
+the envelope's own ``ts_ms``, when the connector processed it, stands in only when the
+event has no ``source`` time. A create or snapshot read touches the ``after`` row, a delete
 deletes the ``before`` row, and an update that changes the tuple deletes the old and
 touches the new. The codec options say where each part of a tuple lives in a row
 (``DEBEZIUM_COLUMNS`` holds the defaults), or name one column holding the whole tuple
@@ -15,6 +18,7 @@ from typing import Any
 
 from ingest.codecs.fields import (
     Change,
+    Decoded,
     as_object,
     as_string,
     from_fields,
@@ -53,8 +57,12 @@ def check_options(options: dict) -> dict[str, str]:
     return dict(options)
 
 
-def decode_debezium(doc: dict[str, Any], options: dict[str, str]) -> list[Change]:
+def decode_debezium(doc: dict[str, Any], options: dict[str, str]) -> Decoded:
     """The changes of one change event, in order (none for a tombstone or a no-op)."""
+    return Decoded(_changes(doc, options))
+
+
+def _changes(doc: dict[str, Any], options: dict[str, str]) -> list[Change]:
     where = ""
     if "payload" in doc and "op" not in doc:
         # With the JSON converter's schemas enabled the event sits under "payload".
@@ -64,8 +72,7 @@ def decode_debezium(doc: dict[str, Any], options: dict[str, str]) -> list[Change
         doc = as_object(payload, "payload")
         where = "payload."
     op = member(doc, "op", where)
-    ts_ms = doc.get("ts_ms")
-    ts = None if ts_ms is None else timestamp(ts_ms, f"{where}ts_ms", scale=1000)
+    ts = _commit_time(doc, where)
     if op in ("c", "r"):
         return [Change("touch", _row(doc, "after", where, op, options), ts)]
     if op == "d":
@@ -77,6 +84,23 @@ def decode_debezium(doc: dict[str, Any], options: dict[str, str]) -> list[Change
     if op == "t":
         raise DecodeError(f"'{where}op' is 't' (a truncated table), which is not supported")
     raise DecodeError(f"'{where}op' is {show(op)}; expected 'c', 'u', 'd' or 'r'")
+
+
+# the source's commit time, finest first, with its scale to seconds
+_SOURCE_TIMES = (("ts_ns", 1e9), ("ts_us", 1e6), ("ts_ms", 1e3))
+
+
+def _commit_time(doc: dict[str, Any], where: str) -> float | None:
+    """When the database committed the change (``source.ts_*``), else when the
+    connector processed it (``ts_ms``), else None."""
+    source = doc.get("source")
+    if source is not None:
+        source = as_object(source, f"{where}source")
+        for name, scale in _SOURCE_TIMES:
+            if source.get(name) is not None:
+                return timestamp(source[name], f"{where}source.{name}", scale=scale)
+    ts_ms = doc.get("ts_ms")
+    return None if ts_ms is None else timestamp(ts_ms, f"{where}ts_ms", scale=1000)
 
 
 def _row(

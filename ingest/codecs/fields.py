@@ -19,10 +19,13 @@ from leopard.model.names import RelationTuple, parse_tuple
 __all__ = [
     "REQUIRED",
     "Change",
+    "Decoded",
     "Op",
+    "Rejected",
     "as_object",
     "as_string",
     "either",
+    "enum",
     "from_fields",
     "load_json",
     "lookup",
@@ -54,6 +57,29 @@ class Change(NamedTuple):
     op: Op
     tuple: RelationTuple
     ts: float | None = None
+
+
+class Rejected(NamedTuple):
+    """One bad item of a message whose other items are applied.
+
+    ``item`` is its index in the message, ``reason`` why it was refused (naming its
+    path), and ``value`` a message of the same format holding just that item, so
+    that the dead letter, once fixed, can be published again as it is.
+    """
+
+    item: int
+    reason: str
+    value: bytes
+
+
+class Decoded(NamedTuple):
+    """What one message holds: its good changes in order, its refused items, and the
+    upstream position it brings the stream to (a SpiceDB Watch response's
+    ``changesThrough`` ZedToken), if it names one."""
+
+    changes: list[Change]
+    rejected: tuple[Rejected, ...] = ()
+    through: str | None = None
 
 
 def load_json(value: bytes) -> dict[str, Any]:
@@ -151,6 +177,31 @@ def lookup(table: dict[str, Op], value: Any, where: str) -> Op:
         expected = ", ".join(names[:-1]) + " or " + names[-1]
         raise DecodeError(f"{where!r} is {show(value)}; expected {expected}")
     return table[value]
+
+
+def enum(names: dict[str, Op | None], numbers: dict[int, str], value: Any, where: str) -> Op:
+    """The operation an enum field stands for, given by name or by number, as protobuf's
+    JSON mapping allows both. ``value`` is None when the field is absent: protobuf's
+    JSON omits a field at its zero value, so absence means the enum's 0 (for OpenFGA,
+    ``TUPLE_OPERATION_WRITE``; for SpiceDB, ``OPERATION_UNSPECIFIED``, refused). A name
+    mapped to None is a value the dialect has but Leopard cannot apply."""
+    given = value
+    if value is None:
+        value = numbers[0]
+    elif isinstance(value, int) and not isinstance(value, bool) and value in numbers:
+        value = numbers[value]
+    op = names.get(value) if isinstance(value, str) else None
+    if op is None:
+        valid = [repr(k) for k, v in names.items() if v is not None]
+        expected = ", ".join(valid[:-1]) + " or " + valid[-1]
+        if given is None:
+            shown = f"absent (protobuf JSON omits the zero value, {numbers[0]})"
+        elif given is not value:
+            shown = f"{show(given)} ({value})"
+        else:
+            shown = show(given)
+        raise DecodeError(f"{where!r} is {shown}; expected {expected}")
+    return op
 
 
 def timestamp(value: Any, where: str, *, scale: float = 1.0) -> float:

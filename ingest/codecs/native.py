@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from ingest.codecs.fields import Change, as_string, member, parse_at, show, timestamp
+from ingest.codecs.fields import Change, Decoded, as_string, member, parse_at, show, timestamp
 from leopard.errors import DecodeError, InvalidTuple
 from leopard.model.names import RelationTuple, format_tuple, parse_tuple
 
@@ -37,14 +37,16 @@ def decode_plain(value: bytes) -> list[Change] | None:
     return [Change("touch" if m[1] == b"touch" else "delete", t)]
 
 
-def decode_native(doc: dict[str, Any], options: dict[str, str]) -> list[Change]:
+def decode_native(doc: dict[str, Any], options: dict[str, str]) -> Decoded:
     """The change of one native event."""
     op = member(doc, "op", "")
     if op not in ("touch", "delete"):
         raise DecodeError(f"'op' is {show(op)}; expected 'touch' or 'delete'")
     text = as_string(member(doc, "tuple", ""), "tuple")
     ts = doc.get("ts")
-    return [Change(op, parse_at("tuple", text), None if ts is None else timestamp(ts, "ts"))]
+    return Decoded(
+        [Change(op, parse_at("tuple", text), None if ts is None else timestamp(ts, "ts"))]
+    )
 
 
 def encode_native(change: Change) -> bytes:

@@ -1,23 +1,30 @@
 """SpiceDB's change format: a Watch response, ``{"updates": [...], "changesThrough"}``.
 
 Each update is ``{"operation", "relationship": {"resource", "relation", "subject"}}``;
-fields come under their protobuf-JSON (camelCase) or proto (snake_case) names. A
-checkpoint response (no updates) holds no change. Caveated and expiring
-relationships are refused.
+fields come under their protobuf-JSON (camelCase) or proto (snake_case) names, enums
+by name or by number. A checkpoint (``isCheckpoint``) or schema-change response holds
+no update, only the revision it brings the stream to. SpiceDB's HTTP gateway streams
+each response as ``{"result": {...}}`` and a failure as ``{"error": {"code",
+"message"}}``: the first is unwrapped, the second is a malformed message naming the
+error. An update that cannot be applied (caveated, expiring, malformed) is refused on
+its own: the others of its response are applied (``Decoded.rejected``).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ingest.codecs.fields import (
     REQUIRED,
     Change,
+    Decoded,
     Op,
+    Rejected,
     as_object,
     either,
+    enum,
     from_fields,
-    lookup,
     member,
     required,
     show,
@@ -28,31 +35,81 @@ from leopard.model.names import RelationTuple
 
 __all__ = ["decode_spicedb"]
 
-_OPS: dict[str, Op] = {
+_OPS: dict[str, Op | None] = {
+    "OPERATION_UNSPECIFIED": None,
     "OPERATION_CREATE": "touch",
     "OPERATION_TOUCH": "touch",
     "OPERATION_DELETE": "delete",
 }
+_OP_NUMBERS = dict(enumerate(_OPS))  # the enum's numbers are its order
+
+# gRPC status codes by number, as the gateway's error object gives them
+_CODES = (
+    "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
+    "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
+    "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED"
+).split()
 
 
-def decode_spicedb(doc: dict[str, Any], options: dict[str, str]) -> list[Change]:
-    """The changes of one Watch response, in order."""
+def decode_spicedb(doc: dict[str, Any], options: dict[str, str]) -> Decoded:
+    """The changes of one Watch response, in order, and its refused updates."""
+    doc = _unwrap(doc)
+    through = _through(doc)
     updates = doc.get("updates")
     if updates is None:
         # Protobuf JSON omits an empty list: a checkpoint response has only the token.
-        if either(doc, "changesThrough", "changes_through") is not None:
-            return []
+        if through is not None:
+            return Decoded([], (), through)
         raise DecodeError("missing 'updates'")
     if not isinstance(updates, list):
         raise DecodeError(f"'updates' is {show(updates)}; expected a list")
-    changes = []
+    changes: list[Change] = []
+    rejected: list[Rejected] = []
     for i, raw in enumerate(updates):
         where = f"updates[{i}]"
-        update = as_object(raw, where)
-        op = lookup(_OPS, member(update, "operation", f"{where}."), f"{where}.operation")
-        rel = as_object(member(update, "relationship", f"{where}."), f"{where}.relationship")
-        changes.append(Change(op, _relationship(rel, f"{where}.relationship")))
-    return changes
+        try:
+            update = as_object(raw, where)
+            op = enum(_OPS, _OP_NUMBERS, update.get("operation"), f"{where}.operation")
+            rel = as_object(member(update, "relationship", f"{where}."), f"{where}.relationship")
+            changes.append(Change(op, _relationship(rel, f"{where}.relationship")))
+        except DecodeError as exc:
+            alone: dict[str, Any] = {"updates": [raw]}
+            if through is not None:
+                alone["changesThrough"] = {"token": through}
+            rejected.append(Rejected(i, str(exc), json.dumps(alone).encode()))
+    return Decoded(changes, tuple(rejected), through)
+
+
+def _unwrap(doc: dict[str, Any]) -> dict[str, Any]:
+    """The Watch response inside the HTTP gateway's ``result`` wrapper, if any."""
+    if "updates" in doc or _through(doc) is not None:
+        return doc
+    if "result" in doc:
+        return as_object(doc["result"], "result")
+    if "error" in doc:
+        error = doc["error"]
+        if isinstance(error, dict):
+            code = error.get("code")
+            name = _CODES[code] if isinstance(code, int) and 0 <= code < len(_CODES) else None
+            status = f"{code} ({name})" if name else show(code)
+            raise DecodeError(
+                f"the stream reported an error instead of changes: code {status}: "
+                f"{show(error.get('message'))}"
+            )
+        raise DecodeError(f"the stream reported an error instead of changes: {show(error)}")
+    return doc
+
+
+def _through(doc: dict[str, Any]) -> str | None:
+    """The ZedToken text of ``changesThrough``, if the response has one."""
+    token = either(doc, "changesThrough", "changes_through")
+    if token is None:
+        return None
+    token = as_object(token, "changesThrough")
+    text = token.get("token")
+    if not isinstance(text, str):
+        raise DecodeError(f"'changesThrough.token' is {show(text)}; expected a string")
+    return text
 
 
 def _relationship(rel: dict[str, Any], where: str) -> RelationTuple:

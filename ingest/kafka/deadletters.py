@@ -1,7 +1,9 @@
 """The dead-letter topic: undecodable change messages, kept with why and where from.
 
 A dead letter carries the original key and value and, in headers, the reason and the
-source topic, partition and offset. ``write`` returns only once every one is
+source topic, partition and offset, and for one bad item of a message of several its
+index in the message (``leopard.source.item``; the value is then that item alone, as
+a message of the same format). ``write`` returns only once every one is
 acknowledged by the broker, so the consumer persists the batch's offsets after its
 dead letters are durable. A value too large for the topic is replaced by its size,
 digest and the reason (header ``leopard.value.replaced``), so that the message is in
@@ -12,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ingest.kafka.client import KafkaError, KafkaProducer, MessageSizeTooLargeError
 from leopard.errors import BrokerError
 
-__all__ = ["DeadLetters", "Message"]
+__all__ = ["DeadLetters", "ItemMessage", "Message"]
 
 log = logging.getLogger("leopard.consumer")
 
@@ -30,6 +33,22 @@ class Message(Protocol):
     offset: int
     key: bytes | None
     value: bytes | None
+
+
+@dataclass
+class ItemMessage:
+    """One bad item of a message: its source's place, its index, and its value alone."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    item: int
+
+    @classmethod
+    def of(cls, m: Message, item: int, value: bytes) -> ItemMessage:
+        return cls(m.topic, m.partition, m.offset, m.key, value, item)
 
 
 class DeadLetters:
@@ -56,7 +75,9 @@ class DeadLetters:
         except KafkaError as exc:
             raise BrokerError(f"writing to the dead-letter topic failed: {exc}") from exc
         for m, reason, _ in pending:
-            log.info("dead letter %s:%d@%d: %s", m.topic, m.partition, m.offset, reason)
+            item = getattr(m, "item", None)
+            where = "" if item is None else f" item {item}"
+            log.info("dead letter %s:%d@%d%s: %s", m.topic, m.partition, m.offset, where, reason)
 
     def _send_dead(
         self, producer: KafkaProducer, m: Message, reason: str, *, shrink: bool = False
@@ -68,6 +89,9 @@ class DeadLetters:
             ("leopard.source.partition", str(m.partition).encode()),
             ("leopard.source.offset", str(m.offset).encode()),
         ]
+        item = getattr(m, "item", None)
+        if item is not None:
+            headers.append(("leopard.source.item", str(item).encode()))
         if shrink:
             headers.append(("leopard.value.replaced", b"too large for the dead-letter topic"))
             value = (

@@ -41,7 +41,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.kafka.client import (
@@ -71,6 +71,9 @@ class Batch:
     messages: list[Message]
     position: dict[str, int]
     anchors: dict[str, list[int]]
+    #: more resume state to persist with the batch, by section (a followed
+    #: upstream's token: ``ingest.upstream``)
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

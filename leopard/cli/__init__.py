@@ -5,8 +5,8 @@ library raises on purpose (``LeopardError``) become one line on stderr and exit
 status 1, never a traceback.
 
 This module holds only the root group ``main``. The commands live one group of them
-per module (``build``, ``query``, ``stream``, ``serve``, ``gen``; shared option sets in
-``options``) and are registered here by name in ``COMMANDS``. ``main`` imports a
+per module (``build``, ``query``, ``stream``, ``upstream``, ``serve``, ``gen``; shared
+option sets in ``options``) and are registered here by name in ``COMMANDS``. ``main`` imports a
 command's module only when that command is asked for, so ``leopard check`` loads
 neither pyarrow nor kafka-python nor uvicorn, and no command module imports this one.
 That import by name is the deliberate exception to "no import inside a function".
@@ -33,6 +33,7 @@ COMMANDS: Mapping[str, str] = {
     "stats": "query.stats",
     "verify": "verify.verify",
     "consume": "stream.consume",
+    "follow": "upstream.follow",
     "publish": "stream.publish",
     "serve": "serve.serve_command",
     "gen": "gen.gen",

@@ -8,6 +8,7 @@ folds the incremental layer into a new base with ``leopard.core.compact``.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ from leopard.cli.options import (
     json_option,
     need_index,
     parse_position,
+    upstream_options,
     wait_option,
 )
 from leopard.core.compact import compact as run_compaction
@@ -31,8 +33,17 @@ __all__ = ["build", "compact"]
 
 
 @click.command()
-@click.argument("snapshots", nargs=-1, required=True, metavar="SNAPSHOT...")
+@click.argument("snapshots", nargs=-1, metavar="SNAPSHOT...")
 @index_option
+@click.option(
+    "from_source",
+    "--from",
+    metavar="spicedb:TARGET",
+    help="Instead of snapshot files, read SpiceDB's schema and every relationship at one "
+    "revision from its API (TARGET: any gRPC target, 127.0.0.1:50051, unix:///s.sock); "
+    "the index records that revision, and 'leopard follow' goes on from it.",
+)
+@upstream_options
 @click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), help="TOML set configuration."
 )
@@ -93,6 +104,9 @@ __all__ = ["build", "compact"]
 def build(
     snapshots: tuple[str, ...],
     index_path: str | None,
+    from_source: str | None,
+    source_key: str | None,
+    source_tls: bool | None,
     config_path: str | None,
     schema_path: str | None,
     only: str | None,
@@ -129,8 +143,35 @@ def build(
       leopard build org.txt.gz extra.csv --index ./idx --config sets.toml
       leopard build dump.txt --index ./idx --skip-invalid --rejects rejects.txt
       leopard build docs.txt --index ./idx --schema docs.zed --only doc#view
+      leopard build --index ./idx --from spicedb:127.0.0.1:50051 --source-key KEY
     """
     index_dir = need_index(index_path)
+    if from_source:
+        refused = {
+            "SNAPSHOT": snapshots,
+            "--config": config_path,
+            "--schema": schema_path,
+            "--format": fmt,
+            "--skip-invalid": skip_invalid,
+            "--position": position,
+        }
+        given = [name for name, value in refused.items() if value]
+        if given:
+            raise click.UsageError(f"--from reads the schema and data itself: drop {given}")
+        # by name: only a build from an upstream loads grpc (the [grpc] extra)
+        importlib.import_module("leopard.cli.bootstrap").build_from(
+            from_source,
+            index_dir,
+            key=source_key,
+            tls=source_tls,
+            only=[s.strip() for s in only.split(",") if s.strip()] if only else [],
+            max_shrink=None if force else max_shrink / 100,
+            wait=wait,
+            as_json=as_json,
+        )
+        return
+    if not snapshots:
+        raise click.UsageError("give SNAPSHOT files, or --from an upstream")
     if config_path and schema_path:
         raise click.UsageError("give --config or --schema, not both")
     if only and not schema_path:

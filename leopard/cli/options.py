@@ -237,3 +237,22 @@ def consumer_settings(
         linger_ms=linger_ms,
         on_gap=on_gap,
     )
+
+
+def upstream_options(fn: F) -> F:
+    """--source-key and --source-tls/--source-insecure: how to reach a SpiceDB given as
+    ``spicedb:TARGET`` (``build --from``, ``follow``, ``serve --source``)."""
+    fn = click.option(
+        "--source-tls/--source-insecure",
+        "source_tls",
+        default=None,
+        help="Reach the upstream over TLS, or over plain gRPC (default: plain for a Unix "
+        "socket or a loopback address, TLS otherwise).",
+    )(fn)
+    return click.option(
+        "--source-key",
+        envvar="LEOPARD_SOURCE_KEY",
+        metavar="KEY",
+        help="The upstream's preshared key (SpiceDB's --grpc-preshared-key), sent as a "
+        "bearer token; or $LEOPARD_SOURCE_KEY.",
+    )(fn)

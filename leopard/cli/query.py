@@ -34,7 +34,8 @@ def _emit(value: Any, as_json: bool, text: Callable[[Any], str]) -> None:
 @click.option(
     "--at-least",
     metavar="TOKEN",
-    help="Wait (bounded by --max-wait) until the index has applied this version.",
+    help="Wait (bounded by --max-wait) until the index has applied this version "
+    "(a Leopard token, or the ZedToken of a SpiceDB write when the index follows SpiceDB).",
 )
 @click.option("--max-wait", type=float, default=1.0, show_default=True, help="Seconds.")
 @json_option

@@ -1,7 +1,8 @@
 """Waiting until the index has applied a version: one policy, two drivers.
 
-A caller hands back a version token (from ``leopard publish`` or an earlier answer)
-and asks for an answer at least that fresh, waiting a bounded time. The policy is the
+A caller hands back a version token (from ``leopard publish`` or an earlier answer),
+or the ZedToken SpiceDB returned for a write when the index follows SpiceDB, and asks
+for an answer at least that fresh, waiting a bounded time. The policy is the
 same wherever it is asked: decode the token (a bad one is ``InvalidInput`` at once),
 answer as soon as the applied position has reached it, and otherwise raise
 ``StaleIndex`` naming the token, the wait and the version reached. ``wait_steps``
@@ -15,7 +16,8 @@ import time
 from collections.abc import Callable, Generator
 
 from leopard.errors import StaleIndex
-from leopard.model.tokens import decode_token, reached
+from leopard.model.tokens import reached, wanted_position
+from leopard.model.zedtoken import SPICEDB_KEY
 
 __all__ = ["wait_steps", "POLL"]
 
@@ -41,7 +43,7 @@ def wait_steps(
     stopped at a gap in their log (left out of ``position()``): the message of a
     refusal says so for every one the token names.
     """
-    wanted = decode_token(token)
+    wanted = wanted_position(token)
     deadline = clock() + max(0.0, timeout)
     while True:
         if reached(position(), wanted):
@@ -51,6 +53,8 @@ def wait_steps(
             current = version()
             stopped = gaps()
             why = "".join(f"; {stopped[p]}" for p in sorted(wanted) if p in stopped)
+            if SPICEDB_KEY in wanted and SPICEDB_KEY not in position():
+                why += "; the index follows no SpiceDB (its version carries no revision)"
             raise StaleIndex(
                 f"the index has not reached version {token} within {timeout:g} s "
                 f"(it is at {current}){why}",

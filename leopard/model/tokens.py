@@ -5,6 +5,11 @@ before it has been applied. Tokens are handed to callers like Zanzibar's zookies
 SpiceDB's ZedTokens: they may compare and wait for them, never look inside. The
 encoding is URL-safe base64 of canonical JSON behind a version prefix, so that it
 can change without breaking callers that only pass tokens back.
+
+An index that follows SpiceDB keeps the revision it has applied in its position
+(under ``leopard.model.zedtoken.SPICEDB_KEY``), so its tokens carry it, and a
+ZedToken SpiceDB returned for a write asks for that revision: ``wanted_position``
+reads either kind of token.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import binascii
 import json
 
 from leopard.errors import InvalidInput
+from leopard.model.zedtoken import zedtoken_position
 
-__all__ = ["encode_token", "decode_token", "reached"]
+__all__ = ["encode_token", "decode_token", "reached", "wanted_position"]
 
 _PREFIX = "v1."
 
@@ -40,6 +46,20 @@ def decode_token(token: str) -> dict[str, int]:
     ):
         raise InvalidInput(f"{token!r} is not a valid Leopard version token")
     return data
+
+
+def wanted_position(token: str) -> dict[str, int]:
+    """The position a caller asks for: a Leopard version token's, or a SpiceDB
+    ZedToken's revision; InvalidInput naming the token when it is neither."""
+    if not isinstance(token, str) or token.startswith(_PREFIX):
+        return decode_token(token)
+    try:
+        return zedtoken_position(token)
+    except InvalidInput as exc:
+        raise InvalidInput(
+            f"{token!r} is neither a Leopard version token (expected 'v1.…') nor a "
+            f"SpiceDB ZedToken: {exc}"
+        ) from None
 
 
 def reached(current: dict[str, int], wanted: dict[str, int]) -> bool:

@@ -269,7 +269,6 @@ def test_openfga_response_page() -> None:
             r"'tuple_key.relation' is 3; expected a string",
         ),
         ({**fga(), "tuple_key": {"user": "user:a", "relation": "member"}}, r"'tuple_key.object'"),
-        ({"tuple_key": fga()["tuple_key"]}, r"missing 'operation'"),
         (
             fga(operation="TUPLE_OPERATION_UPDATE"),
             r"'operation' is 'TUPLE_OPERATION_UPDATE'; expected 'TUPLE_OPERATION_WRITE' or "
@@ -392,7 +391,11 @@ def _update(relationship: Any, operation: Any = "OPERATION_TOUCH") -> bytes:
         (js({"revision": "x"}), r"missing 'updates'"),
         (js({"updates": {"a": 1}}), r"'updates' is \{'a': 1\}; expected a list"),
         (js(watch(5)), r"'updates\[0\]' is 5; expected an object"),
-        (js(watch({"relationship": rel_camel()})), r"missing 'updates\[0\].operation'"),
+        (
+            js(watch({"relationship": rel_camel()})),
+            r"'updates\[0\].operation' is absent \(protobuf JSON omits the zero value, "
+            r"OPERATION_UNSPECIFIED\); expected 'OPERATION_CREATE'",
+        ),
         (
             _update(rel_camel(), "OPERATION_UNSPECIFIED"),
             r"'updates\[0\].operation' is 'OPERATION_UNSPECIFIED'; expected 'OPERATION_CREATE', "
