@@ -49,10 +49,14 @@ def shortest_chain(r: SetReader, c: CachedSets, gid: int, targets: BitMap) -> li
                 v = prev[v]
             chain.reverse()
             return chain
-        for w in (r.bitmap("child", v) | r.bitmap("dchild", v)) & allowed:
-            if w not in prev:
-                prev[w] = v
-                queue.append(w)
+        fresh = [
+            w for w in (r.bitmap("child", v) | r.bitmap("dchild", v)) & allowed if w not in prev
+        ]
+        # by name, so that which of several shortest chains is told does not depend on
+        # the ids the build happened to give
+        for _, w in sorted(zip(r.group_names(fresh), fresh, strict=True)):
+            prev[w] = v
+            queue.append(w)
     return None  # pragma: no cover - closures and edges agree
 
 

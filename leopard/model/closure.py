@@ -1,11 +1,11 @@
 """Transitive closure of nested groups: cycles collapsed, one pass over the DAG.
 
 The input is the graph of direct nesting edges ``parent -> child`` over dense group
-numbers ``0..n-1``. Strongly connected components (Tarjan, iterative so that deep
-chains do not hit Python's recursion limit) collapse cycles: every group in a cycle
-contains all the others. Tarjan emits components children-first, which is exactly
-the order in which ``GROUP2GROUP(c) = c ∪ ⋃ GROUP2GROUP(child)`` can be computed in
-one pass; the reverse order gives ``GROUP2ANCESTOR`` the same way.
+numbers ``0..n-1``. Strongly connected components collapse cycles: every group in a
+cycle contains all the others. Components are numbered children first (sinks peeled
+layer by layer), which is exactly the order in which ``GROUP2GROUP(c) = c ∪ ⋃
+GROUP2GROUP(child)`` can be computed in one pass; the reverse order gives
+``GROUP2ANCESTOR`` the same way. Nothing recurses, so deep chains are safe.
 
 ``dfs_order`` numbers groups in depth-first preorder from the roots of the condensed
 DAG, so that a group's descendants get nearby ids and closures become few dense
@@ -115,95 +115,118 @@ class Condensation:
 
 
 def condense(g: Graph) -> Condensation:
-    """Tarjan's strongly connected components, iterative."""
+    """Strongly connected components, numbered children first.
+
+    The components come from SciPy's compiled strong-components routine; their
+    numbering is a topological order found by peeling sinks (Kahn's algorithm from the
+    leaves up): a whole layer of childless components at once with numpy while the
+    layer is wide, one component at a time in Python once it is narrow (a deep chain
+    has a layer of one per level). ``bench/build.py`` and ``bench/schema.py`` time it.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
     n = g.n
-    indptr = g.indptr.tolist()
-    indices = g.indices.tolist()
-    index = [-1] * n
-    low = [0] * n
-    on_stack = [False] * n
-    comp = [-1] * n
-    stack: list[int] = []
-    members: list[list[int]] = []
-    counter = 0
-    for root in range(n):
-        if index[root] != -1:
-            continue
-        # frames of (node, next edge position)
-        work = [(root, indptr[root])]
-        index[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack[root] = True
-        while work:
-            v, pos = work[-1]
-            end = indptr[v + 1]
-            pushed = False
-            while pos < end:
-                w = indices[pos]
-                pos += 1
-                if index[w] == -1:
-                    work[-1] = (v, pos)
-                    index[w] = low[w] = counter
-                    counter += 1
-                    stack.append(w)
-                    on_stack[w] = True
-                    work.append((w, indptr[w]))
-                    pushed = True
-                    break
-                if on_stack[w] and index[w] < low[v]:
-                    low[v] = index[w]
-            if pushed:
-                continue
-            work.pop()
-            if low[v] == index[v]:
-                c = len(members)
-                group: list[int] = []
-                while True:
-                    w = stack.pop()
-                    on_stack[w] = False
-                    comp[w] = c
-                    group.append(w)
-                    if w == v:
-                        break
-                members.append(group)
-            if work:
-                u = work[-1][0]
-                if low[v] < low[u]:
-                    low[u] = low[v]
-    comp_arr = np.asarray(comp, dtype=np.int64)
-    # distinct child components per component
-    src = np.repeat(comp_arr, np.diff(g.indptr)) if n else np.zeros(0, dtype=np.int64)
-    dst = comp_arr[g.indices] if n else np.zeros(0, dtype=np.int64)
+    if n == 0:
+        return Condensation(np.zeros(0, dtype=np.int64), [], [])
+    m = csr_matrix((np.ones(len(g.indices), dtype=np.int8), g.indices, g.indptr), shape=(n, n))
+    k, labels = connected_components(m, directed=True, connection="strong")
+    labels = labels.astype(np.int64)
+    src = np.repeat(labels, np.diff(g.indptr))
+    dst = labels[g.indices]
     keep = src != dst
-    children: list[list[int]] = [[] for _ in members]
-    if keep.any():
-        pairs = unique_u64(
-            src[keep].astype(np.uint64) << np.uint64(32) | dst[keep].astype(np.uint64)
-        )
-        ps = (pairs >> np.uint64(32)).astype(np.int64).tolist()
-        cs = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64).tolist()
-        for p, c in zip(ps, cs, strict=True):
-            children[p].append(c)
-    return Condensation(comp_arr, members, children)
+    pairs = unique_u64(src[keep].astype(np.uint64) << np.uint64(32) | dst[keep].astype(np.uint64))
+    ps = (pairs >> np.uint64(32)).astype(np.int64)
+    cs = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    rank = _sinks_first(k, ps, cs)
+    comp = rank[labels]
+    # members: nodes grouped by component (a component's nodes in ascending order)
+    order = np.argsort(comp, kind="stable")
+    sizes = np.bincount(comp, minlength=k)
+    if k == n:
+        members: list[list[int]] = order.reshape(-1, 1).tolist()
+    else:
+        flat = order.tolist()
+        cut = np.concatenate(([0], np.cumsum(sizes))).tolist()
+        members = [flat[cut[c] : cut[c + 1]] for c in range(k)]
+    # children: distinct child components per component, from the renumbered pairs
+    rp, rc = rank[ps], rank[cs]
+    by_parent = np.lexsort((rc, rp))
+    rp, rc = rp[by_parent], rc[by_parent]
+    ptr = np.concatenate(([0], np.cumsum(np.bincount(rp, minlength=k)))).tolist()
+    flat_children = rc.tolist()
+    children = [flat_children[ptr[c] : ptr[c + 1]] for c in range(k)]
+    return Condensation(comp, members, children)
 
 
-def dfs_order(cond: Condensation) -> np.ndarray:
+#: a layer of sinks at least this wide is peeled with numpy; once one is narrower, the
+#: rest is peeled in Python (a deep chain is a layer of one per level)
+_WIDE = 256
+
+
+def _sinks_first(k: int, parents: np.ndarray, children: np.ndarray) -> np.ndarray:
+    """A number for each of ``k`` nodes of a DAG (edges ``parents -> children``) such
+    that every edge goes from a higher number to a lower one."""
+    outdeg = np.bincount(parents, minlength=k).astype(np.int64)
+    by_child = np.argsort(children, kind="stable")
+    up_ptr = np.concatenate(([0], np.cumsum(np.bincount(children, minlength=k))))
+    up = parents[by_child]  # up[up_ptr[c]:up_ptr[c + 1]]: the parents of c
+    rank = np.full(k, -1, dtype=np.int64)
+    frontier = np.flatnonzero(outdeg == 0)
+    nxt = 0
+    while len(frontier) >= _WIDE:
+        width = len(frontier)
+        rank[frontier] = np.arange(nxt, nxt + width)
+        nxt += width
+        starts, counts = up_ptr[frontier], np.diff(up_ptr)[frontier]
+        total = int(counts.sum())
+        if total == 0:  # the roots: nothing above them
+            frontier = frontier[:0]
+            break
+        offsets = np.repeat(starts - np.cumsum(counts) + counts, counts)
+        hit = np.sort(up[offsets + np.arange(total)])
+        first = np.flatnonzero(np.concatenate(([True], hit[1:] != hit[:-1])))
+        seen = hit[first]
+        outdeg[seen] -= np.diff(np.append(first, total))
+        frontier = seen[outdeg[seen] == 0]
+    if len(frontier):
+        out, ups, ptr = outdeg.tolist(), up.tolist(), up_ptr.tolist()
+        ranks = rank.tolist()
+        todo = frontier.tolist()
+        while todo:
+            v = todo.pop()
+            ranks[v] = nxt
+            nxt += 1
+            for p in ups[ptr[v] : ptr[v + 1]]:
+                out[p] -= 1
+                if out[p] == 0:
+                    todo.append(p)
+        rank = np.asarray(ranks, dtype=np.int64)
+    if nxt != k:  # a component graph is acyclic: this is a bug, never the data
+        raise AssertionError(f"condensation not acyclic: {k - nxt} components unnumbered")
+    return rank
+
+
+def dfs_order(cond: Condensation, skip: Sequence[bool] | None = None) -> np.ndarray:
     """New number for every node: depth-first preorder from the roots of the DAG.
 
     Members of one component get consecutive numbers; a component's descendants
-    follow it closely. Returns ``new_id[node]``.
+    follow it closely. Returns ``new_id[node]``. Components marked in ``skip`` (a
+    schema's resource tier, which no other component leads into) are left out: their
+    nodes get -1 and the others are numbered from 0 as if they were not there.
     """
     n = len(cond.comp)
     new_id = np.full(n, -1, dtype=np.int64)
     has_parent = [False] * cond.count
-    for kids in cond.children:
+    for c, kids in enumerate(cond.children):
+        if skip is not None and skip[c]:
+            continue
         for k in kids:
             has_parent[k] = True
-    visited = [False] * cond.count
+    visited = [False] * cond.count if skip is None else list(skip)
     nxt = 0
-    # Roots in descending component number: Tarjan numbers parents after children,
-    # so this visits top-level groups first.
+    # Roots in descending component number: parents are numbered after children, so
+    # this visits top-level groups first.
     for root in range(cond.count - 1, -1, -1):
         if has_parent[root] or visited[root]:
             continue

@@ -126,11 +126,19 @@ def test_answers_through_arrows_and_computed_usersets(tmp_path: Path, zed: Path)
         ]
         assert "user:carol" in ix.members_of("doc:d1#view")
         assert "user:*" in ix.members_of("doc:d1#view")
+        # two chains are shortest (bob owns sub; root's wildcard viewer takes him too):
+        # of those, the one whose sets come first by name is told, whatever the ids
         steps = ix.explain("user:bob", "doc:d1#view", steps=True)
         assert [s.via for s in steps] == [  # type: ignore[union-attr]
             None,
             "doc#view includes parent->view, through the tuple doc:d1#parent@folder:sub",
-            "folder#view includes edit",
+            "folder#view includes parent->view, through the tuple folder:sub#parent@folder:root",
+            "folder#view includes viewer",
+            "tuple folder:root#viewer@user:*",
+        ]
+        steps = ix.explain("user:bob", "folder:sub#edit", steps=True)
+        assert [s.via for s in steps] == [  # type: ignore[union-attr]
+            None,
             "folder#edit includes owner",
             "tuple folder:sub#owner@user:bob",
         ]

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pyroaring import BitMap
 from support.strategies import preload_failure_reporter
 
+import leopard.model.closure as closure_module
 from leopard.model.closure import (
     Condensation,
     Graph,
@@ -169,6 +170,23 @@ def test_condense_matches_mutual_reachability(case: tuple[int, list[tuple[int, i
     cond = condense(graph(n, edges))
     check_condensation(n, edges, cond)
     check_dfs_order(cond, dfs_order(cond))
+
+
+@settings(max_examples=300, deadline=None)
+@given(edge_lists(), st.integers(1, 4))
+def test_condense_peeling_whole_layers_with_numpy(
+    case: tuple[int, list[tuple[int, int]]], wide: int
+) -> None:
+    """The numpy layer-at-a-time peeling, which only layers of 256 or more components
+    take in real use, made to run on small graphs."""
+    n, edges = case
+    saved = closure_module._WIDE
+    closure_module._WIDE = wide
+    try:
+        cond = condense(graph(n, edges))
+    finally:
+        closure_module._WIDE = saved
+    check_condensation(n, edges, cond)
 
 
 def test_deep_chain_does_not_recurse() -> None:
