@@ -11,16 +11,27 @@ measures that claim on this machine, in one run: the very handler of
                  middleware stack: errors and exceptions);
 * ``router``     by a bare ``starlette.routing.Router`` (no middleware at all);
 
-and, with ``--openfga``, ``POST /stores/{id}/check`` of the OpenFGA-compatible face, as
-``leopard serve`` answers it (beside the raw dispatch). Every server is uvicorn with the
-protocol, loop and settings of ``leopard serve`` (``leopard.http.server.uvicorn_config``),
-in a process of its own, over the same warmed index; load comes from wrk (one thread,
-16 keep-alive connections) cycling through 10,000 (subject, group) pairs, half of them
-memberships. The stacks take turns, ``--rounds`` times, so that a change in the
-machine's load hits them all alike; the machine has 2 cores shared by server and wrk,
-so the ratios mean more than the absolute figures.
+and the drop-in faces, each the same question in its peer's dialect as ``leopard serve``
+answers it (the raw dispatch, then the Starlette router of ``leopard.http.peers``):
 
-    python bench/http_stack.py --tuples 200000 --seconds 3 --rounds 2
+* ``openfga``    with ``--openfga``, ``POST /stores/{id}/check`` (OpenFGA's Check);
+* ``authzen``    with ``--authzen``, ``POST /access/v1/evaluation`` (AuthZEN's Access
+                 Evaluation).
+
+Every server is uvicorn with the protocol, loop and settings of ``leopard serve``
+(``leopard.http.server.uvicorn_config``), in a process of its own, over the same warmed
+index; load comes from wrk (one thread, 16 keep-alive connections) cycling through
+10,000 (subject, group) pairs, half of them memberships. The stacks take turns,
+``--rounds`` times, so that a change in the machine's load hits them all alike; the
+machine has 2 cores shared by server and wrk, so the ratios mean more than the
+absolute figures. A second table puts the faces beside the target of the drop-in issue
+(OpenFGA ``check`` >= 15k req/s, "as ``/v1/check``"; the same asked of AuthZEN) and
+beside ``GET /v1/check`` of the same run, the baseline. ``--json`` prints the figures
+as JSON on stdout (the tables go to stderr); the figures are recorded under
+``"http_stack"`` in bench/results/latest.json, the rest of that file left as it is
+(``--no-record`` to leave it alone; ``bench/run`` records them itself).
+
+    python bench/http_stack.py --tuples 200000 --seconds 3 --rounds 2 --openfga --authzen
 """
 
 from __future__ import annotations
@@ -47,10 +58,19 @@ from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from bench.common import built_index, machine, org  # noqa: E402
+from bench.common import ROOT, built_index, machine, org, table, verdict  # noqa: E402
 
 STACKS = ("raw", "starlette", "router")
+#: the drop-in faces: their path, and how a (subject, group) pair is asked in their dialect
+FACES = ("openfga", "authzen")
 CONNECTIONS = 16
+TARGET_RPS = 15_000  # /v1/check's target, which the drop-in issue sets for OpenFGA's check
+LATEST = ROOT / "bench" / "results" / "latest.json"
+_LABELS = {
+    "raw": "GET /v1/check (baseline)",
+    "openfga": "OpenFGA POST /stores/{id}/check",
+    "authzen": "AuthZEN POST /access/v1/evaluation",
+}
 
 _WRK_GET = """
 local paths = {}
@@ -235,31 +255,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each run")
     parser.add_argument("--rounds", type=int, default=2, help="turns of every stack")
     parser.add_argument("--openfga", action="store_true", help="also POST /stores/{id}/check")
-    parser.add_argument("--serve", choices=(*STACKS, "openfga"), help=argparse.SUPPRESS)
+    parser.add_argument("--authzen", action="store_true", help="also POST /access/v1/evaluation")
+    parser.add_argument("--json", action="store_true", help="figures as JSON on stdout")
+    parser.add_argument("--no-record", action="store_true", help="leave latest.json alone")
+    parser.add_argument("--serve", choices=(*STACKS, *FACES), help=argparse.SUPPRESS)
     parser.add_argument("--index", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve("raw" if args.serve == "openfga" else args.serve, args.index)
+        serve("raw" if args.serve in FACES else args.serve, args.index)
         return
+    out = sys.stderr if args.json else sys.stdout
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed (apt-get install wrk)")
+    started = time.time()
+    load_at_start = round(os.getloadavg()[0], 2)
     index, report = built_index(args.tuples)
     snapshot, _, _ = org(args.tuples)
     pairs = pairs_of(snapshot)
     work = Path(tempfile.mkdtemp(prefix="leopard-bench-stack-"))
-    stacks = [*STACKS, *(("openfga",) if args.openfga else ())]
+    faces = [f for f in FACES if getattr(args, f)]
+    stacks = [*STACKS, *faces]
     # per stack and round: req/s, p50 ms, p99 ms, errors, server CPU µs per request
     results: dict[str, list[tuple[float, float, float, int, float]]] = {s: [] for s in stacks}
     try:
         paths = work / "paths.txt"
         paths.write_text("".join(f"/v1/check?subject={_q(s)}&group={_q(g)}\n" for s, g in pairs))
-        bodies = work / "bodies.txt"
-        bodies.write_text("".join(_openfga_body(s, g) + "\n" for s, g in pairs))
+        bodies = {}
+        for face in faces:
+            bodies[face] = work / f"{face}.txt"
+            bodies[face].write_text("".join(_BODIES[face](s, g) + "\n" for s, g in pairs))
         for _ in range(args.rounds):
             for stack in stacks:
                 with server(stack, index) as (url, pid):
-                    if stack == "openfga":
-                        env = {"LEOPARD_BODIES": str(bodies), "LEOPARD_PATH": _openfga_path(url)}
+                    if stack in FACES:
+                        path = _openfga_path(url) if stack == "openfga" else _AUTHZEN_PATH
+                        _answers(url, path, pairs[:200], stack)
+                        env = {"LEOPARD_BODIES": str(bodies[stack]), "LEOPARD_PATH": path}
                         script = _WRK_POST
                     else:
                         env, script = {"LEOPARD_PATHS": str(paths)}, _WRK_GET
@@ -271,16 +302,18 @@ def main(argv: list[str] | None = None) -> None:
                     results[stack].append((rps, p50, p99, errors, per_request))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(
+    title = (
         f"GET /v1/check, one handler under each stack: {args.tuples:,} tuples "
         f"({report.get('groups', '?'):,} groups), wrk -t1 -c{CONNECTIONS}, "
         f"{args.seconds:g} s runs, {args.rounds} rounds; {machine()}"
     )
+    print(title, file=out)
     raw = statistics.median(r[0] for r in results["raw"])
     raw_cpu = statistics.median(r[4] for r in results["raw"])
     print(
         f"{'stack':<10} {'req/s by round':<30} {'median':>8} {'vs raw':>7} "
-        f"{'CPU µs/req':>11} {'vs raw':>7} {'p50/p99 ms':>13}"
+        f"{'CPU µs/req':>11} {'vs raw':>7} {'p50/p99 ms':>13}",
+        file=out,
     )
     for stack, runs in results.items():
         med = statistics.median(r[0] for r in runs)
@@ -292,12 +325,67 @@ def main(argv: list[str] | None = None) -> None:
         note = f"  ({errors} errors)" if errors else ""
         print(
             f"{stack:<10} {rounds:<30} {med:>8,.0f} {med / raw:>6.0%} {cpu:>11.1f} "
-            f"{cpu / raw_cpu:>6.0%} {p50:>6.2f}/{p99:<6.2f}{note}"
+            f"{cpu / raw_cpu:>6.0%} {p50:>6.2f}/{p99:<6.2f}{note}",
+            file=out,
         )
     print(
         "CPU µs/req: the server process's CPU time over the run divided by the requests "
-        "answered (steadier than req/s on a shared machine)."
+        "answered (steadier than req/s on a shared machine).",
+        file=out,
     )
+    figures = {s: _summary(runs) for s, runs in results.items()}
+    if faces:
+        rows = []
+        for stack in ("raw", *faces):
+            f = figures[stack]
+            rows.append(
+                (
+                    _LABELS[stack],
+                    f"{f['rps_median']:,.0f} req/s, p50/p99 {f['p50_ms']:.2f}/{f['p99_ms']:.2f} ms",
+                    f">= {TARGET_RPS:,} req/s: {verdict(f['rps_median'] >= TARGET_RPS)}"
+                    + ("" if stack == "raw" else f"; {f['rps_median'] / raw:.0%} of /v1/check"),
+                )
+            )
+        print(table("The drop-in faces beside their target and /v1/check", rows), file=out)
+    result = {
+        "tuples": args.tuples,
+        "groups": report.get("groups"),
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "connections": CONNECTIONS,
+        "target_rps": TARGET_RPS,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+        "load_at_start": load_at_start,
+        "load_at_end": round(os.getloadavg()[0], 2),
+        "stacks": figures,
+    }
+    if not args.no_record:
+        record(result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+
+
+def record(result: dict[str, Any], path: Path = LATEST) -> None:
+    """Put ``result`` under ``"http_stack"`` in the results file, leaving the rest as it is."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["http_stack"] = result
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _summary(runs: list[tuple[float, float, float, int, float]]) -> dict[str, Any]:
+    """One stack's rounds: each round's req/s and the medians."""
+    return {
+        "rps": [round(r[0]) for r in runs],
+        "rps_median": round(statistics.median(r[0] for r in runs)),
+        "cpu_us_per_request": round(statistics.median(r[4] for r in runs), 1),
+        "p50_ms": round(statistics.median(r[1] for r in runs), 3),
+        "p99_ms": round(statistics.median(r[2] for r in runs), 3),
+        "errors": sum(r[3] for r in runs),
+    }
 
 
 def _q(name: str) -> str:
@@ -314,10 +402,48 @@ def _openfga_body(subject: str, group: str) -> str:
     )
 
 
+def _authzen_body(subject: str, group: str) -> str:
+    """AuthZEN's Access Evaluation of ``subject`` in ``group``: the group's one set is
+    the action, as ``leopard.http.authzen`` maps a schema's relations."""
+    styp, _, sid = subject.partition(":")
+    obj, _, relation = group.partition("#")
+    gtyp, _, gid = obj.partition(":")
+    return json.dumps(
+        {
+            "subject": {"type": styp, "id": sid},
+            "action": {"name": relation or "member"},
+            "resource": {"type": gtyp, "id": gid},
+        },
+        separators=(",", ":"),
+    )
+
+
+_BODIES = {"openfga": _openfga_body, "authzen": _authzen_body}
+_AUTHZEN_PATH = "/access/v1/evaluation"
+
+
 def _openfga_path(url: str) -> str:
     with urllib.request.urlopen(url + "/stores", timeout=10) as resp:  # noqa: S310 - loopback
         store = json.loads(resp.read())["stores"][0]["id"]
     return f"/stores/{store}/check"
+
+
+def _answers(url: str, path: str, pairs: list[tuple[str, str]], face: str) -> None:
+    """Ask ``pairs`` once through the face and once through ``/v1/check``: the same
+    answers, or the load would measure error pages."""
+    for subject, group in pairs:
+        request = urllib.request.Request(
+            url + path,
+            data=_BODIES[face](subject, group).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
+            got = json.loads(resp.read())
+        target = f"{url}/v1/check?subject={_q(subject)}&group={_q(group)}"
+        with urllib.request.urlopen(target, timeout=10) as resp:  # noqa: S310 - loopback
+            want = json.loads(resp.read())["member"]
+        if got.get("allowed", got.get("decision")) is not want:
+            raise SystemExit(f"{face} answers {got} to {subject} in {group}, /v1/check {want}")
 
 
 if __name__ == "__main__":

@@ -11,13 +11,16 @@ carries the index's version token in ``ZedToken.token`` (``v1.…``). A request'
     else ``OUT_OF_RANGE`` with SpiceDB's message for an unavailable revision
     (``invalid zedtoken: revision was invalid``) followed by what was waited for.
 ``fully_consistent``
-    wait, as long, until the index has applied the change stream's head as of the
-    request: the high watermark the consumer in this process last fetched, per
-    partition. Without a consumer in the process there is no stream to be behind:
+    wait, as long in all, until the index has applied the change stream's head as of
+    the request: the high watermarks of a fetch the consumer in this process sent
+    after the request came (``StreamHead``), so every change acknowledged before it
+    is applied. Without a consumer in the process there is no stream to be behind:
     the current version. Not reached in time: ``UNAVAILABLE``, naming both.
 ``at_exact_snapshot``
-    answered when it is the current version, otherwise ``FAILED_PRECONDITION``
-    naming both: the index keeps no past versions.
+    answered when it is the current version, otherwise ``OUT_OF_RANGE`` as SpiceDB
+    refuses a snapshot its datastore cannot read (``invalid revision: revision has
+    expired`` for an older version, ``... revision was invalid`` for one not
+    reached), naming both: the index keeps no past versions.
 
 A token that is no Leopard version (garbage, or a real SpiceDB's) is ``Foreign``:
 forwarded to the SpiceDB behind Leopard when there is one, which understands its own
@@ -29,7 +32,7 @@ are ``INVALID_ARGUMENT`` (SpiceDB answers them with an internal error).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
 from typing import Any
 
 import grpc
@@ -38,9 +41,9 @@ from leopard.core.freshness import POLL, wait_steps
 from leopard.core.index import Index
 from leopard.errors import InvalidInput, StaleIndex
 from leopard.grpc.status import Refusal
-from leopard.model.tokens import decode_token, encode_token
+from leopard.model.tokens import decode_token, encode_token, reached
 
-__all__ = ["Foreign", "Freshness", "StreamHead", "Want", "INVALID_REVISION"]
+__all__ = ["AT_LEAST", "Foreign", "Freshness", "StreamHead", "Want", "INVALID_REVISION"]
 
 INVALID_REVISION = "invalid revision requested"  # SpiceDB's words for a garbage ZedToken
 
@@ -89,35 +92,62 @@ _FULL = Want(FULL)
 
 
 class StreamHead:
-    """The change stream's head as the consumer in this process last saw it.
+    """The change stream's head as of a moment, as the consumer in this process sees it.
 
-    After every applied batch (the consumer's ``on_batch``, in its thread) the head is
-    the position just applied plus the messages still behind each partition's high
-    watermark; both are read together there, so the head never runs ahead of the log.
+    Every change acknowledged before a request is below the high watermark that any
+    fetch answered after it reports. The consumer's loop polls (a fetch), applies the
+    batch and measures its lag against that fetch's high watermarks, then polls again;
+    so when a poll starts, the one before it is complete, and the head is the position
+    applied plus the lag measured. ``as_of(moment)`` waits for two complete polls that
+    started after ``moment`` (kafka-python may hand the first one a fetch answered
+    before it, prefetched; the second's was sent after it) and returns that head. An
+    idle consumer polls every ``poll_ms`` (100 ms), so the wait is about two of them.
+
+    Until the consumer has joined its group nothing is assigned and the head is the
+    position; a poll that fails (the broker away) does not count.
     """
 
     def __init__(self, consumer: Any) -> None:
         self.consumer = consumer
-        self._head: dict[str, int] | None = None
-        chained = consumer.on_batch
+        self._done = threading.Condition()
+        self._polling: float | None = None  # when the poll under way started
+        self._starts = (-1.0, -1.0)  # when the last two complete polls started
+        self._head: dict[str, int] = {}  # measured after the last complete poll
+        source = consumer.source
+        inner = source.poll
 
-        def on_batch(stats: Any) -> None:
-            self._observe()
-            if chained is not None:
-                chained(stats)
+        def poll() -> Any:
+            self._complete()
+            self._polling = time.monotonic()
+            try:
+                return inner()
+            except BaseException:
+                self._polling = None  # a failed fetch tells nothing of the head
+                raise
 
-        consumer.on_batch = on_batch
+        source.poll = poll
 
-    def _observe(self) -> dict[str, int]:
+    def _complete(self) -> None:
+        """The poll under way, its batch applied and its lag measured, is complete."""
+        started = self._polling
+        if started is None:
+            return
+        self._polling = None
         position = dict(self.consumer.source.position_of())
         for partition, behind in dict(self.consumer.stats.lag).items():
             position[partition] = position.get(partition, 0) + behind
-        self._head = position
-        return position
+        with self._done:
+            self._head = position
+            self._starts = (self._starts[1], started)
+            self._done.notify_all()
 
-    def __call__(self) -> dict[str, int]:
-        head = self._head
-        return head if head is not None else self._observe()
+    def as_of(self, moment: float, timeout: float) -> dict[str, int] | None:
+        """The head as of ``moment`` (``time.monotonic()``); None if the consumer has
+        not polled twice since within ``timeout`` seconds."""
+        with self._done:
+            if self._done.wait_for(lambda: self._starts[0] >= moment, timeout):
+                return dict(self._head)
+        return None
 
 
 class Freshness:
@@ -133,7 +163,7 @@ class Freshness:
         index: Index,
         *,
         max_wait: float = 1.0,
-        head: Callable[[], dict[str, int]] | None = None,
+        head: StreamHead | None = None,
     ) -> None:
         self.index = index
         self.max_wait = max_wait
@@ -157,9 +187,17 @@ class Freshness:
             return
         if self.head is None:
             return  # no stream followed here: the current version is the freshest
-        target = encode_token(self.head())
+        asked = time.monotonic()
+        head = self.head.as_of(asked, self.max_wait)
+        if head is None:
+            raise Refusal(
+                grpc.StatusCode.UNAVAILABLE,
+                "fully consistent: the change stream's head was not fetched within "
+                f"{self.max_wait:g} s (is the consumer running, the broker up?)",
+            )
+        target = encode_token(head)
         try:
-            self._wait(target)
+            self._wait(target, self.max_wait - (time.monotonic() - asked))
         except StaleIndex as exc:
             raise Refusal(
                 grpc.StatusCode.UNAVAILABLE,
@@ -172,24 +210,30 @@ class Freshness:
         current = self.index.version
         if want.kind == EXACT and want.token != current:
             assert want.token is not None
-            if decode_token(want.token) != decode_token(current):
+            wanted, now = decode_token(want.token), decode_token(current)
+            if wanted != now:
+                # SpiceDB's words for a snapshot its datastore cannot read: one older
+                # than it keeps has expired, one it has not reached is invalid
+                why = "revision has expired" if reached(now, wanted) else "revision was invalid"
                 raise Refusal(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"at_exact_snapshot {want.token} is not the index's current version "
-                    f"{current}: Leopard answers at its current version only",
+                    grpc.StatusCode.OUT_OF_RANGE,
+                    f"invalid revision: {why}: at_exact_snapshot {want.token} is not the "
+                    f"index's current version {current}; Leopard answers at its current "
+                    "version only",
                 )
         return current
 
-    def _wait(self, token: str) -> None:
+    def _wait(self, token: str, timeout: float | None = None) -> None:
         index = self.index
+        timeout = self.max_wait if timeout is None else max(0.0, timeout)
         if self.head is not None:  # a consumer in this process wakes the wait
-            index.wait_for(token, self.max_wait)
+            index.wait_for(token, timeout)
             return
         steps = wait_steps(
             lambda: index.position,
             lambda: index.version,
             token,
-            self.max_wait,
+            timeout,
             gaps=lambda: index.gaps,
         )
         try:

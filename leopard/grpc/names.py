@@ -5,8 +5,9 @@
 {1,62}[a-z0-9]$`` of at most 128 bytes, an object id ``^(([a-zA-Z0-9/_|\\-=+]{1,})|\\*)$``
 of at most 1,024, a relation of at most 64) and words its refusal as SpiceDB's
 validator does: ``validation error: resource.object_id: must be at most 1024 bytes``,
-several as ``validation errors:`` one a line. Types and relations already seen valid
-are remembered, so that a batch of checks on a few permissions pays for each once.
+several as ``validation errors:`` one a line (at most ``MAX_LISTED``). Types and
+relations already seen valid are remembered, so that a batch of checks on a few
+permissions pays for each once.
 
 ``Catalog`` answers what SpiceDB would find in its schema: whether a definition, a
 relation or permission exists (``object definition `x` not found`` otherwise), and
@@ -38,6 +39,10 @@ RULES = {
     "permission": (re.compile(PERMISSION), 64, f"^{PERMISSION}$"),
 }
 _ID_RE = RULES["id"][0]
+#: violations named in one message: SpiceDB names them all, and a bulk check of
+#: thousands of malformed items then makes a status message larger than a gRPC
+#: client accepts (RESOURCE_EXHAUSTED on its side instead of the refusal)
+MAX_LISTED = 40
 
 
 def group_name(type: str, id: str, permission: str) -> str:
@@ -107,7 +112,9 @@ class Fields:
         if len(found) == 1:
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"validation error: {found[0]}")
         if found:
-            lines = "".join(f"\n - {v}" for v in found)
+            lines = "".join(f"\n - {v}" for v in found[:MAX_LISTED])
+            if len(found) > MAX_LISTED:
+                lines += f"\n - ... and {len(found) - MAX_LISTED} more"
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"validation errors:{lines}")
 
 
@@ -115,6 +122,15 @@ def resource_wildcard() -> Refusal:
     return Refusal(
         grpc.StatusCode.INVALID_ARGUMENT,
         "invalid ObjectReference.ObjectId: alphanumeric value is required",
+    )
+
+
+def wildcard_userset() -> Refusal:
+    """SpiceDB's refusal of a subject ``type:*#relation`` in a CheckPermission."""
+    return Refusal(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "invalid SubjectReference.OptionalRelation: optionalrelation must be empty on "
+        "subject if object ID is a wildcard",
     )
 
 

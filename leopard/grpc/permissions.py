@@ -6,11 +6,13 @@
 one version; an item about an unknown definition, relation or permission is a
 per-item FAILED_PRECONDITION and one with a wildcard subject a per-item
 INVALID_ARGUMENT (SpiceDB's statuses, in ``pairs[i].error``), while a malformed item
-fails the whole request (``validation error: items[3].resource.object_id: ...``), as
-in SpiceDB. Items the index cannot answer (not indexed, with a caveat context) go to
-the SpiceDB behind Leopard in one request of their own, and its pairs are merged back
-in order; without one they are per-item UNIMPLEMENTED. At most 10,000 items, as in
-SpiceDB.
+fails the whole request (``validation error: items[3].resource.object_id: ...``, every
+malformed item named), as in SpiceDB; an ``at_least_as_fresh`` version not reached in
+time is every item's OUT_OF_RANGE, checked at the version asked for, as SpiceDB
+answers a revision it does not have. Items the index cannot answer (not indexed, with
+a caveat context) go to the SpiceDB behind Leopard in one request of their own, and
+its pairs are merged back in order; without one they are per-item UNIMPLEMENTED. At
+most 10,000 items, as in SpiceDB.
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ from authzed.api.v1 import permission_service_pb2 as pb
 from authzed.api.v1.permission_service_pb2_grpc import PermissionsServiceServicer
 
 from leopard.grpc.answering import Forward, same_object
+from leopard.grpc.consistency import AT_LEAST
 from leopard.grpc.forward import for_upstream
 from leopard.grpc.lookups import Lookups
-from leopard.grpc.names import RULES, Catalog, Fields, resource_wildcard, subject_name
+from leopard.grpc.names import (
+    RULES,
+    Catalog,
+    Fields,
+    resource_wildcard,
+    subject_name,
+    wildcard_userset,
+)
 from leopard.grpc.status import Refusal, wildcard
 
 __all__ = ["MAX_CHECKS", "Permissions"]
@@ -35,6 +45,61 @@ HAS = pb.CheckPermissionResponse.PERMISSIONSHIP_HAS_PERMISSION
 NO = pb.CheckPermissionResponse.PERMISSIONSHIP_NO_PERMISSION
 _FORWARD = "forward"
 _ID_RE = RULES["id"][0]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _tag(message: Any, name: str) -> bytes:
+    """The key of a length-delimited field (``field number << 3 | 2``)."""
+    return _varint(message.DESCRIPTOR.fields_by_name[name].number << 3 | 2)
+
+
+_CHECKED_AT = _tag(pb.CheckBulkPermissionsResponse, "checked_at")
+_PAIRS = _tag(pb.CheckBulkPermissionsResponse, "pairs")
+_REQUEST = _tag(pb.CheckBulkPermissionsPair, "request")
+_ERROR = _tag(pb.CheckBulkPermissionsPair, "error")
+_ANSWERS: dict[int, bytes] = {
+    int(answer): _tag(pb.CheckBulkPermissionsPair, "item") + _varint(len(item)) + item
+    for answer, item in (
+        (p, pb.CheckBulkPermissionsResponseItem(permissionship=p).SerializeToString())
+        for p in (HAS, NO)
+    )
+}
+#: the varints of lengths below 2**14 (every item and pair of a bulk check, in practice)
+_LENGTHS = [_varint(n) for n in range(1 << 14)]
+
+
+def _bulk_response(version: str, items: Any, outcome: list[Any]) -> bytes:
+    """The serialized ``CheckBulkPermissionsResponse``: a pair per item, each echoing
+    the item. Written as bytes, pair by pair: building ten thousand pair messages
+    (each a copy of its request item) took most of a bulk check's time."""
+    token = core_pb2.ZedToken(token=version).SerializeToString()
+    parts = [_CHECKED_AT, _varint(len(token)), token]
+    append, request, pairs, answers = parts.append, _REQUEST, _PAIRS, _ANSWERS
+    lengths, small = _LENGTHS, len(_LENGTHS)
+    for item, answer in zip(items, outcome, strict=True):
+        raw = item.SerializeToString()
+        size = len(raw)
+        head = request + (lengths[size] if size < small else _varint(size))
+        if answer.__class__ is int:
+            pair = head + raw + answers[answer]
+        elif isinstance(answer, Refusal):
+            status = answer.status().SerializeToString()
+            pair = head + raw + _ERROR + _varint(len(status)) + status
+        else:
+            pair = answer.SerializeToString()  # the upstream's pair, as it came
+        size = len(pair)
+        append(pairs)
+        append(lengths[size] if size < small else _varint(size))
+        append(pair)
+    return b"".join(parts)
 
 
 class Permissions(Lookups, PermissionsServiceServicer):
@@ -62,6 +127,8 @@ class Permissions(Lookups, PermissionsServiceServicer):
         resource, subject = request.resource, request.subject
         if resource.object_id == "*":
             raise resource_wildcard()
+        if subject.optional_relation and subject.object.object_id == "*":
+            raise wildcard_userset()
         rtype, perm = resource.object_type, request.permission
         stype, srel = subject.object.object_type, subject.optional_relation
         self.answerable(rtype, perm, stype, srel)
@@ -95,26 +162,27 @@ class Permissions(Lookups, PermissionsServiceServicer):
                 f"check count of {len(items)} is greater than maximum allowed of {MAX_CHECKS}",
             )
         freshness = self.freshness
-        freshness.reach(want)
+        version: str | None = None
+        try:
+            freshness.reach(want)
+        except Refusal as stale:
+            if want.kind != AT_LEAST:
+                raise
+            # SpiceDB answers a revision it does not have with every item's own
+            # OUT_OF_RANGE, checked at the revision asked for; the upstream, when there
+            # is one, still answers what it answers (at its head, fresher than that)
+            assert want.token is not None
+            outcome = [stale] * len(items)
+            local_at, local, version = [], [], want.token
         if forward_at:
             self._forward_items(request, forward_at, outcome, context)
-        with self.index.lock:
-            version = freshness.exact(want)
-            answers = self.index.check_many(local) if local else ()
-        for i, member in zip(local_at, answers, strict=True):
-            outcome[i] = HAS if member else NO
-        response = pb.CheckBulkPermissionsResponse(checked_at=core_pb2.ZedToken(token=version))
-        pairs = response.pairs
-        add, Item = pairs.add, pb.CheckBulkPermissionsResponseItem  # noqa: N806
-        has, no = Item(permissionship=HAS), Item(permissionship=NO)
-        for item, answer in zip(items, outcome, strict=True):
-            if answer.__class__ is int:
-                add(request=item, item=has if answer == HAS else no)
-            elif isinstance(answer, Refusal):
-                add(request=item, error=answer.status())
-            else:
-                pairs.append(answer)  # the upstream's pair
-        return response
+        if version is None:
+            with self.index.lock:
+                version = freshness.exact(want)
+                answers = self.index.check_many(local) if local else ()
+            for i, member in zip(local_at, answers, strict=True):
+                outcome[i] = HAS if member else NO
+        return _bulk_response(version, items, outcome)
 
     def _sort_items(
         self, items: Any
@@ -130,6 +198,7 @@ class Permissions(Lookups, PermissionsServiceServicer):
         local_at: list[int] = []
         local: list[tuple[str, str]] = []
         forward_at: list[int] = []
+        malformed: Fields | None = None  # every item's violations, as SpiceDB lists them
         for i, item in enumerate(items):
             resource, subject = item.resource, item.subject
             obj = subject.object
@@ -144,11 +213,15 @@ class Permissions(Lookups, PermissionsServiceServicer):
                 and len(sid) <= 1024
                 and id_ok(rid)
                 and id_ok(sid)
-                and item.HasField("resource")
-                and item.HasField("subject")
-                and subject.HasField("object")
-            ):
-                self._refuse_item(item, i)  # raises when the item is malformed
+            ):  # (a missing resource or subject has an empty type: never a good one)
+                if malformed is None:
+                    malformed = Fields()
+                seen = len(malformed.violations)
+                self._check_item(malformed, item, i)
+                if len(malformed.violations) > seen:
+                    continue  # the request fails below, naming every malformed item
+            if malformed is not None and malformed.violations:
+                continue
             key = (rtype, perm, stype, srel)
             verdict = verdicts.get(key)
             if verdict is None:
@@ -160,10 +233,10 @@ class Permissions(Lookups, PermissionsServiceServicer):
                     outcome[i] = verdict
             elif upstream and item.HasField("context"):
                 forward_at.append(i)
+            elif sid == "*":  # before a wildcard resource, as in SpiceDB
+                outcome[i] = wildcard("check on wildcard subject", "subject.object_id")
             elif rid == "*":
                 outcome[i] = NO  # as SpiceDB answers it
-            elif sid == "*":
-                outcome[i] = wildcard("check on wildcard subject", "subject.object_id")
             elif (
                 srel and stype == rtype and sid == rid and same_object(cat.plan, rtype, perm, srel)
             ):
@@ -173,16 +246,16 @@ class Permissions(Lookups, PermissionsServiceServicer):
                 local.append(
                     (f"{stype}:{sid}#{srel}" if srel else f"{stype}:{sid}", f"{rtype}:{rid}#{perm}")
                 )
+        if malformed is not None:
+            malformed.done()  # raises when an item was malformed
         return outcome, local_at, local, forward_at
 
     @staticmethod
-    def _refuse_item(item: Any, i: int) -> None:
-        fields = Fields()
+    def _check_item(fields: Fields, item: Any, i: int) -> None:
         prefix = f"items[{i}]."
         fields.object(item, "resource", prefix)
         fields.check("relation", item.permission, f"{prefix}permission")
         fields.subject(item, prefix)
-        fields.done()
 
     def _verdict(self, cat: Catalog, key: tuple[str, str, str, str]) -> Any:
         """True (the index answers), ``_FORWARD``, or the item's refusal."""

@@ -17,6 +17,7 @@ authzed) this module does not import, with an error naming it.
 from __future__ import annotations
 
 import socket
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,44 @@ def _read(path: str, what: str) -> bytes:
         raise InvalidInput(f"{what} {path!r} cannot be read: {exc.strerror or exc}") from None
 
 
+def _key_pair(cert_path: str, key_path: str) -> tuple[bytes, bytes]:
+    """The PEM private key and certificate chain of the files, checked to load together
+    (gRPC's core would refuse them only as a port it cannot add, with log lines)."""
+    key = _read(key_path, "--grpc-tls-key-path")
+    cert = _read(cert_path, "--grpc-tls-cert-path")
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise InvalidInput(f"--grpc-tls-cert-path {cert_path!r} holds no PEM certificate")
+    if b"PRIVATE KEY-----" not in key:
+        raise InvalidInput(f"--grpc-tls-key-path {key_path!r} holds no PEM private key")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
+    except (ssl.SSLError, ValueError) as exc:
+        raise InvalidInput(
+            f"--grpc-tls-cert-path {cert_path!r} and --grpc-tls-key-path {key_path!r} do "
+            f"not load as a certificate and its key: {getattr(exc, 'reason', None) or exc}"
+        ) from None
+    return key, cert
+
+
+def _unlistenable(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, asked before gRPC's core is (whose own
+    refusal is also a log line on stderr); None when it can."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"not an address ({exc})"
+    if port == 0 or not found:
+        return None
+    family, kind, proto, _, address = found[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 class GrpcServer:
     """SpiceDB's API over ``index`` (see the module docstring)."""
 
@@ -118,10 +157,13 @@ class GrpcServer:
         address = f"{shown}:{o.port}"
         if (o.tls_cert_path is None) != (o.tls_key_path is None):
             raise InvalidInput("--grpc-tls-cert-path and --grpc-tls-key-path go together")
+        why = _unlistenable(o.host, o.port)
+        if why is not None:
+            self.close_upstream()
+            raise InvalidInput(f"cannot listen on {address} for gRPC: {why}")
         try:
             if o.tls_cert_path is not None and o.tls_key_path is not None:
-                pair = (_read(o.tls_key_path, "--grpc-tls-key-path"),
-                        _read(o.tls_cert_path, "--grpc-tls-cert-path"))  # fmt: skip
+                pair = _key_pair(o.tls_cert_path, o.tls_key_path)
                 port = self.server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
             else:
                 port = self.server.add_insecure_port(address)

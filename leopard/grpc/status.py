@@ -10,10 +10,11 @@ INVALID_ARGUMENT            malformed input (``validation error: resource.object
                             a wildcard subject, a cursor that is not one of ours
 FAILED_PRECONDITION         an unknown definition, relation or permission (``object
                             definition `nope` not found``), carrying SpiceDB's
-                            ``ErrorInfo`` reason; an ``at_exact_snapshot`` that is
-                            not the current version
+                            ``ErrorInfo`` reason
 OUT_OF_RANGE                an ``at_least_as_fresh`` version not applied in time
-                            (``invalid zedtoken: revision was invalid``)
+                            (``invalid zedtoken: revision was invalid``); an
+                            ``at_exact_snapshot`` that is not the current version
+                            (``invalid revision: revision has expired``)
 UNAVAILABLE                 the change stream's head not applied in time
                             (``fully_consistent``); the index unreadable
 UNIMPLEMENTED               what SpiceDB does not do either, and what only the

@@ -5,26 +5,46 @@ The mapping onto the schema: a subject ``{"type": "user", "id": "alice"}`` is th
 subject ``user:alice``; a resource ``{"type": "doc", "id": "d1"}`` the object
 ``doc:d1``; an action's ``name`` is a relation or permission of the resource's type,
 so that evaluating ``can subject do action on resource`` checks whether ``user:alice``
-is in the set ``doc:d1#<name>``. Only relations the index holds can be actions; a name
-it does not hold is refused, saying why. ``properties`` and ``context`` are accepted
-and not used: the relations the index holds carry no conditions, so they cannot change
-a decision. An id may not hold ``#`` (a relation in Leopard's names); ``*`` is the
-wildcard subject.
+is in the set ``doc:d1#<name>``. ``properties`` and ``context`` are accepted and not
+used: the relations the index holds carry no conditions, so they cannot change a
+decision. An id may not hold ``#`` or ``:`` (they separate Leopard's names); ``*`` is
+the wildcard subject (``user:*``: every user, where the schema allows it).
+
+Names the index cannot answer for, by kind:
+
+* a type, or an action of a type, that the schema does not define: nothing can match
+  it. An evaluation is refused with a 400 naming it (a typo should not pass for a
+  deny); a search answers empty ``results`` (the certification scenario of the
+  specification asks so), its ``context.reason`` saying why;
+* a permission the schema defines but the index does not hold (an exclusion, an
+  intersection, a caveat): the index cannot decide it, and a 400 says why, in every
+  API (a deny or an empty search would be a wrong answer, not a refusal);
+* an id that Leopard's grammar refuses (whitespace, control characters, over 1 KiB):
+  a 400 naming it.
 
 * Access Evaluation: ``Index.check``. Access Evaluations: the top-level entities are
-  the defaults of each item; the items are answered by ``Index.check_many`` from one
-  version, and ``options.evaluations_semantic`` (``execute_all``,
-  ``deny_on_first_deny``, ``permit_on_first_permit``) cuts the answer after the first
-  deny or permit. An item that cannot be evaluated is a deny whose ``context.error``
-  says why (``status`` 400 and a ``message``).
+  the defaults of each item (whole entities, never merged field by field); the items
+  are answered by ``Index.check_many`` from one version, and
+  ``options.evaluations_semantic`` (``execute_all``, ``deny_on_first_deny``,
+  ``permit_on_first_permit``) cuts the answer after the first deny or permit. An item
+  that cannot be evaluated (malformed, missing an entity without a default, refused
+  as above) is a deny whose ``context.error`` says why (``status`` 400 and a
+  ``message``), and counts as a deny for the semantics; only a malformed top level is
+  a 400 for the whole request.
 * Subject Search: the leaf members of the set (``Index.members_of``) of the subject's
   type; Resource Search: ``Index.groups_of`` with the type and the action; Action
   Search: every relation of the resource's type the index holds, checked (those it
-  does not hold are named, with why, in ``context.not_evaluated``). Results are
-  sorted by id and paged (``page.limit``, at most 1000; ``page.token`` is the previous
-  page's ``next_token``, valid for the same request only).
-* Errors: the status of Leopard's one table, the body the message as ``text/plain``
-  (the specification's "error message string"). Every answer echoes ``X-Request-ID``.
+  does not hold are named, with why, in ``context.not_evaluated``). The searched-for
+  entity's ``id`` is ignored. Results are sorted by id and paged: ``page.limit`` (0 or
+  none: ``MAX_PAGE``; more is served ``MAX_PAGE`` at a time), ``page.token`` the
+  previous page's ``next_token``. A token is valid for the same request only: the
+  entities and ``context`` must not change, nor ``page.limit`` if given again (left
+  out, the token's own limit holds). ``count`` is always given, ``total`` where it
+  costs nothing more (resource and action search).
+* Transport: a POST's ``Content-Type`` must be ``application/json`` (400 otherwise);
+  errors have the status of Leopard's one table and the message as ``text/plain``
+  (the specification's "error message string"); every answer echoes ``X-Request-ID``
+  (``leopard.http.peers``).
 """
 
 from __future__ import annotations
@@ -34,22 +54,32 @@ import bisect
 import hashlib
 import json
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from leopard.core.index import Index
 from leopard.http import authzen_schemas as Z
 from leopard.http.errors import HttpError, error_answer
+from leopard.http.parsing import describe
 from leopard.http.reply import PeerRequest, Reply, parse_body
 from leopard.http.types import Scope
 
 __all__ = ["AuthZen"]
 
 Entity = Z.Subject | Z.SubjectFilter | Z.Resource | Z.ResourceFilter
+M = TypeVar("M", bound=BaseModel)
+_JSON = b"application/json"
+#: a single decision's answer, as ``Decision`` serializes it (the hot path skips pydantic)
+_DECISIONS = (b'{"decision":false}', b'{"decision":true}')
 
 
 def _bad(message: str) -> HttpError:
     return HttpError(400, "invalid_request", message)
+
+
+class _Unknown(Exception):
+    """A type or action the schema does not define: no entity can match it."""
 
 
 class AuthZen:
@@ -59,52 +89,71 @@ class AuthZen:
         self.index = index
         self.max_batch = max_batch
 
+    # -- reading -----------------------------------------------------------------------
+
+    async def _read(self, request: PeerRequest, model: type[M]) -> M:
+        """The body as ``model``, after the Content-Type the HTTPS binding requires."""
+        given = request.header(b"content-type")
+        if given is None or given.split(b";", 1)[0].strip().lower() != _JSON:
+            shown = "none" if given is None else repr(given.decode("latin-1")[:80])
+            raise _bad(f"the Content-Type must be application/json, not {shown}")
+        return parse_body(await request.body(), model)
+
     # -- names -------------------------------------------------------------------------
 
     def _type(self, entity: Entity, what: str) -> str:
         plan = self.index.config.plan
         if plan is not None and entity.type not in plan.schema.types:
-            raise _bad(f"{what}.type {entity.type!r} is not a type of the schema")
+            raise _Unknown(f"{what}.type {entity.type!r} is not a type of the schema")
         return entity.type
 
     def _name(self, entity: Entity, what: str) -> str:
         typ = self._type(entity, what)
         oid = entity.id or ""
-        if "#" in oid or ":" in oid:
+        if not isinstance(oid, str) or "#" in oid or ":" in oid:
             raise _bad(f"{what}.id {oid!r} cannot hold '#' or ':' (they separate Leopard's names)")
         return f"{typ}:{oid}"
 
     def _relation(self, typ: str, action: Z.Action) -> str:
         config = self.index.config
         name = action.name
-        if not config.is_set(typ, name):
+        if config.is_set(typ, name):
+            return name
+        why = config.why_not(typ, name)
+        plan = config.plan
+        if plan is not None and (typ, name) in plan.refused:  # defined, not answerable
             raise _bad(
                 f"action {name!r} on {typ!r} cannot be evaluated: {typ}#{name} is not indexed "
-                f"({config.why_not(typ, name)})"
+                f"({why})"
             )
-        return name
+        raise _Unknown(f"action {name!r} is not a relation or permission of {typ!r} ({why})")
 
     def _pair(self, subject: Z.Subject, action: Z.Action, resource: Z.Resource) -> tuple[str, str]:
         group = f"{self._name(resource, 'resource')}#{self._relation(resource.type, action)}"
         return self._name(subject, "subject"), group
 
+    def _decide(self, subject: Z.Subject, action: Z.Action, resource: Z.Resource) -> Reply:
+        try:
+            pair = self._pair(subject, action, resource)
+        except _Unknown as exc:
+            raise _bad(str(exc)) from None
+        return Reply(200, _DECISIONS[self.index.check(*pair)])
+
     # -- evaluations -------------------------------------------------------------------
 
     async def evaluation(self, request: PeerRequest) -> Reply:
-        body = parse_body(await request.body(), Z.EvaluationRequest)
-        subject, group = self._pair(body.subject, body.action, body.resource)
-        return Reply.of(Z.Decision(decision=self.index.check(subject, group)))
+        body = await self._read(request, Z.EvaluationRequest)
+        return self._decide(body.subject, body.action, body.resource)
 
     async def evaluations(self, request: PeerRequest) -> Reply:
-        body = parse_body(await request.body(), Z.EvaluationsRequest)
+        body = await self._read(request, Z.EvaluationsBody)
         items = body.evaluations or []
         if not items:  # as a single evaluation
             for what in ("subject", "action", "resource"):
                 if getattr(body, what) is None:
                     raise _bad(f"body field {what!r} is missing (and there are no evaluations)")
             assert body.subject and body.action and body.resource
-            subject, group = self._pair(body.subject, body.action, body.resource)
-            return Reply.of(Z.Decision(decision=self.index.check(subject, group)))
+            return self._decide(body.subject, body.action, body.resource)
         if len(items) > self.max_batch:
             raise HttpError(
                 413,
@@ -114,17 +163,11 @@ class AuthZen:
             )
         pairs: dict[int, tuple[str, str]] = {}
         errors: dict[int, str] = {}
-        for i, item in enumerate(items):
-            s, a, r = item.subject or body.subject, item.action or body.action, item.resource
-            r = r or body.resource
-            for what, value in (("subject", s), ("action", a), ("resource", r)):
-                if value is None:
-                    raise _bad(f"evaluations[{i}] has no {what}, and the request no default one")
-            assert s is not None and a is not None and r is not None
+        for i, raw in enumerate(items):
             try:
-                pairs[i] = self._pair(s, a, r)
-            except HttpError as exc:
-                errors[i] = exc.detail
+                pairs[i] = self._item(i, raw, body)
+            except (HttpError, _Unknown) as exc:
+                errors[i] = exc.detail if isinstance(exc, HttpError) else str(exc)
         decided = dict(
             zip(pairs, self._check_all(list(pairs.values()), errors, list(pairs)), strict=True)
         )
@@ -141,6 +184,23 @@ class AuthZen:
             ):
                 break
         return Reply.of(Z.EvaluationsResponse(evaluations=out))
+
+    def _item(self, i: int, raw: Any, body: Z.EvaluationsBody) -> tuple[str, str]:
+        """The subject and set of item ``i``, its missing entities from the top level."""
+        try:
+            item = Z.EvaluationItem.model_validate(raw)
+        except ValidationError as exc:
+            raise _bad(describe(exc, Z.EvaluationItem, f"evaluations[{i}]")) from None
+        s, a, r = item.subject or body.subject, item.action or body.action, item.resource
+        r = r or body.resource
+        missing = [w for w, v in (("subject", s), ("action", a), ("resource", r)) if v is None]
+        if missing:
+            raise _bad(
+                f"evaluations[{i}] has no {' and no '.join(missing)}, and the request gives "
+                "no default"
+            )
+        assert s is not None and a is not None and r is not None
+        return self._pair(s, a, r)
 
     def _check_all(
         self, pairs: list[tuple[str, str]], errors: dict[int, str], keys: list[int]
@@ -162,11 +222,14 @@ class AuthZen:
     # -- searches ----------------------------------------------------------------------
 
     async def search_subject(self, request: PeerRequest) -> Reply:
-        body = parse_body(await request.body(), Z.SubjectSearchRequest)
-        group = f"{self._name(body.resource, 'resource')}#"
-        group += self._relation(body.resource.type, body.action)
-        prefix = self._type(body.subject, "subject") + ":"
+        body = await self._read(request, Z.SubjectSearchRequest)
         limit, after, stamp = self._page(body, body.page)
+        try:
+            group = f"{self._name(body.resource, 'resource')}#"
+            group += self._relation(body.resource.type, body.action)
+            prefix = self._type(body.subject, "subject") + ":"
+        except _Unknown as exc:
+            return Reply.of(Z.SubjectSearchResponse(**self._nothing(exc)))
         found: list[str] = []
         cursor = after if after is not None else prefix
         while len(found) <= limit:
@@ -187,23 +250,31 @@ class AuthZen:
         return Reply.of(Z.SubjectSearchResponse(page=page, results=results))
 
     async def search_resource(self, request: PeerRequest) -> Reply:
-        body = parse_body(await request.body(), Z.ResourceSearchRequest)
-        typ = self._type(body.resource, "resource")
-        relation = self._relation(typ, body.action)
-        subject = self._name(body.subject, "subject")
+        body = await self._read(request, Z.ResourceSearchRequest)
+        self._page(body, body.page)  # a bad token is refused whatever the names
+        try:
+            typ = self._type(body.resource, "resource")
+            relation = self._relation(typ, body.action)
+            subject = self._name(body.subject, "subject")
+        except _Unknown as exc:
+            return Reply.of(Z.ResourceSearchResponse(**self._nothing(exc)))
         names = self.index.groups_of(subject, type=typ, permission=relation)
         tail = len(relation) + 1
-        ids = [n[len(typ) + 1 : -tail] for n in names]
+        ids = sorted(n[len(typ) + 1 : -tail] for n in names)
         shown, page = self._slice(ids, body, body.page)
         return Reply.of(
             Z.ResourceSearchResponse(page=page, results=[Z.Resource(type=typ, id=i) for i in shown])
         )
 
     async def search_action(self, request: PeerRequest) -> Reply:
-        body = parse_body(await request.body(), Z.ActionSearchRequest)
+        body = await self._read(request, Z.ActionSearchRequest)
+        self._page(body, body.page)
         config = self.index.config
-        obj = self._name(body.resource, "resource")
-        subject = self._name(body.subject, "subject")
+        try:
+            obj = self._name(body.resource, "resource")
+            subject = self._name(body.subject, "subject")
+        except _Unknown as exc:
+            return Reply.of(Z.ActionSearchResponse(**self._nothing(exc)))
         relations = sorted(config.sets_of(body.resource.type))
         held = self.index.check_many([(subject, f"{obj}#{r}") for r in relations])
         names = [r for r, ok in zip(relations, held, strict=True) if ok]
@@ -218,36 +289,56 @@ class AuthZen:
         results = [Z.Action(name=n) for n in shown]
         return Reply.of(Z.ActionSearchResponse(page=page, context=context, results=results))
 
+    @staticmethod
+    def _nothing(why: _Unknown) -> dict[str, Any]:
+        """An empty search answer saying why nothing can match."""
+        return {
+            "page": Z.PageResponse(next_token="", count=0, total=0),
+            "context": {"reason": str(why)},
+            "results": [],
+        }
+
     # -- paging ------------------------------------------------------------------------
 
     def _page(self, body: BaseModel, page: Z.PageRequest | None) -> tuple[int, str | None, str]:
-        """The page size, the name to start after (None: the start) and the request's stamp."""
-        limit = (page.limit if page is not None else None) or Z.MAX_PAGE
-        shape = body.model_dump(mode="json", exclude={"page": {"token"}})
+        """The page size, the name to start after (None: the start) and the request's
+        stamp (a digest of everything but ``page``)."""
+        asked = page.limit if page is not None else None
+        limit = min(asked or Z.MAX_PAGE, Z.MAX_PAGE)
+        shape = body.model_dump(mode="json", exclude={"page"})
         stamp = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
         token = page.token if page is not None else None
         if not token:
             return limit, None, stamp
         try:
             data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            after, given = data["a"], data["s"]
+            after, given, size = data["a"], data["s"], data["l"]
         except (ValueError, KeyError, TypeError):
             raise _bad(f"page.token {token[:40]!r} is not a token this server gave") from None
         if given != stamp or not isinstance(after, str) or not after:
             raise _bad(
-                "page.token belongs to another request: everything but the token must stay "
-                "the same from page to page"
+                "page.token belongs to another request: the subject, action, resource and "
+                "context must stay the same from page to page"
             )
-        return limit, after, stamp
+        if not isinstance(size, int) or not 0 < size <= Z.MAX_PAGE:
+            raise _bad(f"page.token {token[:40]!r} is not a token this server gave")
+        if asked is not None and limit != size:
+            raise _bad(
+                f"page.limit changed from {size} to {asked} in the middle of a search: give "
+                "the first page's limit, or none"
+            )
+        return size, after, stamp
 
     @staticmethod
-    def _next(found: Sequence[str], limit: int, stamp: str) -> Z.PageResponse:
+    def _next(
+        found: Sequence[str], limit: int, stamp: str, total: int | None = None
+    ) -> Z.PageResponse:
         shown = min(len(found), limit)
         if len(found) <= limit:
-            return Z.PageResponse(next_token="", count=shown)
-        data = json.dumps({"a": found[limit - 1], "s": stamp}, separators=(",", ":"))
+            return Z.PageResponse(next_token="", count=shown, total=total)
+        data = json.dumps({"a": found[limit - 1], "s": stamp, "l": limit}, separators=(",", ":"))
         token = base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
-        return Z.PageResponse(next_token=token, count=shown)
+        return Z.PageResponse(next_token=token, count=shown, total=total)
 
     def _slice(
         self, names: list[str], body: BaseModel, page: Z.PageRequest | None
@@ -256,7 +347,7 @@ class AuthZen:
         limit, after, stamp = self._page(body, page)
         start = bisect.bisect_right(names, after) if after is not None else 0
         found = names[start : start + limit + 1]
-        return found[:limit], self._next(found, limit, stamp)
+        return found[:limit], self._next(found, limit, stamp, total=len(names))
 
     # -- metadata and errors -----------------------------------------------------------
 

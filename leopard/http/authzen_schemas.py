@@ -21,6 +21,7 @@ __all__ = [
     "Decision",
     "EvaluationItem",
     "EvaluationRequest",
+    "EvaluationsBody",
     "EvaluationsOptions",
     "EvaluationsRequest",
     "EvaluationsResponse",
@@ -38,7 +39,8 @@ __all__ = [
 ]
 
 Semantic = Literal["execute_all", "deny_on_first_deny", "permit_on_first_permit"]
-#: the largest page a search answers, and the page when none is asked for
+#: the largest page a search answers, and the page when none is asked for (a larger
+#: ``page.limit`` is served this many at a time: the PEP follows ``next_token``)
 MAX_PAGE = 1000
 
 
@@ -57,10 +59,10 @@ class Subject(_Az):
 
 
 class SubjectFilter(_Az):
-    """The subject of a subject search: its `type` (an `id` is ignored)."""
+    """The subject of a subject search: its `type` (an `id`, of any value, is ignored)."""
 
     type: str = Field(min_length=1, examples=["user"])
-    id: str | None = None
+    id: Any = Field(None, description="Ignored, as the specification requires.")
     properties: dict[str, Any] | None = None
 
 
@@ -73,10 +75,10 @@ class Resource(_Az):
 
 
 class ResourceFilter(_Az):
-    """The resource of a resource search: its `type` (an `id` is ignored)."""
+    """The resource of a resource search: its `type` (an `id`, of any value, is ignored)."""
 
     type: str = Field(min_length=1, examples=["doc"])
-    id: str | None = None
+    id: Any = Field(None, description="Ignored, as the specification requires.")
     properties: dict[str, Any] | None = None
 
 
@@ -120,6 +122,13 @@ class EvaluationsRequest(_Az):
     options: EvaluationsOptions | None = None
 
 
+class EvaluationsBody(EvaluationsRequest):
+    """`EvaluationsRequest` as the server reads it: the items are validated one by one,
+    so that a bad item is a deny with its error, not a 400 for the whole batch."""
+
+    evaluations: list[Any] | None = None  # type: ignore[assignment]
+
+
 class Decision(_Az):
     decision: bool
     context: dict[str, Any] | None = None
@@ -134,7 +143,10 @@ class EvaluationsResponse(_Az):
 class PageRequest(_Az):
     token: str | None = Field(None, description="The `next_token` of the previous page.")
     limit: int | None = Field(
-        None, ge=0, le=MAX_PAGE, description=f"Page size (0 or none: {MAX_PAGE})."
+        None,
+        ge=0,
+        description=f"Page size (0 or none: {MAX_PAGE}; more is served {MAX_PAGE} at a time). "
+        "Left out after the first page, the first page's limit holds.",
     )
     properties: dict[str, Any] | None = None
 

@@ -129,7 +129,10 @@ OPENFGA_ROUTES: tuple[Route, ...] = (
 _MAPPING = (
     "`subject` and `resource` are objects of the schema (`type:id`); `action.name` is a "
     "relation or permission of the resource's type that the index holds; `properties` "
-    "and `context` are accepted and not used (indexed relations carry no conditions)."
+    "and `context` are accepted and not used (indexed relations carry no conditions). "
+    "The body must be sent as `Content-Type: application/json`. A permission the index "
+    "does not hold is a 400 saying why; a type or action the schema does not define is "
+    "a 400 for an evaluation and empty `results` for a search."
 )
 
 

@@ -37,10 +37,14 @@ from openfga_sdk.exceptions import (
 from openfga_sdk.models import FgaObject, UserTypeFilter
 from openfga_sdk.sync import OpenFgaClient
 from support.fga import fga_binary, fga_run
-from support.http import call, leopard_serve
+from support.http import call, leopard_serve, wait_until
 
 import leopard
+from ingest.codecs import Change
+from ingest.kafka.local_broker import LocalBroker
+from ingest.kafka.publish import publish
 from leopard.http.openfga import default_store_id
+from leopard.model.names import parse_tuple
 
 MODEL = """\
 model
@@ -267,6 +271,51 @@ def test_the_model_id_and_consistency_are_honoured(fga: OpenFgaClient) -> None:
     assert exc.value.code == "authorization_model_not_found"
 
 
+@pytest.mark.kafka
+def test_higher_consistency_sees_what_was_published_before(
+    broker: LocalBroker, topic: str, tmp_path: Path
+) -> None:
+    """``HIGHER_CONSISTENCY`` answers once the index has applied the head of the change
+    stream as of the request, with no token: a change published just before is seen, by
+    check, batch-check and list-objects alike."""
+    (tmp_path / "model.fga").write_text(MODEL)
+    leopard.build_index([TUPLES], tmp_path / "idx", schema=tmp_path / "model.fga")
+    args = ("--index", str(tmp_path / "idx"), "--brokers", broker.bootstrap, "--topic", topic)
+    higher = {"consistency": "HIGHER_CONSISTENCY"}
+    with leopard_serve(*args) as (url, _):
+        store = default_store_id(tmp_path / "idx")
+        probe = json.dumps({"tuple_key": {"user": USERS[0], "relation": "member",
+                                          "object": GROUPS[0]}, **higher})  # fmt: skip
+        # the consumer joins its group first (a 503 until it has a partition)
+        joined = wait_until(
+            lambda: call(url, "POST", f"/stores/{store}/check", probe).status == 200, 30
+        )
+        assert joined, call(url, "POST", f"/stores/{store}/check", probe).body
+        with OpenFgaClient(ClientConfiguration(api_url=url, store_id=store)) as client:
+            for i in range(3):
+                user = f"user:newcomer{i}"
+                member = ClientCheckRequest(user=user, relation="member", object=GROUPS[0])
+                assert client.check(member, higher).allowed is False
+                publish(
+                    [Change("touch", parse_tuple(f"{GROUPS[0]}#member@{user}"))],
+                    broker.bootstrap,
+                    topic,
+                )
+                assert client.check(member, higher).allowed is True
+            publish(
+                [Change("touch", parse_tuple(f"{DOCS[3]}#editor@{GROUPS[0]}#member"))],
+                broker.bootstrap,
+                topic,
+            )
+            item = ClientBatchCheckItem(
+                user="user:newcomer1", relation="editor", object=DOCS[3], correlation_id="e"
+            )
+            batch = client.batch_check(ClientBatchCheckRequest(checks=[item]), higher)
+            assert [(r.correlation_id, r.allowed) for r in batch.result] == [("e", True)]
+            request = ClientListObjectsRequest(user="user:newcomer2", relation="editor", type="doc")
+            assert DOCS[3] in client.list_objects(request, higher).objects
+
+
 def test_expand_needs_an_upstream(fga: OpenFgaClient) -> None:
     with pytest.raises(NotFoundException) as exc:
         fga.expand(ClientExpandRequest(relation="viewer", object=DOCS[0]))
@@ -368,6 +417,7 @@ BAD = [
      400, "invalid_continuation_token", "continuation token"),
     ("GET", "check", None, 405, "undefined_endpoint", "allowed: POST"),
     ("POST", "write", "{}", 404, "undefined_endpoint", "no route"),
+    ("POST", "check/more", _check(), 404, "undefined_endpoint", "no route"),
 ]  # fmt: skip
 
 
@@ -395,6 +445,7 @@ def test_bad_input_gets_openfgas_error(
         ("/stores?continuation_token=eyJ", 400, "invalid_continuation_token"),
         (f"/stores/{OTHER_STORE}/authorization-models", 404, "store_id_not_found"),
         ("/stores/x/y/z", 404, "undefined_endpoint"),
+        ("/stores//check", 404, "undefined_endpoint"),
     ],
 )
 def test_bad_store_paths(served: str, target: str, status: int, code: str) -> None:

@@ -9,7 +9,10 @@ with a response message of the API (``CheckResponse``, ``BatchCheckResponse``,
 ``ExpandResponse`` with a ``UsersetTree``) or the example error body of
 ``errors_ignore.proto`` (``{"code":"validation_error", "message":"Generic validation
 error"}``). It records what it received, so the tests can tell that a request went on
-unchanged and that one the index answers never left.
+unchanged and that one the index answers never left. The rest of the API it keeps as a
+store would, in memory: ``Write`` adds and deletes tuples that ``Read`` and
+``ReadChanges`` then return (``WriteResponse``, ``ReadResponse``, ``ReadChangesResponse``),
+and ``CreateStore`` answers a ``CreateStoreResponse``.
 """
 
 from __future__ import annotations
@@ -30,10 +33,17 @@ from openfga_sdk.client.models import (
     ClientCheckRequest,
     ClientExpandRequest,
     ClientListObjectsRequest,
+    ClientReadChangesRequest,
     ClientTuple,
+    ClientWriteRequest,
 )
 from openfga_sdk.client.models.list_users_request import ClientListUsersRequest
-from openfga_sdk.models import FgaObject, UserTypeFilter
+from openfga_sdk.models import (
+    CreateStoreRequest,
+    FgaObject,
+    ReadRequestTupleKey,
+    UserTypeFilter,
+)
 from openfga_sdk.sync import OpenFgaClient
 from support.http import call, leopard_serve
 
@@ -65,6 +75,7 @@ TUPLES = [
 ]
 JSON = "application/json"
 OTHER_MODEL = "01GXSA8YR785C4FYS3C0RTG7B1"
+_AT = "2026-01-01T00:00:00Z"
 
 
 @dataclass
@@ -131,14 +142,45 @@ class Replay:
 
     def __init__(self) -> None:
         self.received: list[Received] = []
+        self.tuples: list[dict[str, str]] = []  # what Write wrote, in order
         replay = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+                self._record("GET", b"")
+                if self.path.split("?")[0] == f"/stores/{STORE}/changes":
+                    changes = [
+                        {"tuple_key": k, "operation": "TUPLE_OPERATION_WRITE", "timestamp": _AT}
+                        for k in replay.tuples
+                    ]
+                    self._answer(200, _json({"changes": changes, "continuation_token": ""}), JSON)
+                else:
+                    self._answer(418, b'{"code":"unexpected","message":"not in the replay"}', JSON)
+
+            def _record(self, method: str, body: bytes) -> None:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                replay.received.append(Received(method, self.path, headers, body))
+
             def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                replay.received.append(Received("POST", self.path, headers, body))
+                self._record("POST", body)
                 prefix = f"/stores/{STORE}"
+                if self.path == "/stores":  # CreateStoreResponse
+                    made = {"id": "01J0000000000000000000000N", "name": json.loads(body)["name"],
+                            "created_at": _AT, "updated_at": _AT}  # fmt: skip
+                    self._answer(201, _json(made), JSON)
+                    return
+                if self.path == prefix + "/write":  # WriteResponse: {}
+                    request = json.loads(body)
+                    for key in (request.get("deletes") or {}).get("tuple_keys", []):
+                        replay.tuples.remove(key)
+                    replay.tuples += (request.get("writes") or {}).get("tuple_keys", [])
+                    self._answer(200, b"{}", JSON)
+                    return
+                if self.path == prefix + "/read":  # ReadResponse {tuples: [Tuple]}
+                    tuples = [{"key": k, "timestamp": _AT} for k in replay.tuples]
+                    self._answer(200, _json({"tuples": tuples, "continuation_token": ""}), JSON)
+                    return
                 for ex in EXCHANGES:
                     if self.path == prefix + ex.path and ex.matches(json.loads(body)):
                         self._answer(ex.status, ex.body, ex.content_type)
@@ -297,6 +339,45 @@ def test_lists_and_expand_go_upstream(fga: OpenFgaClient, upstream: Replay) -> N
     assert tree.root.name == "doc:d1#viewer" and len(tree.root.union.nodes) == 2
     paths = [r.path.rsplit("/", 1)[1] for r in upstream.received]
     assert paths == ["list-objects", "streamed-list-objects", "list-users", "expand"]
+
+
+def test_the_rest_of_openfgas_api_goes_upstream(fga: OpenFgaClient, upstream: Replay) -> None:
+    """Write, Read, ReadChanges and CreateStore: no route of the index answers them (nor
+    a POST on /stores), so they go on unchanged; a write made through Leopard is read
+    back through Leopard."""
+    upstream.tuples.clear()
+    key = {"user": "user:dora", "relation": "viewer", "object": "doc:d3"}
+    fga.write(ClientWriteRequest(writes=[ClientTuple(**key)]))
+    read = fga.read(ReadRequestTupleKey(object="doc:d3", relation="viewer", user="user:dora"))
+    assert [(t.key.user, t.key.relation, t.key.object) for t in read.tuples] == [
+        ("user:dora", "viewer", "doc:d3")
+    ]
+    changes = fga.read_changes(ClientReadChangesRequest(type="doc")).changes
+    assert [c.tuple_key.user for c in changes] == ["user:dora"]
+    assert fga.create_store(CreateStoreRequest(name="other")).name == "other"
+    fga.write(ClientWriteRequest(deletes=[ClientTuple(**key)]))
+    assert fga.read(ReadRequestTupleKey(object="doc:d3")).tuples == []
+    sent = [(r.method, r.path.split("?")[0]) for r in upstream.received]
+    prefix = f"/stores/{STORE}"
+    assert sent == [
+        ("POST", prefix + "/write"),
+        ("POST", prefix + "/read"),
+        ("GET", prefix + "/changes"),
+        ("POST", "/stores"),
+        ("POST", prefix + "/write"),
+        ("POST", prefix + "/read"),
+    ]
+    assert json.loads(upstream.received[0].body)["writes"]["tuple_keys"] == [key]
+
+
+def test_without_an_upstream_the_rest_is_refused_saying_so(tmp_path: Path) -> None:
+    leopard.build_index([TUPLES], tmp_path / "idx")
+    with leopard_serve("--index", str(tmp_path / "idx"), "--store-id", STORE) as (url, _):
+        a = call(url, "POST", f"/stores/{STORE}/write", "{}")
+        assert (a.status, a.json["code"]) == (404, "undefined_endpoint")
+        assert "forwarded to --upstream-openfga" in a.json["message"]
+        a = call(url, "POST", "/stores", json.dumps({"name": "x"}))
+        assert (a.status, a.json["code"], a.headers["allow"]) == (405, "undefined_endpoint", "GET")
 
 
 def test_an_upstream_that_does_not_answer_is_a_503(tmp_path: Path) -> None:

@@ -216,6 +216,10 @@ class SpiceDBFront:
     """SpiceDB embedded (in memory) with ``schema`` written, served at ``target``.
 
     ``close()`` (or leaving the ``with``) stops the server and SpiceDB; its data is gone.
+    ``pause()`` and ``resume()`` stop and restart the gRPC server alone; ``port`` binds a
+    given one (a SpiceDB started anew where the last one served).
+    ``options`` (``spicedb_embedded``'s ``StartOptions``) picks another datastore, such
+    as ``datastore="postgres"`` with a ``datastore_uri`` (bench/grpc.py).
     """
 
     def __init__(
@@ -225,21 +229,22 @@ class SpiceDBFront:
         library_path: str | None = None,
         host: str = "127.0.0.1",
         workers: int = 32,
+        options: Any = None,
+        port: int = 0,
     ) -> None:
         from spicedb_embedded import EmbeddedSpiceDB
 
         self._c = _calls(library_path)
-        self._db: Any = EmbeddedSpiceDB.start()  # no schema: its bootstrap hides refusals
+        # no schema: its bootstrap hides refusals
+        self._db: Any = EmbeddedSpiceDB.start(options=options)
         self._handle: int = self._db._handle
         self._proxy = self._db.channel()
         self._server: grpc.Server | None = None
         try:
             if schema is not None:
                 self.call(_SCHEMA + "WriteSchema", v1.WriteSchemaRequest(schema=schema))
-            self._server = grpc.server(futures.ThreadPoolExecutor(workers))
-            self._server.add_generic_rpc_handlers((_Handler(self._table()),))
-            port = self._server.add_insecure_port(f"{host}:0")
-            self._server.start()
+            self._workers = workers
+            port = self._serve(f"{host}:{port}")
         except BaseException:
             self.close()
             raise
@@ -288,6 +293,25 @@ class SpiceDBFront:
     def _write(self, updates: list[Any]) -> None:
         request = v1.WriteRelationshipsRequest(updates=updates)
         self.token = self.call(_PERM + "WriteRelationships", request).written_at
+
+    def pause(self) -> None:
+        """Stop serving gRPC (calls in flight end UNAVAILABLE, new ones are refused);
+        SpiceDB and its data stay, and writes through ``write`` go on."""
+        if self._server is not None:
+            self._server.stop(grace=None).wait()
+            self._server = None
+
+    def resume(self) -> None:
+        """Serve gRPC again, at the same ``target``."""
+        if self._server is None:
+            self._serve(self.target)
+
+    def _serve(self, address: str) -> int:
+        self._server = grpc.server(futures.ThreadPoolExecutor(self._workers))
+        self._server.add_generic_rpc_handlers((_Handler(self._table()),))
+        port = self._server.add_insecure_port(address)
+        self._server.start()
+        return port
 
     def close(self) -> None:
         if self._server is not None:
