@@ -13,6 +13,11 @@ source in headers, and the consumer carries on; one bad item of a message of sev
 message, and the message's other items are applied. A broker that stops answering is
 retried with backoff and logged once per outage.
 
+A topic fed by ``leopard bridge`` carries SpiceDB's revision in a header of each
+record (``ingest.upstream.headers``): the index's position then holds the revision all
+partitions have passed, so its tokens carry it and a ZedToken is waited for as with a
+follower; a record at or below the revision the index has is not applied again.
+
 When the incremental layer grows past a threshold, compaction runs in a child
 process (``leopard.core.compact.start_compaction``); when a new generation appears
 (from it or from ``leopard compact``), the consumer applies the stream to it from its
@@ -34,6 +39,7 @@ from ingest.codecs import decode_message
 from ingest.kafka.deadletters import ItemMessage
 from ingest.kafka.source import Batch, Gap, KafkaSource, Message
 from ingest.settings import ConsumerSettings
+from ingest.upstream.headers import BridgedRevisions
 from leopard.core.compact import start_compaction
 from leopard.core.incremental import DeltaWriter
 from leopard.core.index import Index
@@ -205,7 +211,10 @@ class ChangeConsumer:
         s = self.settings
         changes = []
         dead: list[tuple[Message, str]] = []
+        bridged = BridgedRevisions(self._target())
         for m in batch.messages:
+            if not bridged.take(m):
+                continue  # a marker of the bridge, or a change the index already has
             try:
                 decoded = decode_message(s.format, m.value, options=s.codec_options)
             except DecodeError as exc:
@@ -218,9 +227,10 @@ class ChangeConsumer:
         if dead:
             self.source.dead_letter(dead)
             self.stats.dead_letters += len(dead)
-        report = self.writer.apply(
-            changes, batch.position, source_state={"anchors": batch.anchors, **batch.state}
-        )
+        position, state = batch.position, {"anchors": batch.anchors, **batch.state}
+        if bridged.seen:
+            position, state = bridged.persist(position, state)
+        report = self.writer.apply(changes, position, source_state=state)
         stats = self.stats
         stats.batches += 1
         stats.messages += len(batch.messages)

@@ -37,7 +37,7 @@ from authzed.api.v1 import permission_service_pb2_grpc as perm_grpc
 from ingest.codecs.fields import from_fields
 from leopard.core.batches import table_from_tuples
 from leopard.core.build import BuildReport, build_from_batches
-from leopard.errors import DecodeError, InvalidInput, UpstreamError
+from leopard.errors import DecodeError, UpstreamError
 from leopard.model.config import Config, SchemaSource
 from leopard.model.names import RelationTuple
 from leopard.model.schema.spicedb import parse_spicedb
@@ -47,7 +47,6 @@ __all__ = [
     "BootstrapReport",
     "SpiceDBSource",
     "bootstrap",
-    "parse_source",
     "relationship_tuple",
     "upstream_error",
 ]
@@ -62,17 +61,14 @@ BATCH_ROWS = 1 << 16
 CALL_TIMEOUT = 30.0
 #: how often a broken export stream is resumed from its cursor before giving up
 RESUMES = 5
-
-
-def parse_source(text: str) -> tuple[str, str]:
-    """``("spicedb", target)`` or ``("openfga", url)`` of ``spicedb:TARGET``."""
-    kind, sep, rest = text.partition(":")
-    if not sep or kind not in ("spicedb", "openfga") or not rest:
-        raise InvalidInput(
-            f"{text!r} is not an upstream; expected spicedb:TARGET (a gRPC target such as "
-            "spicedb:127.0.0.1:50051 or spicedb:unix:///run/spicedb.sock) or openfga:URL"
-        )
-    return kind, rest
+#: the channel's own reconnection backoff, bounded: gRPC's default grows to 120 s, and
+#: while it waits every call fails at once, so a SpiceDB back after a long outage
+#: would be seen up to two minutes late
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+]
 
 
 @dataclass
@@ -101,9 +97,9 @@ class SpiceDBSource:
                     creds = grpc.composite_channel_credentials(
                         creds, grpc.access_token_call_credentials(self.key)
                     )
-                self._channel = grpc.secure_channel(self.target, creds)
+                self._channel = grpc.secure_channel(self.target, creds, options=CHANNEL_OPTIONS)
             else:
-                self._channel = grpc.insecure_channel(self.target)
+                self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         return self._channel
 
     def metadata(self) -> list[tuple[str, str]]:

@@ -34,6 +34,7 @@ COMMANDS: Mapping[str, str] = {
     "verify": "verify.verify",
     "consume": "stream.consume",
     "follow": "upstream.follow",
+    "bridge": "bridge.bridge",
     "publish": "stream.publish",
     "serve": "serve.serve_command",
     "gen": "gen.gen",

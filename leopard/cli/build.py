@@ -38,12 +38,16 @@ __all__ = ["build", "compact"]
 @click.option(
     "from_source",
     "--from",
-    metavar="spicedb:TARGET",
+    metavar="spicedb:TARGET|openfga:URL",
     help="Instead of snapshot files, read SpiceDB's schema and every relationship at one "
-    "revision from its API (TARGET: any gRPC target, 127.0.0.1:50051, unix:///s.sock); "
-    "the index records that revision, and 'leopard follow' goes on from it.",
+    "revision from its API (TARGET: any gRPC target, 127.0.0.1:50051, unix:///s.sock), or "
+    "an OpenFGA store's latest model and every tuple (with --store-id); the index records "
+    "where the changes go on, and 'leopard follow' goes on from there.",
 )
 @upstream_options
+@click.option(
+    "--store-id", metavar="ID", help="With --from openfga:URL: the OpenFGA store to read."
+)
 @click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), help="TOML set configuration."
 )
@@ -107,6 +111,7 @@ def build(
     from_source: str | None,
     source_key: str | None,
     source_tls: bool | None,
+    store_id: str | None,
     config_path: str | None,
     schema_path: str | None,
     only: str | None,
@@ -144,6 +149,7 @@ def build(
       leopard build dump.txt --index ./idx --skip-invalid --rejects rejects.txt
       leopard build docs.txt --index ./idx --schema docs.zed --only doc#view
       leopard build --index ./idx --from spicedb:127.0.0.1:50051 --source-key KEY
+      leopard build --index ./idx --from openfga:http://127.0.0.1:8080 --store-id 01HZ...
     """
     index_dir = need_index(index_path)
     if from_source:
@@ -168,8 +174,11 @@ def build(
             max_shrink=None if force else max_shrink / 100,
             wait=wait,
             as_json=as_json,
+            store_id=store_id,
         )
         return
+    if store_id:
+        raise click.UsageError("--store-id needs --from openfga:URL")
     if not snapshots:
         raise click.UsageError("give SNAPSHOT files, or --from an upstream")
     if config_path and schema_path:

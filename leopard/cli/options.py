@@ -31,6 +31,7 @@ __all__ = [
     "fail_cleanly",
     "format_report",
     "index_option",
+    "interval_option",
     "json_option",
     "need_index",
     "parse_position",
@@ -237,6 +238,21 @@ def consumer_settings(
         linger_ms=linger_ms,
         on_gap=on_gap,
     )
+
+
+def interval_option(fn: F) -> F:
+    """--interval (or --source-interval): how often an OpenFGA upstream's ReadChanges is
+    polled (``follow``, ``serve --source``)."""
+    return click.option(
+        "--interval",
+        "--source-interval",
+        "interval",
+        type=click.FloatRange(min=0.01, max=3600),
+        default=1.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="With openfga:URL, seconds between polls of ReadChanges once caught up.",
+    )(fn)
 
 
 def upstream_options(fn: F) -> F:

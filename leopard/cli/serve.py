@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import logging
 import socket
 from collections.abc import Callable
@@ -22,7 +23,9 @@ from leopard.cli.options import (
     consumer_settings,
     fail_cleanly,
     index_option,
+    interval_option,
     need_index,
+    upstream_options,
 )
 from leopard.errors import InvalidInput
 from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG
@@ -210,6 +213,15 @@ def default_group_id(index_dir: str) -> str:
     help="Change topic (repeatable; needed with --brokers; default: $LEOPARD_TOPIC).",
 )
 @consumer_options
+@click.option(
+    "--source",
+    "source_text",
+    metavar="spicedb:TARGET|openfga:URL",
+    help="Follow an upstream directly in this process, as --brokers follows a topic: "
+    "SpiceDB's Watch, or OpenFGA's ReadChanges of --store-id (see 'leopard follow').",
+)
+@upstream_options
+@interval_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free."
@@ -321,6 +333,10 @@ def serve_command(
     compact_threshold: int,
     linger_ms: int,
     on_gap: str,
+    source_text: str | None,
+    source_key: str | None,
+    source_tls: bool | None,
+    interval: float,
     host: str,
     port: int,
     auth_token_file: str | None,
@@ -351,6 +367,7 @@ def serve_command(
     Example:
       leopard serve --index ./idx --port 8080
       leopard serve --index ./idx --brokers 127.0.0.1:9092 --topic changes
+      leopard serve --index ./idx --source spicedb:127.0.0.1:50051 --source-key KEY
       curl 'http://127.0.0.1:8080/v1/check?subject=user:alice&group=group:eng'
       leopard serve --index ./idx --grpc-port 50051 --upstream-spicedb 127.0.0.1:50052
     """
@@ -377,6 +394,21 @@ def serve_command(
         )
     elif topics:
         raise click.UsageError("--topic needs --brokers")
+    follower = None
+    if source_text:
+        if brokers:
+            raise click.UsageError("--source and --brokers exclude each other")
+        # loaded by name: only following an upstream needs grpc (the [grpc] extra)
+        follower = importlib.import_module("leopard.cli.upstream").serve_follower(
+            source_text,
+            index_dir,
+            key=source_key,
+            tls=source_tls,
+            store_id=store_id,
+            interval=interval,
+            compact_threshold=compact_threshold,
+            linger_ms=linger_ms,
+        )
     token = _read_token(auth_token_file) if auth_token_file else None
     store = check_store_id(store_id) if store_id else default_store_id(index_dir)
     if upstream_openfga:
@@ -395,6 +427,8 @@ def serve_command(
 
     def announce(url: str) -> None:
         following = f", following {', '.join(topics)} at {brokers}" if settings else ""
+        if source_text:
+            following = f", following {source_text}"
         auth = ", bearer token required" if token else ""
         click.echo(
             f"leopard: serving {index_dir} on {url}{following}{auth} (OpenFGA store {store})",
@@ -423,6 +457,7 @@ def serve_command(
         beside=[grpc] if grpc is not None else [],
         store_id=store,
         upstream_openfga=upstream_openfga,
+        follower=follower,
     )
 
 

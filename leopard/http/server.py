@@ -238,6 +238,7 @@ def serve(
     store_id: str | None = None,
     upstream_openfga: str | None = None,
     beside: Sequence[Companion] = (),
+    follower: Callable[[Index], ChangeConsumer] | None = None,
 ) -> None:
     """Serve the index at ``index_path`` until SIGINT/SIGTERM.
 
@@ -249,13 +250,15 @@ def serve(
     for (default: ``leopard.http.openfga.default_store_id``), ``upstream_openfga`` the
     OpenFGA server that what the index cannot answer is forwarded to. Each of
     ``beside`` (a ``Companion``, such as the gRPC server) is started on the same index
-    and consumer before HTTP serves, and stopped after.
+    and consumer before HTTP serves, and stopped after. ``follower`` makes, on the
+    served index, the consumer of an upstream followed directly (``leopard serve
+    --source``: SpiceDB's Watch, OpenFGA's ReadChanges), run as the Kafka consumer is.
     """
     limits = limits if limits is not None else ConnectionLimits()
     if consumer_settings is not None and _kafka_missing is not None:
         raise InvalidInput(f"cannot follow {', '.join(consumer_settings.topics)}: {_kafka_missing}")
     index = SharedIndex(index_path)
-    if consumer_settings is None and refresh_interval > 0:
+    if consumer_settings is None and follower is None and refresh_interval > 0:
         # the first refresh opens the follower of another process's writes: here, not
         # in the middle of serving
         index.refresh()
@@ -268,6 +271,8 @@ def serve(
     try:
         if consumer_settings is not None:
             runner = ConsumerThread(ChangeConsumer(index_path, consumer_settings, index=index))
+        elif follower is not None:
+            runner = ConsumerThread(follower(index))
         for companion in beside:
             stops.append(companion(index, runner.consumer if runner is not None else None))
         app = LeopardService(

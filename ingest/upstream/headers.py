@@ -1,0 +1,86 @@
+"""The upstream's revision carried through Kafka: headers written by ``leopard bridge``
+and read by the consumer.
+
+``leopard bridge`` publishes each SpiceDB change as a native change record keyed by its
+tuple, with ``REVISION`` (the SpiceDB revision, as a decimal number) and ``TOKEN`` (its
+ZedToken) in headers. After the changes of a poll it writes a *marker* to every
+partition of the topic: no value, ``REVISION`` and ``MARKER`` (the topic's partition
+count). A partition's records come in revision order, so once every partition has
+passed revision R, every change up to R has been consumed: ``BridgedRevisions`` keeps
+the last revision seen on each partition (persisted in the source state under
+``STATE``) and moves the index's position under ``SPICEDB_KEY`` to their minimum,
+in the write batch of the changes. The index's tokens then carry SpiceDB's revision,
+and a ZedToken is waited for as with ``leopard follow``. A record at or below the
+revision the index already has (the snapshot of ``build --from``, or a change the bridge
+sent again after a restart) is not applied again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leopard.model.zedtoken import SPICEDB_KEY
+
+__all__ = ["MARKER", "REVISION", "STATE", "TOKEN", "BridgedRevisions"]
+
+REVISION = "leopard.upstream.revision"
+TOKEN = "leopard.upstream.token"
+MARKER = "leopard.upstream.marker"
+#: the source-state section: {"revisions": {"topic:partition": rev}, "partitions": {topic: n}}
+STATE = "bridged"
+
+
+class BridgedRevisions:
+    """The revisions the records of one batch carry, against what the index stored."""
+
+    def __init__(self, reader: Any) -> None:
+        stored = reader.source_state.get(STATE) or {}
+        self.applied: int = reader.position.get(SPICEDB_KEY, -1)
+        self.revisions: dict[str, int] = dict(stored.get("revisions") or {})
+        self.partitions: dict[str, int] = dict(stored.get("partitions") or {})
+        self.seen = False
+
+    def take(self, message: Any) -> bool:
+        """Note the record's revision; whether it is a change to decode and apply."""
+        headers = getattr(message, "headers", None)
+        if not headers:
+            return True
+        found = dict(headers)
+        raw = found.get(REVISION)
+        if raw is None:
+            return True
+        try:
+            revision = int(raw)
+        except ValueError:
+            return True  # not ours: decoded (and dead-lettered, if need be) as any record
+        self.seen = True
+        key = f"{message.topic}:{message.partition}"
+        self.revisions[key] = max(self.revisions.get(key, -1), revision)
+        if MARKER in found:
+            try:
+                self.partitions[message.topic] = int(found[MARKER])
+            except ValueError:
+                pass
+            return False
+        return revision > self.applied
+
+    def through(self) -> int | None:
+        """The revision every partition has passed (None until each has a revision)."""
+        revisions = []
+        for topic, count in self.partitions.items():
+            for partition in range(count):
+                revision = self.revisions.get(f"{topic}:{partition}")
+                if revision is None:
+                    return None
+                revisions.append(revision)
+        return min(revisions) if revisions else None
+
+    def persist(
+        self, position: dict[str, int], state: dict[str, Any]
+    ) -> tuple[dict[str, int], dict[str, Any]]:
+        """The batch's position and source state with the revisions added."""
+        state = {**state, STATE: {"revisions": self.revisions, "partitions": self.partitions}}
+        through = self.through()
+        if through is not None and through > self.applied:
+            position = {**position, SPICEDB_KEY: through}
+        return position, state

@@ -1,0 +1,306 @@
+"""Following an OpenFGA store's ReadChanges: a change source for the consumer loop.
+
+``ReadChangesSource`` is to ``ingest.consumer.ChangeConsumer`` what ``KafkaSource`` and
+``WatchSource`` are. It polls ``GET /stores/{id}/changes`` with the continuation token
+the index stored with its last applied page: each page with changes is one message,
+the ReadChanges response exactly as OpenFGA sent it, decoded by the same ``openfga``
+codec as a page read from Kafka (one bad item is refused alone, the rest applied). The
+page's continuation token is persisted in the write batch of its changes, so a crash
+at any point neither loses nor doubles a change; the position (``OPENFGA_KEY``) moves
+to the time of the page's last change, in microseconds, and always forward.
+
+A full page is followed at once by the next; a short or empty one means caught up, and
+the next poll comes ``interval`` seconds later. When caught up the source also asks for
+the latest authorization model: a new one means the index may no longer read tuples as
+OpenFGA does, which stops the follower as a gap does (with ``rebuild_on_gap`` it
+rebuilds), as does a continuation token OpenFGA refuses. An OpenFGA that does not
+answer is retried with exponential backoff and full jitter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ingest.consumer import ChangeConsumer, ConsumerStats
+from ingest.kafka.source import Batch, Gap
+from ingest.settings import ConsumerSettings
+from ingest.upstream.openfga import (
+    CHANGES_PAGE,
+    OPENFGA_KEY,
+    OpenFGAError,
+    OpenFGASource,
+    bootstrap_openfga,
+    change_time,
+)
+from leopard.core.index import Index
+from leopard.errors import InvalidInput, UpstreamError, UpstreamGap
+
+__all__ = ["OpenFGAFollower", "ReadChangesSource"]
+
+log = logging.getLogger("leopard.upstream")
+
+#: HTTP statuses after which polling again cannot help
+_FATAL = (401, 403, 404)
+
+
+class PageMessage:
+    """One ReadChanges page as the consumer loop sees a message."""
+
+    __slots__ = ("key", "offset", "partition", "topic", "value")
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.topic = OPENFGA_KEY
+        self.partition = 0
+        self.offset = offset
+        self.key: bytes | None = None
+        self.value: bytes | None = value
+
+
+class ReadChangesSource:
+    """Pages of ReadChanges from the continuation token the index has stored."""
+
+    def __init__(
+        self,
+        source: OpenFGASource,
+        state_of: Callable[[], dict[str, Any]],
+        position_of: Callable[[], dict[str, int]],
+        *,
+        interval: float = 1.0,
+        page_size: int = CHANGES_PAGE,
+        poll_timeout: float = 0.1,
+        backoff: tuple[float, float] = (0.2, 10.0),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.upstream = source
+        self.state_of = state_of
+        self.position_of = position_of
+        self.interval = interval
+        self.page_size = page_size
+        self.poll_timeout = poll_timeout
+        self.backoff = backoff
+        self.rng = rng or random.Random()
+        self.stopped: dict[str, str] = {}
+        self.fatal: UpstreamError | None = None
+        self.connected = False
+        self.reconnects = 0
+        self.polls = 0
+        self._behind = False
+        self._gaps: list[Gap] = []
+        self._failures = 0
+        self._next = 0.0  # monotonic time of the next request
+
+    # -- what the consumer loop asks --------------------------------------------------
+
+    @property
+    def assigned(self) -> bool:
+        return self.connected
+
+    def poll(self) -> Batch:
+        if self.fatal is not None or self.stopped:
+            time.sleep(self.poll_timeout)
+            return _empty()
+        wait = self._next - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, self.poll_timeout))
+            return _empty()
+        state = self.state_of()
+        token = state.get("token")
+        if not isinstance(token, str):
+            raise InvalidInput(
+                "the index records no OpenFGA continuation token to follow from; build it "
+                f"with 'leopard build --from openfga:{self.upstream.url} --store-id "
+                f"{self.upstream.store_id}'"
+            )
+        try:
+            page = self.upstream.read_changes(token, self.page_size)
+            self.polls += 1
+            changes = page.get("changes") or []
+            if not changes:
+                self._check_model(state)
+        except UpstreamError as exc:
+            self._failed(exc, token)
+            if self.fatal is None:
+                raise
+            return _empty()
+        self.connected = True
+        self._failures = 0
+        following = page.get("continuation_token") or token
+        self._behind = len(changes) >= self.page_size
+        self._next = time.monotonic() + (0 if self._behind else self.interval)
+        if not changes or following == token:
+            return _empty()
+        stored = self.position_of().get(OPENFGA_KEY, 0)
+        position = max([stored + 1, *(change_time(c) for c in changes)])
+        message = PageMessage(position, json.dumps(page).encode())
+        return Batch(
+            [message],
+            {OPENFGA_KEY: position},
+            {},
+            {OPENFGA_KEY: {**state, "token": following, "source": self.upstream.name}},
+        )
+
+    def take_gaps(self) -> list[Gap]:
+        gaps, self._gaps = self._gaps, []
+        return gaps
+
+    def probe(self) -> bool | None:
+        if self.fatal is not None:
+            return None
+        return self.connected or None
+
+    def lag(self) -> dict[str, int]:
+        """Pages known to be waiting: 1 after a full page, else 0."""
+        return {OPENFGA_KEY: int(self._behind)} if self.connected else {}
+
+    def dead_letter(self, dead: list[tuple[Any, str]]) -> None:
+        """Items that cannot be applied: logged with their index in the page (a
+        follower has no dead-letter topic; the consumer counts them)."""
+        for m, reason in dead:
+            item = getattr(m, "item", None)
+            where = "" if item is None else f" item {item}"
+            log.warning(
+                "%s page at %s%s not applied: %s", self.upstream.name, m.offset, where, reason
+            )
+
+    def commit(self, position: dict[str, int]) -> None:
+        """Nothing to commit upstream: the index holds the token."""
+
+    def rewind(self) -> None:
+        """Nothing is held between polls: the next one asks from the stored token."""
+
+    def seek_to_stored(self) -> None:
+        self._next = 0.0
+
+    def close(self) -> None:
+        self.upstream.close()
+
+    # -- failures ---------------------------------------------------------------------
+
+    def _check_model(self, state: dict[str, Any]) -> None:
+        recorded = state.get("model_id")
+        if not recorded:
+            return
+        latest = str(self.upstream.latest_model().get("id", ""))
+        if latest and latest != recorded:
+            raise UpstreamGap(
+                f"{self.upstream.name}: a new authorization model {latest!r} replaced "
+                f"{recorded!r}, which the index was built with; the index no longer reads "
+                "tuples as OpenFGA does: rebuild it ('leopard build --from openfga:"
+                f"{self.upstream.url} --store-id {self.upstream.store_id}', or follow with "
+                "--rebuild-on-gap)"
+            )
+
+    def _failed(self, exc: UpstreamError, token: str) -> None:
+        self.connected = False
+        if isinstance(exc, UpstreamGap):
+            self._gap(str(exc))
+            return
+        if isinstance(exc, OpenFGAError):
+            if exc.status == 400 and "continuation" in f"{exc.code} {exc}".lower():
+                self._gap(
+                    f"{self.upstream.name} refuses the index's continuation token "
+                    f"{token!r} ({exc}); rebuild the index ('leopard build --from "
+                    f"openfga:{self.upstream.url} --store-id {self.upstream.store_id}', or "
+                    "follow with --rebuild-on-gap)"
+                )
+                return
+            if exc.status in _FATAL or exc.status == 400:
+                self.fatal = exc
+                return
+        # away or failing: try again later, with backoff and full jitter
+        self._failures += 1
+        self.reconnects += 1
+        base, cap = self.backoff
+        self._next = time.monotonic() + self.rng.uniform(base, min(cap, base * 2**self._failures))
+
+    def _gap(self, reason: str) -> None:
+        stored = self.position_of().get(OPENFGA_KEY, 0)
+        self._gaps.append(Gap(OPENFGA_KEY, max(stored, 0), reason))
+        self.stopped[OPENFGA_KEY] = reason
+        self.fatal = UpstreamGap(reason)
+
+
+def _empty() -> Batch:
+    return Batch([], {}, {})
+
+
+class OpenFGAFollower(ChangeConsumer):
+    """Follows an OpenFGA store's ReadChanges into an index: the consumer loop over
+    ``ReadChangesSource`` (compaction, generation switches and waiters as with Kafka)."""
+
+    def __init__(
+        self,
+        index_path: str | Path,
+        upstream: OpenFGASource,
+        *,
+        index: Index | None = None,
+        on_batch: Callable[[ConsumerStats], None] | None = None,
+        interval: float = 1.0,
+        rebuild_on_gap: bool = False,
+        compact_threshold: int = 500_000,
+        linger_ms: int = 0,
+        backoff: tuple[float, float] = (0.2, 10.0),
+    ) -> None:
+        settings = ConsumerSettings(
+            brokers=upstream.name,
+            topics=[OPENFGA_KEY],
+            format="openfga",
+            linger_ms=linger_ms,
+            compact_threshold=compact_threshold,
+        )
+        super().__init__(index_path, settings, index=index, on_batch=on_batch)
+        self.upstream = upstream
+        self.rebuild_on_gap = rebuild_on_gap
+        self.rebuilds = 0
+        # duck-typed: the loop asks of it exactly what it asks of a KafkaSource
+        self.source = ReadChangesSource(  # type: ignore[assignment]
+            upstream,
+            lambda: self._target().source_state.get(OPENFGA_KEY, {}),
+            lambda: self._target().position,
+            interval=interval,
+            backoff=backoff,
+        )
+
+    @property
+    def changes(self) -> ReadChangesSource:
+        return self.source  # type: ignore[return-value]
+
+    def _poll_once(self) -> int:
+        got = super()._poll_once()
+        fatal = self.changes.fatal
+        if fatal is not None:
+            if self.rebuild_on_gap and isinstance(fatal, UpstreamGap):
+                self._rebuild(fatal)
+            else:
+                self.stop()
+        return got
+
+    def _rebuild(self, why: UpstreamGap) -> None:
+        log.warning("%s; rebuilding the index from it", why)
+        report = bootstrap_openfga(self.path, self.upstream, max_shrink=None, wait=True)
+        self.rebuilds += 1
+        log.warning(
+            "rebuilt from %s with model %s (%d tuples); following on",
+            self.upstream.name,
+            report.model_id,
+            report.tuples,
+        )
+        source = self.changes
+        source.fatal = None
+        source.stopped.clear()
+        source.seek_to_stored()
+        self.stats.gaps = {}
+
+    def run(self, *, idle_exit: float | None = None) -> ConsumerStats:
+        """Follow until ``stop()``; raise the upstream's error (a gap, a refusal) that
+        stopped it."""
+        stats = super().run(idle_exit=idle_exit)
+        if self.changes.fatal is not None:
+            raise self.changes.fatal
+        return stats
