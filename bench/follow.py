@@ -44,7 +44,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if sys.path and sys.path[0].rstrip("/").endswith("bench"):
-    del sys.path[0]  # run as a script: bench/grpc.py would shadow the grpc package
+    del sys.path[0]  # run as a script: bench/grpc_api.py would shadow the grpc package
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "follow")]
 
 from bench.common import machine, percentiles, table, verdict  # noqa: E402

@@ -112,8 +112,9 @@ def batch_body(pairs: list[tuple[str, str]], size: int, seed: int = 0) -> bytes:
 def server(index: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``leopard serve`` on a free port in its own process; yields its URL."""
     proc = subprocess.Popen(
+        # one process, the figures' premise (--workers in ``extra`` overrides it)
         [sys.executable, "-m", "leopard", "serve", "--index", str(index), "--port", "0",
-         "--ready-max-lag", "1000000", *extra],
+         "--ready-max-lag", "1000000", "--workers", "1", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )  # fmt: skip

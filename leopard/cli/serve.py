@@ -42,6 +42,7 @@ from leopard.http.openfga import check_store_id, default_store_id
 from leopard.http.schemas import DEFAULT_MAX_BATCH
 from leopard.http.server import Companion, serve
 from leopard.http.upstream import Upstream
+from leopard.http.workers import MAX_WORKERS, default_workers
 
 _grpc_missing: ModuleNotFoundError | None = None
 try:
@@ -307,6 +308,15 @@ def default_group_id(index_dir: str) -> str:
     "applied or compacted (0: never).",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1, MAX_WORKERS),
+    envvar="LEOPARD_WORKERS",
+    metavar="N",
+    help="Processes answering on the port (default: one per core, or 1 with --brokers or "
+    "--source; $LEOPARD_WORKERS). The first runs the consumer and gRPC, the others "
+    "follow its writes; /readyz and /metrics are each worker's own.",
+)
+@click.option(
     "--store-id",
     metavar="ULID",
     help="The OpenFGA store id the index answers for on /stores/... (default: one derived "
@@ -349,6 +359,7 @@ def serve_command(
     max_batch: int,
     ready_max_lag: int,
     refresh_interval: float,
+    workers: int | None,
     store_id: str | None,
     upstream_openfga: str | None,
     access_log: bool,
@@ -365,7 +376,7 @@ def serve_command(
 
     \b
     Example:
-      leopard serve --index ./idx --port 8080
+      leopard serve --index ./idx --port 8080 --workers 4
       leopard serve --index ./idx --brokers 127.0.0.1:9092 --topic changes
       leopard serve --index ./idx --source spicedb:127.0.0.1:50051 --source-key KEY
       curl 'http://127.0.0.1:8080/v1/check?subject=user:alice&group=group:eng'
@@ -409,6 +420,16 @@ def serve_command(
             compact_threshold=compact_threshold,
             linger_ms=linger_ms,
         )
+    if workers is None:
+        # With a stream, /readyz and /metrics about the consumer are worker 0's alone
+        # (and OpenFGA's HIGHER_CONSISTENCY waits only there): one process keeps them
+        # the server's unless more are asked for.
+        workers = 1 if settings is not None or follower is not None else default_workers()
+    elif workers > 1 and (settings is not None or follower is not None) and not refresh_interval:
+        raise click.UsageError(
+            f"--workers {workers} with a change stream needs --refresh-interval above 0: "
+            "the workers without the consumer follow it by re-reading the index"
+        )
     token = _read_token(auth_token_file) if auth_token_file else None
     store = check_store_id(store_id) if store_id else default_store_id(index_dir)
     if upstream_openfga:
@@ -430,8 +451,10 @@ def serve_command(
         if source_text:
             following = f", following {source_text}"
         auth = ", bearer token required" if token else ""
+        processes = f", {workers} workers" if workers > 1 else ""
         click.echo(
-            f"leopard: serving {index_dir} on {url}{following}{auth} (OpenFGA store {store})",
+            f"leopard: serving {index_dir} on {url}{following}{auth}{processes} "
+            f"(OpenFGA store {store})",
             err=True,
         )
         if not token and host not in ("127.0.0.1", "localhost", "::1"):
@@ -458,6 +481,7 @@ def serve_command(
         store_id=store,
         upstream_openfga=upstream_openfga,
         follower=follower,
+        workers=workers,
     )
 
 

@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from leopard.core.index import Index
 from leopard.errors import InvalidInput
 from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG, LeopardService
 from leopard.http.schemas import DEFAULT_MAX_BATCH
+from leopard.http.siblings import PromptRefresher, WorkerHeader, counted_protocol
+from leopard.http.workers import MAX_WORKERS, Supervisor, Worker
 
 try:
     import uvicorn
@@ -239,6 +241,7 @@ def serve(
     upstream_openfga: str | None = None,
     beside: Sequence[Companion] = (),
     follower: Callable[[Index], ChangeConsumer] | None = None,
+    workers: int = 1,
 ) -> None:
     """Serve the index at ``index_path`` until SIGINT/SIGTERM.
 
@@ -253,12 +256,90 @@ def serve(
     and consumer before HTTP serves, and stopped after. ``follower`` makes, on the
     served index, the consumer of an upstream followed directly (``leopard serve
     --source``: SpiceDB's Watch, OpenFGA's ReadChanges), run as the Kafka consumer is.
+
+    ``workers`` > 1 serves from that many processes on the one port (see
+    ``leopard.http.workers``): the first runs the consumer (or follower) and the
+    companions, the others follow its writes by re-reading the index, which needs
+    ``refresh_interval`` > 0; ``on_listening`` is called once all of them listen, and
+    ``ServiceError`` is raised when a worker cannot serve.
     """
     limits = limits if limits is not None else ConnectionLimits()
     if consumer_settings is not None and _kafka_missing is not None:
         raise InvalidInput(f"cannot follow {', '.join(consumer_settings.topics)}: {_kafka_missing}")
-    index = SharedIndex(index_path)
-    if consumer_settings is None and follower is None and refresh_interval > 0:
+    options = _Options(
+        index_path=index_path,
+        host=host,
+        port=port,
+        consumer_settings=consumer_settings,
+        auth_token=auth_token,
+        max_body=max_body,
+        max_batch=max_batch,
+        ready_max_lag=ready_max_lag,
+        refresh_interval=refresh_interval,
+        access_log=access_log,
+        limits=limits,
+        on_listening=on_listening,
+        store_id=store_id,
+        upstream_openfga=upstream_openfga,
+        beside=beside,
+        follower=follower,
+    )
+    if workers == 1:
+        _serve(options, None)
+        return
+    if not 1 <= workers <= MAX_WORKERS:
+        raise InvalidInput(f"workers must be 1 to {MAX_WORKERS}, not {workers!r}")
+    streaming = consumer_settings is not None or follower is not None
+    if streaming and refresh_interval <= 0:
+        raise InvalidInput(
+            f"with {workers} workers and a change stream, the workers without the consumer "
+            "follow it by re-reading the index: the refresh interval must be above 0"
+        )
+    Supervisor(
+        workers,
+        lambda worker: _serve(options, worker),
+        host=host,
+        port=port,
+        consumer=streaming,
+        on_listening=on_listening,
+    ).run()
+
+
+@dataclass(frozen=True)
+class _Options:
+    """``serve``'s arguments, for each worker."""
+
+    index_path: str | Path
+    host: str
+    port: int
+    consumer_settings: ConsumerSettings | None
+    auth_token: str | None
+    max_body: int
+    max_batch: int
+    ready_max_lag: int
+    refresh_interval: float
+    access_log: bool
+    limits: ConnectionLimits
+    on_listening: Callable[[str], None] | None
+    store_id: str | None
+    upstream_openfga: str | None
+    beside: Sequence[Companion]
+    follower: Callable[[Index], ChangeConsumer] | None
+
+
+def _serve(o: _Options, worker: Worker | None) -> None:
+    """Serve in this process: the whole server (``worker`` None), or one worker of it.
+
+    A worker other than the consumer's runs neither the consumer nor the companions,
+    and follows the index with a ``PromptRefresher``; every worker listens on its own
+    socket, counts its connections with the others and names itself in its answers.
+    """
+    limits = o.limits
+    lead = worker is None or worker.slot == 0
+    consumer_settings = o.consumer_settings if lead else None
+    follower = o.follower if lead else None
+    index = SharedIndex(o.index_path)
+    if consumer_settings is None and follower is None and o.refresh_interval > 0:
         # the first refresh opens the follower of another process's writes: here, not
         # in the middle of serving
         index.refresh()
@@ -270,41 +351,56 @@ def serve(
     stops: list[Callable[[], None]] = []
     try:
         if consumer_settings is not None:
-            runner = ConsumerThread(ChangeConsumer(index_path, consumer_settings, index=index))
+            runner = ConsumerThread(ChangeConsumer(o.index_path, consumer_settings, index=index))
         elif follower is not None:
             runner = ConsumerThread(follower(index))
-        for companion in beside:
+        if runner is not None and worker is not None:
+            _tell_siblings(runner.consumer, worker)
+        for companion in o.beside if lead else ():
             stops.append(companion(index, runner.consumer if runner is not None else None))
         app = LeopardService(
             index,
             consumer=runner,
-            auth_token=auth_token,
-            max_body=max_body,
-            max_batch=max_batch,
-            ready_max_lag=ready_max_lag,
-            refresh_interval=refresh_interval,
-            store_id=store_id,
-            upstream_openfga=upstream_openfga,
+            auth_token=o.auth_token,
+            max_body=o.max_body,
+            max_batch=o.max_batch,
+            ready_max_lag=o.ready_max_lag,
+            refresh_interval=o.refresh_interval,
+            store_id=o.store_id,
+            upstream_openfga=o.upstream_openfga,
         )
-        sock = listen(host, port)
+        served: Any = app
+        if worker is not None:
+            if app.refresher is not None:
+                # the same re-reads, done at once for a request that waits
+                app.refresher = app.handlers.refresher = PromptRefresher(
+                    app.waits, o.refresh_interval, wake_fd=worker.wake_fd
+                )
+            served = WorkerHeader(app, worker.slot)
+        sock = listen(o.host, o.port) if worker is None else worker.listen()
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
         fit, warning = fit_connections(limits.max_connections)
         if fit != limits.max_connections:
             limits = replace(limits, max_connections=fit)
         config = uvicorn_config(
-            app,
+            served,
             limits,
             loop="auto",  # uvloop when installed
             lifespan="on",
-            access_log=access_log,
-            log_level="info" if access_log else "warning",
+            access_log=o.access_log,
+            log_level="info" if o.access_log else "warning",
             server_header=False,
             timeout_graceful_shutdown=5,
         )
-        if on_listening is not None:
-            on_listening(f"http://{shown}:{bound[1]}")
-        if warning is not None:
+        if worker is not None:
+            config.http = counted_protocol(
+                guarded_protocol(limits), worker.connections, worker.slot
+            )
+            worker.ready()
+        elif o.on_listening is not None:
+            o.on_listening(f"http://{shown}:{bound[1]}")
+        if warning is not None and lead:
             log.warning("%s", warning)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
@@ -316,3 +412,15 @@ def serve(
         if runner is not None and not runner.started:
             runner.consumer.close()  # never ran: release its write handle on the index
         index.close()
+
+
+def _tell_siblings(consumer: ChangeConsumer, worker: Worker) -> None:
+    """After every batch the consumer applies, wake the workers waiting for it."""
+    chained = consumer.on_batch
+
+    def on_batch(stats: Any) -> None:
+        if chained is not None:
+            chained(stats)
+        worker.applied()
+
+    consumer.on_batch = on_batch

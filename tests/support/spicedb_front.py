@@ -219,7 +219,7 @@ class SpiceDBFront:
     ``pause()`` and ``resume()`` stop and restart the gRPC server alone; ``port`` binds a
     given one (a SpiceDB started anew where the last one served).
     ``options`` (``spicedb_embedded``'s ``StartOptions``) picks another datastore, such
-    as ``datastore="postgres"`` with a ``datastore_uri`` (bench/grpc.py).
+    as ``datastore="postgres"`` with a ``datastore_uri`` (bench/grpc_api.py).
     """
 
     def __init__(

@@ -31,23 +31,19 @@ port); when SpiceDB cannot be served on it, the reason is printed.
 The machine has 2 cores shared by server, clients and whatever else runs: figures are
 indicative, ratios fairer than times. Timings never decide a test.
 
-    python bench/grpc.py                       # 20k tuples, 3 s runs (a few minutes)
-    python bench/grpc.py --tuples 200000 --seconds 5 --clients 16 --json
+    python bench/grpc_api.py                       # 20k tuples, 3 s runs (a few minutes)
+    python bench/grpc_api.py --tuples 200000 --seconds 5 --clients 16 --json
 
 It records its figures under ``"grpc"`` in bench/results/latest.json (``--no-record``
 to leave that file alone).
 
-Run it from the repository root; as ``python bench/grpc.py`` this file would shadow
-the ``grpc`` package (grpcio), which the guard below undoes.
 """
 
 from __future__ import annotations
 
 import sys
 
-if sys.path and sys.path[0].rstrip("/").endswith("bench"):  # run as a script: unshadow `grpc`
-    del sys.path[0]
-    sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])
+sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
