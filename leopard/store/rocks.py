@@ -56,7 +56,34 @@ def rocks_errors(what: str) -> Iterator[None]:
         raise describe_os_error(exc, None, what) or StorageError(f"{what}: {exc}") from exc
 
 
-def _options(cache: Cache | None, *, bulk: bool = False, strict: bool = False) -> Options:
+# How each family of a base is compressed, and its data block size (whether written
+# as an SST file or by a write batch and a flush), chosen by measure (bench/sizes.py).
+# zstd and larger blocks compress better, but a cold point read decompresses a whole
+# block (the block cache then keeps it uncompressed). ``Index.warm()`` loads m2g and
+# g2g in full, after which a check reads no RocksDB; before it, each check reads one
+# m2g and one g2g value, so those two stay lz4 in 16 KiB blocks: zstd there saved 1.4
+# bytes per tuple on the 10M org but doubled a cold check (p50 25 -> 45 us, p99 80 ->
+# 185 us). The others are read by groups_of, members_of, the incremental layer and
+# verify; g2a's long ancestor sets gain most from large blocks (-0.6 bytes per tuple).
+_TABLES: dict[str, tuple[str, int]] = {
+    "default": ("zstd", 4 << 10),  # the header: a few values, one of them long
+    "m2g": ("lz4", 16 << 10),
+    "sname": ("zstd", 16 << 10),
+    "g2g": ("lz4", 16 << 10),
+    "g2a": ("zstd", 256 << 10),
+}
+_BULK_TABLE = ("zstd", 64 << 10)
+
+
+def _table(family: str) -> tuple[DBCompressionType, int]:
+    """The compression and block size of ``family`` in a base."""
+    name, block = _TABLES.get(family, _BULK_TABLE)
+    return getattr(DBCompressionType, name)(), block
+
+
+def _options(
+    cache: Cache | None, *, bulk: bool = False, strict: bool = False, family: str = "default"
+) -> Options:
     opt = Options(raw_mode=True)
     opt.create_if_missing(True)
     opt.create_missing_column_families(True)
@@ -71,8 +98,15 @@ def _options(cache: Cache | None, *, bulk: bool = False, strict: bool = False) -
     table.set_pin_l0_filter_and_index_blocks_in_cache(True)
     if cache is not None:
         table.set_block_cache(cache)
+    # A base (written once, ``bulk``) is compressed like its SST files (``_sst_options``):
+    # its header and its small families go in by a write batch and a flush. The delta,
+    # written all the time, keeps lz4 and small blocks.
+    compression = DBCompressionType.lz4()
+    if bulk:
+        compression, block = _table(family)
+        table.set_block_size(block)
     opt.set_block_based_table_factory(table)
-    opt.set_compression_type(DBCompressionType.lz4())
+    opt.set_compression_type(compression)
     if bulk:
         opt.set_write_buffer_size(128 << 20)
         opt.set_max_write_buffer_number(4)
@@ -220,7 +254,7 @@ class RocksDB:
         self.where = str(path)
         cache = Cache(cache_bytes)
         opt = _options(cache, bulk=bulk, strict=strict)
-        cfs = {name: _options(cache, bulk=bulk, strict=strict) for name in families}
+        cfs = {n: _options(cache, bulk=bulk, strict=strict, family=n) for n in families}
         if secondary is not None:
             access = AccessType.secondary(secondary)
         else:
@@ -280,6 +314,29 @@ class RocksDB:
             for name in self._families:
                 db.get_column_family(name).flush()
 
+    def table_stats(self, name: str) -> dict[str, int]:
+        """What family ``name`` holds in its live SST files: ``entries``, the raw
+        ``key_bytes`` and ``value_bytes``, and ``sst_bytes`` on disk (after compression,
+        with indexes and filters). From RocksDB's table properties: nothing is read."""
+        with rocks_errors(f"cannot read the table properties of {name} in {self.where}"):
+            cf = self.raw if name == "default" else self.raw.get_column_family(name)
+            sst = cf.property_int_value("rocksdb.live-sst-files-size") or 0
+            text = cf.property_value("rocksdb.aggregated-table-properties") or ""
+        props = dict(part.strip().split("=", 1) for part in text.split(";") if "=" in part)
+
+        def number(key: str) -> int:
+            try:
+                return int(float(props.get(key, "0")))
+            except ValueError:
+                return 0
+
+        return {
+            "entries": number("# entries"),
+            "key_bytes": number("raw key size"),
+            "value_bytes": number("raw value size"),
+            "sst_bytes": int(sst),
+        }
+
     def catch_up(self) -> None:
         """A secondary instance: read what the primary wrote since."""
         with rocks_errors(f"cannot follow the writer of {self.where}"):
@@ -299,12 +356,25 @@ class RocksDB:
                 pass
 
 
-class SstFile:
-    """An SST file written in increasing key order, for ingestion into a family."""
+def _sst_options(family: str) -> Options:
+    """How a base's SST file of ``family`` is written (``_TABLES``; zstd at its default
+    level, 3). RocksDB records the compression of every block, so a reader opens the
+    file whatever its own options."""
+    opt = Options(raw_mode=True)
+    compression, block = _table(family)
+    table = BlockBasedOptions()
+    table.set_block_size(block)
+    opt.set_block_based_table_factory(table)
+    opt.set_compression_type(compression)
+    return opt
 
-    def __init__(self, path: Path) -> None:
+
+class SstFile:
+    """An SST file of ``family`` written in increasing key order, for ingestion."""
+
+    def __init__(self, path: Path, family: str) -> None:
         self.path = path
-        self._writer = SstFileWriter(Options(raw_mode=True))
+        self._writer = SstFileWriter(_sst_options(family))
         with rocks_errors(f"cannot create {str(path)!r}"):
             self._writer.open(str(path))
 

@@ -28,7 +28,7 @@ class FamilyWriter:
         self.family = family
         self.path = owner.directory / f"{family}.sst"
         self.buffer: list[tuple[bytes, bytes]] | None = None if file_only else []
-        self.file: SstFile | None = SstFile(self.path) if file_only else None
+        self.file: SstFile | None = SstFile(self.path, family) if file_only else None
         self.count = 0
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -37,7 +37,7 @@ class FamilyWriter:
             self.buffer.append((key, value))
             if len(self.buffer) < self.SMALL:
                 return
-            self.file = SstFile(self.path)
+            self.file = SstFile(self.path, self.family)
             for k, v in self.buffer:
                 self.file.put(k, v)
             self.buffer = None
