@@ -148,12 +148,12 @@ class CachedSets:
         rset = self.reader.resource_ids
         if not rset:
             return seeds
-        bitmap = self.reader.bitmap
+        bitmaps = self.reader.bitmaps
         found = BitMap(seeds)
         frontier = seeds
         while frontier:
             nxt = BitMap.union(
-                BitMap(), *(bitmap("parent", g) | bitmap("dparent", g) for g in frontier)
+                BitMap(), *bitmaps("parent", frontier), *bitmaps("dparent", frontier)
             )
             nxt &= rset
             nxt -= found

@@ -328,6 +328,17 @@ class SetReader:
                 pass
         return self.set_value(family, key, raw)
 
+    def bitmaps(self, family: str, gids: Iterable[int]) -> list[BitMap]:
+        """``bitmap`` of many groups, read with one multi-get."""
+        keys = [gkey(g) for g in gids]
+        out = []
+        for key, raw in zip(keys, self.raw_many(family, keys), strict=True):
+            try:
+                out.append(BitMap.deserialize(raw) if raw else self.set_value(family, key, raw))
+            except Exception:  # pyroaring: ValueError; set_value says why
+                out.append(self.set_value(family, key, raw))
+        return out
+
     def set_value(self, family: str, key: bytes, raw: bytes | None) -> BitMap:
         """The set of a value read with ``raw``/``raw_many`` (None: empty, unless required)."""
         if raw is None:

@@ -201,6 +201,10 @@ def _die_with_parent() -> None:
         pass
 
 
+#: a worker's exit status after it printed why it could not serve (a LeopardError)
+_SAID_WHY = 3
+
+
 def _how(status: int) -> str:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
@@ -288,6 +292,8 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self._close()
+        if failure == "":
+            raise SystemExit(1)
         if failure is not None:
             raise ServiceError(failure)
 
@@ -308,7 +314,8 @@ class Supervisor:
 
     def _watch(self) -> str | None:
         """Until a stop signal: note workers that listen, restart those that die.
-        Returns why the server must stop, or None after a signal."""
+        Returns why the server must stop ("" when a worker has said it), or None
+        after a signal."""
         assert self._selector is not None
         announced = False
         while self._stopping is None:
@@ -327,6 +334,8 @@ class Supervisor:
                 self._forget(slot)
                 what = f"worker {slot} (pid {pid}) ended ({_how(status)})"
                 if not was_ready:
+                    if os.WIFEXITED(status) and os.waitstatus_to_exitcode(status) == _SAID_WHY:
+                        return ""  # its one line said why: nothing to add
                     return f"{what} before it served; the other workers were stopped"
                 now = time.monotonic()
                 self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
@@ -472,6 +481,7 @@ class Supervisor:
             code = 0
         except LeopardError as exc:
             print(f"Error: {worker.name}: {exc}", file=sys.stderr)
+            code = _SAID_WHY
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:

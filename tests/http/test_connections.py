@@ -55,6 +55,7 @@ def guarded(index_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "--header-timeout", str(HEADER_TIMEOUT),
         "--body-timeout", str(BODY_TIMEOUT),
         "--idle-timeout", str(IDLE_TIMEOUT),
+        "--workers", "1",  # one process, whose connections these tests watch
     ) as (url, proc):  # fmt: skip
         yield url, proc.pid
 
@@ -212,6 +213,7 @@ def test_connections_beyond_the_bound_are_answered_503(index_dir: Path) -> None:
         "--max-connections", str(bound),
         "--idle-timeout", "60",
         "--header-timeout", "60",
+        "--workers", "1",  # the bound across workers: tests/http/test_workers.py
     ) as (url, _):  # fmt: skip
         held = [connect(url) for _ in range(bound)]
         try:
