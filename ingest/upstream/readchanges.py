@@ -27,9 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ingest.consumer import ChangeConsumer, ConsumerStats
+from ingest.consumer import ConsumerStats
 from ingest.kafka.source import Batch, Gap
-from ingest.settings import ConsumerSettings
+from ingest.upstream.follower import UpstreamFollower
 from ingest.upstream.openfga import (
     CHANGES_PAGE,
     OPENFGA_KEY,
@@ -230,7 +230,7 @@ def _empty() -> Batch:
     return Batch([], {}, {})
 
 
-class OpenFGAFollower(ChangeConsumer):
+class OpenFGAFollower(UpstreamFollower):
     """Follows an OpenFGA store's ReadChanges into an index: the consumer loop over
     ``ReadChangesSource`` (compaction, generation switches and waiters as with Kafka)."""
 
@@ -247,22 +247,22 @@ class OpenFGAFollower(ChangeConsumer):
         linger_ms: int = 0,
         backoff: tuple[float, float] = (0.2, 10.0),
     ) -> None:
-        settings = ConsumerSettings(
-            brokers=upstream.name,
-            topics=[OPENFGA_KEY],
-            format="openfga",
-            linger_ms=linger_ms,
+        super().__init__(
+            index_path,
+            upstream,
+            OPENFGA_KEY,
+            "openfga",
+            index=index,
+            on_batch=on_batch,
+            rebuild_on_gap=rebuild_on_gap,
             compact_threshold=compact_threshold,
+            linger_ms=linger_ms,
         )
-        super().__init__(index_path, settings, index=index, on_batch=on_batch)
-        self.upstream = upstream
-        self.rebuild_on_gap = rebuild_on_gap
-        self.rebuilds = 0
         # duck-typed: the loop asks of it exactly what it asks of a KafkaSource
         self.source = ReadChangesSource(  # type: ignore[assignment]
             upstream,
-            lambda: self._target().source_state.get(OPENFGA_KEY, {}),
-            lambda: self._target().position,
+            self._stored_state,
+            self._stored_position,
             interval=interval,
             backoff=backoff,
         )
@@ -271,36 +271,10 @@ class OpenFGAFollower(ChangeConsumer):
     def changes(self) -> ReadChangesSource:
         return self.source  # type: ignore[return-value]
 
-    def _poll_once(self) -> int:
-        got = super()._poll_once()
-        fatal = self.changes.fatal
-        if fatal is not None:
-            if self.rebuild_on_gap and isinstance(fatal, UpstreamGap):
-                self._rebuild(fatal)
-            else:
-                self.stop()
-        return got
-
-    def _rebuild(self, why: UpstreamGap) -> None:
-        log.warning("%s; rebuilding the index from it", why)
+    def bootstrap(self) -> str:
         report = bootstrap_openfga(self.path, self.upstream, max_shrink=None, wait=True)
-        self.rebuilds += 1
-        log.warning(
-            "rebuilt from %s with model %s (%d tuples); following on",
-            self.upstream.name,
-            report.model_id,
-            report.tuples,
-        )
-        source = self.changes
-        source.fatal = None
-        source.stopped.clear()
-        source.seek_to_stored()
-        self.stats.gaps = {}
+        return f"model {report.model_id}, {report.tuples} tuples"
 
-    def run(self, *, idle_exit: float | None = None) -> ConsumerStats:
-        """Follow until ``stop()``; raise the upstream's error (a gap, a refusal) that
-        stopped it."""
-        stats = super().run(idle_exit=idle_exit)
-        if self.changes.fatal is not None:
-            raise self.changes.fatal
-        return stats
+    def _reset_source(self) -> None:
+        super()._reset_source()
+        self.changes.seek_to_stored()

@@ -39,9 +39,9 @@ import grpc
 from authzed.api.v1 import core_pb2, watch_service_pb2, watch_service_pb2_grpc
 from google.protobuf import json_format
 
-from ingest.consumer import ChangeConsumer, ConsumerStats
+from ingest.consumer import ConsumerStats
 from ingest.kafka.source import Batch, Gap
-from ingest.settings import ConsumerSettings
+from ingest.upstream.follower import UpstreamFollower
 from ingest.upstream.spicedb import SpiceDBSource, bootstrap, upstream_error
 from leopard.core.index import Index
 from leopard.errors import InvalidInput, UpstreamError, UpstreamGap
@@ -323,7 +323,7 @@ def _empty() -> Batch:
     return Batch([], {}, {})
 
 
-class SpiceDBFollower(ChangeConsumer):
+class SpiceDBFollower(UpstreamFollower):
     """Follows a SpiceDB's Watch into an index: the consumer loop over ``WatchSource``
     (compaction, generation switches and waiters exactly as with Kafka)."""
 
@@ -339,58 +339,26 @@ class SpiceDBFollower(ChangeConsumer):
         linger_ms: int = 0,
         backoff: tuple[float, float] = (0.2, 10.0),
     ) -> None:
-        settings = ConsumerSettings(
-            brokers=upstream.name,
-            topics=[SPICEDB_KEY],
-            format="spicedb",
-            linger_ms=linger_ms,
+        super().__init__(
+            index_path,
+            upstream,
+            SPICEDB_KEY,
+            "spicedb",
+            index=index,
+            on_batch=on_batch,
+            rebuild_on_gap=rebuild_on_gap,
             compact_threshold=compact_threshold,
+            linger_ms=linger_ms,
         )
-        super().__init__(index_path, settings, index=index, on_batch=on_batch)
-        self.upstream = upstream
-        self.rebuild_on_gap = rebuild_on_gap
-        self.rebuilds = 0
         # duck-typed: the loop asks of it exactly what it asks of a KafkaSource
         self.source = WatchSource(  # type: ignore[assignment]
-            upstream,
-            lambda: self._target().source_state.get(SPICEDB_KEY, {}),
-            lambda: self._target().position,
-            backoff=backoff,
+            upstream, self._stored_state, self._stored_position, backoff=backoff
         )
 
     @property
     def watch(self) -> WatchSource:
         return self.source  # type: ignore[return-value]
 
-    def _poll_once(self) -> int:
-        got = super()._poll_once()
-        fatal = self.watch.fatal
-        if fatal is not None:
-            if self.rebuild_on_gap and isinstance(fatal, UpstreamGap):
-                self._rebuild(fatal)
-            else:
-                self.stop()
-        return got
-
-    def _rebuild(self, why: UpstreamGap) -> None:
-        log.warning("%s; rebuilding the index from it", why)
+    def bootstrap(self) -> str:
         report = bootstrap(self.path, self.upstream, max_shrink=None, wait=True)
-        self.rebuilds += 1
-        log.warning(
-            "rebuilt from %s at revision %s (%d relationships); following on",
-            self.upstream.name,
-            report.revision,
-            report.relationships,
-        )
-        watch = self.watch
-        watch.fatal = None
-        watch.stopped.clear()
-        self.stats.gaps = {}
-
-    def run(self, *, idle_exit: float | None = None) -> ConsumerStats:
-        """Follow until ``stop()``; raise the upstream's error (a gap, a refusal) that
-        stopped it."""
-        stats = super().run(idle_exit=idle_exit)
-        if self.watch.fatal is not None:
-            raise self.watch.fatal
-        return stats
+        return f"revision {report.revision}, {report.relationships} relationships"
