@@ -11,18 +11,103 @@ datastore): ``bootstrap`` says how and what came of it.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ingest.consumer import ChangeConsumer, ConsumerStats
+from ingest.kafka.source import Batch, Gap
 from ingest.settings import ConsumerSettings
 from leopard.core.index import Index
-from leopard.errors import UpstreamGap
+from leopard.errors import UpstreamError, UpstreamGap
 
-__all__ = ["UpstreamFollower"]
+__all__ = ["UpstreamFollower", "UpstreamSource", "empty_batch"]
 
 log = logging.getLogger("leopard.upstream")
+
+
+def empty_batch() -> Batch:
+    return Batch([], {}, {})
+
+
+class UpstreamSource:
+    """What the consumer loop asks of a source, as an upstream answers it: the index
+    holds the position (nothing is committed upstream), a gap stops the source with
+    ``fatal`` set, and a failure to reach the upstream is retried after a backoff with
+    full jitter. Subclasses poll (``poll``) and say where to resume (``seek_to_stored``,
+    ``rewind``); ``key`` names the upstream in positions and gaps."""
+
+    key: str
+    #: what one message is, in a dead letter's log line ("revision", "page")
+    unit: str
+    item: str
+
+    def __init__(
+        self,
+        upstream: Any,
+        state_of: Callable[[], dict[str, Any]],
+        position_of: Callable[[], dict[str, int]],
+        *,
+        poll_timeout: float = 0.1,
+        backoff: tuple[float, float] = (0.2, 10.0),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.state_of = state_of
+        self.position_of = position_of
+        self.poll_timeout = poll_timeout
+        self.backoff = backoff
+        self.rng = rng or random.Random()
+        self.stopped: dict[str, str] = {}  # key -> the gap, once found
+        self.fatal: UpstreamError | None = None
+        self.connected = False
+        self.reconnects = 0
+        self._gaps: list[Gap] = []
+        self._failures = 0
+
+    @property
+    def assigned(self) -> bool:
+        return self.connected
+
+    def take_gaps(self) -> list[Gap]:
+        gaps, self._gaps = self._gaps, []
+        return gaps
+
+    def probe(self) -> bool | None:
+        if self.fatal is not None:
+            return None
+        return self.connected or None
+
+    def dead_letter(self, dead: list[tuple[Any, str]]) -> None:
+        """Items that cannot be applied: logged with their place (a follower has no
+        dead-letter topic; the consumer counts them)."""
+        for m, reason in dead:
+            item = getattr(m, "item", None)
+            where = "" if item is None else f" {self.item} {item}"
+            log.warning(
+                "%s %s %s%s not applied: %s", self.upstream.name, self.unit, m.offset, where,
+                reason,
+            )  # fmt: skip
+
+    def commit(self, position: dict[str, int]) -> None:
+        """Nothing to commit upstream: the index holds the position."""
+
+    def close(self) -> None:
+        self.upstream.close()
+
+    def _retry_later(self) -> float:
+        """The monotonic time to try again after one more failure in a row."""
+        self._failures += 1
+        self.reconnects += 1
+        base, cap = self.backoff
+        return time.monotonic() + self.rng.uniform(base, min(cap, base * 2**self._failures))
+
+    def _gap(self, stored: int, reason: str) -> None:
+        self._gaps.append(Gap(self.key, max(stored, 0), reason))
+        self.stopped[self.key] = reason
+        self.fatal = UpstreamGap(reason)
 
 
 class UpstreamFollower(ChangeConsumer):

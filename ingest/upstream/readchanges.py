@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ingest.consumer import ConsumerStats
-from ingest.kafka.source import Batch, Gap
-from ingest.upstream.follower import UpstreamFollower
+from ingest.kafka.source import Batch
+from ingest.upstream.follower import UpstreamFollower, UpstreamSource, empty_batch
 from ingest.upstream.openfga import (
     CHANGES_PAGE,
     OPENFGA_KEY,
@@ -62,7 +62,7 @@ class PageMessage:
         self.value: bytes | None = value
 
 
-class ReadChangesSource:
+class ReadChangesSource(UpstreamSource):
     """Pages of ReadChanges from the continuation token the index has stored."""
 
     def __init__(
@@ -77,38 +77,28 @@ class ReadChangesSource:
         backoff: tuple[float, float] = (0.2, 10.0),
         rng: random.Random | None = None,
     ) -> None:
-        self.upstream = source
-        self.state_of = state_of
-        self.position_of = position_of
+        super().__init__(
+            source, state_of, position_of, poll_timeout=poll_timeout, backoff=backoff, rng=rng
+        )
         self.interval = interval
         self.page_size = page_size
-        self.poll_timeout = poll_timeout
-        self.backoff = backoff
-        self.rng = rng or random.Random()
-        self.stopped: dict[str, str] = {}
-        self.fatal: UpstreamError | None = None
-        self.connected = False
-        self.reconnects = 0
         self.polls = 0
         self._behind = False
-        self._gaps: list[Gap] = []
-        self._failures = 0
         self._next = 0.0  # monotonic time of the next request
 
-    # -- what the consumer loop asks --------------------------------------------------
+    key = OPENFGA_KEY
+    unit, item = "page at", "item"
 
-    @property
-    def assigned(self) -> bool:
-        return self.connected
+    # -- what the consumer loop asks --------------------------------------------------
 
     def poll(self) -> Batch:
         if self.fatal is not None or self.stopped:
             time.sleep(self.poll_timeout)
-            return _empty()
+            return empty_batch()
         wait = self._next - time.monotonic()
         if wait > 0:
             time.sleep(min(wait, self.poll_timeout))
-            return _empty()
+            return empty_batch()
         state = self.state_of()
         token = state.get("token")
         if not isinstance(token, str):
@@ -127,14 +117,14 @@ class ReadChangesSource:
             self._failed(exc, token)
             if self.fatal is None:
                 raise
-            return _empty()
+            return empty_batch()
         self.connected = True
         self._failures = 0
         following = page.get("continuation_token") or token
         self._behind = len(changes) >= self.page_size
         self._next = time.monotonic() + (0 if self._behind else self.interval)
         if not changes or following == token:
-            return _empty()
+            return empty_batch()
         stored = self.position_of().get(OPENFGA_KEY, 0)
         position = max([stored + 1, *(change_time(c) for c in changes)])
         message = PageMessage(position, json.dumps(page).encode())
@@ -145,40 +135,15 @@ class ReadChangesSource:
             {OPENFGA_KEY: {**state, "token": following, "source": self.upstream.name}},
         )
 
-    def take_gaps(self) -> list[Gap]:
-        gaps, self._gaps = self._gaps, []
-        return gaps
-
-    def probe(self) -> bool | None:
-        if self.fatal is not None:
-            return None
-        return self.connected or None
-
     def lag(self) -> dict[str, int]:
         """Pages known to be waiting: 1 after a full page, else 0."""
         return {OPENFGA_KEY: int(self._behind)} if self.connected else {}
-
-    def dead_letter(self, dead: list[tuple[Any, str]]) -> None:
-        """Items that cannot be applied: logged with their index in the page (a
-        follower has no dead-letter topic; the consumer counts them)."""
-        for m, reason in dead:
-            item = getattr(m, "item", None)
-            where = "" if item is None else f" item {item}"
-            log.warning(
-                "%s page at %s%s not applied: %s", self.upstream.name, m.offset, where, reason
-            )
-
-    def commit(self, position: dict[str, int]) -> None:
-        """Nothing to commit upstream: the index holds the token."""
 
     def rewind(self) -> None:
         """Nothing is held between polls: the next one asks from the stored token."""
 
     def seek_to_stored(self) -> None:
         self._next = 0.0
-
-    def close(self) -> None:
-        self.upstream.close()
 
     # -- failures ---------------------------------------------------------------------
 
@@ -199,11 +164,11 @@ class ReadChangesSource:
     def _failed(self, exc: UpstreamError, token: str) -> None:
         self.connected = False
         if isinstance(exc, UpstreamGap):
-            self._gap(str(exc))
+            self._gap_now(str(exc))
             return
         if isinstance(exc, OpenFGAError):
             if exc.status == 400 and "continuation" in f"{exc.code} {exc}".lower():
-                self._gap(
+                self._gap_now(
                     f"{self.upstream.name} refuses the index's continuation token "
                     f"{token!r} ({exc}); rebuild the index ('leopard build --from "
                     f"openfga:{self.upstream.url} --store-id {self.upstream.store_id}', or "
@@ -214,20 +179,10 @@ class ReadChangesSource:
                 self.fatal = exc
                 return
         # away or failing: try again later, with backoff and full jitter
-        self._failures += 1
-        self.reconnects += 1
-        base, cap = self.backoff
-        self._next = time.monotonic() + self.rng.uniform(base, min(cap, base * 2**self._failures))
+        self._next = self._retry_later()
 
-    def _gap(self, reason: str) -> None:
-        stored = self.position_of().get(OPENFGA_KEY, 0)
-        self._gaps.append(Gap(OPENFGA_KEY, max(stored, 0), reason))
-        self.stopped[OPENFGA_KEY] = reason
-        self.fatal = UpstreamGap(reason)
-
-
-def _empty() -> Batch:
-    return Batch([], {}, {})
+    def _gap_now(self, reason: str) -> None:
+        self._gap(self.position_of().get(OPENFGA_KEY, 0), reason)
 
 
 class OpenFGAFollower(UpstreamFollower):

@@ -40,8 +40,8 @@ from authzed.api.v1 import core_pb2, watch_service_pb2, watch_service_pb2_grpc
 from google.protobuf import json_format
 
 from ingest.consumer import ConsumerStats
-from ingest.kafka.source import Batch, Gap
-from ingest.upstream.follower import UpstreamFollower
+from ingest.kafka.source import Batch
+from ingest.upstream.follower import UpstreamFollower, UpstreamSource, empty_batch
 from ingest.upstream.spicedb import SpiceDBSource, bootstrap, upstream_error
 from leopard.core.index import Index
 from leopard.errors import InvalidInput, UpstreamError, UpstreamGap
@@ -83,7 +83,7 @@ class WatchMessage:
         self.value: bytes | None = value
 
 
-class WatchSource:
+class WatchSource(UpstreamSource):
     """Batches of Watch responses from the revision the index has stored.
 
     ``state_of`` gives the stored source state (its ``SPICEDB_KEY`` section holds the
@@ -102,44 +102,34 @@ class WatchSource:
         backoff: tuple[float, float] = (0.2, 10.0),
         rng: random.Random | None = None,
     ) -> None:
-        self.upstream = source
-        self.state_of = state_of
-        self.position_of = position_of
+        super().__init__(
+            source, state_of, position_of, poll_timeout=poll_timeout, backoff=backoff, rng=rng
+        )
         self.max_batch = max_batch
-        self.poll_timeout = poll_timeout
-        self.backoff = backoff
-        self.rng = rng or random.Random()
-        self.stopped: dict[str, str] = {}  # SPICEDB_KEY -> the gap, once found
-        self.fatal: UpstreamError | None = None
-        self.connected = False
-        self.reconnects = 0
-        self._gaps: list[Gap] = []
         self._call: Any = None
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=100_000)
-        self._failures = 0
         self._retry_at = 0.0
         self._stub = watch_service_pb2_grpc.WatchServiceStub(source.channel())
 
-    # -- what the consumer loop asks --------------------------------------------------
+    key = SPICEDB_KEY
+    unit, item = "revision", "update"
 
-    @property
-    def assigned(self) -> bool:
-        return self.connected
+    # -- what the consumer loop asks --------------------------------------------------
 
     def poll(self) -> Batch:
         if self.fatal is not None or self.stopped:
             time.sleep(self.poll_timeout)
-            return _empty()
+            return empty_batch()
         if self._call is None:
             wait = self._retry_at - time.monotonic()
             if wait > 0:
                 time.sleep(min(wait, self.poll_timeout))
-                return _empty()
+                return empty_batch()
             self._connect()
         try:
             first = self._queue.get(timeout=self.poll_timeout)
         except queue.Empty:
-            return _empty()
+            return empty_batch()
         items = [first]
         while len(items) < self.max_batch:
             try:
@@ -148,30 +138,8 @@ class WatchSource:
                 break
         return self._batch(items)
 
-    def take_gaps(self) -> list[Gap]:
-        gaps, self._gaps = self._gaps, []
-        return gaps
-
-    def probe(self) -> bool | None:
-        if self.fatal is not None:
-            return None
-        return self.connected or None
-
     def lag(self) -> dict[str, int]:
         return {SPICEDB_KEY: self._queue.qsize()} if self.connected else {}
-
-    def dead_letter(self, dead: list[tuple[Any, str]]) -> None:
-        """Updates that cannot be applied: logged with the revision and their index
-        (a follower has no dead-letter topic; the consumer counts them)."""
-        for m, reason in dead:
-            item = getattr(m, "item", None)
-            where = "" if item is None else f" update {item}"
-            log.warning(
-                "%s revision %s%s not applied: %s", self.upstream.name, m.offset, where, reason
-            )
-
-    def commit(self, position: dict[str, int]) -> None:
-        """Nothing to commit upstream: the index holds the position."""
 
     def rewind(self) -> None:
         """Drop what was received and not applied; the Watch restarts from the stored
@@ -183,7 +151,7 @@ class WatchSource:
 
     def close(self) -> None:
         self._disconnect()
-        self.upstream.close()
+        super().close()
 
     # -- the stream -------------------------------------------------------------------
 
@@ -305,22 +273,7 @@ class WatchSource:
             self.fatal = UpstreamError(f"{self.upstream.name}: the Watch failed: {failure!r}")
             return
         # away or restarting: try again later, with backoff and full jitter
-        self._failures += 1
-        self.reconnects += 1
-        base, cap = self.backoff
-        self._retry_at = time.monotonic() + self.rng.uniform(
-            base, min(cap, base * 2**self._failures)
-        )
-
-    def _gap(self, stored: int, reason: str) -> None:
-        gap = Gap(SPICEDB_KEY, max(stored, 0), reason)
-        self._gaps.append(gap)
-        self.stopped[SPICEDB_KEY] = reason
-        self.fatal = UpstreamGap(reason)
-
-
-def _empty() -> Batch:
-    return Batch([], {}, {})
+        self._retry_at = self._retry_later()
 
 
 class SpiceDBFollower(UpstreamFollower):
