@@ -23,11 +23,13 @@ from typing import Any
 import grpc
 
 from leopard.core.index import Index
-from leopard.grpc.consistency import INVALID_REVISION, Foreign, Freshness, Want
+from leopard.errors import InvalidInput
+from leopard.grpc.consistency import AT_LEAST, INVALID_REVISION, Foreign, Freshness, Want
 from leopard.grpc.forward import Upstream, for_upstream
 from leopard.grpc.names import Catalog
 from leopard.grpc.status import Refusal
 from leopard.model.plan import Plan
+from leopard.model.zedtoken import SPICEDB_KEY, zedtoken_position
 
 __all__ = ["Answering", "Forward", "same_object"]
 
@@ -77,14 +79,30 @@ class Answering:
         return cached[1]
 
     def want(self, request: Any) -> Want:
-        """The request's consistency; a ZedToken not of this index goes to SpiceDB,
-        or is refused as SpiceDB refuses garbage."""
+        """The request's consistency. A SpiceDB ZedToken as ``at_least_as_fresh`` is
+        waited for when the index follows SpiceDB (its version carries the revision);
+        any other token not of this index goes to SpiceDB, or is refused as SpiceDB
+        refuses garbage."""
         try:
             return Want.of(request)
-        except Foreign:
+        except Foreign as foreign:
+            token = foreign.args[0] if foreign.args else ""
+            if self._follows_spicedb(request, token):
+                return Want(AT_LEAST, token)
             if self.upstream is not None:
                 raise Forward() from None
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, INVALID_REVISION) from None
+
+    def _follows_spicedb(self, request: Any, token: str) -> bool:
+        if request.consistency.WhichOneof("requirement") != "at_least_as_fresh":
+            return False
+        if SPICEDB_KEY not in self.index.position:
+            return False
+        try:
+            zedtoken_position(token)
+        except InvalidInput:
+            return False
+        return True
 
     def needs_spicedb(self, request: Any) -> bool:
         """Whether the request carries what only SpiceDB evaluates, and SpiceDB is there."""

@@ -314,3 +314,63 @@ def test_build_from_and_follow_commands(front: SpiceDBFront, tmp_path: Path) -> 
         _, err = follow.communicate(timeout=30)
     assert follow.returncode == 0, err
     assert "followed spicedb:" in err
+
+
+def test_spicedb_api_waits_for_a_spicedb_write_token(front: SpiceDBFront, tmp_path: Path) -> None:
+    """Read your own write through Leopard's SpiceDB API: the ZedToken SpiceDB gave a
+    write, as ``at_least_as_fresh``, is waited for while the index follows SpiceDB;
+    an index that does not follow SpiceDB refuses it as SpiceDB refuses a token it
+    does not know."""
+    from authzed.api import v1
+
+    from leopard.api import build_index
+    from leopard.grpc.server import GrpcOptions, GrpcServer
+
+    initial(front, random.Random(5))
+    path = tmp_path / "ix"
+    bootstrap(path, SpiceDBSource(front.target))
+    run = Running(path, front)
+    server = GrpcServer(run.follower.index, GrpcOptions(port=0, max_wait=15.0))
+    target = server.start()
+    try:
+        client = v1.InsecureClient(target, "unused")
+        for user in ("fresh1", "fresh2", "fresh3"):
+            token = front.write([f"group:g0#member@user:{user}"])
+            answer = client.CheckPermission(
+                v1.CheckPermissionRequest(
+                    resource=v1.ObjectReference(object_type="group", object_id="g0"),
+                    permission="member",
+                    subject=v1.SubjectReference(
+                        object=v1.ObjectReference(object_type="user", object_id=user)
+                    ),
+                    consistency=v1.Consistency(at_least_as_fresh=token),
+                )
+            )
+            assert answer.permissionship == v1.CheckPermissionResponse.PERMISSIONSHIP_HAS_PERMISSION
+            wanted = revision_number(decode_zedtoken(token.token).revision)
+            assert decode_token(answer.checked_at.token)[SPICEDB_KEY] >= wanted
+    finally:
+        server.stop(grace=1.0)
+        run.stop()
+    assert run.error is None
+    # an index that does not follow SpiceDB: the same token is foreign to it
+    plain = tmp_path / "plain"
+    build_index([["group:g0#member@user:fresh1"]], plain)
+    with Index(plain) as ix:
+        server = GrpcServer(ix, GrpcOptions(port=0))
+        target = server.start()
+        try:
+            with pytest.raises(grpc.RpcError) as refused:
+                v1.InsecureClient(target, "unused").CheckPermission(
+                    v1.CheckPermissionRequest(
+                        resource=v1.ObjectReference(object_type="group", object_id="g0"),
+                        permission="member",
+                        subject=v1.SubjectReference(
+                            object=v1.ObjectReference(object_type="user", object_id="fresh1")
+                        ),
+                        consistency=v1.Consistency(at_least_as_fresh=token),
+                    )
+                )
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        finally:
+            server.stop(grace=1.0)
