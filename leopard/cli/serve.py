@@ -27,6 +27,7 @@ from leopard.cli.options import (
     need_index,
     upstream_options,
 )
+from leopard.core.successor import live_generation
 from leopard.errors import InvalidInput
 from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG
 from leopard.http.connections import (
@@ -430,6 +431,8 @@ def serve_command(
             f"--workers {workers} with a change stream needs --refresh-interval above 0: "
             "the workers without the consumer follow it by re-reading the index"
         )
+    if workers > 1:
+        live_generation(Path(index_dir))  # no index: said here, not once per worker
     token = _read_token(auth_token_file) if auth_token_file else None
     store = check_store_id(store_id) if store_id else default_store_id(index_dir)
     if upstream_openfga:
