@@ -66,6 +66,19 @@ class UpstreamSource:
         self.reconnects = 0
         self._gaps: list[Gap] = []
         self._failures = 0
+        self._next = 0.0  # monotonic time before which no request is made
+
+    def _resting(self) -> Batch | None:
+        """An empty batch (after at most ``poll_timeout``) while the source is stopped
+        or waits for its next request; None when it may ask the upstream now."""
+        if self.fatal is not None or self.stopped:
+            time.sleep(self.poll_timeout)
+            return empty_batch()
+        wait = self._next - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, self.poll_timeout))
+            return empty_batch()
+        return None
 
     @property
     def assigned(self) -> bool:

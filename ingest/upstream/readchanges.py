@@ -84,7 +84,6 @@ class ReadChangesSource(UpstreamSource):
         self.page_size = page_size
         self.polls = 0
         self._behind = False
-        self._next = 0.0  # monotonic time of the next request
 
     key = OPENFGA_KEY
     unit, item = "page at", "item"
@@ -92,13 +91,9 @@ class ReadChangesSource(UpstreamSource):
     # -- what the consumer loop asks --------------------------------------------------
 
     def poll(self) -> Batch:
-        if self.fatal is not None or self.stopped:
-            time.sleep(self.poll_timeout)
-            return empty_batch()
-        wait = self._next - time.monotonic()
-        if wait > 0:
-            time.sleep(min(wait, self.poll_timeout))
-            return empty_batch()
+        resting = self._resting()
+        if resting is not None:
+            return resting
         state = self.state_of()
         token = state.get("token")
         if not isinstance(token, str):

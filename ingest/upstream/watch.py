@@ -30,7 +30,6 @@ import logging
 import queue
 import random
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,7 +107,6 @@ class WatchSource(UpstreamSource):
         self.max_batch = max_batch
         self._call: Any = None
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=100_000)
-        self._retry_at = 0.0
         self._stub = watch_service_pb2_grpc.WatchServiceStub(source.channel())
 
     key = SPICEDB_KEY
@@ -117,14 +115,10 @@ class WatchSource(UpstreamSource):
     # -- what the consumer loop asks --------------------------------------------------
 
     def poll(self) -> Batch:
-        if self.fatal is not None or self.stopped:
-            time.sleep(self.poll_timeout)
-            return empty_batch()
+        resting = self._resting()  # (the time to retry is set only when disconnected)
+        if resting is not None:
+            return resting
         if self._call is None:
-            wait = self._retry_at - time.monotonic()
-            if wait > 0:
-                time.sleep(min(wait, self.poll_timeout))
-                return empty_batch()
             self._connect()
         try:
             first = self._queue.get(timeout=self.poll_timeout)
@@ -273,7 +267,7 @@ class WatchSource(UpstreamSource):
             self.fatal = UpstreamError(f"{self.upstream.name}: the Watch failed: {failure!r}")
             return
         # away or restarting: try again later, with backoff and full jitter
-        self._retry_at = self._retry_later()
+        self._next = self._retry_later()
 
 
 class SpiceDBFollower(UpstreamFollower):
