@@ -28,7 +28,7 @@ from leopard.cli.options import (
     upstream_options,
 )
 from leopard.core.successor import live_generation
-from leopard.errors import InvalidInput
+from leopard.errors import InvalidInput, LeopardError
 from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG
 from leopard.http.connections import (
     DEFAULT_BODY_TIMEOUT,
@@ -127,7 +127,11 @@ def grpc_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         given = {k: kwargs.pop(k) for k in _GRPC_KEYS}
-        return fn(*args, grpc=_grpc_companion(given, kwargs["host"]), **kwargs)
+        try:
+            companion = _grpc_companion(given, kwargs["host"])
+        except LeopardError as exc:
+            raise click.ClickException(str(exc)) from None
+        return fn(*args, grpc=companion, **kwargs)
 
     for option in reversed(_GRPC_OPTIONS):
         wrapper = option(wrapper)
@@ -153,6 +157,7 @@ def _grpc_companion(given: dict[str, Any], http_host: str) -> Companion | None:
         upstream_preshared_key=given["upstream_preshared_key"],
         upstream_tls=given["upstream_tls"],
     )
+    options.check()  # here, before workers fork: one line, said once
 
     def start(index: Any, consumer: Any) -> Callable[[], None]:
         server = GrpcServer(index, options, consumer=consumer)

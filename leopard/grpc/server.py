@@ -65,6 +65,25 @@ class GrpcOptions:
     #: calls served at once (each stream and each wait holds one)
     workers: int = 64
 
+    def check(self) -> None:
+        """``InvalidInput`` naming the first setting that cannot serve: asked before
+        anything starts (before ``serve --workers`` forks), so it is said once."""
+        if self.preshared_key is not None and not self.preshared_key:
+            raise InvalidInput("--grpc-preshared-key must not be empty")
+        if self.upstream is not None and (not self.upstream or ":" not in self.upstream):
+            raise InvalidInput(f"--upstream-spicedb {self.upstream!r}: expected HOST:PORT")
+        if (self.tls_cert_path is None) != (self.tls_key_path is None):
+            raise InvalidInput("--grpc-tls-cert-path and --grpc-tls-key-path go together")
+        if self.tls_cert_path is not None and self.tls_key_path is not None:
+            _key_pair(self.tls_cert_path, self.tls_key_path)
+        why = _unlistenable(self.host, self.port)
+        if why is not None:
+            raise InvalidInput(f"cannot listen on {_shown(self.host)}:{self.port} for gRPC: {why}")
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
 
 def _read(path: str, what: str) -> bytes:
     try:
@@ -116,8 +135,7 @@ class GrpcServer:
 
     def __init__(self, index: Index, options: GrpcOptions, *, consumer: Any = None) -> None:
         self.options = options
-        if options.preshared_key is not None and not options.preshared_key:
-            raise InvalidInput("--grpc-preshared-key must not be empty")
+        options.check()
         head = StreamHead(consumer) if consumer is not None else None
         freshness = Freshness(index, max_wait=options.max_wait, head=head)
         self.upstream = (
@@ -153,14 +171,7 @@ class GrpcServer:
 
     def _bind(self) -> int:
         o = self.options
-        shown = f"[{o.host}]" if ":" in o.host else o.host
-        address = f"{shown}:{o.port}"
-        if (o.tls_cert_path is None) != (o.tls_key_path is None):
-            raise InvalidInput("--grpc-tls-cert-path and --grpc-tls-key-path go together")
-        why = _unlistenable(o.host, o.port)
-        if why is not None:
-            self.close_upstream()
-            raise InvalidInput(f"cannot listen on {address} for gRPC: {why}")
+        address = f"{_shown(o.host)}:{o.port}"
         try:
             if o.tls_cert_path is not None and o.tls_key_path is not None:
                 pair = _key_pair(o.tls_cert_path, o.tls_key_path)

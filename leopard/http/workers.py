@@ -146,6 +146,8 @@ class Worker:
 
     def ready(self) -> None:
         """Tell the supervisor this worker listens (called once)."""
+        global _serving
+        _serving = True
         with contextlib.suppress(OSError):
             os.write(self._ready, b"1")
             os.close(self._ready)
@@ -219,7 +221,19 @@ class _Stop(KeyboardInterrupt):
     """SIGTERM or SIGINT in a worker outside uvicorn's own handling: unwind and exit."""
 
 
+#: whether this process is a worker that has said it listens (see ``_stop_worker``)
+_serving = False
+
+
 def _stop_worker(signum: int, frame: object) -> None:
+    if not _serving:
+        # Not serving yet: it runs no consumer and holds nothing to finish, and an
+        # exception raised here could land anywhere (a weakref callback swallows it and
+        # the worker carries on opening the index): exit at once.
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(0)
     raise _Stop(signum)
 
 
