@@ -16,8 +16,11 @@ import pyarrow as pa
 from ingest.snapshots import ReadStats, Reject, read_snapshots
 from leopard.core.build import BuildReport, Position, build_from_batches, space_errors
 from leopard.core.index import Index
+from leopard.core.shardbuild import build_shards
+from leopard.core.sharded import ShardedIndex
 from leopard.errors import InvalidInput
 from leopard.model.config import Config, load_config, schema_config
+from leopard.store.manifest import read_manifest
 
 __all__ = ["build_index", "open_index"]
 
@@ -39,6 +42,7 @@ def build_index(
     wait: bool | float = False,
     schema: str | Path | None = None,
     only: Sequence[str] = (),
+    shards: int | None = None,
 ) -> BuildReport:
     """Build an index at ``path`` from snapshot files (or iterables of tuple lines).
 
@@ -56,6 +60,10 @@ def build_index(
     (a share: 0.5 is half) of its indexed tuples, unless ``force``. One build or
     compaction writes a directory at a time: another one at work makes this one fail
     at once, or with ``wait`` wait for it (True: as long as it takes; or seconds).
+
+    With ``shards`` (a number), ``path`` becomes a sharded index: that many ordinary
+    indexes, each holding the graph of sets and its share of the subjects, and a
+    manifest (see ``leopard.model.shards``); ``open_index`` opens it as one.
     """
     if isinstance(sources, (str, Path)):
         sources = [sources]
@@ -79,6 +87,17 @@ def build_index(
             stats=stats,
             progress=progress,
         )
+        if shards is not None:
+            return build_shards(
+                sink.closed_after(batches),
+                path,
+                cfg,
+                shards,
+                rejected=lambda: stats.rejected,
+                id_order=id_order,
+                wait=wait,
+                force=force,
+            )
         return build_from_batches(
             sink.closed_after(batches),
             path,
@@ -91,8 +110,12 @@ def build_index(
         )
 
 
-def open_index(path: str | Path) -> Index:
-    """Open the index at ``path`` for queries."""
+def open_index(path: str | Path) -> Index | ShardedIndex:
+    """Open the index at ``path`` for queries (a sharded index as one: every shard,
+    each query routed as a router would route it)."""
+    manifest = read_manifest(path)
+    if manifest is not None:
+        return ShardedIndex(path, manifest)
     return Index(path)
 
 

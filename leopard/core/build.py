@@ -117,6 +117,7 @@ def build_from_batches(
     max_shrink: float | None = None,
     wait: bool | float = False,
     source_state: dict[str, dict[str, Any]] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> BuildReport:
     """Build an index at ``path`` from tuple batches and swap it in.
 
@@ -128,7 +129,10 @@ def build_from_batches(
     lock: False not at all, True as long as it takes, or seconds. ``path`` may be an
     ``IndexDir`` whose lock the caller already holds. ``position`` and
     ``source_state`` are where the change stream resumes (a compaction carries them
-    over from the incremental layer it folds).
+    over from the incremental layer it folds). ``shard`` (``(k, n)``) marks the index
+    as shard ``k`` of ``n`` of a sharded index (``leopard.model.shards``): the batches
+    hold only what that shard holds, and the changes applied to it later are filtered
+    the same way.
     """
     if id_order not in ("dfs", "input"):
         raise InvalidInput(f"id_order must be 'dfs' or 'input', not {id_order!r}")
@@ -307,6 +311,8 @@ def build_from_batches(
             "built_at": time.time(),
             "id_order": id_order,
         }
+        if shard is not None:
+            meta["shard"] = [int(shard[0]), int(shard[1])]
         db = RocksDB(base_of(tmp), read_only=False, bulk=True)
         try:
             writer.store(db)

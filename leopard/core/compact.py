@@ -151,6 +151,7 @@ def compact(path: str | Path, *, wait: bool | float = False) -> BuildReport:
                 reader.config,
                 position=position,
                 source_state=reader.source_state,
+                shard=reader.meta.get("shard"),
             )
         finally:
             reader.close()

@@ -38,6 +38,7 @@ from leopard.model.closure import Graph, condense
 from leopard.model.edges import Edge, disallowed, edges_of
 from leopard.model.edges import feeding as model_feeding
 from leopard.model.names import RelationTuple
+from leopard.model.shards import ShardRule
 from leopard.store.layout import (
     NEXT_SUBJECT_KEY,
     POSITION_KEY,
@@ -78,6 +79,8 @@ class ApplyReport:
     new_subjects: int = 0
     seconds: float = 0.0
     skipped_reasons: dict[str, int] = field(default_factory=dict)
+    #: changes of subjects another shard holds (a shard of a sharded index skips them)
+    other_shard: int = 0
 
 
 class DeltaWriter:
@@ -99,6 +102,9 @@ class DeltaWriter:
         self._cache: dict[tuple[str, int], BitMap] = {}
         self._cache_overlay = reader.overlay
         self._feeding: dict[tuple[str, str], list[tuple[str, int | None]]] = {}
+        # a shard of a sharded index applies only the changes it holds
+        shard = reader.meta.get("shard")
+        self._shard = (ShardRule(self.config, shard[1]), shard[0]) if shard else None
 
     def close(self) -> None:
         self.db.close()
@@ -120,13 +126,17 @@ class DeltaWriter:
         started = time.perf_counter()
         rep = ApplyReport()
         last: dict[RelationTuple, str] = {}
+        shard = self._shard
         for op, t in changes:
             rep.changes += 1
             if op not in (TOUCH, DELETE):
                 raise InvalidInput(f"change op must be 'touch' or 'delete', not {op!r}")
+            if shard is not None and not shard[0].holds(t, shard[1]):
+                rep.other_shard += 1
+                continue
             last.pop(t, None)  # keep the order of the last change of each tuple
             last[t] = op
-        rep.coalesced = rep.changes - len(last)
+        rep.coalesced = rep.changes - rep.other_shard - len(last)
         if self.reader.overlay is not self._cache_overlay:
             self._cache.clear()
             self._cache_overlay = self.reader.overlay

@@ -122,6 +122,10 @@ class Plan:
         """``(set relation, target relation, feed index)`` of the arrows over a tupleset."""
         return self._arrows.get((type, tupleset), [])
 
+    def arrow_tuplesets(self) -> list[SetKey]:
+        """Every ``(type, tupleset relation)`` an arrow reads."""
+        return sorted(self._arrows)
+
     def computed(self, type: str) -> list[tuple[str, str, int]]:
         """``(set relation, same-object relation, feed index)`` of a type's computed feeds."""
         return self._computed.get(type, [])

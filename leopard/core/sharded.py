@@ -1,0 +1,196 @@
+"""A sharded index opened in one process: every query answered as one index answers it.
+
+``ShardedIndex`` opens the shards a manifest names (``leopard.store.manifest``) and
+routes each query as a router in front of shard servers does (``docs/scale.md``):
+
+* ``check``, ``groups_of``, ``explain`` of a plain subject go to the subject's shard,
+  which holds its direct sets and the whole graph of sets: one shard, one answer;
+* a userset subject (``group:eng#member``) is a question about the graph, whose sets
+  every shard holds in part (an object whose tuples all sit on one shard is known
+  there alone): it is asked of every shard and the answers are joined (``check``:
+  any; ``groups_of``: the union; ``explain``: the shortest chain, then by name);
+* ``members_of`` asks every shard for its page and merges the pages by name
+  (replicated members, such as wildcards, are told once);
+* ``check_many`` splits the pairs by shard and puts the answers back in order.
+
+Versions: every shard consumes every partition of the change stream, so offsets mean
+the same on each. The index's ``version`` is what every shard has reached (per
+partition, the least of the shards' offsets); ``wait_for`` waits for each shard.
+
+This is the reference the routed servers are compared with, and what
+``leopard.open_index`` returns for a sharded directory.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from leopard.core.freshness import POLL
+from leopard.core.index import Index
+from leopard.errors import IndexNotFound, InvalidInput
+from leopard.model.shards import shard_of
+from leopard.model.tokens import encode_token
+from leopard.store.manifest import ShardManifest, read_manifest
+
+__all__ = ["ShardedIndex", "merge_pages", "least_position"]
+
+
+def least_position(positions: list[dict[str, int]]) -> dict[str, int]:
+    """Per partition, the least offset of ``positions``; a partition one of them lacks
+    is left out (not every shard vouches for it)."""
+    if not positions:
+        return {}
+    common = set(positions[0]).intersection(*positions[1:])
+    return {p: min(pos[p] for pos in positions) for p in sorted(common)}
+
+
+def merge_pages(pages: list[list[str]], limit: int | None) -> list[str]:
+    """Sorted pages of names merged into one sorted page without repeats."""
+    out: list[str] = []
+    last = None
+    for name in heapq.merge(*pages):
+        if name != last:
+            out.append(name)
+            last = name
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+class ShardedIndex:
+    """The shards of a sharded index, answering as one ``Index`` (see the module)."""
+
+    def __init__(self, path: str | Path, manifest: ShardManifest | None = None) -> None:
+        self.path = Path(path)
+        found = manifest if manifest is not None else read_manifest(self.path)
+        if found is None:
+            raise IndexNotFound(f"no sharded index at {str(self.path)!r}: no shards.json")
+        self.manifest = found
+        self.n = found.shards
+        self.shards: list[Index] = []
+        try:
+            for p in found.shard_paths(self.path):
+                self.shards.append(Index(p))
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        for ix in self.shards:
+            ix.close()
+
+    def __enter__(self) -> ShardedIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def config(self) -> Any:
+        return self.shards[0].config
+
+    def shard_for(self, subject: str) -> int:
+        """The shard holding ``subject``'s direct sets."""
+        if not isinstance(subject, str):
+            raise InvalidInput(f"subject must be a string, not {subject!r}")
+        return shard_of(subject, self.n)
+
+    @property
+    def position(self) -> dict[str, int]:
+        return least_position([ix.position for ix in self.shards])
+
+    @property
+    def gaps(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for ix in self.shards:
+            out.update(ix.gaps)
+        return out
+
+    @property
+    def version(self) -> str:
+        return encode_token(self.position)
+
+    def refresh(self) -> bool:
+        changed = False
+        for ix in self.shards:
+            changed = ix.refresh() or changed
+        return changed
+
+    def wait_for(self, token: str, timeout: float = 1.0, *, poll: float = POLL) -> str:
+        """Return once every shard has applied ``token``; StaleIndex on time-out."""
+        deadline = time.monotonic() + timeout
+        for ix in self.shards:
+            ix.wait_for(token, max(0.0, deadline - time.monotonic()), poll=poll)
+        return self.version
+
+    def warm(self, *, subjects: bool = True) -> int:
+        return sum(ix.warm(subjects=subjects) for ix in self.shards)
+
+    @property
+    def warmed(self) -> bool:
+        return all(ix.warmed for ix in self.shards)
+
+    def stats(self) -> dict[str, Any]:
+        return {"shards": [ix.stats() for ix in self.shards]}
+
+    # -- queries ------------------------------------------------------------------------
+
+    def _owners(self, subject: str) -> Iterator[Index]:
+        """The shards to ask about ``subject``: its own, or every one for a userset."""
+        if isinstance(subject, str) and "#" in subject:
+            yield from self.shards
+        else:
+            yield self.shards[self.shard_for(subject)]
+
+    def check(self, subject: str, group: str) -> bool:
+        return any(ix.check(subject, group) for ix in self._owners(subject))
+
+    def check_many(self, pairs: Any) -> list[bool]:
+        pairs = list(pairs)
+        out: list[bool | None] = [None] * len(pairs)
+        per_shard: dict[int, list[int]] = {}
+        for i, pair in enumerate(pairs):
+            s = pair[0] if isinstance(pair, (tuple, list)) and len(pair) == 2 else None
+            if isinstance(s, str) and "#" not in s:
+                per_shard.setdefault(shard_of(s, self.n), []).append(i)
+            else:
+                out[i] = self.check(*pair)  # validates the pair as Index.check does
+        for k, rows in per_shard.items():
+            answers = self.shards[k].check_many([pairs[i] for i in rows])
+            for i, a in zip(rows, answers, strict=True):
+                out[i] = a
+        return [bool(a) for a in out]
+
+    def groups_of(
+        self, subject: str, *, type: str | None = None, permission: str | None = None
+    ) -> list[str]:
+        found: set[str] = set()
+        for ix in self._owners(subject):
+            found.update(ix.groups_of(subject, type=type, permission=permission))
+        return sorted(found)
+
+    def members_of(
+        self, group: str, limit: int | None = None, after: str | None = None
+    ) -> list[str]:
+        pages = [ix.members_of(group, limit, after) for ix in self.shards]
+        return merge_pages(pages, limit)
+
+    def explain(
+        self, subject: str, group: str, *, steps: bool = False
+    ) -> list[str] | list[Any] | None:
+        best: tuple[int, list[str], Any] | None = None
+        for ix in self._owners(subject):
+            chain = ix.explain(subject, group, steps=steps)
+            if chain is None:
+                continue
+            names = [getattr(s, "set", s) for s in chain] if steps else list(chain)
+            key = (len(chain), [str(n) for n in names])
+            if best is None or key < best[:2]:
+                best = (key[0], key[1], chain)
+        return None if best is None else best[2]
