@@ -97,6 +97,7 @@ def build_index(
                 id_order=id_order,
                 wait=wait,
                 force=force,
+                refuse_empty=not force,
             )
         return build_from_batches(
             sink.closed_after(batches),

@@ -16,7 +16,8 @@ catch ``LeopardError`` and know the message is meant for a person::
     │   └── UpstreamError   the followed SpiceDB or OpenFGA cannot be reached or refused
     │       └── UpstreamGap the upstream no longer has the changes after the index's revision
     └── ServiceError        the HTTP service failed or could not be reached (client side)
-        └── Unauthorized    the service wants a bearer token, or refused the one given
+        ├── Unauthorized    the service wants a bearer token, or refused the one given
+        └── ShardUnavailable a shard server of a sharded index cannot be reached
 
 Errors of rocksdict and kafka-python are re-raised as these at the boundary, once
 (``leopard.store.rocks.rocks_errors``, ``ingest.kafka``), so their types never leak
@@ -46,6 +47,7 @@ __all__ = [
     "UpstreamGap",
     "ServiceError",
     "Unauthorized",
+    "ShardUnavailable",
     "HTTP_ERRORS",
     "http_status",
     "error_for_code",
@@ -130,6 +132,14 @@ class Unauthorized(ServiceError, PermissionError):
     """The service wants a bearer token (HTTP 401), or refused the one given."""
 
 
+class ShardUnavailable(ServiceError):
+    """A shard server of a sharded index did not answer (the router's 503, or the sharded
+    client's error); the message names the shard and its URL."""
+
+    def __init__(self, message: str, status: int | None = 503, code: str | None = None) -> None:
+        super().__init__(message, status, code or "shard_unavailable")
+
+
 #: error class -> (HTTP status, error code); see the module docstring
 HTTP_ERRORS: dict[type[LeopardError], tuple[int, str]] = {
     InvalidTuple: (400, "invalid_tuple"),
@@ -140,6 +150,7 @@ HTTP_ERRORS: dict[type[LeopardError], tuple[int, str]] = {
     StorageError: (503, "storage_error"),
     BrokerError: (503, "broker_error"),
     StaleIndex: (503, "stale"),
+    ShardUnavailable: (503, "shard_unavailable"),
     ServiceError: (500, "internal"),
 }
 

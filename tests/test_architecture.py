@@ -29,8 +29,9 @@ ARROWS: dict[str, set[str]] = {
     "api": {"core", "ingest", "model"},
     "http": {"core", "ingest", "model", "api"},
     "grpc": {"core", "ingest", "model", "api"},
-    "cli": {"core", "ingest", "model", "api", "http", "gen", "grpc"},
-    "client": {"http.schemas"},
+    "spark": {"core", "ingest", "model", "store"},
+    "cli": {"core", "ingest", "model", "api", "http", "gen", "grpc", "spark"},
+    "client": {"http.schemas", "model.routing"},
     "front": set(),
 }
 MAX_LINES = 500

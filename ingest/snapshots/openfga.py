@@ -20,10 +20,24 @@ from ingest.snapshots.sources import BLANK, strip_end
 from leopard.errors import InvalidInput, InvalidTuple
 from leopard.model.names import RelationTuple, parse_openfga
 
-__all__ = ["csv_records", "json_records", "jsonl_records"]
+__all__ = ["CSV_COLUMNS", "columns_record", "csv_records", "json_records", "jsonl_records"]
 
 _CSV_REQUIRED = ("user_type", "user_id", "user_relation", "relation", "object_type", "object_id")
 _CSV_OPTIONAL = ("condition_name", "condition_context")
+#: the columns of a relationship in OpenFGA's CSV (and in Parquet files of the same shape)
+CSV_COLUMNS = _CSV_REQUIRED
+
+
+def columns_record(values: list[str], condition: str | None, text: str) -> RelationTuple | Bad:
+    """A relationship given as the values of ``CSV_COLUMNS`` (a Parquet row, say),
+    checked exactly as a CSV row is; ``text`` is how the record is shown in a reject."""
+    index = {col: i for i, col in enumerate(CSV_COLUMNS)}
+    row = list(values)
+    cond = None
+    if condition:
+        cond = len(row)
+        row.append(condition)
+    return _csv_row(row, index, cond, text)
 
 
 # -- CSV -----------------------------------------------------------------------------------

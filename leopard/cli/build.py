@@ -28,6 +28,8 @@ from leopard.cli.options import (
     wait_option,
 )
 from leopard.core.compact import compact as run_compaction
+from leopard.model.config import load_config, schema_config
+from leopard.spark import SPARK_FORMATS, build_on_spark
 
 __all__ = ["build", "compact"]
 
@@ -66,8 +68,8 @@ __all__ = ["build", "compact"]
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "csv", "json", "jsonl"]),
-    help="Snapshot format (default: from each file's extension).",
+    type=click.Choice(list(SPARK_FORMATS)),
+    help="Snapshot format (default: from each file's extension; parquet: --engine spark).",
 )
 @click.option("--skip-invalid", is_flag=True, help="Index every valid record; count the rest.")
 @click.option(
@@ -102,6 +104,27 @@ __all__ = ["build", "compact"]
     is_flag=True,
     help="Build even an empty index (no tuple indexed), or one that shrank past --max-shrink.",
 )
+@click.option(
+    "--shards",
+    type=int,
+    metavar="N",
+    help="Build a sharded index of N shards (DIR/shard-K and a manifest): each holds the "
+    "graph of sets and its share of the subjects.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="Build here, or on Spark (pip install 'leopard-index[spark]'; 1 shard unless --shards).",
+)
+@click.option(
+    "--master",
+    default="local[*]",
+    show_default=True,
+    metavar="URL",
+    help="With --engine spark: Spark's master, local[N] | spark://HOST:7077 | k8s://URL.",
+)
 @wait_option
 @json_option
 @fail_cleanly
@@ -124,6 +147,9 @@ def build(
     force: bool,
     wait: bool,
     as_json: bool,
+    shards: int | None = None,
+    engine: str = "local",
+    master: str = "local[*]",
 ) -> None:
     """Build an index from snapshot files and swap it in atomically.
 
@@ -150,6 +176,14 @@ def build(
       leopard build docs.txt --index ./idx --schema docs.zed --only doc#view
       leopard build --index ./idx --from spicedb:127.0.0.1:50051 --source-key KEY
       leopard build --index ./idx --from openfga:http://127.0.0.1:8080 --store-id 01HZ...
+
+    \b
+    Sharded, on one machine or on Spark (SNAPSHOT may then be a Hadoop URI, and
+    .parquet files or directories with the OpenFGA CSV's columns are read too):
+      leopard build org.txt --index ./sharded --shards 4
+      leopard build org.txt --index ./sharded --engine spark --shards 4 --master local[2]
+      leopard build s3a://dumps/tuples.parquet --index ./sharded --engine spark \\
+          --shards 16 --master spark://spark-master:7077
     """
     index_dir = need_index(index_path)
     if from_source:
@@ -160,6 +194,8 @@ def build(
             "--format": fmt,
             "--skip-invalid": skip_invalid,
             "--position": position,
+            "--shards": shards,
+            "--engine spark": engine == "spark",
         }
         given = [name for name, value in refused.items() if value]
         if given:
@@ -179,6 +215,26 @@ def build(
         return
     if store_id:
         raise click.UsageError("--store-id needs --from openfga:URL")
+    if engine == "spark":
+        _build_on_spark(
+            snapshots,
+            index_dir,
+            config_path,
+            schema_path,
+            only,
+            fmt,
+            skip_invalid,
+            rejects,
+            position,
+            id_order,
+            force,
+            shards,
+            master,
+            as_json,
+        )
+        return
+    if fmt == "parquet":
+        raise click.UsageError("--format parquet needs --engine spark")
     if not snapshots:
         raise click.UsageError("give SNAPSHOT files, or --from an upstream")
     if config_path and schema_path:
@@ -212,7 +268,55 @@ def build(
             force=force,
             max_shrink=max_shrink / 100,
             wait=wait,
+            shards=shards,
         )
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(format_report(report.to_dict(), index_dir))
+
+
+def _build_on_spark(
+    snapshots: tuple[str, ...],
+    index_dir: str,
+    config_path: str | None,
+    schema_path: str | None,
+    only: str | None,
+    fmt: str | None,
+    skip_invalid: bool,
+    rejects: str | None,
+    position: str | None,
+    id_order: str,
+    force: bool,
+    shards: int | None,
+    master: str,
+    as_json: bool,
+) -> None:
+    """``build --engine spark``: the same options, the shards built by Spark."""
+    if not snapshots:
+        raise click.UsageError("give SNAPSHOT files (paths or URIs) to build from")
+    if config_path and schema_path:
+        raise click.UsageError("give --config or --schema, not both")
+    if only and not schema_path:
+        raise click.UsageError("--only needs --schema")
+    if rejects:
+        raise click.UsageError("--engine spark counts rejected records; --rejects is local only")
+    only_sets = [s.strip() for s in only.split(",") if s.strip()] if only else []
+    config = schema_config(schema_path, only_sets) if schema_path else load_config(config_path)
+    show = sys.stderr.isatty() and not as_json
+    report = build_on_spark(
+        list(snapshots),
+        index_dir,
+        config,
+        shards=1 if shards is None else shards,
+        master=master,
+        format=fmt,
+        skip_invalid=skip_invalid,
+        force=force,
+        id_order=id_order,
+        position=parse_position(position),
+        on_progress=(lambda msg: click.echo(msg, err=True)) if show else None,
+    )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

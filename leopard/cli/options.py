@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -35,6 +36,7 @@ __all__ = [
     "json_option",
     "need_index",
     "parse_position",
+    "read_token_file",
     "wait_option",
 ]
 
@@ -89,6 +91,22 @@ def need_index(index_path: str | None) -> str:
     if not index_path:
         raise click.UsageError("no index given: pass --index DIR or set LEOPARD_INDEX")
     return index_path
+
+
+def read_token_file(path: str) -> str:
+    """The bearer token in the file of --auth-token-file; InvalidInput naming the file."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"--auth-token-file {path!r} cannot be read: {exc}") from None
+    if not token:
+        raise InvalidInput(f"--auth-token-file {path!r} is empty")
+    if any(c.isspace() for c in token) or not token.isprintable():
+        raise InvalidInput(
+            f"--auth-token-file {path!r}: the token must be one line of printable "
+            "characters without spaces"
+        )
+    return token
 
 
 def parse_position(text: str | None) -> dict[str, int]:

@@ -25,10 +25,12 @@ from leopard.cli.options import (
     index_option,
     interval_option,
     need_index,
+    read_token_file,
     upstream_options,
 )
+from leopard.cli.route import shard_options
 from leopard.core.successor import live_generation
-from leopard.errors import InvalidInput, LeopardError
+from leopard.errors import LeopardError
 from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG
 from leopard.http.connections import (
     DEFAULT_BODY_TIMEOUT,
@@ -177,21 +179,6 @@ def _grpc_companion(given: dict[str, Any], http_host: str) -> Companion | None:
     return start
 
 
-def _read_token(path: str) -> str:
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"--auth-token-file {path!r} cannot be read: {exc}") from None
-    if not token:
-        raise InvalidInput(f"--auth-token-file {path!r} is empty")
-    if any(c.isspace() for c in token) or not token.isprintable():
-        raise InvalidInput(
-            f"--auth-token-file {path!r}: the token must be one line of printable "
-            "characters without spaces"
-        )
-    return token
-
-
 def default_group_id(index_dir: str) -> str:
     """A consumer group of this server's own.
 
@@ -206,6 +193,7 @@ def default_group_id(index_dir: str) -> str:
 
 @click.command("serve")
 @index_option
+@shard_options
 @click.option(
     "--brokers",
     envvar="LEOPARD_BROKERS",
@@ -387,6 +375,8 @@ def serve_command(
       leopard serve --index ./idx --source spicedb:127.0.0.1:50051 --source-key KEY
       curl 'http://127.0.0.1:8080/v1/check?subject=user:alice&group=group:eng'
       leopard serve --index ./idx --grpc-port 50051 --upstream-spicedb 127.0.0.1:50052
+      leopard serve --index ./sharded --shard 0 --port 8081     # one per shard, then:
+      leopard serve --route --shard-url 0=http://127.0.0.1:8081 --shard-url 1=...
     """
     index_dir = need_index(index_path)
     settings = None
@@ -438,7 +428,7 @@ def serve_command(
         )
     if workers > 1:
         live_generation(Path(index_dir))  # no index: said here, not once per worker
-    token = _read_token(auth_token_file) if auth_token_file else None
+    token = read_token_file(auth_token_file) if auth_token_file else None
     store = check_store_id(store_id) if store_id else default_store_id(index_dir)
     if upstream_openfga:
         Upstream(upstream_openfga)  # a bad URL is refused now, not after opening the index

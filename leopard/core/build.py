@@ -100,6 +100,10 @@ class BuildReport:
     seconds: float = 0.0
     id_order: str = "dfs"
     phases: dict[str, float] = field(default_factory=dict)
+    #: a sharded build: the number of shards, and the tuples read that went to every
+    #: shard (the graph's; counted once per shard in the sums above)
+    shards: int = 0
+    replicated: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -51,9 +51,19 @@ def check_shard_target(root: Path, shards: int, *, force: bool = False) -> None:
         )
 
 
-def combine_reports(reports: list[BuildReport], read: int, seconds: float) -> BuildReport:
-    """One report for the whole sharded index (``read``: tuples read once)."""
-    out = BuildReport(tuples_read=read, seconds=round(seconds, 3))
+def combine_reports(
+    reports: list[BuildReport], read: int, replicated: int, seconds: float
+) -> BuildReport:
+    """One report for the whole sharded index: ``read`` tuples read once, of which
+    ``replicated`` went to every shard. Counts are the shards' sums (a replicated tuple
+    counts on every shard), but those of the graph of sets, which every shard holds:
+    ``groups`` is the most one shard holds."""
+    out = BuildReport(
+        tuples_read=read,
+        seconds=round(seconds, 3),
+        shards=len(reports),
+        replicated=replicated,
+    )
     for r in reports:
         out.tuples_indexed += r.tuples_indexed
         out.subjects += r.subjects
@@ -91,9 +101,14 @@ def build_shards(
     rejected: Callable[[], int] | None = None,
     on_shard: Callable[[int, BuildReport], None] | None = None,
     force: bool = False,
+    refuse_empty: bool = False,
     **build: Any,
 ) -> BuildReport:
-    """Build the sharded index ``root`` of ``shards`` shards from tuple batches."""
+    """Build the sharded index ``root`` of ``shards`` shards from tuple batches.
+
+    ``refuse_empty`` refuses sources without a tuple (``leopard build`` does, unless
+    ``--force``); ``force`` also lets a sharded index of another number of shards be
+    replaced. ``build`` goes to each shard's ``build_from_batches``."""
     started = time.perf_counter()
     root = Path(root)
     check_shard_target(root, shards, force=force)
@@ -102,7 +117,7 @@ def build_shards(
     split = root / ".split"
     shutil.rmtree(split, ignore_errors=True)
     split.mkdir()
-    read = 0
+    read = replicated = 0
     try:
         with space_errors(root, "splitting the tuples by shard"):
             writers: list[Any] = []
@@ -110,6 +125,7 @@ def build_shards(
                 for batch in batches:
                     read += batch.num_rows
                     placed = rule.placed(batch)
+                    replicated += int((placed == -1).sum())
                     for k in range(shards):
                         rows = batch.filter(pa.array((placed == -1) | (placed == k)))
                         if not writers:
@@ -122,7 +138,7 @@ def build_shards(
             finally:
                 for w in writers:
                     w.close()
-        if read == 0:
+        if read == 0 and refuse_empty:
             raise InvalidInput("the sources hold no tuple: nothing to build the shards from")
         reports = []
         for k, path in enumerate(ShardManifest.new(shards, engine).shard_paths(root)):
@@ -141,7 +157,7 @@ def build_shards(
     finally:
         shutil.rmtree(split, ignore_errors=True)
     assert (root / MANIFEST).exists()
-    return combine_reports(reports, read, time.perf_counter() - started)
+    return combine_reports(reports, read, replicated, time.perf_counter() - started)
 
 
 def _read_split(path: Path) -> Iterator[pa.Table]:

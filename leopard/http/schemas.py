@@ -71,6 +71,7 @@ ERROR_CODES = (
     "index_not_found",  # the served index is gone (IndexNotFound)
     "storage_error",  # RocksDB failed (StorageError)
     "broker_error",  # the Kafka broker failed (BrokerError)
+    "shard_unavailable",  # the router cannot reach a shard server (ShardUnavailable)
     "internal",
 )
 

@@ -40,6 +40,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from leopard.errors import (
     InvalidInput,
     ServiceError,
+    ShardUnavailable,
     StaleIndex,
     Unauthorized,
     error_for_code,
@@ -349,6 +350,8 @@ class Client:
             raise cls(detail)
         if status == 401:
             raise Unauthorized(detail, status, code)
+        if cls is ShardUnavailable:  # a router in front of shard servers lost one
+            raise ShardUnavailable(f"{self.base_url}: {detail}", status, code)
         if status in (400, 413, 414):  # the request was refused as it is
             raise InvalidInput(detail)
         raise ServiceError(f"{method} {self.base_url}{url}: HTTP {status}: {detail}", status, code)

@@ -1,0 +1,256 @@
+"""A sharded index against the plain BFS oracle and against one index of the same tuples.
+
+A sharded index (``leopard.model.shards``, ``leopard.core.sharded``) must answer every
+query exactly as one index does: the properties of ``test_properties.py`` (random
+graphs with cycles, deep chains, wide fans, wildcards and opaque usersets), of
+``test_schema_properties.py`` (schemas with arrows and computed usersets, whose
+tupleset tuples are replicated though their subjects are plain), and of the
+incremental state machine of ``test_incremental.py`` (change batches applied to every
+shard, each skipping the changes of other shards' subjects; compaction of a shard
+keeps it a shard) are run here on sharded builds of 1 to 4 shards.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import initialize, precondition, rule
+from support.index_model import TOPIC, Model, compare_all
+from support.oracle import Oracle
+from support.strategies import Graph, graphs
+from test_incremental import IncrementalMachine
+from test_properties import SETTINGS, compare_everything
+from test_schema_properties import _types_of, compare, schemas, tuples_for
+
+import leopard
+from leopard.core.batches import table_from_tuples
+from leopard.core.compact import compact
+from leopard.core.incremental import ApplyReport, DeltaWriter
+from leopard.core.shardbuild import build_shards
+from leopard.core.sharded import ShardedIndex, least_position, merge_pages
+from leopard.errors import IndexNotFound, InvalidInput, StorageError
+from leopard.model.config import schema_config
+from leopard.model.names import parse_tuple
+from leopard.model.shards import EVERY, ShardRule, shard_of
+from leopard.store.generations import IndexDir
+from leopard.store.manifest import MANIFEST, read_manifest
+
+
+def build_sharded(graph: Graph, path: Path, shards: int, **kw: Any) -> leopard.BuildReport:
+    parsed = [parse_tuple(line) for line in graph.lines]
+    return build_shards([table_from_tuples(parsed)], path, graph.config, shards, **kw)
+
+
+# -- queries ------------------------------------------------------------------------------
+
+
+@settings(max_examples=20, **SETTINGS)
+@given(graph=graphs(), shards=st.integers(1, 4))
+def test_every_query_of_a_sharded_index_matches_the_model(graph: Graph, shards: int) -> None:
+    oracle = Oracle(graph.lines, graph.config)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ix"
+        report = build_sharded(graph, path, shards)
+        assert report.tuples_read == len(graph.lines)
+        assert report.shards == shards
+        assert report.groups <= len(oracle.groups)
+        assert report.member_edges + report.replicated >= sum(len(m) for m in oracle.leaves.values())
+        with leopard.open_index(path) as ix:
+            assert isinstance(ix, ShardedIndex)
+            compare_everything(ix, oracle)  # type: ignore[arg-type]
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=SETTINGS["suppress_health_check"])
+@given(data=st.data(), shards=st.integers(2, 4))
+def test_a_sharded_schema_index_answers_as_the_oracle(data: st.DataObject, shards: int) -> None:
+    """Arrows read tuples with plain subjects (``doc:1#parent@folder:x``): those are
+    edges between sets, on every shard, not a leaf membership on one."""
+    text, _ = data.draw(schemas())
+    types = _types_of(text)
+    lines = data.draw(st.lists(tuples_for(types), max_size=40))
+    assume(lines)
+    with tempfile.TemporaryDirectory() as tmp:
+        schema_file = Path(tmp) / "schema.zed"
+        schema_file.write_text(text)
+        config = schema_config(schema_file)
+        leopard.build_index([lines], Path(tmp) / "ix", config, shards=shards)
+        oracle = Oracle(lines, config)
+        with leopard.open_index(Path(tmp) / "ix") as ix:
+            compare(ix, oracle, types)  # type: ignore[arg-type]
+
+
+# -- changes ------------------------------------------------------------------------------
+
+
+class _ShardWriters:
+    """One ``DeltaWriter`` per shard, each given every change (as each shard's consumer
+    reads every partition)."""
+
+    def __init__(self, ix: ShardedIndex) -> None:
+        self.writers = [DeltaWriter(s.reader) for s in ix.shards]
+        self.rule = ShardRule(ix.config, ix.n)
+
+    def apply(self, changes: list[Any], position: dict[str, int]) -> ApplyReport:
+        reports = [w.apply(changes, position) for w in self.writers]
+        # each change is applied where it is held, and skipped on every other shard
+        for op_t in changes:
+            place = self.rule.place(op_t[1])
+            assert place == EVERY or 0 <= place < len(self.writers)
+        elsewhere = sum(1 for _, t in changes if self.rule.place(t) != EVERY)
+        assert sum(r.other_shard for r in reports) == elsewhere * (len(self.writers) - 1)
+        out = ApplyReport()
+        for r in reports:
+            for field in ("edge_changes", "member_changes", "coalesced", "skipped", "new_groups"):
+                setattr(out, field, max(getattr(out, field), getattr(r, field)))
+        return out
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+
+class ShardedMachine(IncrementalMachine):
+    """The incremental state machine on a sharded index of 1 to 4 shards."""
+
+    @initialize(
+        graph=graphs(max_random=12, config_name="union") | graphs(max_random=10),
+        start=st.integers(0, 1000),
+        shards=st.integers(1, 4),
+    )
+    def build_base(self, graph, start: int, shards: int) -> None:  # type: ignore[no-untyped-def,override]
+        self.config = graph.config
+        self.offsets[f"{TOPIC}:0"] = start
+        build_sharded(graph, self.path, shards, position=dict(self.offsets))
+        self.model = Model(self.config, (parse_tuple(x) for x in graph.lines))
+        self._open()
+
+    def _open(self) -> None:
+        self.ix = ShardedIndex(self.path)  # type: ignore[assignment]
+        self.writer = _ShardWriters(self.ix)  # type: ignore[arg-type,assignment]
+        self.batches_since_open = 0
+
+    @precondition(lambda self: self.batches_since_open >= 2)
+    @rule(data=st.data())
+    def compact_now(self, data: st.DataObject) -> None:  # type: ignore[override]
+        """Fold one shard's delta into a new base; it stays a shard of the index."""
+        assert self.ix is not None
+        k = data.draw(st.integers(0, self.ix.n - 1), label="shard")  # type: ignore[attr-defined]
+        shard = self.path / f"shard-{k}"
+        before = IndexDir(shard).current().name
+        compact(shard)
+        assert IndexDir(shard).current().name != before
+        compare_all(self.ix, self.model.oracle(), sample=6)  # type: ignore[arg-type]
+        self._close()
+        self._open()
+
+
+ShardedMachine.TestCase.settings = settings(
+    max_examples=15,
+    stateful_step_count=10,
+    deadline=None,
+    suppress_health_check=SETTINGS["suppress_health_check"],
+)
+TestShardedMachine = ShardedMachine.TestCase
+
+
+# -- deterministic cases ------------------------------------------------------------------
+
+
+ORG = [
+    "group:all#member@group:eng#member",
+    "group:eng#member@group:backend#member",
+    "group:backend#member@user:alice",
+    "group:eng#member@user:bob",
+    "group:sales#member@user:carol",
+    "group:all#member@user:*",
+    *(f"group:backend#member@user:u{i}" for i in range(40)),
+]
+
+
+def test_leaf_memberships_go_to_their_subjects_shard_and_the_rest_everywhere(
+    tmp_path: Path,
+) -> None:
+    leopard.build_index([ORG], tmp_path / "ix", shards=3)
+    manifest = read_manifest(tmp_path / "ix")
+    assert manifest is not None and manifest.shards == 3
+    subjects: list[set[str]] = []
+    for k in range(3):
+        with leopard.open_index(tmp_path / "ix" / f"shard-{k}") as shard:
+            members = set(shard.members_of("group:all"))
+            subjects.append(members)
+            # the graph is on every shard
+            assert shard.check("group:backend#member", "group:all")
+            assert "user:*" in members
+            for m in members - {"user:*"}:
+                assert shard_of(m, 3) == k
+    # every subject is on exactly one shard, and all of them together
+    plain = [s - {"user:*"} for s in subjects]
+    assert sum(len(s) for s in plain) == len(set().union(*plain)) == 42
+    with leopard.open_index(tmp_path / "ix") as ix:
+        assert ix.members_of("group:all", limit=5) == sorted(set().union(*subjects))[:5]
+
+
+def test_a_shard_compacted_stays_a_shard_and_skips_other_shards_changes(tmp_path: Path) -> None:
+    leopard.build_index([ORG], tmp_path / "ix", shards=2)
+    k = shard_of("user:zed", 2)
+    other = tmp_path / "ix" / f"shard-{1 - k}"
+    compact(other)
+    with leopard.open_index(other) as shard:
+        w = DeltaWriter(shard.reader)
+        report = w.apply([("touch", parse_tuple("group:sales#member@user:zed"))], {"t:0": 1})
+        w.close()
+        assert report.other_shard == 1 and report.member_changes == 0
+        assert not shard.check("user:zed", "group:sales")
+        assert shard.position == {"t:0": 1}  # the position advances all the same
+    with leopard.open_index(tmp_path / "ix" / f"shard-{k}") as shard:
+        w = DeltaWriter(shard.reader)
+        report = w.apply([("touch", parse_tuple("group:sales#member@user:zed"))], {"t:0": 1})
+        w.close()
+        assert report.other_shard == 0 and report.member_changes == 1
+    with leopard.open_index(tmp_path / "ix") as ix:
+        assert ix.check("user:zed", "group:sales")
+        assert ix.position == {"t:0": 1}
+
+
+def test_versions_are_what_every_shard_has_reached() -> None:
+    assert least_position([{"a:0": 5, "a:1": 2}, {"a:0": 3, "a:1": 9, "b:0": 1}]) == {
+        "a:0": 3,
+        "a:1": 2,
+    }
+    assert least_position([]) == {}
+    assert merge_pages([["a", "c", "e"], ["b", "c", "z"]], 4) == ["a", "b", "c", "e"]
+    assert merge_pages([["a"], []], None) == ["a"]
+
+
+def test_wrong_targets_and_damaged_manifests_are_named(tmp_path: Path) -> None:
+    leopard.build_index([ORG], tmp_path / "one")
+    with pytest.raises(InvalidInput, match="not a sharded index"):
+        leopard.build_index([ORG], tmp_path / "one", shards=2)
+    leopard.build_index([ORG], tmp_path / "ix", shards=2)
+    with pytest.raises(InvalidInput, match="holds 2 shards, not 3"):
+        leopard.build_index([ORG], tmp_path / "ix", shards=3)
+    leopard.build_index([ORG[:3]], tmp_path / "ix", shards=2, force=True)  # rebuilt in place
+    with leopard.open_index(tmp_path / "ix") as ix:
+        assert not ix.check("user:carol", "group:sales")
+    with pytest.raises(InvalidInput, match="shards must be a whole number"):
+        leopard.build_index([ORG], tmp_path / "zero", shards=0)
+    manifest = tmp_path / "ix" / MANIFEST
+    doc = json.loads(manifest.read_text())
+    for damage, message in (
+        ("{", "is not JSON"),
+        (json.dumps({**doc, "format_version": 9}), "manifest format 9"),
+        (json.dumps({**doc, "dirs": ["shard-0"]}), "must name 2 shard directories"),
+        (json.dumps({**doc, "kind": "x"}), "not the manifest"),
+    ):
+        manifest.write_text(damage)
+        with pytest.raises(StorageError, match=message):
+            leopard.open_index(tmp_path / "ix")
+    manifest.write_text(json.dumps({**doc, "dirs": ["shard-0", "gone"]}))
+    with pytest.raises(IndexNotFound):
+        leopard.open_index(tmp_path / "ix")
