@@ -17,10 +17,9 @@ from ingest.snapshots import ReadStats, Reject, read_snapshots
 from leopard.core.build import BuildReport, Position, build_from_batches, space_errors
 from leopard.core.index import Index
 from leopard.core.shardbuild import build_shards
-from leopard.core.sharded import ShardedIndex
+from leopard.core.sharded import ShardedIndex, open_any
 from leopard.errors import InvalidInput
 from leopard.model.config import Config, load_config, schema_config
-from leopard.store.manifest import read_manifest
 
 __all__ = ["build_index", "open_index"]
 
@@ -114,10 +113,7 @@ def build_index(
 def open_index(path: str | Path) -> Index | ShardedIndex:
     """Open the index at ``path`` for queries (a sharded index as one: every shard,
     each query routed as a router would route it)."""
-    manifest = read_manifest(path)
-    if manifest is not None:
-        return ShardedIndex(path, manifest)
-    return Index(path)
+    return open_any(path)
 
 
 class _RejectsFile:

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from leopard.cli.options import fail_cleanly, format_report, index_option, json_option, need_index
-from leopard.core.index import Index
+from leopard.core.sharded import open_any
 
 __all__ = ["check", "explain", "groups", "members", "stats"]
 
@@ -57,7 +57,7 @@ def check(
       leopard check user:alice group:eng --index ./idx
       leopard check group:backend#member group:eng#member
     """
-    with Index(need_index(index_path)) as ix:
+    with open_any(need_index(index_path)) as ix:
         if at_least:
             ix.wait_for(at_least, max_wait)
         member = ix.check(subject, group)
@@ -91,7 +91,7 @@ def groups(
       leopard groups user:alice --index ./idx
       leopard groups user:anne --type doc --permission view --index ./idx
     """
-    with Index(need_index(index_path)) as ix:
+    with open_any(need_index(index_path)) as ix:
         found = ix.groups_of(subject, type=type_name, permission=permission)
     _emit(found, as_json, "\n".join)
 
@@ -113,7 +113,7 @@ def members(
       leopard members group:eng --limit 100 --index ./idx
       leopard members group:eng --limit 100 --after user:u0000099
     """
-    with Index(need_index(index_path)) as ix:
+    with open_any(need_index(index_path)) as ix:
         _emit(ix.members_of(group, limit=limit, after=after), as_json, "\n".join)
 
 
@@ -136,7 +136,7 @@ def explain(subject: str, group: str, index_path: str | None, steps: bool, as_js
       leopard explain user:alice group:all-employees --index ./idx
       leopard explain user:anne doc:d1#view --steps --index ./idx
     """
-    with Index(need_index(index_path)) as ix:
+    with open_any(need_index(index_path)) as ix:
         chain = ix.explain(subject, group, steps=steps)
     if chain is None:
         click.echo("null" if as_json else f"{subject} is not a member of {group}")
@@ -165,7 +165,7 @@ def stats(index_path: str | None, as_json: bool) -> None:
     Example:
       leopard stats --index ./idx --json
     """
-    with Index(need_index(index_path)) as ix:
+    with open_any(need_index(index_path)) as ix:
         s = ix.stats()
     if as_json:
         click.echo(json.dumps(s, indent=2))

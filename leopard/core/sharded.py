@@ -36,7 +36,7 @@ from leopard.model.shards import shard_of
 from leopard.model.tokens import encode_token
 from leopard.store.manifest import ShardManifest, read_manifest
 
-__all__ = ["ShardedIndex", "merge_pages", "least_position"]
+__all__ = ["ShardedIndex", "least_position", "merge_pages", "open_any"]
 
 
 def least_position(positions: list[dict[str, int]]) -> dict[str, int]:
@@ -194,3 +194,11 @@ class ShardedIndex:
             if best is None or key < best[:2]:
                 best = (key[0], key[1], chain)
         return None if best is None else best[2]
+
+
+def open_any(path: str | Path) -> Index | ShardedIndex:
+    """The index at ``path``: a ``ShardedIndex`` where a manifest says it is sharded."""
+    manifest = read_manifest(path)
+    if manifest is not None:
+        return ShardedIndex(path, manifest)
+    return Index(path)

@@ -36,7 +36,6 @@ stop the server: every worker is stopped and ``serve`` raises ``ServiceError``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import mmap
 import os
@@ -50,6 +49,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from leopard.errors import InvalidInput, LeopardError, ServiceError
+from leopard.http import workerprocess as process
 
 __all__ = [
     "MAX_WORKERS",
@@ -73,7 +73,6 @@ RESTART_WINDOW = 60.0
 STOP_TIMEOUT = 75.0
 #: how long a worker that is not serving yet gets to stop
 START_STOP_TIMEOUT = 10.0
-_PR_SET_PDEATHSIG = 1
 _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 
 
@@ -146,8 +145,7 @@ class Worker:
 
     def ready(self) -> None:
         """Tell the supervisor this worker listens (called once)."""
-        global _serving
-        _serving = True
+        process.serving()
         with contextlib.suppress(OSError):
             os.write(self._ready, b"1")
             os.close(self._ready)
@@ -194,47 +192,8 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return held
 
 
-def _die_with_parent() -> None:
-    """Be killed when the supervisor dies, however it dies (Linux; elsewhere a no-op)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-
-
 #: a worker's exit status after it printed why it could not serve (a LeopardError)
 _SAID_WHY = 3
-
-
-def _how(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            return f"killed by {signal.Signals(sig).name}"
-        except ValueError:  # pragma: no cover - an unnamed signal
-            return f"killed by signal {sig}"
-    return f"exit status {os.waitstatus_to_exitcode(status)}"
-
-
-class _Stop(KeyboardInterrupt):
-    """SIGTERM or SIGINT in a worker outside uvicorn's own handling: unwind and exit."""
-
-
-#: whether this process is a worker that has said it listens (see ``_stop_worker``)
-_serving = False
-
-
-def _stop_worker(signum: int, frame: object) -> None:
-    if not _serving:
-        # Not serving yet: it runs no consumer and holds nothing to finish, and an
-        # exception raised here could land anywhere (a weakref callback swallows it and
-        # the worker carries on opening the index): exit at once.
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(0)
-    raise _Stop(signum)
 
 
 @dataclass
@@ -346,7 +305,7 @@ class Supervisor:
                     continue
                 was_ready = self._slots[slot].ready
                 self._forget(slot)
-                what = f"worker {slot} (pid {pid}) ended ({_how(status)})"
+                what = f"worker {slot} (pid {pid}) ended ({process.how(status)})"
                 if not was_ready:
                     if os.WIFEXITED(status) and os.waitstatus_to_exitcode(status) == _SAID_WHY:
                         return ""  # its one line said why: nothing to add
@@ -468,10 +427,10 @@ class Supervisor:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             # Until uvicorn takes them over (and again after, when it re-raises the
             # signal it stopped on), a stop signal unwinds the worker cleanly.
-            signal.signal(signal.SIGTERM, _stop_worker)
-            signal.signal(signal.SIGINT, _stop_worker)
+            signal.signal(signal.SIGTERM, process.stop_worker)
+            signal.signal(signal.SIGINT, process.stop_worker)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
-            _die_with_parent()
+            process.die_with_parent()
             if os.getppid() != parent:  # the supervisor died before the line above
                 os._exit(1)
             keep = {worker._ready, *worker._wake}
@@ -501,7 +460,5 @@ class Supervisor:
         except BaseException:
             traceback.print_exc()
         finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
+            process.flush()
             os._exit(code)

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
 
 from leopard.errors import InvalidInput
 from leopard.model.config import Config
 from leopard.model.names import RelationTuple
+
+if TYPE_CHECKING:  # loaded where a table is split: a query needs no pyarrow
+    import numpy as np
+    import pyarrow as pa
 
 __all__ = ["EVERY", "MAX_SHARDS", "ShardRule", "check_shards", "shard_of", "split_changes"]
 
@@ -81,6 +82,10 @@ class ShardRule:
     def placed(self, table: pa.Table) -> np.ndarray:
         """Per row of a tuple table (columns ``rns rid rel sns sid srel``), its shard
         or ``EVERY``. CRC-32 is computed once per distinct subject."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         n = table.num_rows
         out = np.full(n, EVERY, dtype=np.int64)
         if n == 0:
@@ -111,6 +116,8 @@ class ShardRule:
 
     def of_shard(self, table: pa.Table, shard: int) -> pa.Table:
         """The rows of ``table`` that shard ``shard`` holds."""
+        import pyarrow as pa
+
         p = self.placed(table)
         keep = (p == EVERY) | (p == shard)
         return table if keep.all() else table.filter(pa.array(keep))

@@ -134,4 +134,5 @@ def write_manifest(root: str | Path, manifest: ShardManifest) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, root / MANIFEST)
     except OSError as exc:
-        raise StorageError(f"cannot write {str(root / MANIFEST)!r}: {exc.strerror or exc}") from None
+        where = str(root / MANIFEST)
+        raise StorageError(f"cannot write {where!r}: {exc.strerror or exc}") from None
