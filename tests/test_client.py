@@ -20,7 +20,7 @@ import pytest
 from support.http import TOKEN, TUPLES, build_small_index, running_server
 
 import leopard
-import leopard.client
+import leopard.client.base
 from ingest.kafka.local_broker import free_port
 from leopard import Index, InvalidInput, InvalidTuple, LeopardError, StaleIndex, StorageError
 from leopard.client import Client, ServiceError, Unauthorized
@@ -72,7 +72,7 @@ def test_answers_match_the_index(client: Client, index: Index) -> None:
 def test_members_paging_matches_the_index(
     client: Client, index: Index, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(leopard.client, "MAX_PAGE", 4)  # force many pages
+    monkeypatch.setattr(leopard.client.base, "MAX_PAGE", 4)  # force many pages
     assert client.members_of("group:big") == index.members_of("group:big")
     for limit, after in [(0, None), (3, None), (10, "user:m05"), (100, "user:m20"), (5, "user:z")]:
         assert client.members_of("group:big", limit, after) == index.members_of(

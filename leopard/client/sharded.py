@@ -32,11 +32,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from leopard.client.base import Client, MembersPage
 from leopard.errors import InvalidInput, ServiceError, ShardUnavailable
-from leopard.http.schemas import DEFAULT_MAX_BATCH, MAX_PAGE
+from leopard.http.schemas import DEFAULT_MAX_BATCH, DEFAULT_PAGE, MAX_PAGE
 from leopard.model.routing import (
     asks_every_shard,
     least_position,
@@ -153,7 +153,7 @@ class ShardedClient:
         max_wait: float | None = None,
     ) -> bool:
         """Whether ``subject`` is in ``group``, directly or through nested groups."""
-        fresh = {"at_least": at_least, "max_wait": max_wait}
+        fresh: dict[str, Any] = {"at_least": at_least, "max_wait": max_wait}
         if asks_every_shard(subject):
             return any(self._all(lambda c: c.check(subject, group, **fresh)))
         return self._one(self.shard_for(subject), lambda c: c.check(subject, group, **fresh))
@@ -169,8 +169,8 @@ class ShardedClient:
         pairs = list(pairs)
         per_shard: dict[int, list[int]] = {}
         for i, (subject, _) in enumerate(pairs):
-            ks = range(self.n) if asks_every_shard(subject) else (self.shard_for(subject),)
-            for k in ks:
+            owners = range(self.n) if asks_every_shard(subject) else (self.shard_for(subject),)
+            for k in owners:
                 per_shard.setdefault(k, []).append(i)
         if not per_shard:
             per_shard[0] = []  # nothing to ask, but the version (and at_least) is still told
@@ -197,7 +197,12 @@ class ShardedClient:
         max_wait: float | None = None,
     ) -> list[str]:
         """Every group the subject is in, transitively, sorted by name."""
-        kw = {"type": type, "permission": permission, "at_least": at_least, "max_wait": max_wait}
+        kw: dict[str, Any] = {
+            "type": type,
+            "permission": permission,
+            "at_least": at_least,
+            "max_wait": max_wait,
+        }
         if asks_every_shard(subject):
             found: set[str] = set()
             for groups in self._all(lambda c: c.groups_of(subject, **kw)):
@@ -233,7 +238,7 @@ class ShardedClient:
         max_wait: float | None = None,
     ) -> MembersPage:
         """One page of members, as one server's ``GET /v1/members`` gives it."""
-        size = 100 if limit is None else limit  # the service's default page
+        size = DEFAULT_PAGE if limit is None else limit
         ask = min(size + 1, MAX_PAGE)  # one more: whether it comes, says if there is more
         pages = self._all(
             lambda c: c.members_page(
@@ -255,7 +260,7 @@ class ShardedClient:
         max_wait: float | None = None,
     ) -> list[str] | None:
         """A shortest chain of groups from ``group`` down to one the subject is directly in."""
-        fresh = {"at_least": at_least, "max_wait": max_wait}
+        fresh: dict[str, Any] = {"at_least": at_least, "max_wait": max_wait}
         if not asks_every_shard(subject):
             return self._one(self.shard_for(subject), lambda c: c.explain(subject, group, **fresh))
         chains = [ch for ch in self._all(lambda c: c.explain(subject, group, **fresh)) if ch]

@@ -23,7 +23,6 @@ This is the reference the routed servers are compared with, and what
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,33 +31,11 @@ from typing import Any
 from leopard.core.freshness import POLL
 from leopard.core.index import Index
 from leopard.errors import IndexNotFound, InvalidInput
-from leopard.model.shards import shard_of
+from leopard.model.routing import least_position, merge_pages, shard_of
 from leopard.model.tokens import encode_token
 from leopard.store.manifest import ShardManifest, read_manifest
 
-__all__ = ["ShardedIndex", "least_position", "merge_pages", "open_any"]
-
-
-def least_position(positions: list[dict[str, int]]) -> dict[str, int]:
-    """Per partition, the least offset of ``positions``; a partition one of them lacks
-    is left out (not every shard vouches for it)."""
-    if not positions:
-        return {}
-    common = set(positions[0]).intersection(*positions[1:])
-    return {p: min(pos[p] for pos in positions) for p in sorted(common)}
-
-
-def merge_pages(pages: list[list[str]], limit: int | None) -> list[str]:
-    """Sorted pages of names merged into one sorted page without repeats."""
-    out: list[str] = []
-    last = None
-    for name in heapq.merge(*pages):
-        if name != last:
-            out.append(name)
-            last = name
-            if limit is not None and len(out) >= limit:
-                break
-    return out
+__all__ = ["ShardedIndex", "least_position", "merge_pages", "open_any", "read_manifest"]
 
 
 class ShardedIndex:

@@ -331,8 +331,8 @@ class RouterService:
             )
         per_shard: dict[int, list[int]] = {}
         for i, (subject, _) in enumerate(pairs):
-            ks = range(self.n) if asks_every_shard(subject) else (shard_of(subject, self.n),)
-            for k in ks:
+            owners = range(self.n) if asks_every_shard(subject) else (shard_of(subject, self.n),)
+            for k in owners:
                 per_shard.setdefault(k, []).append(i)
         if not per_shard:
             per_shard[0] = []  # nothing to check: the version (and at_least) all the same

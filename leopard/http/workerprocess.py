@@ -63,5 +63,3 @@ def flush() -> None:
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()
-
-

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from leopard.errors import InvalidInput
 from leopard.model.config import Config
 from leopard.model.names import RelationTuple
+from leopard.model.routing import shard_of
 
 if TYPE_CHECKING:  # loaded where a table is split: a query needs no pyarrow
     import numpy as np
@@ -44,12 +45,6 @@ def check_shards(shards: object, where: str = "shards") -> int:
     if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
         raise InvalidInput(f"{where} must be a whole number from 1 to {MAX_SHARDS}, not {shards!r}")
     return shards
-
-
-def shard_of(subject: str, shards: int) -> int:
-    """The shard that holds ``subject``'s direct sets (``ns:id``; a ``#...`` is ignored)."""
-    key = subject.split("#", 1)[0]
-    return zlib.crc32(key.encode("utf-8")) % shards
 
 
 class ShardRule:
