@@ -170,6 +170,17 @@ def stats(index_path: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
+    shards = s.get("shards")
+    if shards is not None:  # a sharded index: each shard is an index of its own
+        click.echo(f"sharded index of {len(shards)} shards")
+        for k, one in enumerate(shards):
+            click.echo(f"\n-- shard {k}")
+            _print_stats(one)
+        return
+    _print_stats(s)
+
+
+def _print_stats(s: dict[str, Any]) -> None:
     for key in (
         "path",
         "generation",

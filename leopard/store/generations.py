@@ -82,6 +82,12 @@ class IndexDir:
         if not self.path.exists():
             raise IndexNotFound(f"no index at {str(self.path)!r}: the directory does not exist")
         if not self.exists():
+            if (self.path / "shards.json").exists():
+                raise IndexNotFound(
+                    f"{str(self.path)!r} is a sharded index, not one index: give one shard "
+                    f"(--index {str(self.path / 'shard-K')!r}), or query it as a whole "
+                    "(leopard.open_index, the query commands, leopard serve --route)"
+                )
             raise IndexNotFound(
                 f"no index at {str(self.path)!r}: it has no CURRENT generation "
                 "(build one with 'leopard build')"

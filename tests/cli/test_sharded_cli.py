@@ -1,0 +1,52 @@
+"""The commands on a sharded index built on one machine (``leopard build --shards N``):
+the query commands and ``stats`` treat it as one index; the commands that work on one
+index (``compact``, ``verify``, ``consume``) say it is sharded and how to name a shard.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_cli import fails, ok
+
+import leopard
+
+LINES = [
+    "group:all#member@group:eng#member",
+    "group:eng#member@group:backend#member",
+    "group:all#member@user:*",
+    *(f"group:backend#member@user:u{i:02d}" for i in range(30)),
+    *(f"group:sales#member@user:s{i:02d}" for i in range(10)),
+]
+
+
+def test_a_sharded_index_is_queried_as_one_and_named_where_one_index_is_needed(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "org.txt"
+    src.write_text("\n".join(LINES) + "\n")
+    one, sharded = tmp_path / "one", tmp_path / "sharded"
+    ok("build", src, "--index", one)
+    out = ok("build", src, "--index", sharded, "--shards", "3")
+    assert "tuples read" in out
+    for args in (
+        ("check", "user:u07", "group:all"),
+        ("check", "user:s03", "group:eng"),
+        ("groups", "user:u07"),
+        ("members", "group:all"),
+        ("explain", "user:u07", "group:all"),
+    ):
+        assert ok(*args, "--index", sharded) == ok(*args, "--index", one), args
+    stats = json.loads(ok("stats", "--index", sharded, "--json"))
+    assert len(stats["shards"]) == 3
+    assert sum(s["subjects"] for s in stats["shards"]) == 40 + 3  # user:* on each
+    text = ok("stats", "--index", sharded)
+    assert text.startswith("sharded index of 3 shards") and "-- shard 2" in text
+    for command in ("compact", "verify"):
+        message = fails(command, "--index", sharded)
+        assert "is a sharded index" in message and "shard-K" in message, message
+    ok("compact", "--index", sharded / "shard-1")
+    with leopard.open_index(sharded) as ix, leopard.open_index(one) as whole:
+        assert ix.members_of("group:all") == whole.members_of("group:all")
+    assert "--shards" in fails("build", src, "--index", tmp_path / "x", "--shards", "0")
