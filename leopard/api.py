@@ -93,6 +93,7 @@ def build_index(
                 cfg,
                 shards,
                 rejected=lambda: stats.rejected,
+                position=position,
                 id_order=id_order,
                 wait=wait,
                 force=force,
