@@ -59,10 +59,18 @@ def org(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return d / "org.txt", d / "org.toml"
 
 
-def _build(org: tuple[Path, Path], where: Path) -> tuple[Path, Path]:
+def _build(org: tuple[Path, Path], where: Path, engine: str = "local") -> tuple[Path, Path]:
     snapshot, config = org
     leopard.build_index([snapshot], where / "one", config)
-    leopard.build_index([snapshot], where / "sharded", config, shards=SHARDS)
+    if engine == "spark":  # the Spark build in local mode, served as the local one is
+        from leopard.spark import build_on_spark
+
+        build_on_spark(
+            [str(snapshot)], str(where / "sharded"), load_config(config), shards=SHARDS,
+            master="local[2]",
+        )  # fmt: skip
+    else:
+        leopard.build_index([snapshot], where / "sharded", config, shards=SHARDS)
     return where / "one", where / "sharded"
 
 
@@ -250,10 +258,13 @@ def test_a_shard_down_is_a_503_naming_it(served: tuple[str, list[str], list]) ->
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize("engine", ["local", "spark"])
 def test_changes_read_through_the_router_with_the_publish_token(
-    org: tuple[Path, Path], tmp_path: Path, broker: LocalBroker, topic: str
+    org: tuple[Path, Path], tmp_path: Path, broker: LocalBroker, topic: str, engine: str
 ) -> None:
-    one, sharded = _build(org, tmp_path)
+    """Built on one machine or on Spark (local mode), served in shards following the
+    broker: every answer through the router is the oracle's of the changed tuples."""
+    one, sharded = _build(org, tmp_path, engine)
     tuples = _tuples(org[0])
     config = load_config(org[1])
     before = Oracle(tuples, config)

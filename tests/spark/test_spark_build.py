@@ -33,7 +33,6 @@ from leopard.model.names import parse_tuple
 from leopard.spark import build_on_spark
 from leopard.spark.session import spark_session
 
-pytest.importorskip("pyspark")
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
