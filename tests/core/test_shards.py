@@ -152,7 +152,7 @@ class ShardedMachine(IncrementalMachine):
 
 
 ShardedMachine.TestCase.settings = settings(
-    max_examples=15,
+    max_examples=10,
     stateful_step_count=10,
     deadline=None,
     suppress_health_check=SETTINGS["suppress_health_check"],

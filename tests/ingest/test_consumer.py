@@ -475,7 +475,7 @@ def test_poison_messages_go_to_the_dead_letter_topic(
 def test_sigkill_at_random_points_loses_and_doubles_nothing(
     broker: LocalBroker, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
-    """Kill ``leopard consume`` with SIGKILL while ~30k changes stream in; restart it.
+    """Kill ``leopard consume`` with SIGKILL while ~15k changes stream in; restart it.
 
     Each run is killed at a random moment after it has applied something, so kills
     land inside batches, between them, and while it catches up with a backlog. After
@@ -490,22 +490,22 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
     snap = snapshot_lines(rng, 1000)
     path = tmp_path / "ix"
     build(path, CONFIG, snap, {f"{topic}:{p}": 0 for p in range(3)})
-    stream = generate(rng, 36_000, {parse_tuple(x) for x in snap})
+    stream = generate(rng, 18_000, {parse_tuple(x) for x in snap})
     chunks = [native(stream[i : i + 600]) for i in range(0, len(stream), 600)]
     for i, chunk in enumerate(chunks[::4]):
         chunk.insert(len(chunk) // 2, (b"poison", f"poison {i}".encode(), []))
-    # the writer streams 50 chunks; the other 10 are for runs that would find nothing
+    # the writer streams 24 chunks; the other 6 are for runs that would find nothing
     # waiting (the writer done, everything applied), and for the final run
-    reserve = chunks[50:]
+    reserve = chunks[24:]
     published = Published(topic)
     done = threading.Event()
     # Held while a chunk is sent and recorded: the consumer may apply a chunk before
     # ``published`` has recorded it, so the model is read only between chunks.
     recording = threading.Lock()
 
-    def stream_in() -> None:  # some 10 s of writes, the consumer down part of the time
+    def stream_in() -> None:  # some seconds of writes, the consumer down part of the time
         try:
-            for chunk in chunks[:50]:
+            for chunk in chunks[:24]:
                 with recording:
                     produce(broker.bootstrap, topic, chunk, published)
                 time.sleep(0.1)
