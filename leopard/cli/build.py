@@ -178,8 +178,9 @@ def build(
       leopard build --index ./idx --from openfga:http://127.0.0.1:8080 --store-id 01HZ...
 
     \b
-    Sharded, on one machine or on Spark (SNAPSHOT may then be a Hadoop URI, and
-    .parquet files or directories with the OpenFGA CSV's columns are read too):
+    Sharded, on one machine or on Spark (on Spark, SNAPSHOT may also be a Hadoop URI,
+    a directory, whose files are all read, or .parquet files or directories with the
+    OpenFGA CSV's columns):
       leopard build org.txt --index ./sharded --shards 4
       leopard build org.txt --index ./sharded --engine spark --shards 4 --master local[2]
       leopard build s3a://dumps/tuples.parquet --index ./sharded --engine spark \\

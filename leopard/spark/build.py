@@ -179,30 +179,76 @@ def _plan_sources(
     every one checked for existence before Spark starts."""
     files: list[tuple[str, str, str]] = []
     parquet: list[str] = []
-    for source in sources:
-        if not isinstance(source, str) or not source or source == "-":
-            raise InvalidInput(f"a Spark source must be a path or a URI, not {source!r}")
-        fmt = format or ("parquet" if source.rstrip("/").endswith(".parquet") else None)
-        if _is_uri(source):
-            fs, path = filesystem(source)
-            try:
-                info = fs.get_file_info(path)
-            except OSError as exc:
-                raise InvalidInput(f"cannot read {source!r}: {exc}") from None
-            if info.type.name == "NotFound":
-                raise InvalidInput(f"cannot read {source!r}: No such file or directory")
-            where = source
-        else:
-            where = os.path.abspath(source.removeprefix("file://"))
-            if fmt != "parquet":
-                check_readable(source.removeprefix("file://"))
-            elif not os.path.exists(where):
-                raise InvalidInput(f"cannot read {source!r}: No such file or directory")
-        if fmt == "parquet":
-            parquet.append(source if _is_uri(source) else "file://" + where)
-        else:
-            files.append((source, where, fmt or detect_format(source)))
+    for given in sources:
+        if not isinstance(given, str) or not given or given == "-":
+            raise InvalidInput(f"a Spark source must be a path or a URI, not {given!r}")
+        for source in _files_of(given, format):
+            _plan_one(source, format, files, parquet)
     return files, parquet
+
+
+def _files_of(source: str, format: str | None) -> list[str]:
+    """``source``, or the files under it when it is a directory that is not Parquet
+    (names starting with ``.`` or ``_``, such as Spark's ``_SUCCESS``, left out), sorted."""
+    fmt = format or ("parquet" if source.rstrip("/").endswith(".parquet") else None)
+    if fmt == "parquet":
+        return [source]  # a Parquet directory is one dataset, read by Spark
+    if _is_uri(source):
+        fs, path = filesystem(source)
+        try:
+            if fs.get_file_info(path).type.name != "Directory":
+                return [source]
+            found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {source!r}: {exc}") from None
+        base = path.rstrip("/")
+        names = [
+            f.path[len(base) + 1 :]
+            for f in found
+            if f.type.name == "File" and not f.base_name.startswith((".", "_"))
+        ]
+        out = [source.rstrip("/") + "/" + n for n in sorted(names)]
+    else:
+        local = source.removeprefix("file://")
+        if not os.path.isdir(local):
+            return [source]
+        out = []
+        for root, dirs, names in os.walk(local):
+            dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+            out += [os.path.join(root, n) for n in names if not n.startswith((".", "_"))]
+        out.sort()
+    if not out:
+        raise InvalidInput(f"the directory {source!r} holds no snapshot file")
+    return out
+
+
+def _plan_one(
+    source: str,
+    format: str | None,
+    files: list[tuple[str, str, str]],
+    parquet: list[str],
+) -> None:
+    """Check that ``source`` can be read and add it to ``files`` or ``parquet``."""
+    fmt = format or ("parquet" if source.rstrip("/").endswith(".parquet") else None)
+    if _is_uri(source):
+        fs, path = filesystem(source)
+        try:
+            info = fs.get_file_info(path)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {source!r}: {exc}") from None
+        if info.type.name == "NotFound":
+            raise InvalidInput(f"cannot read {source!r}: No such file or directory")
+        where = source
+    else:
+        where = os.path.abspath(source.removeprefix("file://"))
+        if fmt != "parquet":
+            check_readable(source.removeprefix("file://"))
+        elif not os.path.exists(where):
+            raise InvalidInput(f"cannot read {source!r}: No such file or directory")
+    if fmt == "parquet":
+        parquet.append(source if _is_uri(source) else "file://" + where)
+    else:
+        files.append((source, where, fmt or detect_format(source)))
 
 
 def _ddl(schema: Any) -> str:

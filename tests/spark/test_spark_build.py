@@ -120,6 +120,31 @@ def test_parquet_gives_the_index_text_gives(
         same_answers(ta, pb, Oracle(lines, config))
 
 
+def test_a_directory_of_snapshots_is_read_file_by_file(
+    spark: Any, org: tuple[Path, Config, list[str]], tmp_path: Path
+) -> None:
+    """Every file under a directory, in any format its name says (Spark's ``_SUCCESS``
+    and hidden files left out); a ``file://`` URI as the index directory."""
+    path, config, lines = org
+    d = tmp_path / "dump"
+    (d / "more").mkdir(parents=True)
+    third = len(lines) // 3
+    (d / "a.txt").write_text("\n".join(lines[:third]) + "\n")
+    (d / "more" / "b.txt").write_text("\n".join(lines[third:]) + "\n")
+    (d / "_SUCCESS").write_text("")
+    (d / ".b.txt.crc").write_text("not a snapshot")
+    report = build_on_spark([str(d)], f"file://{tmp_path / 'sx'}", config, shards=2, session=spark)
+    assert report.tuples_read == len(lines)
+    leopard.build_index([path], tmp_path / "one", config)
+    with leopard.open_index(tmp_path / "sx") as sx, leopard.open_index(tmp_path / "one") as ix:
+        same_answers(sx, ix, Oracle(lines, config))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInput, match="holds no snapshot file"):
+        build_on_spark(
+            [str(tmp_path / "empty")], str(tmp_path / "e"), config, shards=2, session=spark
+        )
+
+
 def test_bad_records_are_named_or_counted(spark: Any, tmp_path: Path) -> None:
     good = ["group:eng#member@user:alice", "group:all#member@group:eng#member"]
     (tmp_path / "t.txt").write_text("\n".join([good[0], "group:eng#member", good[1]]) + "\n")
