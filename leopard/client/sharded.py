@@ -43,6 +43,8 @@ from leopard.model.routing import (
     least_token,
     merge_pages,
     shard_of,
+    shortest,
+    split_by_shard,
 )
 
 __all__ = ["ShardedClient"]
@@ -167,11 +169,7 @@ class ShardedClient:
     ) -> list[bool]:
         """``check`` for each pair, in order: each shard asked once for its pairs."""
         pairs = list(pairs)
-        per_shard: dict[int, list[int]] = {}
-        for i, (subject, _) in enumerate(pairs):
-            owners = range(self.n) if asks_every_shard(subject) else (self.shard_for(subject),)
-            for k in owners:
-                per_shard.setdefault(k, []).append(i)
+        per_shard = split_by_shard((subject for subject, _ in pairs), self.n)
         if not per_shard:
             per_shard[0] = []  # nothing to ask, but the version (and at_least) is still told
 
@@ -263,8 +261,8 @@ class ShardedClient:
         fresh: dict[str, Any] = {"at_least": at_least, "max_wait": max_wait}
         if not asks_every_shard(subject):
             return self._one(self.shard_for(subject), lambda c: c.explain(subject, group, **fresh))
-        chains = [ch for ch in self._all(lambda c: c.explain(subject, group, **fresh)) if ch]
-        return min(chains, key=lambda ch: (len(ch), ch)) if chains else None
+        chains = self._all(lambda c: c.explain(subject, group, **fresh))
+        return shortest((ch, ch) for ch in chains if ch)
 
     @property
     def version(self) -> str:

@@ -22,7 +22,7 @@ from leopard.core.build import BuildReport, build_from_batches
 from leopard.errors import InvalidInput
 from leopard.model.config import Config
 from leopard.model.shards import ShardRule, check_shards
-from leopard.store.manifest import MANIFEST, ShardManifest, read_manifest, write_manifest
+from leopard.store.manifest import ShardManifest, read_manifest, shard_dir_name, write_manifest
 from leopard.store.space import space_errors
 
 __all__ = ["build_shards", "check_shard_target", "combine_reports"]
@@ -141,7 +141,8 @@ def build_shards(
         if read == 0 and refuse_empty:
             raise InvalidInput("the sources hold no tuple: nothing to build the shards from")
         reports = []
-        for k, path in enumerate(ShardManifest.new(shards, engine).shard_paths(root)):
+        for k in range(shards):
+            path = root / shard_dir_name(k)
             report = build_from_batches(
                 _read_split(split / f"{k}.arrow"),
                 path,
@@ -153,10 +154,9 @@ def build_shards(
             reports.append(report)
             if on_shard is not None:
                 on_shard(k, report)
-        write_manifest(root, ShardManifest.new(shards, engine))
+        write_manifest(root, ShardManifest.new(shards, engine))  # last: every shard is built
     finally:
         shutil.rmtree(split, ignore_errors=True)
-    assert (root / MANIFEST).exists()
     return combine_reports(reports, read, replicated, time.perf_counter() - started)
 
 

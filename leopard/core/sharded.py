@@ -31,7 +31,14 @@ from typing import Any
 from leopard.core.freshness import POLL
 from leopard.core.index import Index
 from leopard.errors import IndexNotFound, InvalidInput
-from leopard.model.routing import least_position, merge_pages, shard_of
+from leopard.model.routing import (
+    asks_every_shard,
+    least_position,
+    merge_pages,
+    shard_of,
+    shortest,
+    split_by_shard,
+)
 from leopard.model.tokens import encode_token
 from leopard.store.manifest import ShardManifest, read_manifest
 
@@ -120,7 +127,7 @@ class ShardedIndex:
 
     def _owners(self, subject: str) -> Iterator[Index]:
         """The shards to ask about ``subject``: its own, or every one for a userset."""
-        if isinstance(subject, str) and "#" in subject:
+        if asks_every_shard(subject):
             yield from self.shards
         else:
             yield self.shards[self.shard_for(subject)]
@@ -130,19 +137,14 @@ class ShardedIndex:
 
     def check_many(self, pairs: Any) -> list[bool]:
         pairs = list(pairs)
-        out: list[bool | None] = [None] * len(pairs)
-        per_shard: dict[int, list[int]] = {}
-        for i, pair in enumerate(pairs):
-            s = pair[0] if isinstance(pair, (tuple, list)) and len(pair) == 2 else None
-            if isinstance(s, str) and "#" not in s:
-                per_shard.setdefault(shard_of(s, self.n), []).append(i)
-            else:
-                out[i] = self.check(*pair)  # validates the pair as Index.check does
-        for k, rows in per_shard.items():
+        subjects = [p[0] if isinstance(p, (tuple, list)) and len(p) == 2 else None for p in pairs]
+        out = [False] * len(pairs)
+        for k, rows in split_by_shard(subjects, self.n).items():
+            # a malformed pair is asked of every shard, which refuses it as Index does
             answers = self.shards[k].check_many([pairs[i] for i in rows])
             for i, a in zip(rows, answers, strict=True):
-                out[i] = a
-        return [bool(a) for a in out]
+                out[i] = out[i] or a
+        return out
 
     def groups_of(
         self, subject: str, *, type: str | None = None, permission: str | None = None
@@ -161,16 +163,10 @@ class ShardedIndex:
     def explain(
         self, subject: str, group: str, *, steps: bool = False
     ) -> list[str] | list[Any] | None:
-        best: tuple[int, list[str], Any] | None = None
-        for ix in self._owners(subject):
-            chain = ix.explain(subject, group, steps=steps)
-            if chain is None:
-                continue
-            names = [getattr(s, "set", s) for s in chain] if steps else list(chain)
-            key = (len(chain), [str(n) for n in names])
-            if best is None or key < best[:2]:
-                best = (key[0], key[1], chain)
-        return None if best is None else best[2]
+        chains = (ix.explain(subject, group, steps=steps) for ix in self._owners(subject))
+        return shortest(
+            ([getattr(s, "set", s) for s in chain], chain) for chain in chains if chain is not None
+        )
 
 
 def open_any(path: str | Path) -> Index | ShardedIndex:

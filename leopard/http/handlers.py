@@ -22,10 +22,16 @@ from pydantic import BaseModel
 
 from leopard.core.index import Index
 from leopard.http import schemas as S
-from leopard.http.errors import HttpError
 from leopard.http.freshness import Refresher, Waits
 from leopard.http.metrics import CollectorRegistry, render
-from leopard.http.parsing import check_batch, query, query_params, read_body, validate
+from leopard.http.parsing import (
+    batch_within,
+    check_batch,
+    query,
+    query_params,
+    read_body,
+    validate,
+)
 from leopard.http.types import Receive, RunningConsumer, Scope
 
 __all__ = ["Handlers", "IndexFailure"]
@@ -107,13 +113,7 @@ class Handlers:
 
     async def post_check(self, scope: Scope, receive: Receive) -> Answer:
         pairs, fresh = check_batch(await read_body(scope, receive, self.max_body))
-        if len(pairs) > self.max_batch:
-            raise HttpError(
-                413,
-                "batch_too_large",
-                f"{len(pairs):,} checks in one request; at most {self.max_batch:,} "
-                "are accepted (split the batch)",
-            )
+        batch_within(pairs, self.max_batch)
         await self._fresh(fresh)
         ix = self.index
         token = ix.version

@@ -21,6 +21,7 @@ from leopard.http.errors import ClientGone, HttpError
 from leopard.http.types import Receive, Scope
 
 __all__ = [
+    "batch_within",
     "MAX_QUERY_BYTES",
     "check_batch",
     "check_batch_fast",
@@ -122,6 +123,17 @@ async def read_body(scope: Scope, receive: Receive, max_body: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def batch_within(pairs: list[tuple[str, str]], max_batch: int) -> None:
+    """413 when a batch holds more checks than ``max_batch``."""
+    if len(pairs) > max_batch:
+        raise HttpError(
+            413,
+            "batch_too_large",
+            f"{len(pairs):,} checks in one request; at most {max_batch:,} "
+            "are accepted (split the batch)",
+        )
 
 
 def check_batch(raw: bytes) -> tuple[list[tuple[str, str]], S.Freshness]:

@@ -51,7 +51,7 @@ from leopard.http.connections import ConnectionLimits
 from leopard.http.errors import ClientGone, HttpError, error_answer
 from leopard.http.metrics import Collector, Metrics, registry, render
 from leopard.http.openapi import ROUTES, openapi_document
-from leopard.http.parsing import check_batch, query, query_params, read_body
+from leopard.http.parsing import batch_within, check_batch, query, query_params, read_body
 from leopard.http.server import fit_connections, listen, uvicorn_config
 from leopard.http.shardlinks import ShardAnswer, ShardLinks
 from leopard.http.types import Receive, Scope, Send
@@ -61,6 +61,8 @@ from leopard.model.routing import (
     least_token,
     merge_pages,
     shard_of,
+    shortest,
+    split_by_shard,
 )
 
 __all__ = ["RouterService", "serve_router"]
@@ -274,15 +276,12 @@ class RouterService:
         if passed is not None:
             return passed
         token = least_token(a["token"] for a in answers)
-        best: tuple[int, list[str]] | None = None
-        chosen = answers[0]
-        for a in answers:
-            if not a["member"]:
-                continue
-            names = [s["set"] for s in a["steps"]] if a.get("steps") else list(a["chain"])
-            key = (len(names), names)
-            if best is None or key < best:
-                best, chosen = key, a
+        members = (
+            ([s["set"] for s in a["steps"]] if a.get("steps") else list(a["chain"]), a)
+            for a in answers
+            if a["member"]
+        )
+        chosen = shortest(members) or answers[0]
         return 200, _dump({**chosen, "token": token})
 
     async def get_members(self, scope: Scope, receive: Receive) -> Answer:
@@ -322,18 +321,8 @@ class RouterService:
 
     async def post_check(self, scope: Scope, receive: Receive) -> Answer:
         pairs, fresh = check_batch(await read_body(scope, receive, self.max_body))
-        if len(pairs) > self.max_batch:
-            raise HttpError(
-                413,
-                "batch_too_large",
-                f"{len(pairs):,} checks in one request; at most {self.max_batch:,} "
-                "are accepted (split the batch)",
-            )
-        per_shard: dict[int, list[int]] = {}
-        for i, (subject, _) in enumerate(pairs):
-            owners = range(self.n) if asks_every_shard(subject) else (shard_of(subject, self.n),)
-            for k in owners:
-                per_shard.setdefault(k, []).append(i)
+        batch_within(pairs, self.max_batch)
+        per_shard = split_by_shard((subject for subject, _ in pairs), self.n)
         if not per_shard:
             per_shard[0] = []  # nothing to check: the version (and at_least) all the same
         extra: dict[str, Any] = {}

@@ -12,18 +12,31 @@ shard servers (``leopard.http.router``) and the Python client given the shards' 
   graph of sets, asked of every shard;
 * ``merge_pages``: the sorted pages of ``members_of`` merged without repeats (replicated
   members, such as wildcards, are on every shard);
-* ``least_position`` / ``least_token``: a version every shard has reached.
+* ``least_position`` / ``least_token``: a version every shard has reached;
+* ``split_by_shard``: which shards a batch of checks goes to, pair by pair;
+* ``shortest``: of the chains several shards explain, the one one index would tell.
 """
 
 from __future__ import annotations
 
 import heapq
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 from leopard.model.tokens import decode_token, encode_token
 
-__all__ = ["asks_every_shard", "least_position", "least_token", "merge_pages", "shard_of"]
+__all__ = [
+    "asks_every_shard",
+    "least_position",
+    "least_token",
+    "merge_pages",
+    "shard_of",
+    "shortest",
+    "split_by_shard",
+]
+
+T = TypeVar("T")
 
 
 def shard_of(subject: str, shards: int) -> int:
@@ -67,3 +80,26 @@ def merge_pages(pages: list[list[str]], limit: int | None) -> list[str]:
             if limit is not None and len(out) >= limit:
                 break
     return out
+
+
+def split_by_shard(subjects: Iterable[object], shards: int) -> dict[int, list[int]]:
+    """Per shard, the positions of the ``subjects`` it is asked about: a plain subject's
+    shard, or every shard for a userset (whose answers are then joined: any)."""
+    per_shard: dict[int, list[int]] = {}
+    every = range(shards)
+    for i, subject in enumerate(subjects):
+        owners = every if asks_every_shard(subject) else (shard_of(subject, shards),)  # type: ignore[arg-type]
+        for k in owners:
+            per_shard.setdefault(k, []).append(i)
+    return per_shard
+
+
+def shortest(chains: Iterable[tuple[Sequence[str], T]]) -> T | None:
+    """Of ``(names of a chain, answer)`` from several shards, the answer whose chain is
+    shortest, then first by names; None when there is none."""
+    best: tuple[int, list[str], T] | None = None
+    for names, answer in chains:
+        key = (len(names), [str(n) for n in names])
+        if best is None or key < (best[0], best[1]):
+            best = (key[0], key[1], answer)
+    return None if best is None else best[2]

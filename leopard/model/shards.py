@@ -20,8 +20,6 @@ places a tuple where a query will look for it.
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from leopard.errors import InvalidInput
@@ -33,7 +31,7 @@ if TYPE_CHECKING:  # loaded where a table is split: a query needs no pyarrow
     import numpy as np
     import pyarrow as pa
 
-__all__ = ["EVERY", "MAX_SHARDS", "ShardRule", "check_shards", "shard_of", "split_changes"]
+__all__ = ["EVERY", "MAX_SHARDS", "ShardRule", "check_shards", "shard_of"]
 
 #: the placement of a replicated tuple (it belongs to every shard)
 EVERY = -1
@@ -67,7 +65,7 @@ class ShardRule:
             or (t.resource_type, t.relation) in self.arrow_relations
         ):
             return EVERY
-        return zlib.crc32(f"{t.subject_type}:{t.subject_id}".encode()) % self.shards
+        return shard_of(f"{t.subject_type}:{t.subject_id}", self.shards)
 
     def holds(self, t: RelationTuple, shard: int) -> bool:
         """Whether shard ``shard`` holds ``t``."""
@@ -102,31 +100,9 @@ class ShardRule:
         enc = pc.dictionary_encode(subjects)
         shards = self.shards
         per_name = np.fromiter(
-            (zlib.crc32(s.encode()) % shards for s in enc.dictionary.to_pylist()),
+            (shard_of(s, shards) for s in enc.dictionary.to_pylist()),
             dtype=np.int64,
             count=len(enc.dictionary),
         )
         out[rows] = per_name[enc.indices.to_numpy(zero_copy_only=False)]
         return out
-
-    def of_shard(self, table: pa.Table, shard: int) -> pa.Table:
-        """The rows of ``table`` that shard ``shard`` holds."""
-        import pyarrow as pa
-
-        p = self.placed(table)
-        keep = (p == EVERY) | (p == shard)
-        return table if keep.all() else table.filter(pa.array(keep))
-
-
-def split_changes(
-    rule: ShardRule, changes: Iterable[tuple[str, RelationTuple]], shard: int
-) -> tuple[list[tuple[str, RelationTuple]], int]:
-    """The changes shard ``shard`` applies, and how many belong to other shards."""
-    kept = []
-    other = 0
-    for op, t in changes:
-        if rule.holds(t, shard):
-            kept.append((op, t))
-        else:
-            other += 1
-    return kept, other
