@@ -51,22 +51,21 @@ from leopard.core.edgekeys import (
     largest_group,
     remap,
     resource_nodes,
-    split_sorted,
 )
 from leopard.errors import InvalidInput, StorageError
-from leopard.model.closure import Graph, condense, depths, dfs_order, serialized_closures
+from leopard.model.bitpack import serialize_rows, serialize_sorted
+from leopard.model.closure import Graph, condense, depths, dfs_order
 from leopard.model.config import Config
+from leopard.model.layered import serialized_closures
 from leopard.store.generations import IndexDir, base_of, dir_size, report_of
 from leopard.store.layout import (
     FORMAT_VERSION,
     RESOURCE_KEY,
     base_header,
-    gkey,
-    m2g_value,
 )
 from leopard.store.rocks import RocksDB
 from leopard.store.space import no_space, space_errors
-from leopard.store.writers import BaseWriter
+from leopard.store.writers import BaseWriter, id_keys
 
 __all__ = ["BuildReport", "build_from_batches", "Position"]
 
@@ -266,16 +265,11 @@ def build_from_batches(
         )
         for family, keys in families:
             with writer.family(family) as w:
-                heads, bounds, lows = split_sorted(keys)
-                for i, head in enumerate(heads.tolist()):
-                    vals = array("I", lows[bounds[i] : bounds[i + 1]].tobytes())
-                    w.put(gkey(head), BitMap(vals).serialize())
-        with writer.family("support") as w:
-            for key, mask in support:
-                w.put(key, mask)
-        with writer.family("dsupport") as w:
-            for key, count in d_support:
-                w.put(key, count)
+                heads, values = serialize_sorted(keys)
+                w.put_many(id_keys(heads), values)
+        for family, pairs in (("support", support), ("dsupport", d_support)):
+            with writer.family(family) as w:
+                w.put_many([k for k, _ in pairs], [v for _, v in pairs])
         phase("write groups")
 
         largest_gid, largest_n = largest_group(cond, g2g, g2g_sizes, new_id, comp_of, by_group)
@@ -368,12 +362,14 @@ def _write_closures(
 ) -> None:
     """One closure family: every group gets its component's set (or, in a component
     marked ``alone``, just itself: the ancestors of a resource set)."""
+    values = [serialized[c] for c in comp_of]
+    if alone is not None:
+        gids = np.flatnonzero(np.asarray(alone, dtype=bool)[np.asarray(comp_of, dtype=np.int64)])
+        singles = serialize_rows(np.arange(len(gids) + 1), gids.astype(np.uint32))
+        for gid, raw in zip(gids.tolist(), singles, strict=True):
+            values[gid] = raw
     with writer.family(family, file_only=file_only) as w:
-        for gid, c in enumerate(comp_of):
-            if alone is not None and alone[c]:
-                w.put(gkey(gid), BitMap([gid]).serialize())
-            else:
-                w.put(gkey(gid), serialized[c])
+        w.put_many(id_keys(np.arange(len(comp_of))), values)
 
 
 def _child_work(
@@ -396,20 +392,14 @@ def _write_subjects(
     writer: BaseWriter, by_leaf: np.ndarray, names: list[str], file_only: bool
 ) -> None:
     """MEMBER2GROUP and subject names, in subject id (= name) order."""
-    heads, bounds, lows = split_sorted(by_leaf)
-    low_bytes = lows.tobytes()
-    b_list = bounds.tolist()
-    with (
-        writer.family("m2g", file_only=file_only) as m2g,
-        writer.family("sname", file_only=file_only) as sname,
-    ):
-        for i, sid in enumerate(heads.tolist()):
-            vals = array("I")
-            vals.frombytes(low_bytes[b_list[i] * 4 : b_list[i + 1] * 4])
-            key = gkey(sid)
-            name = names[sid].encode()
-            m2g.put(name, m2g_value(sid, BitMap(vals)))
-            sname.put(key, name)
+    heads, groups = serialize_sorted(by_leaf)
+    keys = id_keys(heads)
+    encoded = [names[sid].encode() for sid in heads.tolist()]
+    # a MEMBER2GROUP value is the subject's id, then its groups (``m2g_value``)
+    with writer.family("m2g", file_only=file_only) as m2g:
+        m2g.put_many(encoded, [k + g for k, g in zip(keys, groups, strict=True)])
+    with writer.family("sname", file_only=file_only) as sname:
+        sname.put_many(keys, encoded)
 
 
 @dataclass

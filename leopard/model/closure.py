@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from pyroaring import BitMap
@@ -30,16 +30,17 @@ __all__ = [
     "condense",
     "dfs_order",
     "closures",
-    "serialized_closures",
     "depths",
     "unique_u64",
 ]
 
 
-def unique_u64(keys: np.ndarray) -> np.ndarray:
+def unique_u64(keys: np.ndarray, *, runs: bool = False) -> np.ndarray:
     """Sorted distinct values. A sort and a mask: numpy 2.3+'s hash-based
-    ``np.unique`` is many times slower on large integer arrays."""
-    out = np.sort(keys)
+    ``np.unique`` is many times slower on large integer arrays. With ``runs`` (keys
+    that are mostly sorted runs already) the sort is numpy's stable one, a timsort
+    that merges the runs: ten times faster there, slower on shuffled keys."""
+    out = np.sort(keys, kind="stable" if runs else None)
     if len(out) < 2:
         return out
     keep = np.empty(len(out), dtype=bool)
@@ -96,6 +97,26 @@ class Condensation:
     comp: np.ndarray
     members: list[list[int]]
     children: list[list[int]]
+    #: ``members`` and ``children`` as (ptr, flat) arrays, when ``condense`` made them
+    csr: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    #: ``depths``, when ``condense`` found them on the way
+    depth: np.ndarray | None = field(default=None, repr=False)
+
+    def member_csr(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._csr("members")
+
+    def child_csr(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._csr("children")
+
+    def _csr(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self.csr:
+            lists = getattr(self, name)
+            lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+            ptr = np.zeros(len(lists) + 1, dtype=np.int64)
+            np.cumsum(lens, out=ptr[1:])
+            flat = np.fromiter((v for x in lists for v in x), dtype=np.int64, count=int(ptr[-1]))
+            self.csr[name] = (ptr, flat)
+        return self.csr[name]
 
     @property
     def count(self) -> int:
@@ -138,25 +159,30 @@ def condense(g: Graph) -> Condensation:
     pairs = unique_u64(src[keep].astype(np.uint64) << np.uint64(32) | dst[keep].astype(np.uint64))
     ps = (pairs >> np.uint64(32)).astype(np.int64)
     cs = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    rank = _sinks_first(k, ps, cs)
+    rank, height = _sinks_first(k, ps, cs)
     comp = rank[labels]
+    depth = np.empty(k, dtype=np.int64)
+    depth[rank] = height
     # members: nodes grouped by component (a component's nodes in ascending order)
     order = np.argsort(comp, kind="stable")
     sizes = np.bincount(comp, minlength=k)
+    cut = np.concatenate(([0], np.cumsum(sizes)))
     if k == n:
         members: list[list[int]] = order.reshape(-1, 1).tolist()
     else:
         flat = order.tolist()
-        cut = np.concatenate(([0], np.cumsum(sizes))).tolist()
-        members = [flat[cut[c] : cut[c + 1]] for c in range(k)]
+        cuts = cut.tolist()
+        members = [flat[cuts[c] : cuts[c + 1]] for c in range(k)]
     # children: distinct child components per component, from the renumbered pairs
     rp, rc = rank[ps], rank[cs]
     by_parent = np.lexsort((rc, rp))
     rp, rc = rp[by_parent], rc[by_parent]
-    ptr = np.concatenate(([0], np.cumsum(np.bincount(rp, minlength=k)))).tolist()
+    c_ptr = np.concatenate(([0], np.cumsum(np.bincount(rp, minlength=k))))
+    ptr = c_ptr.tolist()
     flat_children = rc.tolist()
     children = [flat_children[ptr[c] : ptr[c + 1]] for c in range(k)]
-    return Condensation(comp, members, children)
+    csr = {"members": (cut, order), "children": (c_ptr, rc)}
+    return Condensation(comp, members, children, csr, depth)
 
 
 #: a layer of sinks at least this wide is peeled with numpy; once one is narrower, the
@@ -164,16 +190,25 @@ def condense(g: Graph) -> Condensation:
 _WIDE = 256
 
 
-def _sinks_first(k: int, parents: np.ndarray, children: np.ndarray) -> np.ndarray:
+def _sinks_first(
+    k: int, parents: np.ndarray, children: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """A number for each of ``k`` nodes of a DAG (edges ``parents -> children``) such
-    that every edge goes from a higher number to a lower one."""
+    that every edge goes from a higher number to a lower one; and each node's depth,
+    the nodes on the longest path from it down to a sink (itself included).
+
+    A node peeled in the ``L``-th whole layer of sinks has depth ``L + 1``: its
+    parents are given ``L + 2`` as the layers go, the last (deepest) child's
+    assignment standing. Peeled one at a time, a node passes its depth + 1 up."""
     outdeg = np.bincount(parents, minlength=k).astype(np.int64)
     by_child = np.argsort(children, kind="stable")
     up_ptr = np.concatenate(([0], np.cumsum(np.bincount(children, minlength=k))))
     up = parents[by_child]  # up[up_ptr[c]:up_ptr[c + 1]]: the parents of c
     rank = np.full(k, -1, dtype=np.int64)
+    depth = np.ones(k, dtype=np.int64)
     frontier = np.flatnonzero(outdeg == 0)
     nxt = 0
+    layer = 0
     while len(frontier) >= _WIDE:
         width = len(frontier)
         rank[frontier] = np.arange(nxt, nxt + width)
@@ -187,24 +222,31 @@ def _sinks_first(k: int, parents: np.ndarray, children: np.ndarray) -> np.ndarra
         hit = np.sort(up[offsets + np.arange(total)])
         first = np.flatnonzero(np.concatenate(([True], hit[1:] != hit[:-1])))
         seen = hit[first]
+        depth[seen] = layer + 2
+        layer += 1
         outdeg[seen] -= np.diff(np.append(first, total))
         frontier = seen[outdeg[seen] == 0]
     if len(frontier):
         out, ups, ptr = outdeg.tolist(), up.tolist(), up_ptr.tolist()
         ranks = rank.tolist()
+        depths_ = depth.tolist()
         todo = frontier.tolist()
         while todo:
             v = todo.pop()
             ranks[v] = nxt
             nxt += 1
+            d = depths_[v] + 1
             for p in ups[ptr[v] : ptr[v + 1]]:
                 out[p] -= 1
+                if depths_[p] < d:
+                    depths_[p] = d
                 if out[p] == 0:
                     todo.append(p)
         rank = np.asarray(ranks, dtype=np.int64)
+        depth = np.asarray(depths_, dtype=np.int64)
     if nxt != k:  # a component graph is acyclic: this is a bug, never the data
         raise AssertionError(f"condensation not acyclic: {k - nxt} components unnumbered")
-    return rank
+    return rank, depth
 
 
 def dfs_order(cond: Condensation, skip: Sequence[bool] | None = None) -> np.ndarray:
@@ -291,87 +333,10 @@ def closures(
     return out
 
 
-def serialized_closures(
-    cond: Condensation,
-    ids: Sequence[int] | np.ndarray,
-    *,
-    reverse: bool = False,
-    resource: Sequence[bool] | None = None,
-) -> tuple[list[bytes], list[int]]:
-    """What ``closures`` computes, serialized, with the size of each: the offline
-    build's form. A closure is kept as a bitmap only until the last component that
-    unions it is done, so memory holds the serialized sets and a frontier of
-    bitmaps, not a bitmap per component (millions with a schema's resources). With
-    ``resource``, a resource component's ancestors are not computed (it holds just
-    itself, which the writer knows); its entry is empty."""
-    ids_list = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
-    members = cond.members
-    n = cond.count
-    if reverse:
-        feeds = cond.parents()  # ancestors: a component unions its parents'
-        steps: range = range(n - 1, -1, -1)
-    else:
-        feeds = cond.children
-        steps = range(n)
-    waiting = [0] * n  # components yet to union each one's closure
-    for c in steps:
-        for k in feeds[c]:
-            waiting[k] += 1
-    live: dict[int, BitMap] = {}
-    ser: list[bytes] = [b""] * n
-    sizes = [0] * n
-
-    def own(c: int) -> BitMap:
-        m = members[c]
-        return BitMap([ids_list[m[0]]]) if len(m) == 1 else BitMap([ids_list[v] for v in m])
-
-    for c in steps:
-        kids = feeds[c]
-        if reverse and resource is not None:
-            if resource[c]:
-                continue
-            kids = [p for p in kids if not resource[p]]
-        # In-place unions into a bitmap of this component's own: BitMap.union of n
-        # bitmaps costs about twice as much (it builds every intermediate result).
-        # A kid's bitmap that no other component waits for is taken over, not copied.
-        bm = None
-        rest = kids
-        if kids and (reverse or resource is None or not resource[c]):
-            first = kids[0]
-            if waiting[first] == 1:
-                bm = live.pop(first)
-                rest = kids[1:]
-        if bm is None:
-            bm = own(c)
-        else:
-            m = members[c]
-            bm.update([ids_list[v] for v in m]) if len(m) > 1 else bm.add(ids_list[m[0]])
-        if not reverse and resource is not None and resource[c]:
-            for k in rest:
-                if resource[k]:
-                    bm |= live[k]
-                else:
-                    m = members[k]
-                    bm.update([ids_list[v] for v in m]) if len(m) > 1 else bm.add(ids_list[m[0]])
-        else:
-            for k in rest:
-                bm |= live[k]
-        for k in feeds[c]:
-            waiting[k] -= 1
-            if waiting[k] == 0:
-                live.pop(k, None)
-        if waiting[c]:
-            live[c] = bm
-        # depth-first ids put much of a closure in runs of consecutive ids: run
-        # containers store each run in 4 bytes (bench/sizes.py: g2g 18% smaller raw)
-        bm.run_optimize()
-        ser[c] = bm.serialize()
-        sizes[c] = len(bm)
-    return ser, sizes
-
-
 def depths(cond: Condensation) -> list[int]:
     """Per component: the groups on the longest nesting chain below it, itself included."""
+    if cond.depth is not None:
+        return cond.depth.tolist()
     out = [1] * cond.count
     for c in range(cond.count):
         kids = cond.children[c]

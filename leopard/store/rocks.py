@@ -383,6 +383,11 @@ class SstFile:
         # maps it, a full disk included, where it knows which generation it writes
         self._writer[key] = value
 
+    def put_many(self, keys: list[bytes], values: list[bytes]) -> None:
+        writer = self._writer
+        for key, value in zip(keys, values, strict=True):
+            writer[key] = value
+
     def finish(self) -> None:
         with rocks_errors(f"cannot finish {str(self.path)!r}"):
             self._writer.finish()

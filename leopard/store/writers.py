@@ -12,10 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
+
 from leopard.store.layout import SET_FAMILIES
 from leopard.store.rocks import RocksDB, SstFile
 
-__all__ = ["BaseWriter", "FamilyWriter"]
+__all__ = ["BaseWriter", "FamilyWriter", "id_keys"]
+
+
+def id_keys(ids: np.ndarray) -> list[bytes]:
+    """The key of each id (``layout.gkey``: 4 bytes, big-endian), millions at once."""
+    blob = np.asarray(ids).astype(">u4").tobytes()
+    return [blob[i : i + 4] for i in range(0, len(blob), 4)]
 
 
 class FamilyWriter:
@@ -44,6 +52,25 @@ class FamilyWriter:
             return
         assert self.file is not None
         self.file.put(key, value)
+
+    def put_many(self, keys: list[bytes], values: list[bytes]) -> None:
+        """``put`` of each pair, in one loop (millions of keys: a call each costs)."""
+        if self.buffer is not None and len(self.buffer) + len(keys) < self.SMALL:
+            self.buffer.extend(zip(keys, values, strict=True))
+            self.count += len(keys)
+            return
+        if self.buffer is not None:
+            self.put_many_start()
+        assert self.file is not None
+        self.file.put_many(keys, values)
+        self.count += len(keys)
+
+    def put_many_start(self) -> None:
+        """Leave memory for the file: what was buffered goes first."""
+        assert self.buffer is not None
+        self.file = SstFile(self.path, self.family)
+        self.file.put_many([k for k, _ in self.buffer], [v for _, v in self.buffer])
+        self.buffer = None
 
     def __enter__(self) -> FamilyWriter:
         return self

@@ -25,9 +25,9 @@ from leopard.model.closure import (
     condense,
     depths,
     dfs_order,
-    serialized_closures,
     unique_u64,
 )
+from leopard.model.layered import serialized_closures
 
 preload_failure_reporter()  # readable hypothesis failures under filterwarnings=error
 

@@ -1,0 +1,161 @@
+"""Many small roaring bitmaps serialized at once, with numpy.
+
+The offline build writes a bitmap per set and per subject: millions of them with a
+schema's resources (every document is a set), most of a few ids. Built one by one,
+each costs a ``BitMap`` and a ``serialize`` call from Python; ``serialize_rows``
+writes them all from one sorted array, in the portable format that
+``BitMap.deserialize`` reads (the Roaring format specification: a cookie, a
+descriptive header of container keys and cardinalities, container offsets, then
+array or run containers). A row is written as ``BitMap.run_optimize`` then
+``serialize`` would write it, byte for byte: a container becomes a run container
+when that is smaller (``4 * runs + 2 < 2 * cardinality``). A row with a container of
+more than 4,096 values (a bitmap container) is left to pyroaring.
+``bench/pack.py`` measures both ways.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pyroaring import BitMap
+
+__all__ = ["serialize_rows", "serialize_sorted"]
+
+_NO_RUN = 12346  # cookie of a bitmap without run containers (then a 32-bit count)
+_RUN = 12347  # cookie with run containers (the count - 1 in its high 16 bits)
+_ARRAY_MAX = 4096  # an array container holds at most this many values
+_CHUNK = 1 << 21  # values serialized per numpy pass (bounds the temporaries)
+
+
+def serialize_rows(ptr: np.ndarray, values: np.ndarray) -> list[bytes]:
+    """``BitMap(values[ptr[i]:ptr[i + 1]])``, run-optimized and serialized, per row.
+
+    ``values`` are uint32, sorted and distinct within each row; ``ptr`` has one entry
+    more than there are rows (an empty row gives the empty bitmap).
+    """
+    ptr = np.asarray(ptr, dtype=np.int64)
+    values = np.asarray(values, dtype=np.uint32)
+    out: list[bytes] = []
+    n = len(ptr) - 1
+    row = 0
+    while row < n:
+        # rows [row, end): about _CHUNK values, at least one row
+        end = int(np.searchsorted(ptr, ptr[row] + _CHUNK, side="right")) - 1
+        end = min(max(end, row + 1), n)
+        part = ptr[row : end + 1]
+        out.extend(_chunk(part - part[0], values[part[0] : part[-1]]))
+        row = end
+    return out
+
+
+def serialize_sorted(keys: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+    """For sorted distinct uint64 ``head << 32 | value`` keys: the distinct heads and
+    the serialized bitmap of each head's values (the build's edge families)."""
+    heads = (keys >> np.uint64(32)).astype(np.int64)
+    values = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    if len(keys) == 0:
+        return heads, []
+    starts = np.flatnonzero(np.diff(heads)) + 1
+    ptr = np.concatenate(([0], starts, [len(keys)]))
+    return heads[ptr[:-1]], serialize_rows(ptr, values)
+
+
+def _chunk(ptr: np.ndarray, values: np.ndarray) -> list[bytes]:
+    n = len(ptr) - 1
+    count = len(values)
+    row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(ptr))
+    hi = (values >> np.uint32(16)).astype(np.int64)
+    lo = (values & np.uint32(0xFFFF)).astype(np.int64)
+
+    # containers: a row's values with the same high 16 bits
+    new_c = np.ones(count, dtype=bool)
+    new_c[1:] = (row_of[1:] != row_of[:-1]) | (hi[1:] != hi[:-1])
+    c_start = np.flatnonzero(new_c)
+    n_c = len(c_start)
+    c_card = np.diff(np.append(c_start, count))
+    c_row = row_of[c_start]
+    c_key = hi[c_start]
+    # runs of consecutive values, never across containers
+    new_r = new_c.copy()
+    new_r[1:] |= lo[1:] != lo[:-1] + 1
+    r_start = np.flatnonzero(new_r)
+    r_len = np.diff(np.append(r_start, count))
+    c_of_value = np.cumsum(new_c) - 1
+    r_cont = c_of_value[r_start]
+    c_runs = np.bincount(r_cont, minlength=n_c)
+    is_run = 4 * c_runs + 2 < 2 * c_card
+    c_bytes = np.where(is_run, 2 + 4 * c_runs, 2 * c_card)
+
+    # rows: header sizes, then where each row starts in the buffer
+    r_nc = np.bincount(c_row, minlength=n)
+    has_run = np.bincount(c_row, weights=is_run, minlength=n) > 0
+    with_offsets = ~has_run | (r_nc >= 4)
+    desc_at = np.where(has_run, 4 + (r_nc + 7) // 8, 8)
+    header = desc_at + 4 * r_nc + np.where(with_offsets, 4 * r_nc, 0)
+    data = np.bincount(c_row, weights=c_bytes, minlength=n).astype(np.int64)
+    row_at = np.concatenate(([0], np.cumsum(header + data)))
+    buf = np.zeros(int(row_at[-1]), dtype=np.uint8)
+    start = row_at[:-1]
+
+    plain = np.flatnonzero(~has_run)
+    _put32(buf, start[plain], np.full(len(plain), _NO_RUN))
+    _put32(buf, start[plain] + 4, r_nc[plain])
+    runny = np.flatnonzero(has_run)
+    _put32(buf, start[runny], _RUN | ((r_nc[runny] - 1) << 16))
+
+    # per container: its place in its row, the run flags, the descriptive header
+    r_cfirst = np.concatenate(([0], np.cumsum(r_nc)[:-1]))
+    idx = np.arange(n_c, dtype=np.int64) - r_cfirst[c_row]
+    flagged = np.flatnonzero(is_run)
+    if len(flagged):
+        at = start[c_row[flagged]] + 4 + idx[flagged] // 8
+        bits = np.left_shift(1, idx[flagged] % 8)
+        first = np.flatnonzero(np.concatenate(([True], at[1:] != at[:-1])))
+        buf[at[first]] = np.add.reduceat(bits, first)
+    desc = start[c_row] + desc_at[c_row] + 4 * idx
+    _put16(buf, desc, c_key)
+    _put16(buf, desc + 2, c_card - 1)
+    # offsets from the row's start to each container's data
+    c_before = np.cumsum(c_bytes) - c_bytes
+    rel = header[c_row] + c_before - c_before[r_cfirst[c_row]]
+    offs = np.flatnonzero(with_offsets[c_row])
+    _put32(buf, start[c_row[offs]] + desc_at[c_row[offs]] + 4 * r_nc[c_row[offs]] + 4 * idx[offs],
+           rel[offs])  # fmt: skip
+    at = start[c_row] + rel
+
+    # array containers: the low 16 bits of each value
+    arr_values = np.flatnonzero(~is_run[c_of_value])
+    cv = c_of_value[arr_values]
+    _put16(buf, at[cv] + 2 * (arr_values - c_start[cv]), lo[arr_values])
+    # run containers: the number of runs, then (start, length - 1) per run
+    _put16(buf, at[flagged], c_runs[flagged])
+    runs = np.flatnonzero(is_run[r_cont])
+    rc = r_cont[runs]
+    first_run = np.flatnonzero(new_c[r_start])  # per container, its first run
+    q = at[rc] + 2 + 4 * (runs - first_run[rc])
+    _put16(buf, q, lo[r_start[runs]])
+    _put16(buf, q + 2, r_len[runs] - 1)
+
+    blob = buf.tobytes()
+    bounds = row_at.tolist()
+    out = [blob[bounds[i] : bounds[i + 1]] for i in range(n)]
+    big = np.flatnonzero(~is_run & (c_card > _ARRAY_MAX))
+    for r in np.unique(c_row[big]).tolist():
+        bm = BitMap(values[ptr[r] : ptr[r + 1]])
+        bm.run_optimize()
+        out[r] = bm.serialize()
+    return out
+
+
+def _put16(buf: np.ndarray, at: np.ndarray, value: np.ndarray) -> None:
+    _view(buf, "<u2")[at] = value
+
+
+def _put32(buf: np.ndarray, at: np.ndarray, value: np.ndarray) -> None:
+    _view(buf, "<u4")[at] = value
+
+
+def _view(buf: np.ndarray, dtype: str) -> np.ndarray:
+    """``buf`` as little-endian integers starting at every byte (unaligned, overlapping):
+    ``view[i]`` is the integer at byte ``i``."""
+    size = np.dtype(dtype).itemsize
+    return np.ndarray((max(len(buf) - size + 1, 0),), dtype=dtype, buffer=buf, strides=(1,))

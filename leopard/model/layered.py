@@ -1,0 +1,234 @@
+"""GROUP2GROUP of a schema's resource tier, a whole layer of sets at a time.
+
+A schema makes every object a handful of sets (a document's ``viewer``, ``edit``,
+``view``...): millions of components, most holding a few ids. ``closure.py``'s
+one-component-at-a-time loop costs a few microseconds of Python each; here the
+components are peeled in layers instead (a layer: every component whose resource
+children are all done), and one layer's closures are formed by numpy at once:
+
+    closure(c) = ids of c ∪ ids of its group children ∪ ⋃ closure(resource child)
+
+(a resource closure stops at the first group set it reaches: see ``Plan.group_tier``).
+A long chain of narrow layers (folders nested thousands deep) would cost a numpy
+pass per layer; once a layer is narrower than ``NARROW``, the rest is done one
+component at a time, children first, as ``closure.py`` does. The result is a CSR
+array: component ``c``'s sorted ids are ``values[ptr[i]:ptr[i+1]]`` for its place
+``i`` in ``comps``. ``bench/schema.py`` times the build that uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pyroaring import BitMap
+
+from leopard.model.bitpack import serialize_rows
+from leopard.model.closure import Condensation, unique_u64
+
+__all__ = ["resource_closures", "serialized_closures"]
+
+#: a layer narrower than this ends the numpy passes (see the module's docstring)
+NARROW = 64
+
+
+def _gather(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``starts[i] .. starts[i] + counts[i]`` for every ``i``, concatenated,
+    and the ``i`` of each."""
+    total = int(counts.sum())
+    label = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
+    begin = np.cumsum(counts) - counts
+    return np.repeat(starts - begin, counts) + np.arange(total, dtype=np.int64), label
+
+
+class _Store:
+    """The closures done so far: component -> (start, length) in one growing array."""
+
+    def __init__(self, count: int) -> None:
+        self.values = np.zeros(1 << 16, dtype=np.uint32)
+        self.used = 0
+        self.start = np.zeros(count, dtype=np.int64)
+        self.length = np.zeros(count, dtype=np.int64)
+
+    def add(self, comps: np.ndarray, lens: np.ndarray, values: np.ndarray) -> None:
+        need = self.used + len(values)
+        if need > len(self.values):
+            grown = np.zeros(max(need, 2 * len(self.values)), dtype=np.uint32)
+            grown[: self.used] = self.values[: self.used]
+            self.values = grown
+        self.values[self.used : need] = values
+        self.start[comps] = self.used + np.cumsum(lens) - lens
+        self.length[comps] = lens
+        self.used = need
+
+
+def resource_closures(
+    cond: Condensation, ids: np.ndarray, resource: Sequence[bool]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The resource components (ascending), and their closures as (ptr, values)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    is_res = np.asarray(resource, dtype=bool)
+    k = cond.count
+    m_ptr, m_flat = cond.member_csr()
+    c_ptr, c_flat = cond.child_csr()
+    own_ids = ids[m_flat].astype(np.uint32)
+    parent = np.repeat(np.arange(k, dtype=np.int64), np.diff(c_ptr))
+    inner = is_res[parent] & is_res[c_flat]  # resource -> resource edges
+    pending = np.bincount(parent[inner], minlength=k)
+    ups = parent[inner][np.argsort(c_flat[inner], kind="stable")]
+    up_ptr = np.zeros(k + 1, dtype=np.int64)
+    np.cumsum(np.bincount(c_flat[inner], minlength=k), out=up_ptr[1:])
+
+    store = _Store(k)
+    frontier = np.flatnonzero(is_res & (pending == 0))
+    done = 0
+    while len(frontier) >= NARROW:
+        _layer(frontier, store, is_res, m_ptr, own_ids, c_ptr, c_flat)
+        done += len(frontier)
+        at, _ = _gather(up_ptr[frontier], np.diff(up_ptr)[frontier])
+        hit = np.sort(ups[at])
+        if len(hit) == 0:
+            frontier = hit
+            break
+        first = np.flatnonzero(np.concatenate(([True], hit[1:] != hit[:-1])))
+        seen = hit[first]
+        pending[seen] -= np.diff(np.append(first, len(hit)))
+        frontier = seen[pending[seen] == 0]
+    comps = np.flatnonzero(is_res)
+    if done < len(comps):
+        # the narrow rest, children first: components are numbered so already
+        rest = comps[store.length[comps] == 0]
+        _one_by_one(rest, store, is_res, m_ptr, own_ids, c_ptr, c_flat)
+    at, _ = _gather(store.start[comps], store.length[comps])
+    ptr = np.zeros(len(comps) + 1, dtype=np.int64)
+    np.cumsum(store.length[comps], out=ptr[1:])
+    return comps, ptr, store.values[at]
+
+
+def _layer(
+    rows: np.ndarray,
+    store: _Store,
+    is_res: np.ndarray,
+    m_ptr: np.ndarray,
+    own_ids: np.ndarray,
+    c_ptr: np.ndarray,
+    c_flat: np.ndarray,
+) -> None:
+    """The closures of ``rows``, whose resource children are all in ``store``."""
+    at, label = _gather(m_ptr[rows], np.diff(m_ptr)[rows])
+    parts = [(label, own_ids[at])]
+    at, label = _gather(c_ptr[rows], np.diff(c_ptr)[rows])
+    kids = c_flat[at]
+    res_kid = is_res[kids]
+    g_kids, g_label = kids[~res_kid], label[~res_kid]
+    at, lab = _gather(m_ptr[g_kids], np.diff(m_ptr)[g_kids])
+    parts.append((g_label[lab], own_ids[at]))
+    r_kids, r_label = kids[res_kid], label[res_kid]
+    at, lab = _gather(store.start[r_kids], store.length[r_kids])
+    parts.append((r_label[lab], store.values[at]))
+    keys = unique_u64(
+        np.concatenate([lab.astype(np.uint64) << np.uint64(32) | v for lab, v in parts]),
+        runs=True,  # each part is in row order, a closure's ids sorted
+    )
+    lens = np.bincount((keys >> np.uint64(32)).astype(np.int64), minlength=len(rows))
+    store.add(rows, lens, (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+
+
+def _one_by_one(
+    rows: np.ndarray,
+    store: _Store,
+    is_res: np.ndarray,
+    m_ptr: np.ndarray,
+    own_ids: np.ndarray,
+    c_ptr: np.ndarray,
+    c_flat: np.ndarray,
+) -> None:
+    """``_layer`` for components in increasing number (children first), one at a time."""
+    for c in rows.tolist():
+        bm = BitMap(own_ids[m_ptr[c] : m_ptr[c + 1]])
+        for kid in c_flat[c_ptr[c] : c_ptr[c + 1]].tolist():
+            if is_res[kid]:
+                s = store.start[kid]
+                bm.update(store.values[s : s + store.length[kid]])
+            else:
+                bm.update(own_ids[m_ptr[kid] : m_ptr[kid + 1]])
+        got = np.frombuffer(bm.to_array(), dtype=np.uint32)
+        store.add(np.array([c]), np.array([len(got)]), got)
+
+
+def serialized_closures(
+    cond: Condensation,
+    ids: Sequence[int] | np.ndarray,
+    *,
+    reverse: bool = False,
+    resource: Sequence[bool] | None = None,
+) -> tuple[list[bytes], list[int]]:
+    """What ``closures`` computes, serialized, with the size of each: the offline
+    build's form. A closure is kept as a bitmap only until the last component that
+    unions it is done, so memory holds the serialized sets and a frontier of
+    bitmaps, not a bitmap per component (millions with a schema's resources). With
+    ``resource``, a resource component's ancestors are not computed (it holds just
+    itself, which the writer knows); its entry is empty. Its descendants are
+    computed a layer at a time (``leopard.model.layered``)."""
+    ids_list = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+    members = cond.members
+    n = cond.count
+    if reverse:
+        feeds = cond.parents()  # ancestors: a component unions its parents'
+        steps: Sequence[int] = range(n - 1, -1, -1)
+    else:
+        feeds = cond.children
+        steps = range(n)
+    ser: list[bytes] = [b""] * n
+    sizes = [0] * n
+    if resource is not None:
+        # the group tier alone: no edge leads from it into the resource tier
+        steps = [c for c in steps if not resource[c]]
+        if not reverse:
+            comps, ptr, values = resource_closures(cond, np.asarray(ids), resource)
+            comp_list = comps.tolist()
+            for c, raw in zip(comp_list, serialize_rows(ptr, values), strict=True):
+                ser[c] = raw
+            for c, size in zip(comp_list, np.diff(ptr).tolist(), strict=True):
+                sizes[c] = size
+    waiting = [0] * n  # components yet to union each one's closure
+    for c in steps:
+        for k in feeds[c]:
+            waiting[k] += 1
+    live: dict[int, BitMap] = {}
+
+    def own(c: int) -> BitMap:
+        m = members[c]
+        return BitMap([ids_list[m[0]]]) if len(m) == 1 else BitMap([ids_list[v] for v in m])
+
+    for c in steps:
+        kids = feeds[c]
+        if resource is not None:
+            kids = [k for k in kids if not resource[k]]
+        # In-place unions into a bitmap of this component's own: BitMap.union of n
+        # bitmaps costs about twice as much (it builds every intermediate result).
+        # A kid's bitmap that no other component waits for is taken over, not copied.
+        bm = None
+        rest = kids
+        if kids and waiting[kids[0]] == 1:
+            bm = live.pop(kids[0])
+            rest = kids[1:]
+        if bm is None:
+            bm = own(c)
+        else:
+            m = members[c]
+            bm.update([ids_list[v] for v in m]) if len(m) > 1 else bm.add(ids_list[m[0]])
+        for k in rest:
+            bm |= live[k]
+        for k in kids:
+            waiting[k] -= 1
+            if waiting[k] == 0:
+                live.pop(k, None)
+        if waiting[c]:
+            live[c] = bm
+        # depth-first ids put much of a closure in runs of consecutive ids: run
+        # containers store each run in 4 bytes (bench/sizes.py: g2g 18% smaller raw)
+        bm.run_optimize()
+        ser[c] = bm.serialize()
+        sizes[c] = len(bm)
+    return ser, sizes
