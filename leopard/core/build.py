@@ -201,7 +201,7 @@ def build_from_batches(
         is_resource = resource_nodes(config, col.group_names)
         resource = None
         if is_resource is not None:
-            comp_first = np.array([m[0] for m in cond.members], dtype=np.int64)
+            comp_first = cond.first_members()
             resource = is_resource[comp_first].tolist() if len(comp_first) else []
         if id_order == "dfs":
             new_id = dfs_order(cond, skip=resource)
@@ -297,7 +297,7 @@ def build_from_batches(
         report.largest_group_members = largest_n
         report.deepest_nesting = max(depth) if depth else 0
         report.cycles_collapsed = cond.cycles
-        report.groups_in_cycles = sum(len(m) for m in cond.members if len(m) > 1)
+        report.groups_in_cycles = cond.in_cycles
 
         meta = {
             "format_version": FORMAT_VERSION,

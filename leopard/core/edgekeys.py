@@ -96,27 +96,26 @@ def largest_group(
     if not len(by_group):
         return -1, 0
     heads, bounds, lows = split_sorted(by_group)
-    pos = {h: i for i, h in enumerate(heads.tolist())}
     sizes = np.diff(bounds)
-    cache: dict[int, BitMap] = {}
 
-    def direct(g: int) -> BitMap:
-        if g not in cache:
-            i = pos.get(g)
-            cache[g] = (
-                BitMap()
-                if i is None
-                else BitMap(array("I", lows[bounds[i] : bounds[i + 1]].tobytes()))
-            )
-        return cache[g]
+    def members_under(reach: np.ndarray) -> int:
+        """Distinct leaves directly in any group of ``reach``."""
+        at = np.minimum(np.searchsorted(heads, reach), len(heads) - 1)
+        hit = at[heads[at] == reach]
+        counts = sizes[hit]
+        begin = np.cumsum(counts) - counts
+        pos = np.repeat(bounds[hit] - begin, counts) + np.arange(int(counts.sum()))
+        return len(BitMap(array("I", lows[pos].tobytes())))
 
-    by_reach = sorted(range(cond.count), key=g2g_sizes.__getitem__, reverse=True)[:3]
-    candidates = {int(new_id[cond.members[c][0]]) for c in by_reach}
+    reach_sizes = np.asarray(g2g_sizes, dtype=np.int64)
+    by_reach = np.argsort(-reach_sizes, kind="stable")[:3].tolist()
+    first = cond.first_members()
+    candidates = {int(new_id[first[c]]) for c in by_reach}
     candidates.add(int(heads[int(np.argmax(sizes))]))
     best, best_n = -1, -1
     for gid in sorted(candidates):
         reach = BitMap.deserialize(g2g[comp_of[gid]])
-        total = len(BitMap.union(BitMap(), *(direct(d) for d in reach)))
+        total = members_under(np.frombuffer(reach.to_array(), dtype=np.uint32).astype(np.int64))
         if total > best_n:
             best, best_n = gid, total
     return best, best_n

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from pyroaring import BitMap
@@ -84,7 +84,6 @@ class Graph:
         return int(len(self.indices))
 
 
-@dataclass
 class Condensation:
     """Strongly connected components of a graph.
 
@@ -92,15 +91,64 @@ class Condensation:
     emission order, so every edge between components goes from a higher number to a
     lower one (children first). ``members[c]`` lists the nodes of component ``c`` and
     ``children[c]`` the distinct child components.
+
+    ``condense`` keeps both as (ptr, flat) arrays (``csr``) and makes the lists only
+    when asked: a schema's millions of resource components need none, and
+    ``lists_of`` gives them for the few components that do.
     """
 
-    comp: np.ndarray
-    members: list[list[int]]
-    children: list[list[int]]
-    #: ``members`` and ``children`` as (ptr, flat) arrays, when ``condense`` made them
-    csr: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
-    #: ``depths``, when ``condense`` found them on the way
-    depth: np.ndarray | None = field(default=None, repr=False)
+    def __init__(
+        self,
+        comp: np.ndarray,
+        members: list[list[int]] | None = None,
+        children: list[list[int]] | None = None,
+        csr: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        depth: np.ndarray | None = None,
+    ) -> None:
+        self.comp = comp
+        self.csr = dict(csr or {})
+        self._lists: dict[str, list[list[int]]] = {}
+        if members is not None:
+            self._lists["members"] = members
+        if children is not None:
+            self._lists["children"] = children
+        #: ``depths``, when ``condense`` found them on the way
+        self.depth = depth
+        self.count = len(members) if members is not None else len(self.csr["members"][0]) - 1
+
+    @property
+    def members(self) -> list[list[int]]:
+        return self._list("members")
+
+    @property
+    def children(self) -> list[list[int]]:
+        return self._list("children")
+
+    def _list(self, name: str) -> list[list[int]]:
+        if name not in self._lists:
+            ptr, flat = self.csr[name]
+            self._lists[name] = _split(ptr, flat)
+        return self._lists[name]
+
+    def lists_of(self, name: str, comps: np.ndarray) -> dict[int, list[int]]:
+        """``members`` or ``children`` of the components ``comps`` alone."""
+        if name in self._lists:
+            lists = self._lists[name]
+            return {c: lists[c] for c in comps.tolist()}
+        return _rows(*self._csr(name), comps)
+
+    def parents_among(self, comps: np.ndarray) -> dict[int, list[int]]:
+        """The parents of each of ``comps`` that are among ``comps`` too."""
+        ptr, flat = self._csr("children")
+        among = np.zeros(self.count, dtype=bool)
+        among[comps] = True
+        parent = np.repeat(np.arange(self.count, dtype=np.int64), np.diff(ptr))
+        keep = among[parent] & among[flat]
+        parent, child = parent[keep], flat[keep]
+        by_child = np.argsort(child, kind="stable")
+        child_ptr = np.zeros(self.count + 1, dtype=np.int64)
+        np.cumsum(np.bincount(child, minlength=self.count), out=child_ptr[1:])
+        return _rows(child_ptr, parent[by_child], comps)
 
     def member_csr(self) -> tuple[np.ndarray, np.ndarray]:
         return self._csr("members")
@@ -110,7 +158,7 @@ class Condensation:
 
     def _csr(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         if name not in self.csr:
-            lists = getattr(self, name)
+            lists = self._lists[name]
             lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
             ptr = np.zeros(len(lists) + 1, dtype=np.int64)
             np.cumsum(lens, out=ptr[1:])
@@ -118,12 +166,8 @@ class Condensation:
             self.csr[name] = (ptr, flat)
         return self.csr[name]
 
-    @property
-    def count(self) -> int:
-        return len(self.members)
-
     def parents(self) -> list[list[int]]:
-        out: list[list[int]] = [[] for _ in self.members]
+        out: list[list[int]] = [[] for _ in range(self.count)]
         for c, kids in enumerate(self.children):
             for k in kids:
                 out[k].append(c)
@@ -132,7 +176,43 @@ class Condensation:
     @property
     def cycles(self) -> int:
         """Components that are cycles of two or more groups."""
-        return sum(1 for m in self.members if len(m) > 1)
+        return int((np.diff(self.member_csr()[0]) > 1).sum())
+
+    @property
+    def in_cycles(self) -> int:
+        """Groups in the components that are cycles."""
+        sizes = np.diff(self.member_csr()[0])
+        return int(sizes[sizes > 1].sum())
+
+    def first_members(self) -> np.ndarray:
+        """Per component, its lowest node."""
+        ptr, flat = self.member_csr()
+        return flat[ptr[:-1]] if len(flat) else np.zeros(0, dtype=np.int64)
+
+
+def _split(ptr: np.ndarray, flat: np.ndarray) -> list[list[int]]:
+    """``flat[ptr[i]:ptr[i + 1]]`` as a list, for every ``i``: rows of one value (most
+    of them) at once, the others one by one."""
+    sizes = np.diff(ptr)
+    lists: list[list[int]] = [[] for _ in range(len(sizes))]
+    one = np.flatnonzero(sizes == 1)
+    for c, row in zip(one.tolist(), flat[ptr[one]].reshape(-1, 1).tolist(), strict=True):
+        lists[c] = row
+    values = flat.tolist()
+    bounds = ptr.tolist()
+    for c in np.flatnonzero(sizes > 1).tolist():
+        lists[c] = values[bounds[c] : bounds[c + 1]]
+    return lists
+
+
+def _rows(ptr: np.ndarray, flat: np.ndarray, comps: np.ndarray) -> dict[int, list[int]]:
+    """Rows ``comps`` of a (ptr, flat) array, as lists."""
+    comps = np.asarray(comps, dtype=np.int64)
+    counts = np.diff(ptr)[comps]
+    begin = np.cumsum(counts) - counts
+    at = np.repeat(ptr[comps] - begin, counts) + np.arange(int(counts.sum()))
+    parts = _split(np.concatenate(([0], np.cumsum(counts))), flat[at])
+    return dict(zip(comps.tolist(), parts, strict=True))
 
 
 def condense(g: Graph) -> Condensation:
@@ -167,22 +247,13 @@ def condense(g: Graph) -> Condensation:
     order = np.argsort(comp, kind="stable")
     sizes = np.bincount(comp, minlength=k)
     cut = np.concatenate(([0], np.cumsum(sizes)))
-    if k == n:
-        members: list[list[int]] = order.reshape(-1, 1).tolist()
-    else:
-        flat = order.tolist()
-        cuts = cut.tolist()
-        members = [flat[cuts[c] : cuts[c + 1]] for c in range(k)]
     # children: distinct child components per component, from the renumbered pairs
     rp, rc = rank[ps], rank[cs]
     by_parent = np.lexsort((rc, rp))
     rp, rc = rp[by_parent], rc[by_parent]
     c_ptr = np.concatenate(([0], np.cumsum(np.bincount(rp, minlength=k))))
-    ptr = c_ptr.tolist()
-    flat_children = rc.tolist()
-    children = [flat_children[ptr[c] : ptr[c + 1]] for c in range(k)]
     csr = {"members": (cut, order), "children": (c_ptr, rc)}
-    return Condensation(comp, members, children, csr, depth)
+    return Condensation(comp, csr=csr, depth=depth)
 
 
 #: a layer of sinks at least this wide is peeled with numpy; once one is narrower, the
@@ -259,13 +330,20 @@ def dfs_order(cond: Condensation, skip: Sequence[bool] | None = None) -> np.ndar
     """
     n = len(cond.comp)
     new_id = np.full(n, -1, dtype=np.int64)
-    has_parent = [False] * cond.count
-    for c, kids in enumerate(cond.children):
-        if skip is not None and skip[c]:
-            continue
-        for k in kids:
-            has_parent[k] = True
+    c_ptr, c_flat = cond.child_csr()
+    from_ = np.repeat(np.arange(cond.count, dtype=np.int64), np.diff(c_ptr))
+    if skip is not None:
+        c_flat = c_flat[~np.asarray(skip, dtype=bool)[from_]]
+    marks = np.zeros(cond.count, dtype=bool)
+    marks[c_flat] = True
+    has_parent = marks.tolist()
     visited = [False] * cond.count if skip is None else list(skip)
+    if skip is None:
+        members: Sequence[list[int]] | dict[int, list[int]] = cond.members
+        children: Sequence[list[int]] | dict[int, list[int]] = cond.children
+    else:  # the lists of the components visited alone
+        keep = np.flatnonzero(~np.asarray(skip, dtype=bool))
+        members, children = cond.lists_of("members", keep), cond.lists_of("children", keep)
     nxt = 0
     # Roots in descending component number: parents are numbered after children, so
     # this visits top-level groups first.
@@ -278,11 +356,11 @@ def dfs_order(cond: Condensation, skip: Sequence[bool] | None = None) -> np.ndar
             if visited[c]:
                 continue
             visited[c] = True
-            for v in sorted(cond.members[c]):
+            for v in sorted(members[c]):
                 new_id[v] = nxt
                 nxt += 1
             # push in reverse so the first child is visited first
-            for k in reversed(cond.children[c]):
+            for k in reversed(children[c]):
                 if not visited[k]:
                     todo.append(k)
     return new_id

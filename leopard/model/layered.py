@@ -169,21 +169,25 @@ def serialized_closures(
     bitmaps, not a bitmap per component (millions with a schema's resources). With
     ``resource``, a resource component's ancestors are not computed (it holds just
     itself, which the writer knows); its entry is empty. Its descendants are
-    computed a layer at a time (``leopard.model.layered``)."""
+    computed a layer at a time (``resource_closures``)."""
     ids_list = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
-    members = cond.members
     n = cond.count
-    if reverse:
-        feeds = cond.parents()  # ancestors: a component unions its parents'
-        steps: Sequence[int] = range(n - 1, -1, -1)
-    else:
-        feeds = cond.children
-        steps = range(n)
     ser: list[bytes] = [b""] * n
     sizes = [0] * n
-    if resource is not None:
-        # the group tier alone: no edge leads from it into the resource tier
-        steps = [c for c in steps if not resource[c]]
+    members: Sequence[list[int]] | dict[int, list[int]]
+    feeds: Sequence[list[int]] | dict[int, list[int]]
+    steps: Sequence[int]
+    if resource is None:
+        members = cond.members
+        feeds = cond.parents() if reverse else cond.children  # a component unions these
+        steps = range(n - 1, -1, -1) if reverse else range(n)
+    else:
+        # the group tier alone, its lists alone: no edge leads from it into the
+        # resource tier, whose closures are made a layer at a time
+        group = np.flatnonzero(~np.asarray(resource, dtype=bool))
+        members = cond.lists_of("members", group)
+        feeds = cond.parents_among(group) if reverse else cond.lists_of("children", group)
+        steps = group[::-1].tolist() if reverse else group.tolist()
         if not reverse:
             comps, ptr, values = resource_closures(cond, np.asarray(ids), resource)
             comp_list = comps.tolist()
@@ -203,8 +207,6 @@ def serialized_closures(
 
     for c in steps:
         kids = feeds[c]
-        if resource is not None:
-            kids = [k for k in kids if not resource[k]]
         # In-place unions into a bitmap of this component's own: BitMap.union of n
         # bitmaps costs about twice as much (it builds every intermediate result).
         # A kid's bitmap that no other component waits for is taken over, not copied.

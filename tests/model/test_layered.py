@@ -49,3 +49,25 @@ def test_layers_equal_the_loop(case: tuple[int, list[tuple[int, int]], list[bool
             assert values[ptr[i] : ptr[i + 1]].tolist() == list(want[comp])
         assert [BitMap.deserialize(s) for s in ser] == want
         assert sizes == [len(b) for b in want]
+
+
+@given(tiered(), st.randoms(use_true_random=False))
+@settings(max_examples=80, deadline=None)
+def test_lists_of_some_components(case: tuple[int, list[tuple[int, int]], list[bool]], rnd) -> None:
+    """The lists of a few components, made from the arrays alone, are the full lists'."""
+    n, edges, _ = case
+    p = np.array([e[0] for e in edges], dtype=np.int64)
+    c = np.array([e[1] for e in edges], dtype=np.int64)
+    lazy = condense(Graph.from_edges(n, p, c))  # lists not made yet
+    full = condense(Graph.from_edges(n, p, c))
+    comps = np.array(sorted(rnd.sample(range(full.count), rnd.randint(0, full.count))))
+    comps = comps.astype(np.int64)
+    for name in ("members", "children"):
+        assert lazy.lists_of(name, comps) == {k: getattr(full, name)[k] for k in comps.tolist()}
+    parents = full.parents()
+    among = set(comps.tolist())
+    want = {k: [q for q in parents[k] if q in among] for k in comps.tolist()}
+    assert lazy.parents_among(comps) == want
+    assert lazy.first_members().tolist() == [m[0] for m in full.members]
+    assert lazy.cycles == sum(len(m) > 1 for m in full.members)
+    assert lazy.in_cycles == sum(len(m) for m in full.members if len(m) > 1)
