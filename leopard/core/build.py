@@ -265,8 +265,8 @@ def build_from_batches(
         )
         for family, keys in families:
             with writer.family(family) as w:
-                heads, values = serialize_sorted(keys)
-                w.put_many(id_keys(heads), values)
+                for heads, values in serialize_sorted(keys):
+                    w.put_many(id_keys(heads), values)
         for family, pairs in (("support", support), ("dsupport", d_support)):
             with writer.family(family) as w:
                 w.put_many([k for k, _ in pairs], [v for _, v in pairs])
@@ -351,6 +351,10 @@ def build_from_batches(
     return report
 
 
+#: keys written per ``put_many`` of a closure family (bounds the lists held at once)
+_KEYS_AT_ONCE = 1 << 20
+
+
 def _write_closures(
     writer: BaseWriter,
     family: str,
@@ -362,14 +366,18 @@ def _write_closures(
 ) -> None:
     """One closure family: every group gets its component's set (or, in a component
     marked ``alone``, just itself: the ancestors of a resource set)."""
-    values = [serialized[c] for c in comp_of]
-    if alone is not None:
-        gids = np.flatnonzero(np.asarray(alone, dtype=bool)[np.asarray(comp_of, dtype=np.int64)])
-        singles = serialize_rows(np.arange(len(gids) + 1), gids.astype(np.uint32))
-        for gid, raw in zip(gids.tolist(), singles, strict=True):
-            values[gid] = raw
+    is_alone = None if alone is None else np.asarray(alone, dtype=bool)
     with writer.family(family, file_only=file_only) as w:
-        w.put_many(id_keys(np.arange(len(comp_of))), values)
+        for start in range(0, len(comp_of), _KEYS_AT_ONCE):
+            comps = comp_of[start : start + _KEYS_AT_ONCE]
+            values = [serialized[c] for c in comps]
+            if is_alone is not None:
+                here = np.flatnonzero(is_alone[np.asarray(comps, dtype=np.int64)])
+                gids = (here + start).astype(np.uint32)
+                singles = serialize_rows(np.arange(len(gids) + 1), gids)
+                for i, raw in zip(here.tolist(), singles, strict=True):
+                    values[i] = raw
+            w.put_many(id_keys(np.arange(start, start + len(comps))), values)
 
 
 def _child_work(
@@ -392,14 +400,16 @@ def _write_subjects(
     writer: BaseWriter, by_leaf: np.ndarray, names: list[str], file_only: bool
 ) -> None:
     """MEMBER2GROUP and subject names, in subject id (= name) order."""
-    heads, groups = serialize_sorted(by_leaf)
-    keys = id_keys(heads)
-    encoded = [names[sid].encode() for sid in heads.tolist()]
-    # a MEMBER2GROUP value is the subject's id, then its groups (``m2g_value``)
-    with writer.family("m2g", file_only=file_only) as m2g:
-        m2g.put_many(encoded, [k + g for k, g in zip(keys, groups, strict=True)])
-    with writer.family("sname", file_only=file_only) as sname:
-        sname.put_many(keys, encoded)
+    with (
+        writer.family("m2g", file_only=file_only) as m2g,
+        writer.family("sname", file_only=file_only) as sname,
+    ):
+        for heads, groups in serialize_sorted(by_leaf):
+            keys = id_keys(heads)
+            encoded = [names[sid].encode() for sid in heads.tolist()]
+            # a MEMBER2GROUP value is the subject's id, then its groups (``m2g_value``)
+            m2g.put_many(encoded, [k + g for k, g in zip(keys, groups, strict=True)])
+            sname.put_many(keys, encoded)
 
 
 @dataclass

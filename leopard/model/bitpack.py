@@ -15,10 +15,12 @@ more than 4,096 values (a bitmap container) is left to pyroaring.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from pyroaring import BitMap
 
-__all__ = ["serialize_rows", "serialize_sorted"]
+__all__ = ["serialize_chunks", "serialize_rows", "serialize_sorted"]
 
 _NO_RUN = 12346  # cookie of a bitmap without run containers (then a 32-bit count)
 _RUN = 12347  # cookie with run containers (the count - 1 in its high 16 bits)
@@ -32,9 +34,17 @@ def serialize_rows(ptr: np.ndarray, values: np.ndarray) -> list[bytes]:
     ``values`` are uint32, sorted and distinct within each row; ``ptr`` has one entry
     more than there are rows (an empty row gives the empty bitmap).
     """
+    out: list[bytes] = []
+    for _, part in serialize_chunks(ptr, values):
+        out.extend(part)
+    return out
+
+
+def serialize_chunks(ptr: np.ndarray, values: np.ndarray) -> Iterator[tuple[int, list[bytes]]]:
+    """``serialize_rows`` a chunk of rows at a time (about ``_CHUNK`` values): the
+    first row of each chunk and its rows' bytes, so that a writer holds one chunk."""
     ptr = np.asarray(ptr, dtype=np.int64)
     values = np.asarray(values, dtype=np.uint32)
-    out: list[bytes] = []
     n = len(ptr) - 1
     row = 0
     while row < n:
@@ -42,21 +52,23 @@ def serialize_rows(ptr: np.ndarray, values: np.ndarray) -> list[bytes]:
         end = int(np.searchsorted(ptr, ptr[row] + _CHUNK, side="right")) - 1
         end = min(max(end, row + 1), n)
         part = ptr[row : end + 1]
-        out.extend(_chunk(part - part[0], values[part[0] : part[-1]]))
+        yield row, _chunk(part - part[0], values[part[0] : part[-1]])
         row = end
-    return out
 
 
-def serialize_sorted(keys: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
-    """For sorted distinct uint64 ``head << 32 | value`` keys: the distinct heads and
-    the serialized bitmap of each head's values (the build's edge families)."""
+def serialize_sorted(keys: np.ndarray) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+    """For sorted distinct uint64 ``head << 32 | value`` keys: chunk by chunk, the
+    distinct heads and the serialized bitmap of each head's values (the build's edge
+    families)."""
     heads = (keys >> np.uint64(32)).astype(np.int64)
     values = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     if len(keys) == 0:
-        return heads, []
+        return
     starts = np.flatnonzero(np.diff(heads)) + 1
     ptr = np.concatenate(([0], starts, [len(keys)]))
-    return heads[ptr[:-1]], serialize_rows(ptr, values)
+    heads = heads[ptr[:-1]]
+    for row, part in serialize_chunks(ptr, values):
+        yield heads[row : row + len(part)], part
 
 
 def _chunk(ptr: np.ndarray, values: np.ndarray) -> list[bytes]:

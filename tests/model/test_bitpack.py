@@ -68,12 +68,15 @@ def test_rows_cut_into_chunks(monkeypatch) -> None:
     assert packed(rows) == [pyroaring_bytes(r) for r in rows]
 
 
-def test_serialize_sorted_groups_by_head() -> None:
+def test_serialize_sorted_groups_by_head(monkeypatch) -> None:
     pairs = sorted({(h, v) for h in (0, 3, 2**31) for v in (1, 2, 3, 65_536, 2**32 - 1)})
     keys = np.array([h << 32 | v for h, v in pairs], dtype=np.uint64)
-    heads, values = serialize_sorted(keys)
-    assert heads.tolist() == [0, 3, 2**31]
-    for h, raw in zip(heads.tolist(), values, strict=True):
-        assert raw == pyroaring_bytes([v for hh, v in pairs if hh == h])
-    heads, values = serialize_sorted(np.zeros(0, dtype=np.uint64))
-    assert len(heads) == 0 and values == []
+    for chunk in (1, 5, 1 << 21):  # a head per chunk, heads split across chunks, one chunk
+        monkeypatch.setattr(bitpack, "_CHUNK", chunk)
+        parts = list(serialize_sorted(keys))
+        heads = [h for hs, _ in parts for h in hs.tolist()]
+        values = [v for _, vs in parts for v in vs]
+        assert heads == [0, 3, 2**31]
+        for h, raw in zip(heads, values, strict=True):
+            assert raw == pyroaring_bytes([v for hh, v in pairs if hh == h])
+    assert list(serialize_sorted(np.zeros(0, dtype=np.uint64))) == []
