@@ -256,6 +256,9 @@ class DeltaWriter:
 
     def _rederive(self, w: Work, changed: list[tuple[int, int]]) -> None:
         rset = w.resource_ids()
+        known = self.reader.group_count()  # newer groups are just themselves (``_old``)
+        self._read_many("g2a", [p for p, _ in changed if p < known])
+        self._read_many("g2g", [c for _, c in changed if c < known])
         if not rset:
             up = BitMap.union(BitMap(), *(self._old(w, "g2a", p) for p, _ in changed))
             down = BitMap.union(BitMap(), *(self._old(w, "g2g", c) for _, c in changed))
@@ -348,10 +351,18 @@ class DeltaWriter:
             def edges_of(gid: int) -> BitMap:
                 return direct(gid) | derived(gid)
 
+        # one multi-get per family for what the loop below reads (a region can hold
+        # a hundred thousand groups): their edges, then their closures and those of
+        # the groups their edges lead to
+        self._read_many(edges[0], nodes)
+        if self.config.plan is not None:
+            self._read_many(edges[1], nodes)
+        kids_of = [edges_of(g) for g in nodes]
+        self._read_many(family, BitMap.union(region, *kids_of))
         for i, g in enumerate(nodes):
             row = outside[i]
             stop = rset and g in rset  # a resource set: its closure stops at groups
-            for k in edges_of(g):
+            for k in kids_of[i]:
                 j = local.get(k)
                 if j is None:
                     if not rset:
@@ -371,10 +382,11 @@ class DeltaWriter:
         )
         cond = condense(graph)
         done: list[BitMap] = [BitMap()] * cond.count
+        members, children = cond.members, cond.children
         for c in range(cond.count):  # children-first
-            parts = [BitMap([nodes[v] for v in cond.members[c]])]
-            parts += [done[k] for k in cond.children[c]]
-            for v in cond.members[c]:
+            parts = [BitMap([nodes[v] for v in members[c]])]
+            parts += [done[k] for k in children[c]]
+            for v in members[c]:
                 parts += outside[v]
             done[c] = BitMap.union(*parts)
         for v, g in enumerate(nodes):

@@ -191,18 +191,13 @@ class Condensation:
 
 
 def _split(ptr: np.ndarray, flat: np.ndarray) -> list[list[int]]:
-    """``flat[ptr[i]:ptr[i + 1]]`` as a list, for every ``i``: rows of one value (most
-    of them) at once, the others one by one."""
-    sizes = np.diff(ptr)
-    lists: list[list[int]] = [[] for _ in range(len(sizes))]
-    one = np.flatnonzero(sizes == 1)
-    for c, row in zip(one.tolist(), flat[ptr[one]].reshape(-1, 1).tolist(), strict=True):
-        lists[c] = row
+    """``flat[ptr[i]:ptr[i + 1]]`` as a list, for every ``i`` (rows of one value each,
+    the members of an acyclic graph, at once)."""
+    if len(flat) == len(ptr) - 1 and (len(flat) == 0 or bool((np.diff(ptr) == 1).all())):
+        return flat.reshape(-1, 1).tolist()
     values = flat.tolist()
     bounds = ptr.tolist()
-    for c in np.flatnonzero(sizes > 1).tolist():
-        lists[c] = values[bounds[c] : bounds[c + 1]]
-    return lists
+    return [values[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]
 
 
 def _rows(ptr: np.ndarray, flat: np.ndarray, comps: np.ndarray) -> dict[int, list[int]]:
