@@ -378,12 +378,9 @@ class SstFile:
         with rocks_errors(f"cannot create {str(path)!r}"):
             self._writer.open(str(path))
 
-    def put(self, key: bytes, value: bytes) -> None:
+    def put_many(self, keys: list[bytes], values: list[bytes]) -> None:
         # rocksdict's own error on purpose (no wrapper on this hot loop): the build
         # maps it, a full disk included, where it knows which generation it writes
-        self._writer[key] = value
-
-    def put_many(self, keys: list[bytes], values: list[bytes]) -> None:
         writer = self._writer
         for key, value in zip(keys, values, strict=True):
             writer[key] = value

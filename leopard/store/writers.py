@@ -39,33 +39,20 @@ class FamilyWriter:
         self.file: SstFile | None = SstFile(self.path, family) if file_only else None
         self.count = 0
 
-    def put(self, key: bytes, value: bytes) -> None:
-        self.count += 1
-        if self.buffer is not None:
-            self.buffer.append((key, value))
-            if len(self.buffer) < self.SMALL:
-                return
-            self.file = SstFile(self.path, self.family)
-            for k, v in self.buffer:
-                self.file.put(k, v)
-            self.buffer = None
-            return
-        assert self.file is not None
-        self.file.put(key, value)
-
     def put_many(self, keys: list[bytes], values: list[bytes]) -> None:
-        """``put`` of each pair, in one loop (millions of keys: a call each costs)."""
+        """Put each pair, keys in increasing order (and above those put before): one
+        loop for a family's millions of keys, where a call per key would cost."""
         if self.buffer is not None and len(self.buffer) + len(keys) < self.SMALL:
             self.buffer.extend(zip(keys, values, strict=True))
             self.count += len(keys)
             return
         if self.buffer is not None:
-            self.put_many_start()
+            self._to_file()
         assert self.file is not None
         self.file.put_many(keys, values)
         self.count += len(keys)
 
-    def put_many_start(self) -> None:
+    def _to_file(self) -> None:
         """Leave memory for the file: what was buffered goes first."""
         assert self.buffer is not None
         self.file = SstFile(self.path, self.family)
