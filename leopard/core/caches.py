@@ -21,6 +21,9 @@ cache           holds                                       bound
                                                             first out
 ``ups``         subject -> direct sets and the group-tier   ``UP_LIMIT`` subjects, then
                 sets above them, for resource-tier checks   starts over
+``ups_wild``    subject -> its ``ups`` and those of its     ``UP_LIMIT`` subjects, then
+                namespace's wildcard (one intersection      starts over; all dropped when
+                answers a resource-tier check)              a wildcard changes
 ``subjects``    subject name -> direct groups, after        every subject of the base
                 ``warm()``; a changed subject is dropped    (``warm`` is the choice to
                 and read through the overlay again          hold them all)
@@ -68,6 +71,7 @@ class CachedSets:
         self.subjects: dict[str, BitMap] | None = None
         # subject -> its direct sets and every group-tier set above them (resource tier)
         self._ups: dict[str, BitMap] = {}
+        self._ups_wild: dict[str, BitMap] = {}  # and its namespace wildcard's (ups_wild)
         self._group_count = reader.group_count()
         reader.listeners.append(self.invalidate)
 
@@ -131,6 +135,21 @@ class CachedSets:
             if len(self._ups) > UP_LIMIT:
                 self._ups.clear()
             self._ups[key] = found
+        return found
+
+    def up_wild(self, key: str, direct: BitMap) -> BitMap:
+        """``up`` of a subject (not a wildcard) and of its namespace's wildcard: a
+        resource-tier set holds the subject exactly when this meets its closure."""
+        found = self._ups_wild.get(key)
+        if found is None:
+            found = self.up(key, direct)
+            ns = key[: key.index(":")]
+            wild = self.wildcard_groups(ns)
+            if wild is not None:
+                found = found | self.up(ns + ":*", wild)
+            if len(self._ups_wild) > UP_LIMIT:
+                self._ups_wild.clear()
+            self._ups_wild[key] = found
         return found
 
     def reach(self, gid: int) -> BitMap:
@@ -206,13 +225,18 @@ class CachedSets:
                 for name in self._reach_names.pop(gid, ()):
                     self.reaches.pop(name, None)
         m2g = updates.get("m2g")
-        if not updates or (m2g and any(key.endswith(b":*") for key in m2g)):
+        wild_changed = bool(m2g) and any(key.endswith(b":*") for key in m2g)
+        if not updates or wild_changed:
             self.wildcards.clear()
+        if not updates or "g2a" in updates or wild_changed:
+            self._ups_wild.clear()
         if not updates or "g2a" in updates:
             self._ups.clear()
         elif m2g:
             for key in m2g:
-                self._ups.pop(key.decode(), None)
+                name = key.decode()
+                self._ups.pop(name, None)
+                self._ups_wild.pop(name, None)
         if not updates or count != self._group_count:
             # A name's id never changes within a generation; only a name unknown so
             # far may have become a group.

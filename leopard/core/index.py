@@ -328,9 +328,12 @@ class Index:
         rset = self._r.resource_ids
         if rset and gid in rset:
             # A resource-tier set's closure stops at the groups it names: meet it with
-            # the subject's groups and every group above them instead.
-            if direct is not None and c.up(key, direct).intersect(g2g):
-                return True
+            # the subject's groups and all above them (its namespace wildcard's too).
+            if direct is not None:
+                if not key.endswith(":*"):
+                    return c.up_wild(key, direct).intersect(g2g)
+                if c.up(key, direct).intersect(g2g):
+                    return True
             if key.endswith(":*"):
                 return False
             ns = key[: key.index(":")]

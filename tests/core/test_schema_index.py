@@ -211,6 +211,32 @@ def test_changes_follow_arrows_and_objects_coming_and_going(tmp_path: Path, zed:
             w.close()
 
 
+def test_a_wildcard_coming_and_going_is_seen_by_a_subject_asked_before(
+    tmp_path: Path, zed: Path
+) -> None:
+    """A resource-tier check caches what meets a set for each subject asked, its
+    namespace wildcard's groups included: a wildcard tuple written later changes the
+    answer for a subject already asked, and so does its deletion."""
+    tuples = [t for t in TUPLES if t != "folder:root#viewer@user:*"]
+    tuples.append("folder:other#viewer@user:*")  # the namespace's wildcard is in a set
+    path = build(tmp_path, zed, tuples)
+    with Index(path) as ix:
+        w = DeltaWriter(ix.reader)
+        try:
+            # carol is a known subject (a doc's viewer), not in folder:sub#view
+            assert not ix.check("user:carol", "folder:sub#view")
+            assert not ix.check("user:zed", "folder:sub#view")  # unknown: wildcard alone
+            w.apply([("touch", parse_tuple("folder:root#viewer@user:*"))])
+            assert ix.check("user:carol", "folder:sub#view")
+            assert ix.check("user:zed", "folder:sub#view")
+            w.apply([("delete", parse_tuple("folder:root#viewer@user:*"))])
+            assert not ix.check("user:carol", "folder:sub#view")
+            assert not ix.check("user:zed", "folder:sub#view")
+            assert ix.check("user:bob", "folder:sub#view")  # the owner still
+        finally:
+            w.close()
+
+
 def test_giving_a_config_and_a_schema_is_an_error(tmp_path: Path, zed: Path) -> None:
     with pytest.raises(InvalidInput, match="either a set configuration or a schema"):
         leopard.build_index([TUPLES], tmp_path / "idx", config=zed, schema=zed)
