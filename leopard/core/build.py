@@ -239,7 +239,7 @@ def build_from_batches(
             _child_work(writer, by_leaf, names_sorted, cond, new_id, comp_of, resource, False)
         del by_leaf, names_sorted
 
-        g2g, g2g_sizes = serialized_closures(cond, new_id, resource=resource)
+        g2g, g2g_sizes = serialized_closures(cond, new_id, resource=resource, graph=graph)
         depth = depths(cond)
         phase("closure")
 

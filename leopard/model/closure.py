@@ -30,6 +30,7 @@ __all__ = [
     "condense",
     "dfs_order",
     "closures",
+    "group_edges",
     "depths",
     "unique_u64",
 ]
@@ -367,6 +368,7 @@ def closures(
     *,
     reverse: bool = False,
     resource: Sequence[bool] | None = None,
+    graph: Graph | None = None,
 ) -> list[BitMap]:
     """Per component: the ids of every group it reaches, itself included.
 
@@ -375,22 +377,25 @@ def closures(
 
     ``resource`` marks components of the resource tier (see
     ``leopard.model.plan.Plan.group_tier``; no edge leads from the group tier to it).
-    A resource component's descendants stop at the first group component they reach:
-    it holds that group's own ids, not its closure. Ancestors are those of the group
-    tier alone: a group component's parents of the resource tier are left out, and a
-    resource component holds just itself.
+    A resource component's descendants stop at the first group sets they reach: it
+    holds the ids of the group sets its own edges name (``graph``, the graph that
+    was condensed), not their closures, nor the rest of a cycle they are in (the
+    cycle may break later, and the incremental layer keeps what the edges name).
+    Ancestors are those of the group tier alone: a group component's parents of the
+    resource tier are left out, and a resource component holds just itself.
     """
     ids_list = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
     own = [BitMap(array("I", sorted(ids_list[v] for v in m))) for m in cond.members]
     out: list[BitMap] = [BitMap()] * cond.count
     if not reverse:
+        named = group_targets(cond, ids, resource, graph) if resource is not None else {}
         for c in range(cond.count):  # children have lower numbers: already done
             kids = cond.children[c]
             if not kids:
                 out[c] = own[c]
             elif resource is not None and resource[c]:
-                parts = (out[k] if resource[k] else own[k] for k in kids)
-                out[c] = BitMap.union(own[c], *parts)
+                parts = [out[k] for k in kids if resource[k]]
+                out[c] = BitMap.union(own[c], named.get(c, BitMap()), *parts)
             else:
                 out[c] = BitMap.union(own[c], *(out[k] for k in kids))
     else:
@@ -404,6 +409,38 @@ def closures(
                 ps = [p for p in ps if not resource[p]]
             out[c] = BitMap.union(own[c], *(out[p] for p in ps)) if ps else own[c]
     return out
+
+
+def group_targets(
+    cond: Condensation,
+    ids: Sequence[int] | np.ndarray,
+    resource: Sequence[bool],
+    graph: Graph | None,
+) -> dict[int, BitMap]:
+    """Per resource component with edges into the group tier: the ids of the group
+    sets those edges name."""
+    if graph is None:
+        raise ValueError("the closures of a resource tier need the graph's edges")
+    pairs = group_edges(cond, np.asarray(ids, dtype=np.int64), resource, graph)
+    out: dict[int, BitMap] = {}
+    for c, i in zip(*(a.tolist() for a in pairs), strict=True):
+        out.setdefault(c, BitMap()).add(i)
+    return out
+
+
+def group_edges(
+    cond: Condensation, ids: np.ndarray, resource: Sequence[bool], graph: Graph
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every edge from a resource set to a group set: (component of its source, id of
+    its target), sorted and distinct."""
+    is_res = np.asarray(resource, dtype=bool)
+    src = np.repeat(np.arange(graph.n, dtype=np.int64), np.diff(graph.indptr))
+    dst = graph.indices
+    keep = is_res[cond.comp[src]] & ~is_res[cond.comp[dst]]
+    key = unique_u64(
+        cond.comp[src[keep]].astype(np.uint64) << np.uint64(32) | ids[dst[keep]].astype(np.uint64)
+    )
+    return (key >> np.uint64(32)).astype(np.int64), (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
 
 def depths(cond: Condensation) -> list[int]:

@@ -19,12 +19,13 @@ array: component ``c``'s sorted ids are ``values[ptr[i]:ptr[i+1]]`` for its plac
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pyroaring import BitMap
 
 from leopard.model.bitpack import serialize_rows
-from leopard.model.closure import Condensation, unique_u64
+from leopard.model.closure import Condensation, Graph, group_edges, unique_u64
 
 __all__ = ["resource_closures", "serialized_closures"]
 
@@ -62,16 +63,38 @@ class _Store:
         self.used = need
 
 
+@dataclass
+class _Tier:
+    """What a resource closure is made of, as arrays: per component its own ids
+    (``m_ptr``/``own``), its child components (``c_ptr``/``c_flat``) and the ids of the
+    group sets its edges name (``g_ptr``/``g_ids``)."""
+
+    is_res: np.ndarray
+    m_ptr: np.ndarray
+    own: np.ndarray
+    c_ptr: np.ndarray
+    c_flat: np.ndarray
+    g_ptr: np.ndarray
+    g_ids: np.ndarray
+
+
 def resource_closures(
-    cond: Condensation, ids: np.ndarray, resource: Sequence[bool]
+    cond: Condensation, ids: np.ndarray, resource: Sequence[bool], graph: Graph
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The resource components (ascending), and their closures as (ptr, values)."""
+    """The resource components (ascending), and their closures as (ptr, values).
+    ``graph`` is the graph that was condensed: a closure holds the group sets its
+    component's edges name (``closure.closures``)."""
     ids = np.asarray(ids, dtype=np.int64)
     is_res = np.asarray(resource, dtype=bool)
     k = cond.count
     m_ptr, m_flat = cond.member_csr()
     c_ptr, c_flat = cond.child_csr()
-    own_ids = ids[m_flat].astype(np.uint32)
+    g_comp, g_ids = group_edges(cond, ids, resource, graph)
+    g_ptr = np.zeros(k + 1, dtype=np.int64)
+    np.cumsum(np.bincount(g_comp, minlength=k), out=g_ptr[1:])
+    tier = _Tier(
+        is_res, m_ptr, ids[m_flat].astype(np.uint32), c_ptr, c_flat, g_ptr, g_ids.astype(np.uint32)
+    )
     parent = np.repeat(np.arange(k, dtype=np.int64), np.diff(c_ptr))
     inner = is_res[parent] & is_res[c_flat]  # resource -> resource edges
     pending = np.bincount(parent[inner], minlength=k)
@@ -83,7 +106,7 @@ def resource_closures(
     frontier = np.flatnonzero(is_res & (pending == 0))
     done = 0
     while len(frontier) >= NARROW:
-        _layer(frontier, store, is_res, m_ptr, own_ids, c_ptr, c_flat)
+        _layer(frontier, store, tier)
         done += len(frontier)
         at, _ = _gather(up_ptr[frontier], np.diff(up_ptr)[frontier])
         hit = np.sort(ups[at])
@@ -97,32 +120,22 @@ def resource_closures(
     comps = np.flatnonzero(is_res)
     if done < len(comps):
         # the narrow rest, children first: components are numbered so already
-        rest = comps[store.length[comps] == 0]
-        _one_by_one(rest, store, is_res, m_ptr, own_ids, c_ptr, c_flat)
+        _one_by_one(comps[store.length[comps] == 0], store, tier)
     at, _ = _gather(store.start[comps], store.length[comps])
     ptr = np.zeros(len(comps) + 1, dtype=np.int64)
     np.cumsum(store.length[comps], out=ptr[1:])
     return comps, ptr, store.values[at]
 
 
-def _layer(
-    rows: np.ndarray,
-    store: _Store,
-    is_res: np.ndarray,
-    m_ptr: np.ndarray,
-    own_ids: np.ndarray,
-    c_ptr: np.ndarray,
-    c_flat: np.ndarray,
-) -> None:
+def _layer(rows: np.ndarray, store: _Store, t: _Tier) -> None:
     """The closures of ``rows``, whose resource children are all in ``store``."""
-    at, label = _gather(m_ptr[rows], np.diff(m_ptr)[rows])
-    parts = [(label, own_ids[at])]
-    at, label = _gather(c_ptr[rows], np.diff(c_ptr)[rows])
-    kids = c_flat[at]
-    res_kid = is_res[kids]
-    g_kids, g_label = kids[~res_kid], label[~res_kid]
-    at, lab = _gather(m_ptr[g_kids], np.diff(m_ptr)[g_kids])
-    parts.append((g_label[lab], own_ids[at]))
+    at, label = _gather(t.m_ptr[rows], np.diff(t.m_ptr)[rows])
+    parts = [(label, t.own[at])]
+    at, label = _gather(t.g_ptr[rows], np.diff(t.g_ptr)[rows])
+    parts.append((label, t.g_ids[at]))
+    at, label = _gather(t.c_ptr[rows], np.diff(t.c_ptr)[rows])
+    kids = t.c_flat[at]
+    res_kid = t.is_res[kids]
     r_kids, r_label = kids[res_kid], label[res_kid]
     at, lab = _gather(store.start[r_kids], store.length[r_kids])
     parts.append((r_label[lab], store.values[at]))
@@ -134,24 +147,15 @@ def _layer(
     store.add(rows, lens, (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32))
 
 
-def _one_by_one(
-    rows: np.ndarray,
-    store: _Store,
-    is_res: np.ndarray,
-    m_ptr: np.ndarray,
-    own_ids: np.ndarray,
-    c_ptr: np.ndarray,
-    c_flat: np.ndarray,
-) -> None:
+def _one_by_one(rows: np.ndarray, store: _Store, t: _Tier) -> None:
     """``_layer`` for components in increasing number (children first), one at a time."""
     for c in rows.tolist():
-        bm = BitMap(own_ids[m_ptr[c] : m_ptr[c + 1]])
-        for kid in c_flat[c_ptr[c] : c_ptr[c + 1]].tolist():
-            if is_res[kid]:
+        bm = BitMap(t.own[t.m_ptr[c] : t.m_ptr[c + 1]])
+        bm.update(t.g_ids[t.g_ptr[c] : t.g_ptr[c + 1]])
+        for kid in t.c_flat[t.c_ptr[c] : t.c_ptr[c + 1]].tolist():
+            if t.is_res[kid]:
                 s = store.start[kid]
                 bm.update(store.values[s : s + store.length[kid]])
-            else:
-                bm.update(own_ids[m_ptr[kid] : m_ptr[kid + 1]])
         got = np.frombuffer(bm.to_array(), dtype=np.uint32)
         store.add(np.array([c]), np.array([len(got)]), got)
 
@@ -162,6 +166,7 @@ def serialized_closures(
     *,
     reverse: bool = False,
     resource: Sequence[bool] | None = None,
+    graph: Graph | None = None,
 ) -> tuple[list[bytes], list[int]]:
     """What ``closures`` computes, serialized, with the size of each: the offline
     build's form. A closure is kept as a bitmap only until the last component that
@@ -189,7 +194,9 @@ def serialized_closures(
         feeds = cond.parents_among(group) if reverse else cond.lists_of("children", group)
         steps = group[::-1].tolist() if reverse else group.tolist()
         if not reverse:
-            comps, ptr, values = resource_closures(cond, np.asarray(ids), resource)
+            if graph is None:
+                raise ValueError("the closures of a resource tier need the graph's edges")
+            comps, ptr, values = resource_closures(cond, np.asarray(ids), resource, graph)
             comp_list = comps.tolist()
             for c, raw in zip(comp_list, serialize_rows(ptr, values), strict=True):
                 ser[c] = raw

@@ -14,6 +14,7 @@ import pytest
 import leopard
 from leopard.core.incremental import DeltaWriter
 from leopard.core.index import Index
+from leopard.core.verify import verify_index
 from leopard.errors import InvalidInput, InvalidSchema
 from leopard.model.config import schema_config
 from leopard.model.names import parse_tuple
@@ -233,6 +234,42 @@ def test_a_wildcard_coming_and_going_is_seen_by_a_subject_asked_before(
             assert not ix.check("user:carol", "folder:sub#view")
             assert not ix.check("user:zed", "folder:sub#view")
             assert ix.check("user:bob", "folder:sub#view")  # the owner still
+        finally:
+            w.close()
+
+
+def test_a_cycle_of_group_sets_broken_by_a_change(tmp_path: Path) -> None:
+    """A permission naming one set of a cycle of group sets holds that set, not the
+    whole cycle: once a change breaks the cycle, the other set is no longer in it
+    (the build once stored the whole cycle, which went stale here)."""
+    schema = tmp_path / "cycle.zed"
+    schema.write_text(
+        "definition user {}\n"
+        "definition team {\n"
+        "  relation member: user | team#member\n"
+        "  permission access = member\n"
+        "}\n"
+    )
+    tuples = [
+        "team:a#member@team:b#member",
+        "team:b#member@team:a#member",
+        "team:b#member@user:bo",
+        "team:a#member@user:al",
+    ]
+    path = build(tmp_path, schema, tuples)
+    report = verify_index(path)  # a permission's closure holds what its edges name
+    assert report.ok, report.problems
+    with Index(path) as ix:
+        assert ix.check("team:b#member", "team:a#access")
+        assert ix.check("user:bo", "team:a#access")
+        w = DeltaWriter(ix.reader)
+        try:
+            w.apply([("delete", parse_tuple("team:a#member@team:b#member"))])
+            assert not ix.check("team:b#member", "team:a#access")
+            assert not ix.check("user:bo", "team:a#access")
+            assert ix.check("user:al", "team:a#access")
+            assert ix.check("team:a#member", "team:b#access")  # b still holds a
+            assert ix.check("user:al", "team:b#access")
         finally:
             w.close()
 

@@ -299,7 +299,8 @@ def test_serialized_closures_are_the_closures(
     resource tier (components marked at random, then every ancestor of a marked one:
     no edge leads from the group tier into the resource tier)."""
     n, edges = case
-    cond = condense(graph(n, edges))
+    g = graph(n, edges)
+    cond = condense(g)
     ids = dfs_order(cond)
     parents = cond.parents()
     marked = {c for c in range(cond.count) if rnd.random() < 0.3}
@@ -311,8 +312,8 @@ def test_serialized_closures_are_the_closures(
                 todo.append(p)
     for resource in (None, [c in marked for c in range(cond.count)]):
         for reverse in (False, True):
-            want = closures(cond, ids, reverse=reverse, resource=resource)
-            got, sizes = serialized_closures(cond, ids, reverse=reverse, resource=resource)
+            want = closures(cond, ids, reverse=reverse, resource=resource, graph=g)
+            got, sizes = serialized_closures(cond, ids, reverse=reverse, resource=resource, graph=g)
             for c in range(cond.count):
                 if reverse and resource is not None and resource[c]:
                     assert got[c] == b"" and sizes[c] == 0  # the writer puts just itself

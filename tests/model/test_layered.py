@@ -32,16 +32,17 @@ def test_layers_equal_the_loop(case: tuple[int, list[tuple[int, int]], list[bool
     n, edges, res = case
     p = np.array([e[0] for e in edges], dtype=np.int64)
     c = np.array([e[1] for e in edges], dtype=np.int64)
-    cond = condense(Graph.from_edges(n, p, c))
+    g = Graph.from_edges(n, p, c)
+    cond = condense(g)
     ids = np.array(rnd.sample(range(10 * n + 70_000), n), dtype=np.int64)  # any distinct ids
     resource = [res[m[0]] for m in cond.members]
-    want = closures(cond, ids, resource=resource)
+    want = closures(cond, ids, resource=resource, graph=g)
     # every layer with numpy, the first ones only, none (one component at a time)
     for narrow in (1, 2, 10**9):
         layered.NARROW = narrow
         try:
-            comps, ptr, values = resource_closures(cond, ids, resource)
-            ser, sizes = serialized_closures(cond, ids, resource=resource)
+            comps, ptr, values = resource_closures(cond, ids, resource, g)
+            ser, sizes = serialized_closures(cond, ids, resource=resource, graph=g)
         finally:
             layered.NARROW = NARROW
         assert comps.tolist() == [i for i, r in enumerate(resource) if r]
@@ -71,3 +72,34 @@ def test_lists_of_some_components(case: tuple[int, list[tuple[int, int]], list[b
     assert lazy.first_members().tolist() == [m[0] for m in full.members]
     assert lazy.cycles == sum(len(m) > 1 for m in full.members)
     assert lazy.in_cycles == sum(len(m) for m in full.members if len(m) > 1)
+
+
+@given(tiered())
+@settings(max_examples=150, deadline=None)
+def test_a_resource_closure_is_what_its_paths_reach(
+    case: tuple[int, list[tuple[int, int]], list[bool]],
+) -> None:
+    """By search, not by components: from a resource set, every set reached through
+    resource sets alone, and the group sets those name (not the rest of a cycle such
+    a group set is in, which a later change may break)."""
+    n, edges, res = case
+    g = Graph.from_edges(
+        n, np.array([e[0] for e in edges], np.int64), np.array([e[1] for e in edges], np.int64)
+    )
+    cond = condense(g)
+    resource = [res[m[0]] for m in cond.members]
+    got = closures(cond, np.arange(n), resource=resource, graph=g)
+    kids: dict[int, set[int]] = {}
+    for p, c in edges:
+        kids.setdefault(p, set()).add(c)
+    for v in range(n):
+        if not res[v]:
+            continue
+        seen, todo = {v}, [v]
+        while todo:
+            for k in kids.get(todo.pop(), ()):
+                if k not in seen:
+                    seen.add(k)
+                    if res[k]:
+                        todo.append(k)
+        assert set(got[cond.comp[v]]) == seen, v
