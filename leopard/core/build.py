@@ -46,6 +46,7 @@ from pyroaring import BitMap
 
 from leopard.core.collect import Collector, concat, edges_of, prefetch, support_masks
 from leopard.core.edgekeys import (
+    bitmaps_by_head,
     derived_edges,
     derived_support,
     largest_group,
@@ -53,7 +54,7 @@ from leopard.core.edgekeys import (
     resource_nodes,
 )
 from leopard.errors import InvalidInput, StorageError
-from leopard.model.bitpack import serialize_rows, serialize_sorted
+from leopard.model.bitpack import serialize_rows
 from leopard.model.closure import Graph, condense, depths, dfs_order
 from leopard.model.config import Config
 from leopard.model.layered import serialized_closures
@@ -265,7 +266,7 @@ def build_from_batches(
         )
         for family, keys in families:
             with writer.family(family) as w:
-                for heads, values in serialize_sorted(keys):
+                for heads, values in bitmaps_by_head(keys):
                     w.put_many(id_keys(heads), values)
         for family, pairs in (("support", support), ("dsupport", d_support)):
             with writer.family(family) as w:
@@ -404,7 +405,7 @@ def _write_subjects(
         writer.family("m2g", file_only=file_only) as m2g,
         writer.family("sname", file_only=file_only) as sname,
     ):
-        for heads, groups in serialize_sorted(by_leaf):
+        for heads, groups in bitmaps_by_head(by_leaf):
             keys = id_keys(heads)
             encoded = [names[sid].encode() for sid in heads.tolist()]
             # a MEMBER2GROUP value is the subject's id, then its groups (``m2g_value``)

@@ -8,6 +8,7 @@ edges are numpy operations, not Python loops.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,8 @@ import pyarrow.compute as pc
 from pyroaring import BitMap
 
 from leopard.core.collect import Collector, concat
+from leopard.model.bitpack import serialize_chunks
+from leopard.model.closure import spans
 from leopard.model.config import Config
 from leopard.model.names import SPLIT_NAME_PATTERN
 from leopard.store.layout import count_value, pair_key
@@ -24,6 +27,7 @@ __all__ = [
     "derived_edges",
     "derived_support",
     "split_sorted",
+    "bitmaps_by_head",
     "remap",
     "largest_group",
     "resource_nodes",
@@ -75,6 +79,14 @@ def split_sorted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return hi[bounds[:-1]], bounds, lo
 
 
+def bitmaps_by_head(keys: np.ndarray) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+    """For sorted distinct ``hi<<32|lo`` keys, chunk by chunk: the distinct ``hi`` and
+    each one's ``lo`` values as a serialized bitmap (the build's edge families)."""
+    heads, bounds, lows = split_sorted(keys)
+    for row, values in serialize_chunks(bounds, lows):
+        yield heads[row : row + len(values)], values
+
+
 def remap(keys: np.ndarray, hi_map: np.ndarray, lo_map: np.ndarray, swap: bool) -> np.ndarray:
     """Renumber ``hi<<32|lo`` keys (optionally swapping the halves) and sort them."""
     hi = hi_map[(keys >> np.uint64(32)).astype(np.int64)].astype(np.uint64)
@@ -102,9 +114,7 @@ def largest_group(
         """Distinct leaves directly in any group of ``reach``."""
         at = np.minimum(np.searchsorted(heads, reach), len(heads) - 1)
         hit = at[heads[at] == reach]
-        counts = sizes[hit]
-        begin = np.cumsum(counts) - counts
-        pos = np.repeat(bounds[hit] - begin, counts) + np.arange(int(counts.sum()))
+        pos, _ = spans(bounds[hit], sizes[hit])
         return len(BitMap(array("I", lows[pos].tobytes())))
 
     reach_sizes = np.asarray(g2g_sizes, dtype=np.int64)

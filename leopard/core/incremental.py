@@ -256,20 +256,14 @@ class DeltaWriter:
 
     def _rederive(self, w: Work, changed: list[tuple[int, int]]) -> None:
         rset = w.resource_ids()
-        known = self.reader.group_count()  # newer groups are just themselves (``_old``)
-        self._read_many("g2a", [p for p, _ in changed if p < known])
-        self._read_many("g2g", [c for _, c in changed if c < known])
-        if not rset:
-            up = BitMap.union(BitMap(), *(self._old(w, "g2a", p) for p, _ in changed))
-            down = BitMap.union(BitMap(), *(self._old(w, "g2g", c) for _, c in changed))
-            self._region(w, up, ("child", "dchild"), "g2g", rset)
-            self._region(w, down, ("parent", "dparent"), "g2a", rset)
-            return
         # With a schema's tiers: an edge between group sets changes the closures of the
         # group tier alone (a resource set's closure stops at the group it names); an
         # edge from a resource set changes those of the resource sets above it.
-        groups = [(p, c) for p, c in changed if p not in rset]
+        groups = [(p, c) for p, c in changed if p not in rset] if rset else changed
         if groups:
+            known = self.reader.group_count()  # newer groups are just themselves (_old)
+            self._read_many("g2a", [p for p, _ in groups if p < known])
+            self._read_many("g2g", [c for _, c in groups if c < known])
             up = BitMap.union(BitMap(), *(self._old(w, "g2a", p) for p, _ in groups))
             down = BitMap.union(BitMap(), *(self._old(w, "g2g", c) for _, c in groups))
             self._region(w, up, ("child", "dchild"), "g2g", rset)

@@ -330,10 +330,9 @@ class Index:
             # A resource-tier set's closure stops at the groups it names: meet it with
             # the subject's groups and all above them (its namespace wildcard's too).
             if direct is not None:
-                if not key.endswith(":*"):
-                    return c.up_wild(key, direct).intersect(g2g)
-                if c.up(key, direct).intersect(g2g):
-                    return True
+                if key.endswith(":*"):
+                    return c.up(key, direct).intersect(g2g)
+                return c.up_wild(key, direct).intersect(g2g)
             if key.endswith(":*"):
                 return False
             ns = key[: key.index(":")]

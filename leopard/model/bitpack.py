@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 from pyroaring import BitMap
 
-__all__ = ["serialize_chunks", "serialize_rows", "serialize_sorted"]
+__all__ = ["serialize_chunks", "serialize_rows"]
 
 _NO_RUN = 12346  # cookie of a bitmap without run containers (then a 32-bit count)
 _RUN = 12347  # cookie with run containers (the count - 1 in its high 16 bits)
@@ -54,21 +54,6 @@ def serialize_chunks(ptr: np.ndarray, values: np.ndarray) -> Iterator[tuple[int,
         part = ptr[row : end + 1]
         yield row, _chunk(part - part[0], values[part[0] : part[-1]])
         row = end
-
-
-def serialize_sorted(keys: np.ndarray) -> Iterator[tuple[np.ndarray, list[bytes]]]:
-    """For sorted distinct uint64 ``head << 32 | value`` keys: chunk by chunk, the
-    distinct heads and the serialized bitmap of each head's values (the build's edge
-    families)."""
-    heads = (keys >> np.uint64(32)).astype(np.int64)
-    values = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    if len(keys) == 0:
-        return
-    starts = np.flatnonzero(np.diff(heads)) + 1
-    ptr = np.concatenate(([0], starts, [len(keys)]))
-    heads = heads[ptr[:-1]]
-    for row, part in serialize_chunks(ptr, values):
-        yield heads[row : row + len(part)], part
 
 
 def _chunk(ptr: np.ndarray, values: np.ndarray) -> list[bytes]:

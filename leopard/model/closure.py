@@ -32,8 +32,28 @@ __all__ = [
     "closures",
     "group_edges",
     "depths",
+    "row_ptr",
+    "spans",
     "unique_u64",
 ]
+
+
+def row_ptr(rows: np.ndarray, count: int) -> np.ndarray:
+    """The ``ptr`` of a (ptr, flat) array of ``count`` rows whose entries, in order,
+    belong to the (sorted) ``rows``."""
+    ptr = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=count), out=ptr[1:])
+    return ptr
+
+
+def spans(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The positions ``starts[i] .. starts[i] + counts[i] - 1`` for every ``i``,
+    concatenated, and the ``i`` of each: gathering rows of (ptr, flat) arrays."""
+    counts = np.asarray(counts, dtype=np.int64)
+    label = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    begin = np.cumsum(counts) - counts
+    at = np.repeat(np.asarray(starts, dtype=np.int64) - begin, counts)
+    return at + np.arange(int(counts.sum()), dtype=np.int64), label
 
 
 def unique_u64(keys: np.ndarray, *, runs: bool = False) -> np.ndarray:
@@ -72,9 +92,7 @@ class Graph:
             dst = (key & np.uint64(0xFFFFFFFF)).astype(np.int64)
         else:
             src = dst = np.zeros(0, dtype=np.int64)
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(src, minlength=n), out=indptr[1:])
-        return cls(n, indptr, dst)
+        return cls(n, row_ptr(src, n), dst)
 
     def reverse(self) -> Graph:
         src = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr))
@@ -95,27 +113,18 @@ class Condensation:
 
     ``condense`` keeps both as (ptr, flat) arrays (``csr``) and makes the lists only
     when asked: a schema's millions of resource components need none, and
-    ``lists_of`` gives them for the few components that do.
+    ``lists_of`` gives them for the few components that do. ``depth[c]`` is what
+    ``depths`` returns, found on the way.
     """
 
     def __init__(
-        self,
-        comp: np.ndarray,
-        members: list[list[int]] | None = None,
-        children: list[list[int]] | None = None,
-        csr: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-        depth: np.ndarray | None = None,
+        self, comp: np.ndarray, csr: dict[str, tuple[np.ndarray, np.ndarray]], depth: np.ndarray
     ) -> None:
         self.comp = comp
-        self.csr = dict(csr or {})
-        self._lists: dict[str, list[list[int]]] = {}
-        if members is not None:
-            self._lists["members"] = members
-        if children is not None:
-            self._lists["children"] = children
-        #: ``depths``, when ``condense`` found them on the way
+        self.csr = csr
         self.depth = depth
-        self.count = len(members) if members is not None else len(self.csr["members"][0]) - 1
+        self.count = len(depth)
+        self._lists: dict[str, list[list[int]]] = {}
 
     @property
     def members(self) -> list[list[int]]:
@@ -136,36 +145,24 @@ class Condensation:
         if name in self._lists:
             lists = self._lists[name]
             return {c: lists[c] for c in comps.tolist()}
-        return _rows(*self._csr(name), comps)
+        return _rows(*self.csr[name], comps)
 
     def parents_among(self, comps: np.ndarray) -> dict[int, list[int]]:
         """The parents of each of ``comps`` that are among ``comps`` too."""
-        ptr, flat = self._csr("children")
+        ptr, flat = self.csr["children"]
         among = np.zeros(self.count, dtype=bool)
         among[comps] = True
         parent = np.repeat(np.arange(self.count, dtype=np.int64), np.diff(ptr))
         keep = among[parent] & among[flat]
         parent, child = parent[keep], flat[keep]
         by_child = np.argsort(child, kind="stable")
-        child_ptr = np.zeros(self.count + 1, dtype=np.int64)
-        np.cumsum(np.bincount(child, minlength=self.count), out=child_ptr[1:])
-        return _rows(child_ptr, parent[by_child], comps)
+        return _rows(row_ptr(child, self.count), parent[by_child], comps)
 
     def member_csr(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._csr("members")
+        return self.csr["members"]
 
     def child_csr(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._csr("children")
-
-    def _csr(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        if name not in self.csr:
-            lists = self._lists[name]
-            lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
-            ptr = np.zeros(len(lists) + 1, dtype=np.int64)
-            np.cumsum(lens, out=ptr[1:])
-            flat = np.fromiter((v for x in lists for v in x), dtype=np.int64, count=int(ptr[-1]))
-            self.csr[name] = (ptr, flat)
-        return self.csr[name]
+        return self.csr["children"]
 
     def parents(self) -> list[list[int]]:
         out: list[list[int]] = [[] for _ in range(self.count)]
@@ -205,8 +202,7 @@ def _rows(ptr: np.ndarray, flat: np.ndarray, comps: np.ndarray) -> dict[int, lis
     """Rows ``comps`` of a (ptr, flat) array, as lists."""
     comps = np.asarray(comps, dtype=np.int64)
     counts = np.diff(ptr)[comps]
-    begin = np.cumsum(counts) - counts
-    at = np.repeat(ptr[comps] - begin, counts) + np.arange(int(counts.sum()))
+    at, _ = spans(ptr[comps], counts)
     parts = _split(np.concatenate(([0], np.cumsum(counts))), flat[at])
     return dict(zip(comps.tolist(), parts, strict=True))
 
@@ -225,7 +221,9 @@ def condense(g: Graph) -> Condensation:
 
     n = g.n
     if n == 0:
-        return Condensation(np.zeros(0, dtype=np.int64), [], [])
+        none = np.zeros(0, dtype=np.int64)
+        ptr = np.zeros(1, dtype=np.int64)
+        return Condensation(none, {"members": (ptr, none), "children": (ptr, none)}, none)
     m = csr_matrix((np.ones(len(g.indices), dtype=np.int8), g.indices, g.indptr), shape=(n, n))
     k, labels = connected_components(m, directed=True, connection="strong")
     labels = labels.astype(np.int64)
@@ -241,14 +239,12 @@ def condense(g: Graph) -> Condensation:
     depth[rank] = height
     # members: nodes grouped by component (a component's nodes in ascending order)
     order = np.argsort(comp, kind="stable")
-    sizes = np.bincount(comp, minlength=k)
-    cut = np.concatenate(([0], np.cumsum(sizes)))
+    cut = row_ptr(comp, k)
     # children: distinct child components per component, from the renumbered pairs
     rp, rc = rank[ps], rank[cs]
     by_parent = np.lexsort((rc, rp))
     rp, rc = rp[by_parent], rc[by_parent]
-    c_ptr = np.concatenate(([0], np.cumsum(np.bincount(rp, minlength=k))))
-    csr = {"members": (cut, order), "children": (c_ptr, rc)}
+    csr = {"members": (cut, order), "children": (row_ptr(rp, k), rc)}
     return Condensation(comp, csr=csr, depth=depth)
 
 
@@ -419,8 +415,6 @@ def group_targets(
 ) -> dict[int, BitMap]:
     """Per resource component with edges into the group tier: the ids of the group
     sets those edges name."""
-    if graph is None:
-        raise ValueError("the closures of a resource tier need the graph's edges")
     pairs = group_edges(cond, np.asarray(ids, dtype=np.int64), resource, graph)
     out: dict[int, BitMap] = {}
     for c, i in zip(*(a.tolist() for a in pairs), strict=True):
@@ -429,10 +423,13 @@ def group_targets(
 
 
 def group_edges(
-    cond: Condensation, ids: np.ndarray, resource: Sequence[bool], graph: Graph
+    cond: Condensation, ids: np.ndarray, resource: Sequence[bool], graph: Graph | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every edge from a resource set to a group set: (component of its source, id of
-    its target), sorted and distinct."""
+    its target), sorted and distinct. ``graph`` is the graph that was condensed
+    (required: the components alone do not say which of a cycle's sets an edge names)."""
+    if graph is None:
+        raise ValueError("the closures of a resource tier need the graph's edges")
     is_res = np.asarray(resource, dtype=bool)
     src = np.repeat(np.arange(graph.n, dtype=np.int64), np.diff(graph.indptr))
     dst = graph.indices
@@ -444,12 +441,6 @@ def group_edges(
 
 
 def depths(cond: Condensation) -> list[int]:
-    """Per component: the groups on the longest nesting chain below it, itself included."""
-    if cond.depth is not None:
-        return cond.depth.tolist()
-    out = [1] * cond.count
-    for c in range(cond.count):
-        kids = cond.children[c]
-        if kids:
-            out[c] = 1 + max(out[k] for k in kids)
-    return out
+    """Per component: the groups on the longest nesting chain below it, itself included
+    (found by ``condense`` while it peels sinks)."""
+    return cond.depth.tolist()

@@ -6,9 +6,10 @@ one-component-at-a-time loop costs a few microseconds of Python each; here the
 components are peeled in layers instead (a layer: every component whose resource
 children are all done), and one layer's closures are formed by numpy at once:
 
-    closure(c) = ids of c ∪ ids of its group children ∪ ⋃ closure(resource child)
+    closure(c) = ids of c ∪ ids of the group sets its edges name ∪ ⋃ closure(resource child)
 
-(a resource closure stops at the first group set it reaches: see ``Plan.group_tier``).
+(a resource closure stops at the first group sets it reaches: see ``Plan.group_tier``
+and ``closure.closures``).
 A long chain of narrow layers (folders nested thousands deep) would cost a numpy
 pass per layer; once a layer is narrower than ``NARROW``, the rest is done one
 component at a time, children first, as ``closure.py`` does. The result is a CSR
@@ -25,21 +26,12 @@ import numpy as np
 from pyroaring import BitMap
 
 from leopard.model.bitpack import serialize_rows
-from leopard.model.closure import Condensation, Graph, group_edges, unique_u64
+from leopard.model.closure import Condensation, Graph, group_edges, row_ptr, spans, unique_u64
 
 __all__ = ["resource_closures", "serialized_closures"]
 
 #: a layer narrower than this ends the numpy passes (see the module's docstring)
 NARROW = 64
-
-
-def _gather(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions ``starts[i] .. starts[i] + counts[i]`` for every ``i``, concatenated,
-    and the ``i`` of each."""
-    total = int(counts.sum())
-    label = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
-    begin = np.cumsum(counts) - counts
-    return np.repeat(starts - begin, counts) + np.arange(total, dtype=np.int64), label
 
 
 class _Store:
@@ -79,7 +71,7 @@ class _Tier:
 
 
 def resource_closures(
-    cond: Condensation, ids: np.ndarray, resource: Sequence[bool], graph: Graph
+    cond: Condensation, ids: np.ndarray, resource: Sequence[bool], graph: Graph | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The resource components (ascending), and their closures as (ptr, values).
     ``graph`` is the graph that was condensed: a closure holds the group sets its
@@ -90,17 +82,20 @@ def resource_closures(
     m_ptr, m_flat = cond.member_csr()
     c_ptr, c_flat = cond.child_csr()
     g_comp, g_ids = group_edges(cond, ids, resource, graph)
-    g_ptr = np.zeros(k + 1, dtype=np.int64)
-    np.cumsum(np.bincount(g_comp, minlength=k), out=g_ptr[1:])
     tier = _Tier(
-        is_res, m_ptr, ids[m_flat].astype(np.uint32), c_ptr, c_flat, g_ptr, g_ids.astype(np.uint32)
+        is_res,
+        m_ptr,
+        ids[m_flat].astype(np.uint32),
+        c_ptr,
+        c_flat,
+        row_ptr(g_comp, k),
+        g_ids.astype(np.uint32),
     )
     parent = np.repeat(np.arange(k, dtype=np.int64), np.diff(c_ptr))
     inner = is_res[parent] & is_res[c_flat]  # resource -> resource edges
     pending = np.bincount(parent[inner], minlength=k)
     ups = parent[inner][np.argsort(c_flat[inner], kind="stable")]
-    up_ptr = np.zeros(k + 1, dtype=np.int64)
-    np.cumsum(np.bincount(c_flat[inner], minlength=k), out=up_ptr[1:])
+    up_ptr = row_ptr(c_flat[inner], k)
 
     store = _Store(k)
     frontier = np.flatnonzero(is_res & (pending == 0))
@@ -108,7 +103,7 @@ def resource_closures(
     while len(frontier) >= NARROW:
         _layer(frontier, store, tier)
         done += len(frontier)
-        at, _ = _gather(up_ptr[frontier], np.diff(up_ptr)[frontier])
+        at, _ = spans(up_ptr[frontier], np.diff(up_ptr)[frontier])
         hit = np.sort(ups[at])
         if len(hit) == 0:
             frontier = hit
@@ -121,7 +116,7 @@ def resource_closures(
     if done < len(comps):
         # the narrow rest, children first: components are numbered so already
         _one_by_one(comps[store.length[comps] == 0], store, tier)
-    at, _ = _gather(store.start[comps], store.length[comps])
+    at, _ = spans(store.start[comps], store.length[comps])
     ptr = np.zeros(len(comps) + 1, dtype=np.int64)
     np.cumsum(store.length[comps], out=ptr[1:])
     return comps, ptr, store.values[at]
@@ -129,15 +124,15 @@ def resource_closures(
 
 def _layer(rows: np.ndarray, store: _Store, t: _Tier) -> None:
     """The closures of ``rows``, whose resource children are all in ``store``."""
-    at, label = _gather(t.m_ptr[rows], np.diff(t.m_ptr)[rows])
+    at, label = spans(t.m_ptr[rows], np.diff(t.m_ptr)[rows])
     parts = [(label, t.own[at])]
-    at, label = _gather(t.g_ptr[rows], np.diff(t.g_ptr)[rows])
+    at, label = spans(t.g_ptr[rows], np.diff(t.g_ptr)[rows])
     parts.append((label, t.g_ids[at]))
-    at, label = _gather(t.c_ptr[rows], np.diff(t.c_ptr)[rows])
+    at, label = spans(t.c_ptr[rows], np.diff(t.c_ptr)[rows])
     kids = t.c_flat[at]
     res_kid = t.is_res[kids]
     r_kids, r_label = kids[res_kid], label[res_kid]
-    at, lab = _gather(store.start[r_kids], store.length[r_kids])
+    at, lab = spans(store.start[r_kids], store.length[r_kids])
     parts.append((r_label[lab], store.values[at]))
     keys = unique_u64(
         np.concatenate([lab.astype(np.uint64) << np.uint64(32) | v for lab, v in parts]),
@@ -194,8 +189,6 @@ def serialized_closures(
         feeds = cond.parents_among(group) if reverse else cond.lists_of("children", group)
         steps = group[::-1].tolist() if reverse else group.tolist()
         if not reverse:
-            if graph is None:
-                raise ValueError("the closures of a resource tier need the graph's edges")
             comps, ptr, values = resource_closures(cond, np.asarray(ids), resource, graph)
             comp_list = comps.tolist()
             for c, raw in zip(comp_list, serialize_rows(ptr, values), strict=True):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from pyroaring import BitMap
 
 from leopard.model import bitpack
-from leopard.model.bitpack import serialize_rows, serialize_sorted
+from leopard.model.bitpack import serialize_rows
 
 
 def pyroaring_bytes(row: list[int]) -> bytes:
@@ -66,17 +66,3 @@ def test_rows_cut_into_chunks(monkeypatch) -> None:
     monkeypatch.setattr(bitpack, "_CHUNK", 7)
     rows = [list(range(i, i + (i % 11))) for i in range(200)] + [list(range(50))]
     assert packed(rows) == [pyroaring_bytes(r) for r in rows]
-
-
-def test_serialize_sorted_groups_by_head(monkeypatch) -> None:
-    pairs = sorted({(h, v) for h in (0, 3, 2**31) for v in (1, 2, 3, 65_536, 2**32 - 1)})
-    keys = np.array([h << 32 | v for h, v in pairs], dtype=np.uint64)
-    for chunk in (1, 5, 1 << 21):  # a head per chunk, heads split across chunks, one chunk
-        monkeypatch.setattr(bitpack, "_CHUNK", chunk)
-        parts = list(serialize_sorted(keys))
-        heads = [h for hs, _ in parts for h in hs.tolist()]
-        values = [v for _, vs in parts for v in vs]
-        assert heads == [0, 3, 2**31]
-        for h, raw in zip(heads, values, strict=True):
-            assert raw == pyroaring_bytes([v for hh, v in pairs if hh == h])
-    assert list(serialize_sorted(np.zeros(0, dtype=np.uint64))) == []

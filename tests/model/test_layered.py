@@ -26,13 +26,17 @@ def tiered(draw: st.DrawFn) -> tuple[int, list[tuple[int, int]], list[bool]]:
     return n, edges, res
 
 
+def graph_of(n: int, edges: list[tuple[int, int]]) -> Graph:
+    p = np.array([e[0] for e in edges], dtype=np.int64)
+    c = np.array([e[1] for e in edges], dtype=np.int64)
+    return Graph.from_edges(n, p, c)
+
+
 @given(tiered(), st.randoms(use_true_random=False))
 @settings(max_examples=150, deadline=None)
 def test_layers_equal_the_loop(case: tuple[int, list[tuple[int, int]], list[bool]], rnd) -> None:
     n, edges, res = case
-    p = np.array([e[0] for e in edges], dtype=np.int64)
-    c = np.array([e[1] for e in edges], dtype=np.int64)
-    g = Graph.from_edges(n, p, c)
+    g = graph_of(n, edges)
     cond = condense(g)
     ids = np.array(rnd.sample(range(10 * n + 70_000), n), dtype=np.int64)  # any distinct ids
     resource = [res[m[0]] for m in cond.members]
@@ -57,10 +61,8 @@ def test_layers_equal_the_loop(case: tuple[int, list[tuple[int, int]], list[bool
 def test_lists_of_some_components(case: tuple[int, list[tuple[int, int]], list[bool]], rnd) -> None:
     """The lists of a few components, made from the arrays alone, are the full lists'."""
     n, edges, _ = case
-    p = np.array([e[0] for e in edges], dtype=np.int64)
-    c = np.array([e[1] for e in edges], dtype=np.int64)
-    lazy = condense(Graph.from_edges(n, p, c))  # lists not made yet
-    full = condense(Graph.from_edges(n, p, c))
+    lazy = condense(graph_of(n, edges))  # lists not made yet
+    full = condense(graph_of(n, edges))
     comps = np.array(sorted(rnd.sample(range(full.count), rnd.randint(0, full.count))))
     comps = comps.astype(np.int64)
     for name in ("members", "children"):
@@ -83,9 +85,7 @@ def test_a_resource_closure_is_what_its_paths_reach(
     resource sets alone, and the group sets those name (not the rest of a cycle such
     a group set is in, which a later change may break)."""
     n, edges, res = case
-    g = Graph.from_edges(
-        n, np.array([e[0] for e in edges], np.int64), np.array([e[1] for e in edges], np.int64)
-    )
+    g = graph_of(n, edges)
     cond = condense(g)
     resource = [res[m[0]] for m in cond.members]
     got = closures(cond, np.arange(n), resource=resource, graph=g)
