@@ -92,9 +92,20 @@ def follow(path: Path, target: str, *extra: str) -> subprocess.Popen[bytes]:
     )
 
 
-def applied(path: Path) -> int:
+def applied(path: Path) -> tuple[str, int]:
+    """The generation served now and the revision it has stored."""
     with Index(path) as ix:
-        return ix.position.get(SPICEDB_KEY, -1)
+        stats = ix.stats()
+    return stats["generation"], stats["position"].get(SPICEDB_KEY, -1)
+
+
+def never_back(stored: list[tuple[str, int]]) -> bool:
+    """Whether the stored revision only goes back where a compaction swapped in a
+    generation: the new base holds the position its compaction read, which the
+    killed consumer may have passed meanwhile (the next one re-applies from it)."""
+    return all(
+        b[1] >= a[1] or b[0] != a[0] for a, b in zip(stored, stored[1:], strict=False)
+    )
 
 
 def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> None:
@@ -124,9 +135,9 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> N
         finally:
             writer.stop()
         assert writer.writes > 100, writer.writes
-        # the stored revision never goes back
-        assert revisions == sorted(revisions), revisions
-        assert len(set(revisions)) > 2, revisions  # the kills fell while it applied
+        # the stored revision never goes back within a generation
+        assert never_back(revisions), revisions
+        assert len({r for _, r in revisions}) > 2, revisions  # the kills fell while it applied
         print(f"{writer.writes} writes; revisions stored at each kill: {revisions}")
         proc = follow(path, target)
         try:
