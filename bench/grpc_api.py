@@ -428,6 +428,11 @@ def measure(target: str, pairs: list[tuple[str, str]], opt: Options, *, spicedb:
     budget = opt.spicedb_budget if spicedb else 600.0
     one = single(target, pairs, n, budget, token, warmup=20 if spicedb else 500)
     base = floor(target, min(n, 2_000)) if not spicedb else None
+    machine_floors = None
+    if not spicedb:
+        from bench.floors import stock_grpc_health, tcp_round_trip
+
+        machine_floors = {"tcp": tcp_round_trip(), "stock_grpc": stock_grpc_health()}
     requests = [check_request(p, consistency) for p in pairs]
     seconds = min(opt.seconds * 2, opt.spicedb_budget) if spicedb else opt.seconds
     rate, errors = concurrent(target, requests, "CheckPermission", opt.clients, opt.processes,
@@ -444,6 +449,7 @@ def measure(target: str, pairs: list[tuple[str, str]], opt: Options, *, spicedb:
                   "members": one.members},
         "floor": None if base is None else {"n": base.n, "p50_us": base.p50_us,
                                             "p99_us": base.p99_us},
+        "machine_floors": machine_floors,
         "answers": one.answers,
         "throughput": {"clients": opt.clients, "processes": opt.processes,
                        "calls_per_s": round(rate), "errors": errors, "seconds": seconds},
@@ -514,9 +520,15 @@ def rows_of(res: dict[str, Any]) -> list[tuple[str, str, str]]:
     leo = res["leopard"]
     sides = [(k, res[k]) for k in ("spicedb_memdb", "spicedb_postgres")]
     c, t, b, f = leo["check"], leo["throughput"], leo["bulk"], leo["floor"]
+    tcp, stock = leo["machine_floors"]["tcp"], leo["machine_floors"]["stock_grpc"]
     rows = [
+        ("loopback TCP round trip p50 / p99", f"{tcp['p50_us']:,.1f} / {tcp['p99_us']:,.1f} us",
+         "50 bytes to another process and back: the machine's floor"),
+        ("stock grpcio health Check p50 / p99",
+         f"{stock['p50_us']:,.0f} / {stock['p99_us']:,.0f} us",
+         "grpcio's own servicer and server, plain channel: no code of ours"),
         ("gRPC floor: health Check p50 / p99", f"{f['p50_us']:,.0f} / {f['p99_us']:,.0f} us",
-         "same server and client stack, no index work: the transport's share"),
+         "Leopard's server, the authzed client's stack, no index work"),
         ("CheckPermission p50 (1 in flight)", f"{c['p50_us']:,.0f} us",
          f"<= {TARGET_P50_US:g} us: {verdict(c['p50_us'] <= TARGET_P50_US)}"),
         ("CheckPermission p99 (1 in flight)", f"{c['p99_us']:,.0f} us",

@@ -16,6 +16,7 @@ idempotent per tuple, so that is harmless), and only then do its queries switch.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -163,17 +164,37 @@ def start_compaction(path: str | Path) -> subprocess.Popen[bytes]:
     """Run ``compact(path)`` in a child process, which reports failures on stderr.
 
     Compaction is CPU-bound and pyroaring holds the GIL, so a thread would stall
-    the caller (a consumer, queries); a process runs beside it.
+    the caller (a consumer, queries); a process runs beside it. The child dies with
+    its caller (``_die_with``): left running, it would swap in a base older than what
+    the caller applied meanwhile, and readers with no consumer to catch it up would
+    serve that older state once their grace period ends.
     """
     return subprocess.Popen(
-        [sys.executable, "-m", "leopard.core.compact", str(path)],
+        [sys.executable, "-m", "leopard.core.compact", str(path), str(os.getpid())],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=dict(os.environ),
     )
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when ``parent`` dies (Linux), and exit now if
+    it is gone already. Elsewhere the caller's ``close`` stops the child as before."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        sys.exit(f"compaction of {sys.argv[1]} not started: its caller (pid {parent}) is gone")
+
+
 if __name__ == "__main__":  # pragma: no cover - the child of start_compaction
+    if len(sys.argv) > 2:
+        _die_with(int(sys.argv[2]))
     try:
         compact(sys.argv[1])
     except LeopardError as exc:

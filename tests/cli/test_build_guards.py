@@ -226,3 +226,73 @@ def test_a_compaction_fails_while_a_build_runs(tmp_path: Path) -> None:
     assert first.wait(timeout=120) == 0
     first.communicate()
     assert live(index) == "gen-000002"
+
+
+def _gone(pid: int, timeout: float = 30) -> bool:
+    """Whether process ``pid`` has exited (or is a zombie) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# A caller that starts a compaction as the consumer does, says the child's pid, and
+# waits to be killed.
+_CALLER = """
+import sys, time
+from leopard.core.compact import start_compaction
+child = start_compaction(sys.argv[1])
+print(child.pid, flush=True)
+time.sleep(300)
+"""
+
+# A child armed as a compaction child arms itself, then waiting to be killed with it.
+_ARMED = """
+import os, sys, time
+from leopard.core.compact import _die_with
+_die_with(os.getppid())
+print(os.getpid(), flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
+def test_a_compaction_dies_with_the_consumer_that_started_it(tmp_path: Path) -> None:
+    """SIGKILL of the consumer must not leave its compaction to swap in, later, a base
+    older than what a restarted consumer has applied meanwhile."""
+    index = tmp_path / "idx"
+    assert built(snapshot(tmp_path, "a.txt", 50), "--index", index)
+    with Index(index) as ix:
+        writer = DeltaWriter(ix.reader)
+        writer.apply([("touch", parse_tuple("group:eng#member@user:late"))], {"t:0": 1})
+        writer.close()
+    caller = subprocess.Popen(
+        [sys.executable, "-c", _CALLER, str(index)], stdout=subprocess.PIPE, text=True
+    )
+    assert caller.stdout is not None
+    child = int(caller.stdout.readline())
+    caller.kill()  # as SIGKILL would: no close() stops the child
+    caller.communicate()
+    assert _gone(child), f"compaction {child} outlived its caller"
+    assert live(index) == "gen-000001"
+    assert "user:late" in members(index)
+
+    # the same once armed: the kernel kills the child when its caller dies
+    caller = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys, time\n"
+         f"p = subprocess.Popen([sys.executable, '-c', {_ARMED!r}], stdout=subprocess.PIPE)\n"
+         "print(int(p.stdout.readline()), flush=True)\ntime.sleep(300)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert caller.stdout is not None
+    armed = int(caller.stdout.readline())
+    assert not _gone(armed, timeout=0.5)  # alive while its caller is
+    caller.kill()
+    caller.communicate()
+    assert _gone(armed), f"armed child {armed} outlived its caller"

@@ -121,7 +121,8 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> N
         try:
             for i in range(KILLS):
                 # every other run compacts often: kills fall beside a compaction too
-                # (its child process, orphaned, may still swap in a generation)
+                # (its child process dies with it; one that swapped in just before
+                # the kill leaves the position its compaction read)
                 proc = follow(path, target, *(("--compact-threshold", "40") if i % 2 else ()))
                 # a second or more to start (imports), then it catches up and applies
                 time.sleep(rng.uniform(0.8, 3.5))
