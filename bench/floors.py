@@ -115,6 +115,5 @@ if __name__ == "__main__":
     stock = stock_grpc_health()
     print(f"loopback TCP round trip, p50 / p99: {tcp['p50_us']:,.1f} / {tcp['p99_us']:,.1f} us")
     print(
-        f"stock grpcio health Check, p50 / p99: {stock['p50_us']:,.0f} / "
-        f"{stock['p99_us']:,.0f} us"
+        f"stock grpcio health Check, p50 / p99: {stock['p50_us']:,.0f} / {stock['p99_us']:,.0f} us"
     )

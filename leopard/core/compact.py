@@ -16,7 +16,6 @@ idempotent per tuple, so that is harmless), and only then do its queries switch.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ import pyarrow.compute as pc
 from leopard.core.batches import COLUMNS
 from leopard.core.build import BuildReport, build_from_batches
 from leopard.core.layers import SetReader
+from leopard.core.lifetime import die_with_parent
 from leopard.errors import LeopardError
 from leopard.model.names import SPLIT_NAME_PATTERN
 from leopard.store.generations import IndexDir
@@ -177,24 +177,9 @@ def start_compaction(path: str | Path) -> subprocess.Popen[bytes]:
     )
 
 
-_PR_SET_PDEATHSIG = 1  # prctl(2)
-
-
-def _die_with(parent: int) -> None:
-    """Have the kernel kill this process when ``parent`` dies (Linux), and exit now if
-    it is gone already. Elsewhere the caller's ``close`` stops the child as before."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        sys.exit(f"compaction of {sys.argv[1]} not started: its caller (pid {parent}) is gone")
-
-
 if __name__ == "__main__":  # pragma: no cover - the child of start_compaction
-    if len(sys.argv) > 2:
-        _die_with(int(sys.argv[2]))
+    if len(sys.argv) > 2 and not die_with_parent(int(sys.argv[2])):
+        sys.exit(f"compaction of {sys.argv[1]} not started: its caller ({sys.argv[2]}) is gone")
     try:
         compact(sys.argv[1])
     except LeopardError as exc:

@@ -7,29 +7,17 @@ it stopped on), SIGTERM and SIGINT are handled by ``stop_worker``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import sys
 
-__all__ = ["die_with_parent", "flush", "how", "serving", "stop_worker"]
-
-_PR_SET_PDEATHSIG = 1
+__all__ = ["flush", "how", "serving", "stop_worker"]
 
 
 def serving() -> None:
     """This worker listens: from now on a stop signal unwinds it (see ``stop_worker``)."""
     global _serving
     _serving = True
-
-
-def die_with_parent() -> None:
-    """Be killed when the supervisor dies, however it dies (Linux; elsewhere a no-op)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
 
 
 def how(status: int) -> str:

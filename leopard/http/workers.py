@@ -48,6 +48,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from leopard.core.lifetime import die_with_parent
 from leopard.errors import InvalidInput, LeopardError, ServiceError
 from leopard.http import workerprocess as process
 
@@ -430,7 +431,7 @@ class Supervisor:
             signal.signal(signal.SIGTERM, process.stop_worker)
             signal.signal(signal.SIGINT, process.stop_worker)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
-            process.die_with_parent()
+            die_with_parent()
             if os.getppid() != parent:  # the supervisor died before the line above
                 os._exit(1)
             keep = {worker._ready, *worker._wake}

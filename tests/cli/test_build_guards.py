@@ -255,8 +255,8 @@ time.sleep(300)
 # A child armed as a compaction child arms itself, then waiting to be killed with it.
 _ARMED = """
 import os, sys, time
-from leopard.core.compact import _die_with
-_die_with(os.getppid())
+from leopard.core.lifetime import die_with_parent
+assert die_with_parent(os.getppid())
 print(os.getpid(), flush=True)
 time.sleep(300)
 """

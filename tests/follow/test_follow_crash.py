@@ -103,9 +103,7 @@ def never_back(stored: list[tuple[str, int]]) -> bool:
     """Whether the stored revision only goes back where a compaction swapped in a
     generation: the new base holds the position its compaction read, which the
     killed consumer may have passed meanwhile (the next one re-applies from it)."""
-    return all(
-        b[1] >= a[1] or b[0] != a[0] for a, b in zip(stored, stored[1:], strict=False)
-    )
+    return all(b[1] >= a[1] or b[0] != a[0] for a, b in zip(stored, stored[1:], strict=False))
 
 
 def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> None:
