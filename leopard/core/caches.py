@@ -225,7 +225,7 @@ class CachedSets:
                 for name in self._reach_names.pop(gid, ()):
                     self.reaches.pop(name, None)
         m2g = updates.get("m2g")
-        wild_changed = bool(m2g) and any(key.endswith(b":*") for key in m2g)
+        wild_changed = m2g is not None and any(key.endswith(b":*") for key in m2g)
         if not updates or wild_changed:
             self.wildcards.clear()
         if not updates or "g2a" in updates or wild_changed:

@@ -165,7 +165,9 @@ class ShardedIndex:
     ) -> list[str] | list[Any] | None:
         chains = (ix.explain(subject, group, steps=steps) for ix in self._owners(subject))
         return shortest(
-            ([getattr(s, "set", s) for s in chain], chain) for chain in chains if chain is not None
+            ([s if isinstance(s, str) else s.set for s in chain], chain)
+            for chain in chains
+            if chain is not None
         )
 
 
