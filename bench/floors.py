@@ -18,11 +18,27 @@ from __future__ import annotations
 import multiprocessing as mp
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.common import percentiles
 
-__all__ = ["stock_grpc_health", "tcp_round_trip"]
+__all__ = ["one_at_a_time", "stock_grpc_health", "tcp_round_trip"]
+
+
+def one_at_a_time(call: Callable[[], object], n: int, warmup: int) -> tuple[float, float]:
+    """p50 and p99 in µs of ``call()``, made ``n`` times one after another after
+    ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        call()
+    clock = time.perf_counter_ns
+    samples = []
+    for _ in range(n):
+        t = clock()
+        call()
+        samples.append(clock() - t)
+    p50, p99 = percentiles(samples)
+    return p50, p99
 
 
 def _echo(port: int) -> None:
@@ -93,20 +109,12 @@ def stock_grpc_health(n: int = 3_000, warmup: int = 300) -> dict[str, float]:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest()
-            for _ in range(warmup):
-                stub.Check(request)
-            clock = time.perf_counter_ns
-            samples = []
-            for _ in range(n):
-                t = clock()
-                stub.Check(request)
-                samples.append(clock() - t)
+            p50, p99 = one_at_a_time(lambda: stub.Check(request), n, warmup)
     finally:
         ours.send("stop")
         child.join(10)
         if child.is_alive():
             child.kill()
-    p50, p99 = percentiles(samples)
     return {"n": n, "p50_us": round(p50, 1), "p99_us": round(p99, 1)}
 
 

@@ -316,19 +316,13 @@ def floor(target: str, n: int, warmup: int = 300) -> Latency:
         grpc.insecure_channel(target),
         v1.TokenAuthorization("bench"),  # type: ignore[attr-defined]
     )
+    from bench.floors import one_at_a_time
+
     stub = health_pb2_grpc.HealthStub(channel)
     request = health_pb2.HealthCheckRequest()
-    for _ in range(warmup):
-        stub.Check(request)
-    clock = time.perf_counter_ns
-    samples = []
-    for _ in range(n):
-        t = clock()
-        stub.Check(request)
-        samples.append(clock() - t)
+    p50, p99 = one_at_a_time(lambda: stub.Check(request), n, warmup)
     channel.close()
-    p50, p99 = percentiles(samples)
-    return Latency(len(samples), round(p50, 1), round(p99, 1))
+    return Latency(n, round(p50, 1), round(p99, 1))
 
 
 def _closed_loop(target: str, requests: list[bytes], method: str, threads: int,
