@@ -3,6 +3,7 @@ comparison of every query of an index with the BFS oracle."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -68,11 +69,16 @@ class Model:
         self.config = config
         self.tuples: set[RelationTuple] = set(tuples)
         self.known: set[str] = set()
+        # how many current tuples name each group: ``known`` is those named at all,
+        # kept up to date change by change (recounting every tuple after every
+        # change made long streams quadratic)
+        self._named: Counter[str] = Counter()
         self.rebased()
 
     def rebased(self) -> None:
         """A build or compaction: the index knows exactly the groups of the tuples."""
-        self.known = {g for t in self.tuples for g in groups_named(self.config, t)}
+        self._named = Counter(g for t in self.tuples for g in groups_named(self.config, t))
+        self.known = set(self._named)
 
     def apply(self, changes: Iterable[tuple[str, RelationTuple]]) -> None:
         """Apply one batch: the last change of each tuple wins (a touch overtaken by a
@@ -80,13 +86,21 @@ class Model:
         last: dict[RelationTuple, str] = {}
         for op, t in changes:
             last[t] = op
+        named, known = self._named, self.known
         for t, op in last.items():
-            if op == "touch":
+            if op == "touch" and t not in self.tuples:
                 self.tuples.add(t)
-            else:
+                for g in groups_named(self.config, t):
+                    named[g] += 1
+                    known.add(g)
+            elif op != "touch" and t in self.tuples:
                 self.tuples.discard(t)
-        # an emptied group answers as unknown, as after a rebuild
-        self.rebased()
+                # an emptied group answers as unknown, as after a rebuild
+                for g in groups_named(self.config, t):
+                    named[g] -= 1
+                    if not named[g]:
+                        del named[g]
+                        known.discard(g)
 
     def oracle(self) -> Oracle:
         """The BFS oracle of the tuples, with the lingering group names as empty groups."""
