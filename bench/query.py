@@ -66,18 +66,22 @@ def main() -> None:
     import leopard
 
     rng = random.Random(7)
+    # The pairs are drawn (with groups_of and explain) on an instance of their own,
+    # so that the first checks below are the first of the instance that times them:
+    # its caches are empty, and only the OS page cache holds what the drawing read.
     with leopard.open_index(index) as ix:
-        stats = ix.stats()
         groups = ix.reader.base_groups
         n_users = report["users"]
         width = len(report["deep_user"].split(":u")[1]) if report.get("deep_user") else 7
         users = [f"user:u{i:0{width}d}" for i in rng.sample(range(n_users), min(n_users, 50_000))]
         pairs, n_deep = sample_pairs(ix, users, groups, args.pairs, rng)
-        members = sum(ix.check(s, g) for s, g in pairs)
+        fresh_pairs, _ = sample_pairs(ix, users, groups, args.pairs, random.Random(8))
+    with leopard.open_index(index) as ix:
+        stats = ix.stats()
         # first pass: cold caches (group closures are loaded on first use)
         cold = timed(ix.check, pairs)
         warm = timed(ix.check, pairs)
-        fresh_pairs, _ = sample_pairs(ix, users, groups, args.pairs, random.Random(8))
+        members = sum(ix.check(s, g) for s, g in pairs)
         t0 = time.perf_counter()
         ix.warm()  # as `leopard serve` does at start: every closure in memory
         warm_s = time.perf_counter() - t0
@@ -147,7 +151,7 @@ def main() -> None:
             "",
         ),
         (
-            "check p50 / p99, cold start (first checks after open)",
+            "check p50 / p99, first checks after open (files in page cache)",
             "{:.1f} / {:.1f} us".format(*result["check_cold_p50_p99_us"]),
             "p99 <= 100 us at 40M: {}".format(verdict(result["check_cold_p50_p99_us"][1] <= 100))
             if args.tuples >= 40_000_000
