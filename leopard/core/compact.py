@@ -165,7 +165,7 @@ def start_compaction(path: str | Path) -> subprocess.Popen[bytes]:
 
     Compaction is CPU-bound and pyroaring holds the GIL, so a thread would stall
     the caller (a consumer, queries); a process runs beside it. The child dies with
-    its caller (``_die_with``): left running, it would swap in a base older than what
+    its caller (``die_with_parent``): left running, it would swap in a base older than what
     the caller applied meanwhile, and readers with no consumer to catch it up would
     serve that older state once their grace period ends.
     """
