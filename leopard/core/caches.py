@@ -35,6 +35,7 @@ writes its caches except through its methods.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 
 from pyroaring import BitMap
@@ -263,7 +264,22 @@ def load_all(
 def _load(
     r: SetReader, subjects: bool, *, have: Iterable[int] | dict[int, BitMap]
 ) -> tuple[dict[int, BitMap], dict[str, BitMap] | None]:
-    g2g = {gid: r.bitmap("g2g", gid) for gid in range(r.group_count()) if gid not in have}
+    # Millions of sets go into dictionaries that grow all the while: each full
+    # collection the allocations trigger walks them again (a fifth of warm() at 40M
+    # tuples), and nothing loaded here forms reference cycles.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_all(r, subjects, have=have)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load_all(
+    r: SetReader, subjects: bool, *, have: Iterable[int] | dict[int, BitMap]
+) -> tuple[dict[int, BitMap], dict[str, BitMap] | None]:
+    g2g = _closures(r, have)
     if not subjects:
         return g2g, None
     changed = r.overlay.sets.get("m2g") or {}
@@ -275,3 +291,26 @@ def _load(
             except ValueError as exc:  # BadValue, or a key that is no name
                 raise r.damage("m2g", key, exc, in_base=True) from None
     return g2g, mem
+
+
+def _closures(r: SetReader, have: Iterable[int] | dict[int, BitMap]) -> dict[int, BitMap]:
+    """Every group's closure but those in ``have``: the base's read in one pass in key
+    order (twice as fast at 776k groups as a point read each), then what the overlay
+    holds and anything the pass did not yield read as ``r.bitmap`` reads it, damage
+    reported the same way."""
+    count, changed = r.group_count(), r.overlay.sets.get("g2g") or {}
+    out: dict[int, BitMap] = {}
+    deserialize = BitMap.deserialize
+    for key, raw in r.base.family("g2g").items():
+        if key in changed or len(key) != 4 or not raw:
+            continue  # read below, through the layers
+        gid = gid_of(key)
+        if gid < count and gid not in have:
+            try:
+                out[gid] = deserialize(raw)
+            except Exception:  # pyroaring: ValueError; read below, which says why
+                continue
+    for gid in range(count):
+        if gid not in out and gid not in have:
+            out[gid] = r.bitmap("g2g", gid)
+    return out
