@@ -185,8 +185,8 @@ class CachedSets:
         """Every leaf subject id below a group: the union of GROUP2MEMBER over its reach."""
         members = self._members.get(gid)
         if members is None:
-            bitmap = self.reader.bitmap
-            members = BitMap.union(BitMap(), *(bitmap("g2m", d) for d in self.reach(gid)))
+            # one multi-get: a point read each took most of the union at 776k groups
+            members = BitMap.union(BitMap(), *self.reader.bitmaps("g2m", self.reach(gid)))
             # paging through a big group asks for the same union again and again
             if len(self._members) >= MEMBER_LIMIT:
                 self._members.pop(next(iter(self._members)))

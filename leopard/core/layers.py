@@ -61,15 +61,6 @@ _EMPTY = BitMap()
 _EVERY_GROUP = ("g2g", "g2a")  # families with a value for every group
 
 
-def _clamp(bm: BitMap, lo: int, hi: int) -> BitMap:
-    """The elements ``lo <= x < hi`` of a bitmap."""
-    if hi <= lo or not bm:
-        return BitMap()
-    i = bm.rank(lo - 1) if lo > 0 else 0
-    j = bm.rank(hi - 1)
-    return bm[i:j]
-
-
 class SetReader:
     """Reads every family through the overlay, then the base."""
 
@@ -421,17 +412,21 @@ class SetReader:
 
     def subject_page(self, members: BitMap, *, limit: int | None, after: str | None) -> list[str]:
         """Names of ``members`` in name order, after ``after``, at most ``limit``."""
+        # Base ids are in name order: the page is a range of ranks, sliced alone (a
+        # slice of the whole set copied 29 ms of 3.8M members for a page of 100).
         nb = self.base_subjects
-        base_part = _clamp(members, 0, nb)
-        new_part = members - base_part
+        below = members.rank(nb - 1) if nb > 0 else 0  # how many are base subjects
+        first = 0
         if after is not None:
             start = self._first_base_id_after(after)
-            base_part = _clamp(base_part, start, nb)
+            first = min(below, members.rank(start - 1)) if start > 0 else 0
+        last = below if limit is None else min(below, first + limit)
+        take = members[first:last] if last > first else ()
+        base_names = [self.subject_name(s) for s in take]
+        new_part = members[below:] if below < len(members) else ()
         new_names = sorted(self.subject_name(s) for s in new_part)
         if after is not None:
             new_names = [n for n in new_names if n > after]
-        take = base_part if limit is None else base_part[:limit]
-        base_names = [self.subject_name(s) for s in take]
         if not new_names:
             return base_names
         merged = sorted(base_names + new_names)
