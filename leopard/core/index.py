@@ -479,9 +479,10 @@ class Index:
         subject's direct groups, so that a check reads no RocksDB at all.
 
         A long-running service pays this once at start: on the 10M-tuple org about
-        3 s and 0.5 GB (13 s at 40M). Changes applied later still go through the incremental layer
-        (a changed subject is dropped from memory and read through the overlay), and
-        a new generation swapped in after compaction is loaded before it serves.
+        3 s and 0.5 GB (13 s at 40M). Changes applied later still go through the
+        incremental layer (a changed subject is dropped from memory and read through
+        the overlay), and a new generation swapped in after compaction is loaded
+        before it serves.
         Returns the number of sets loaded.
         """
         with self._lock:
