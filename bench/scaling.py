@@ -3,8 +3,8 @@
 
 Why: a single size says little about how an index behaves. Two sweeps:
 
-* **By size** (10k, 100k, 1M tuples; ``--full`` adds 10M): the generated org of the
-  build benchmark (cycles, wildcards and union rewrites included) is built with
+* **By size** (10k, 100k, 1M tuples; ``--full`` adds 10M, 40M and 100M): the generated
+  org of the build benchmark (cycles, wildcards and union rewrites included) is built with
   ``leopard build`` in a child process, timed and sampled for peak memory (PSS, see
   ``bench.common.run_measured``); bytes on disk per tuple; then ``check`` latency in
   process on random pairs, half of them members through 3 or more levels, as
@@ -19,7 +19,7 @@ Why: a single size says little about how an index behaves. Two sweeps:
   each), so the base is kept small (20k tuples by default, <= ~100k advised).
 
     python bench/scaling.py                       # 10k, 100k, 1M, and the depth sweep
-    python bench/scaling.py --full --json         # adds 10M (about a minute more)
+    python bench/scaling.py --full --json    # adds 10M, 40M, 100M (about 15 minutes more)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from bench.common import DATA, build_argv, machine, org, percentiles, run_measur
 
 Log = Callable[[str], None]
 SIZES = (10_000, 100_000, 1_000_000)
-FULL_SIZES = (*SIZES, 10_000_000)
+FULL_SIZES = (*SIZES, 10_000_000, 40_000_000, 100_000_000)
 MiB = 1 << 20
 
 
@@ -261,7 +261,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--tuples", help="comma-separated sizes (default 10k,100k,1M)")
-    ap.add_argument("--full", action="store_true", help="add 10M tuples")
+    ap.add_argument("--full", action="store_true", help="add 10M, 40M and 100M tuples")
     ap.add_argument("--pairs", type=int, default=5000, help="check pairs per size")
     ap.add_argument("--depth-base", type=int, default=20_000, help="base org of the depth sweep")
     ap.add_argument("--max-depth", type=int, default=20)
@@ -270,8 +270,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     sizes = [int(float(s)) for s in args.tuples.split(",")] if args.tuples else list(SIZES)
-    if args.full and 10_000_000 not in sizes:
-        sizes.append(10_000_000)
+    if args.full:
+        sizes = sorted({*sizes, *FULL_SIZES[len(SIZES) :]})
     log = (lambda s: print(s, file=sys.stderr)) if args.json else print
     size_rows = None if args.no_sizes else by_size(sizes, pairs=args.pairs, log=log)
     depth = None if args.no_depth else by_depth(args.depth_base, max_depth=args.max_depth, log=log)
