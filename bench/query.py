@@ -85,7 +85,10 @@ def main() -> None:
         t0 = time.perf_counter()
         ix.warm()  # as `leopard serve` does at start: every closure in memory
         warm_s = time.perf_counter() - t0
-        steady = timed(ix.check, fresh_pairs)  # new pairs, closures in memory
+        # new pairs: warm() holds every set as stored, and the first read of each
+        # deserializes it; then the same pairs again, every set they read deserialized
+        steady = timed(ix.check, fresh_pairs)
+        again = timed(ix.check, fresh_pairs)
         deep_user = report.get("deep_user") or users[0]
         g_lat = timed(ix.groups_of, [(deep_user,)] * 50)
         n_groups_of = len(ix.groups_of(deep_user))
@@ -104,6 +107,7 @@ def main() -> None:
         "check_cold_p50_p99_us": percentiles(cold),
         "check_warm_p50_p99_us": percentiles(warm),
         "check_steady_p50_p99_us": percentiles(steady),
+        "check_steady_again_p50_p99_us": percentiles(again),
         "warm_seconds": round(warm_s, 2),
         "groups_of_deep_p50_p99_us": percentiles(g_lat),
         "groups_of_deep_count": n_groups_of,
@@ -117,6 +121,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     sp50, sp99 = result["check_steady_p50_p99_us"]
+    ap50, ap99 = result["check_steady_again_p50_p99_us"]
+    big = args.tuples >= 40_000_000
     rows = [
         (
             "index",
@@ -134,17 +140,18 @@ def main() -> None:
             f"<= 5 s at 40M: {verdict(warm_s <= 5)}" if args.tuples >= 40_000_000 else "",
         ),
         (
-            "check p50 / p99, new pairs after warm()",
+            "check p50 / p99 after warm(), new pairs (first reads deserialize)",
             f"{sp50:.1f} / {sp99:.1f} us",
             f"<= 5 / 30 us: {verdict(sp50 <= 5 and sp99 <= 30)}"
-            + (
-                f"; <= 2 / 10 us at 40M: {verdict(sp50 <= 2 and sp99 <= 10)}"
-                if args.tuples >= 40_000_000
-                else ""
-            ),
+            + (f"; <= 2 / 10 us at 40M: {verdict(sp50 <= 2 and sp99 <= 10)}" if big else ""),
         ),
         (
-            "check p50 / p99, same pairs again",
+            "check p50 / p99 after warm(), the same pairs again",
+            f"{ap50:.1f} / {ap99:.1f} us",
+            f"<= 2 / 10 us at 40M: {verdict(ap50 <= 2 and ap99 <= 10)}" if big else "",
+        ),
+        (
+            "check p50 / p99 before warm(), the first pairs again",
             "{:.1f} / {:.1f} us".format(*result["check_warm_p50_p99_us"]),
             "",
         ),

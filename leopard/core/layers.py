@@ -340,13 +340,13 @@ class SetReader:
 
     def m2g(self, subject: str) -> tuple[int, BitMap] | None:
         """The id and direct groups of a leaf subject, or None when unknown."""
-        key = subject.encode()
+        key = subject.encode("utf-8", "surrogatepass")  # lone surrogates: never stored
         raw = self._get("m2g", key)
         return None if raw is None else self.decode("m2g", key, raw, split_m2g)
 
     def m2g_groups(self, subject: str) -> BitMap | None:
         """Just the direct groups of a leaf subject (the hot path of ``check``)."""
-        key = subject.encode()
+        key = subject.encode("utf-8", "surrogatepass")  # lone surrogates: never stored
         fam = self.overlay.sets.get("m2g")
         raw = fam[key] if fam is not None and key in fam else self._families["m2g"].get(key)
         if raw is None:
@@ -358,7 +358,7 @@ class SetReader:
 
     def m2g_groups_many(self, subjects: list[str]) -> dict[str, BitMap | None]:
         """``m2g_groups`` of many subjects with one RocksDB multi-get."""
-        keys = [name.encode() for name in subjects]
+        keys = [name.encode("utf-8", "surrogatepass") for name in subjects]
         raws = self.raw_many("m2g", keys)
         return {
             name: None if raw is None else self.decode("m2g", key, raw, m2g_groups)

@@ -7,12 +7,14 @@ incremental layer, in this process or another, must be read through the overlay.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from leopard.core.batches import table_from_tuples
 from leopard.core.build import build_from_batches
 from leopard.core.compact import compact
 from leopard.core.incremental import DeltaWriter
 from leopard.core.index import Index
+from leopard.errors import InvalidInput, InvalidTuple
 from leopard.model.config import Config
 from leopard.model.names import parse_tuple
 
@@ -142,3 +144,37 @@ def test_cached_names_and_closures_follow_each_batch(tmp_path: Path) -> None:
             assert ix.check_many([("user:carol", "group:all")] * 2) == [True, True]
         finally:
             w.close()
+
+
+def test_warm_holds_sets_as_stored_until_asked(tmp_path: Path) -> None:
+    """warm() keeps each subject's direct groups as stored and deserializes them when
+    a query first reads them; any name a query may hold (not ASCII, or not even
+    encodable as UTF-8) answers as before warm()."""
+    lines = [*BASE, "group:eng#member@user:zoë", "group:ops#member@user:日本"]
+    build_from_batches(
+        [table_from_tuples(parse_tuple(t) for t in lines)], tmp_path / "idx", Config()
+    )
+    asked = ["user:alice", "user:zoë", "user:日本", "user:\udc80", "user:\ud800x", "user:nobody"]
+    groups = ["group:all", "group:eng", "group:ops"]
+    with Index(tmp_path / "idx") as cold, Index(tmp_path / "idx") as ix:
+        ix.warm()
+        held = ix._c
+        assert held.subjects is not None
+        assert isinstance(held.subjects[b"user:zo\xc3\xab"], bytes)
+        for s in asked:
+            for g in groups:
+                assert outcome(ix.check, s, g) == outcome(cold.check, s, g), (s, g)
+        pairs = [(s, g) for s in asked[:3] for g in groups]
+        assert ix.check_many(pairs) == [cold.check(s, g) for s, g in pairs]
+        for bad in asked[3:5]:  # lone surrogates: no name, refused as before warm()
+            assert "lone surrogate" in outcome(ix.check_many, [*pairs, (bad, "group:all")])
+        assert not isinstance(held.subjects[b"user:zo\xc3\xab"], bytes)  # kept deserialized
+        assert ix.check("user:zoë", "group:all") and ix.check("user:日本", "group:ops")
+
+
+def outcome(fn: Any, *args: Any) -> Any:
+    """What ``fn(*args)`` answers, or the message of the error it raises."""
+    try:
+        return fn(*args)
+    except (InvalidInput, InvalidTuple) as exc:  # a name refused
+        return str(exc)
