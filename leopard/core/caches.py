@@ -12,8 +12,8 @@ cache           holds                                       bound
 ==============  ==========================================  ==============================
 ``group_ids``   a group name as asked -> its id (-1: none)  ``NAME_LIMIT`` names, then
                                                             starts over
-``closures``    group id -> GROUP2GROUP                     ``CLOSURE_LIMIT`` sets, then
-                                                            starts over (``warm`` fills it)
+``closures``    group id -> GROUP2GROUP (after ``warm()``,    ``CLOSURE_LIMIT`` sets, then
+                a small one as stored until first asked)    starts over (``warm`` fills it)
 ``reaches``     group name -> GROUP2GROUP, for the inline   ``CLOSURE_LIMIT`` names, then
                 path of ``check_many``                      starts over
 ``wildcards``   namespace -> the groups of ``ns:*``         one entry per namespace asked
@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterable
+from itertools import compress
 from operator import itemgetter
 
 import numpy as np
 from pyroaring import BitMap
 
 from leopard.core.layers import SetReader, Updates
-from leopard.store.layout import gid_of, m2g_groups
+from leopard.store.layout import gid_of, gkey, m2g_groups
 
 __all__ = [
     "CachedSets",
@@ -67,7 +68,8 @@ class CachedSets:
     def __init__(self, reader: SetReader) -> None:
         self.reader = reader
         self.group_ids: dict[str, int] = {}
-        self.closures: dict[int, BitMap] = {}
+        # a value may be the stored GROUP2GROUP value until first asked (after warm())
+        self.closures: dict[int, BitMap | bytes] = {}
         self.reaches: dict[str, BitMap] = {}
         self._reach_names: dict[int, list[str]] = {}  # group id -> its names in reaches
         self.wildcards: dict[str, BitMap | None] = {}
@@ -94,6 +96,13 @@ class CachedSets:
             if len(self.closures) > CLOSURE_LIMIT:
                 self.closures.clear()
             bm = self.closures[gid] = self.reader.bitmap("g2g", gid)
+        elif isinstance(bm, bytes):  # held as stored by warm()
+            stored = bm
+            try:
+                bm = BitMap.deserialize(stored)
+            except Exception:  # pyroaring: ValueError; set_value says why
+                bm = self.reader.set_value("g2g", gkey(gid), stored)
+            self.closures[gid] = bm
         return bm
 
     def remember_group(self, name: str, gid: int | None) -> None:
@@ -217,7 +226,9 @@ class CachedSets:
         self.subjects[key] = groups  # type: ignore[index]  # set: raw came from it
         return groups
 
-    def install(self, loaded: tuple[dict[int, BitMap], dict[bytes, BitMap | bytes] | None]) -> None:
+    def install(
+        self, loaded: tuple[dict[int, BitMap | bytes], dict[bytes, BitMap | bytes] | None]
+    ) -> None:
         """Take sets loaded by ``load_all`` (e.g. ahead of a swap, outside any lock)."""
         closures, subjects = loaded
         self.closures.update(closures)
@@ -271,15 +282,15 @@ class CachedSets:
 
 def load_all(
     reader: SetReader, subjects: bool
-) -> tuple[dict[int, BitMap], dict[bytes, BitMap | bytes] | None]:
+) -> tuple[dict[int, BitMap | bytes], dict[bytes, BitMap | bytes] | None]:
     """Every closure and (``subjects``) the direct groups of every subject unchanged
     since the base, read from ``reader``, for ``CachedSets.install``."""
     return _load(reader, subjects, have={})
 
 
 def _load(
-    r: SetReader, subjects: bool, *, have: Iterable[int] | dict[int, BitMap]
-) -> tuple[dict[int, BitMap], dict[bytes, BitMap | bytes] | None]:
+    r: SetReader, subjects: bool, *, have: Iterable[int] | dict[int, BitMap | bytes]
+) -> tuple[dict[int, BitMap | bytes], dict[bytes, BitMap | bytes] | None]:
     # Millions of sets go into dictionaries that grow all the while: each full
     # collection the allocations trigger walks them again (a fifth of warm() at 40M
     # tuples), and nothing loaded here forms reference cycles.
@@ -293,8 +304,8 @@ def _load(
 
 
 def _load_all(
-    r: SetReader, subjects: bool, *, have: Iterable[int] | dict[int, BitMap]
-) -> tuple[dict[int, BitMap], dict[bytes, BitMap | bytes] | None]:
+    r: SetReader, subjects: bool, *, have: Iterable[int] | dict[int, BitMap | bytes]
+) -> tuple[dict[int, BitMap | bytes], dict[bytes, BitMap | bytes] | None]:
     # The subjects' sets are held as stored and deserialized when first asked
     # (``subject_groups``): at 40M tuples deserializing 3.8M of them here took two
     # thirds of warm(), and a check pays it once per subject (about 1.5 us). The
@@ -323,35 +334,55 @@ _ROARING_HEADS = {b"\x3a\x30", b"\x3b\x30"}
 _HEAD = itemgetter(slice(4, 6))
 
 
-def _closures(r: SetReader, have: Iterable[int] | dict[int, BitMap]) -> dict[int, BitMap]:
+def _closures(
+    r: SetReader, have: Iterable[int] | dict[int, BitMap | bytes]
+) -> dict[int, BitMap | bytes]:
     """Every group's closure but those in ``have``: the base's read in one pass in key
-    order (twice as fast at 776k groups as a point read each) and deserialized by a
-    pass in C, then what the overlay holds and anything the pass did not yield read as
-    ``r.bitmap`` reads it, damage reported the same way."""
+    order (twice as fast at 776k groups as a point read each), then what the overlay
+    holds and anything the pass did not yield read as ``r.bitmap`` reads it, damage
+    reported the same way. Closures of up to ``_HELD_AS_STORED`` bytes serialized
+    (most of a schema's resource sets) are held as stored, the rest deserialized by a
+    pass in C."""
     count = r.group_count()
     raw = dict(r.base.family("g2g").items())
     for key in r.overlay.sets.get("g2g") or ():  # read below, through the layers
         raw.pop(key, None)
     keys = b"".join(raw)
-    if len(keys) == 4 * len(raw):
-        gids = np.frombuffer(keys, dtype=">u4").tolist()
-    else:  # a key of another length: damage, read below as r.bitmap reads it
+    if len(keys) != 4 * len(raw):  # a key of another length: damage, read below
         raw = {k: v for k, v in raw.items() if len(k) == 4}
-        gids = [gid_of(k) for k in raw]
+        keys = b"".join(raw)
+    ids = np.frombuffer(keys, dtype=">u4").astype(np.int64)
     del keys
-    out: dict[int, BitMap] = {}
+    values = list(raw.values())
+    del raw
+    # kept: ids of groups that exist, with a value (an empty one is damage, read below)
+    sizes = np.fromiter(map(len, values), np.int64, len(values))
+    keep = (ids < count) & (sizes > 0)
+    small = keep & (sizes <= _HELD_AS_STORED)
+    big = keep & ~small
+    out: dict[int, BitMap | bytes] = dict(
+        zip(ids[small].tolist(), compress(values, small.tolist()), strict=True)
+    )
+    big_ids = ids[big].tolist()
+    big_values = list(compress(values, big.tolist()))
     try:
-        out = dict(zip(gids, map(BitMap.deserialize, raw.values()), strict=True))
+        out.update(zip(big_ids, map(BitMap.deserialize, big_values), strict=True))
     except Exception:  # pyroaring: ValueError; one at a time, the damaged read below
-        for gid, value in zip(gids, raw.values(), strict=True):
+        for gid, value in zip(big_ids, big_values, strict=True):
             try:
                 out[gid] = BitMap.deserialize(value)
             except Exception:
                 continue
-    del raw
-    for gid in [g for g in out if g >= count or g in have]:
-        del out[gid]  # past the last group (read below, reported), or already held
-    for gid in range(count):
-        if gid not in out and gid not in have:
+    del values, big_values
+    found = np.zeros(count, dtype=bool)
+    found[np.fromiter(out, np.int64, len(out))] = True
+    for gid in np.flatnonzero(~found).tolist():
+        if gid not in have:
             out[gid] = r.bitmap("g2g", gid)
     return out
+
+
+#: closures of at most this many bytes serialized are held as stored by ``warm()`` and
+#: deserialized at their first read (at 10M tuples of documents in folders, 70% of 14M
+#: closures; deserializing them in warm() took a third of it)
+_HELD_AS_STORED = 64

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pyroaring import BitMap
+
 from leopard.core.batches import table_from_tuples
 from leopard.core.build import build_from_batches
 from leopard.core.compact import compact
@@ -161,6 +163,7 @@ def test_warm_holds_sets_as_stored_until_asked(tmp_path: Path) -> None:
         held = ix._c
         assert held.subjects is not None
         assert isinstance(held.subjects[b"user:zo\xc3\xab"], bytes)
+        assert all(isinstance(v, bytes) for v in held.closures.values())  # all small
         for s in asked:
             for g in groups:
                 assert outcome(ix.check, s, g) == outcome(cold.check, s, g), (s, g)
@@ -169,6 +172,8 @@ def test_warm_holds_sets_as_stored_until_asked(tmp_path: Path) -> None:
         for bad in asked[3:5]:  # lone surrogates: no name, refused as before warm()
             assert "lone surrogate" in outcome(ix.check_many, [*pairs, (bad, "group:all")])
         assert not isinstance(held.subjects[b"user:zo\xc3\xab"], bytes)  # kept deserialized
+        eng = ix.reader.group_id("group:eng#member")
+        assert isinstance(held.closures[eng], BitMap)
         assert ix.check("user:zoë", "group:all") and ix.check("user:日本", "group:ops")
 
 
