@@ -214,11 +214,10 @@ class CachedSets:
         self.install(loaded)
         return len(self.closures) + (len(self.subjects) if self.subjects is not None else 0)
 
-    def subject_groups(self, name: str, raw: bytes) -> BitMap:
-        """The direct groups of ``name`` from its stored value in ``subjects``, kept
-        deserialized from now on (a value damaged in a way ``warm`` could not see
-        fails here, as a read of it does)."""
-        key = name.encode("utf-8", "surrogatepass")
+    def subject_groups(self, key: bytes, raw: bytes) -> BitMap:
+        """The direct groups of the subject ``key`` from its stored value in
+        ``subjects``, kept deserialized from now on (a value damaged in a way ``warm``
+        could not see fails here, as a read of it does)."""
         try:
             groups = m2g_groups(raw)
         except ValueError as exc:
@@ -374,10 +373,12 @@ def _closures(
             except Exception:
                 continue
     del values, big_values
+    for gid in have:
+        out.pop(gid, None)  # already held
     found = np.zeros(count, dtype=bool)
     found[np.fromiter(out, np.int64, len(out))] = True
     for gid in np.flatnonzero(~found).tolist():
-        if gid not in have:
+        if gid not in have:  # the overlay's, and any the pass did not yield
             out[gid] = r.bitmap("g2g", gid)
     return out
 

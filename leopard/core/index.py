@@ -300,9 +300,9 @@ class Index:
         mem = c.subjects
         direct: BitMap | None = None
         if mem is not None and type(subject) is str:
-            got = mem.get(subject.encode("utf-8", "surrogatepass"))
+            got = mem.get(skey := subject.encode("utf-8", "surrogatepass"))
             # held as stored until first asked
-            direct = c.subject_groups(subject, got) if isinstance(got, bytes) else got
+            direct = c.subject_groups(skey, got) if isinstance(got, bytes) else got
         found = direct is not None
         if not found and type(subject) is str and len(subject) <= _SHORT and "#" not in subject:
             if prefetched is not None and subject in prefetched:
@@ -376,9 +376,9 @@ class Index:
         out: list[bool] = []
         append = out.append
         for s, g in pairs:
-            direct = mem.get(s.encode("utf-8", "surrogatepass"))
+            direct = mem.get(skey := s.encode("utf-8", "surrogatepass"))
             if isinstance(direct, bytes):
-                direct = self._c.subject_groups(s, direct)
+                direct = self._c.subject_groups(skey, direct)
             reach = reaches.get(g)
             if direct is None or reach is None:
                 append(check(s, g))  # validates both, and resolves the group
