@@ -14,8 +14,9 @@ cache           holds                                       bound
                                                             starts over
 ``closures``    group id -> GROUP2GROUP (after ``warm()``,    ``CLOSURE_LIMIT`` sets, then
                 a small one as stored until first asked)    starts over (``warm`` fills it)
-``reaches``     group name -> GROUP2GROUP, for the inline   ``CLOSURE_LIMIT`` names, then
-                path of ``check_many``                      starts over
+``reaches``     group name -> GROUP2GROUP, for the path of  ``CLOSURE_LIMIT`` names, then
+                a check after ``warm()`` that parses        starts over
+                nothing (``Index._held_pair``)
 ``wildcards``   namespace -> the groups of ``ns:*``         one entry per namespace asked
 ``members``     group id -> union of the members below it   ``MEMBER_LIMIT`` groups, oldest
                                                             first out
@@ -40,6 +41,7 @@ import gc
 from collections.abc import Iterable
 from itertools import compress
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 from pyroaring import BitMap
@@ -60,6 +62,7 @@ NAME_LIMIT = 200_000
 CLOSURE_LIMIT = 2_000_000
 UP_LIMIT = 1_000_000
 MEMBER_LIMIT = 16
+_UNSEEN: Any = object()
 
 
 class CachedSets:
@@ -70,8 +73,7 @@ class CachedSets:
         self.group_ids: dict[str, int] = {}
         # a value may be the stored GROUP2GROUP value until first asked (after warm())
         self.closures: dict[int, BitMap | bytes] = {}
-        self.reaches: dict[str, BitMap] = {}
-        self._reach_names: dict[int, list[str]] = {}  # group id -> its names in reaches
+        self.reaches: dict[str, BitMap | tuple[BitMap]] = {}
         self.wildcards: dict[str, BitMap | None] = {}
         self._members: dict[int, BitMap] = {}
         # a value is the stored MEMBER2GROUP value until first asked (``subject_groups``)
@@ -111,13 +113,43 @@ class CachedSets:
             self.group_ids.clear()
         self.group_ids[name] = -1 if gid is None else gid
 
-    def remember_reach(self, name: str, gid: int) -> None:
-        """Hold the closure of ``gid`` under the name it was asked by."""
+    def remember_reach(self, name: str, gid: int, resource_tier: bool = False) -> None:
+        """Hold the closure of ``gid`` under the name it was asked by (in a tuple of
+        one for a set of the resource tier, whose check meets it differently)."""
+        if name in self.reaches:
+            return
         if len(self.reaches) > CLOSURE_LIMIT:
             self.reaches.clear()
-            self._reach_names.clear()
-        self.reaches[name] = self.closure(gid)
-        self._reach_names.setdefault(gid, []).append(name)
+        closure = self.closure(gid)
+        self.reaches[name] = (closure,) if resource_tier else closure
+
+    def held_answer(self, s: str, g: str) -> bool | None:
+        """After ``warm()``, the answer for a subject held in memory and a group whose
+        closure a check reached before (both then valid names, so neither is parsed):
+        one intersection, and one with the namespace's wildcard groups when that
+        misses (or, for a resource-tier set, one with the sets above the subject).
+        None when the pair needs the whole path of ``Index._check`` (which remembers
+        the group's closure here, ``remember_reach``)."""
+        mem = self.subjects
+        if mem is None:
+            return None
+        reach = self.reaches.get(g)
+        if reach is None:
+            return None
+        direct = mem.get(skey := s.encode("utf-8", "surrogatepass"))
+        if direct is None:
+            return None
+        if isinstance(direct, bytes):  # held as stored until first asked
+            direct = self.subject_groups(skey, direct)
+        if isinstance(reach, tuple):  # a resource-tier set's: as Index._check does
+            up = self.up(s, direct) if s.endswith(":*") else self.up_wild(s, direct)
+            return up.intersect(reach[0])
+        if direct.intersect(reach):
+            return True
+        w = self.wildcards.get(s[: s.find(":")], _UNSEEN)
+        if w is _UNSEEN:
+            return None  # Index._check looks the wildcard up, and remembers it
+        return w is not None and w.intersect(reach)
 
     def wildcard_groups(self, namespace: str) -> BitMap | None:
         """The groups ``namespace:*`` is directly in (None when in none)."""
@@ -244,13 +276,16 @@ class CachedSets:
         if not updates:
             self.closures.clear()
             self.reaches.clear()
-            self._reach_names.clear()
         elif g2g:
-            for key in g2g:
-                gid = gid_of(key)
+            gids = [gid_of(key) for key in g2g]
+            for gid in gids:
                 self.closures.pop(gid, None)
-                for name in self._reach_names.pop(gid, ()):
+            if self.reaches:
+                # a group is asked by its name, or without the relation when its
+                # namespace has one set: drop both
+                for name in reader.group_names(gids):
                     self.reaches.pop(name, None)
+                    self.reaches.pop(name[: name.rfind("#")], None)
         m2g = updates.get("m2g")
         wild_changed = m2g is not None and any(key.endswith(b":*") for key in m2g)
         if not updates or wild_changed:

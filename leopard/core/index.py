@@ -47,7 +47,6 @@ SWAP_GRACE = 30.0
 # The patterns check every limit but the id's, in bytes: no name this short (in
 # characters) can hold an id over it.
 _SHORT = MAX_ID_BYTES // 4
-_UNSEEN: Any = object()
 
 
 def _long(name: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
@@ -218,6 +217,9 @@ class Index:
             return gid if gid >= 0 else None
         if not isinstance(name, str):
             raise InvalidInput(f"group must be a string, not {type(name).__name__}")
+        gid = self._r.base_group_ids.get(name)
+        if gid is not None:  # a name as the base stores it: valid, nothing to parse
+            return gid
         m = GROUP_RE.fullmatch(name) if len(name) <= _SHORT else _long(name, GROUP_RE)
         if m is None:
             parse_object(name, what="group")  # raises with the precise reason
@@ -285,15 +287,16 @@ class Index:
     def check(self, subject: str, group: str) -> bool:
         """Whether ``subject`` is in ``group``, directly or through nested groups."""
         with self._lock:
+            if type(subject) is str and type(group) is str:
+                found = self._c.held_answer(subject, group)
+                if found is not None:
+                    return found
             return self._check(subject, group)
 
     def _check(self, subject: str, group: str, prefetched: dict[str, Any] | None = None) -> bool:
         c = self._c
         gid = c.group_ids.get(group)
-        if gid is None:
-            gid = self._group_id(group)
-        elif gid < 0:
-            gid = None
+        gid = self._group_id(group) if gid is None else gid if gid >= 0 else None
         # The common case, a plain subject: read its direct groups first (after warm(),
         # one probe of the in-memory copy, keyed as stored) and check the name's form
         # only when the index does not know it, so a hit costs no parsing.
@@ -301,7 +304,6 @@ class Index:
         direct: BitMap | None = None
         if mem is not None and type(subject) is str:
             got = mem.get(skey := subject.encode("utf-8", "surrogatepass"))
-            # held as stored until first asked
             direct = c.subject_groups(skey, got) if isinstance(got, bytes) else got
         found = direct is not None
         if not found and type(subject) is str and len(subject) <= _SHORT and "#" not in subject:
@@ -327,6 +329,8 @@ class Index:
         if not isinstance(g2g, BitMap):  # not held, or held as stored
             g2g = c.closure(gid)
         rset = self._r.resource_ids
+        if mem is not None and type(group) is str:
+            c.remember_reach(group, gid, bool(rset) and gid in rset)  # for held_answer
         if rset and gid in rset:
             # A resource-tier set's closure stops at the groups it names: meet it with
             # the subject's groups and all above them (its namespace wildcard's too).
@@ -354,50 +358,26 @@ class Index:
         """
         pairs = list(pairs)
         with self._lock:
-            mem = self._c.subjects
-            if mem is not None:
+            if self._c.subjects is not None:
                 try:
-                    return self._check_many_warm(pairs, mem)
+                    return self._check_many_warm(pairs)
                 except (TypeError, AttributeError):
                     pass  # a subject that is no string, an unhashable group: named below
             keys = {s for s, _ in pairs if type(s) is str and "#" not in s}
             prefetched = self._r.m2g_groups_many(sorted(keys)) if len(keys) > 1 else None
             return [self._check(s, g, prefetched) for s, g in pairs]
 
-    def _check_many_warm(self, pairs: list[Any], mem: dict[bytes, BitMap | bytes]) -> list[bool]:
-        """``check_many`` after ``warm()``: the common case inline, the rest by ``_check``.
-
-        A subject found in memory and a group already resolved are both valid names,
-        so a pair of them needs no parsing: one intersection with the group's
-        closure, and one with the namespace's wildcard groups when that misses.
-        """
-        reaches, wild = self._c.reaches, self._c.wildcards
-        check = self._check
+    def _check_many_warm(self, pairs: list[Any]) -> list[bool]:
+        """``check_many`` after ``warm()``: ``CachedSets.held_answer`` for each pair,
+        ``_check`` for what it leaves (which resolves the group and remembers its
+        closure)."""
+        held, check = self._c.held_answer, self._check
         out: list[bool] = []
         append = out.append
         for s, g in pairs:
-            direct = mem.get(skey := s.encode("utf-8", "surrogatepass"))
-            if isinstance(direct, bytes):
-                direct = self._c.subject_groups(skey, direct)
-            reach = reaches.get(g)
-            if direct is None or reach is None:
-                append(check(s, g))  # validates both, and resolves the group
-                if reach is None:
-                    self._remember_reach(g)
-            elif direct.intersect(reach):
-                append(True)
-            else:
-                w = wild.get(s[: s.find(":")], _UNSEEN)
-                if w is _UNSEEN:
-                    append(check(s, g))  # looks the wildcard up, and remembers it
-                else:
-                    append(w is not None and w.intersect(reach))
+            found = held(s, g)
+            append(check(s, g) if found is None else found)
         return out
-
-    def _remember_reach(self, group: str) -> None:
-        gid = self._c.group_ids.get(group)
-        if gid is not None and gid >= 0 and gid not in self._r.resource_ids:
-            self._c.remember_reach(group, gid)
 
     def groups_of(
         self, subject: str, *, type: str | None = None, permission: str | None = None
