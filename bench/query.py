@@ -54,6 +54,24 @@ def timed(fn, args_list) -> list[int]:
     return out
 
 
+def _bare_check(ix):  # noqa: ANN001, ANN202
+    """A check reduced to its memory reads, on ``ix``'s own in-memory sets after
+    ``warm()`` and a pass over the pairs (their subjects deserialized, their groups'
+    closures held by name): the subject's probe, the group's probe, one intersection.
+    Nothing is validated and no wildcard is looked at, so it answers only for timing."""
+    held = ix._c  # the index's caches: the floor is of these very dictionaries
+    subjects, reaches = held.subjects, held.reaches
+
+    def bare(subject: str, group: str) -> bool:
+        direct = subjects.get(subject.encode("utf-8", "surrogatepass"))
+        reach = reaches.get(group)
+        if type(reach) is tuple:  # a resource-tier set's (not in a group org)
+            reach = reach[0]
+        return direct is not None and reach is not None and direct.intersect(reach)
+
+    return bare
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,6 +107,7 @@ def main() -> None:
         # deserializes it; then the same pairs again, every set they read deserialized
         steady = timed(ix.check, fresh_pairs)
         again = timed(ix.check, fresh_pairs)
+        floor = timed(_bare_check(ix), fresh_pairs)
         deep_user = report.get("deep_user") or users[0]
         g_lat = timed(ix.groups_of, [(deep_user,)] * 50)
         n_groups_of = len(ix.groups_of(deep_user))
@@ -108,6 +127,7 @@ def main() -> None:
         "check_warm_p50_p99_us": percentiles(warm),
         "check_steady_p50_p99_us": percentiles(steady),
         "check_steady_again_p50_p99_us": percentiles(again),
+        "check_floor_p50_p99_us": percentiles(floor),
         "warm_seconds": round(warm_s, 2),
         "groups_of_deep_p50_p99_us": percentiles(g_lat),
         "groups_of_deep_count": n_groups_of,
@@ -149,6 +169,12 @@ def main() -> None:
             "check p50 / p99 after warm(), the same pairs again",
             f"{ap50:.1f} / {ap99:.1f} us",
             f"<= 2 / 10 us at 40M: {verdict(ap50 <= 2 and ap99 <= 10)}" if big else "",
+        ),
+        (
+            "the floor: the same pairs, a bare loop of two probes and one intersection",
+            "{:.1f} / {:.1f} us".format(*result["check_floor_p50_p99_us"]),
+            "the index's own dictionaries and sets, nothing else: what CPython and this "
+            "machine's memory cost",
         ),
         (
             "check p50 / p99 before warm(), the first pairs again",
