@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pyroaring import BitMap
+from support.schemas import FOLDERS
 
 from leopard import build_index
 from leopard.core.batches import table_from_tuples
@@ -186,39 +187,22 @@ def outcome(fn: Any, *args: Any) -> Any:
         return str(exc)
 
 
-DOCS_SCHEMA = """definition user {}
-definition group {
-  relation member: user | group#member
-}
-definition folder {
-  relation parent: folder
-  relation viewer: user | user:* | group#member
-  permission view = viewer + parent->view
-}
-definition document {
-  relation parent: folder
-  relation viewer: user | group#member
-  permission view = viewer + parent->view
-}
-"""
-
-
 def test_a_warm_check_of_a_documents_set_meets_the_groups_above_its_subject(
     tmp_path: Path,
 ) -> None:
     """A document's closure stops at the groups it names: after warm(), a check of it
     that answers from the sets an earlier check resolved still meets the groups above
     the subject, and follows each batch that moves them."""
-    (tmp_path / "s.zed").write_text(DOCS_SCHEMA)
+    (tmp_path / "s.zed").write_text(FOLDERS)
     config = schema_config(tmp_path / "s.zed")
     base = [
         "group:eng#member@user:alice",
         "group:all#member@group:eng#member",
         "folder:f#viewer@group:all#member",
-        "document:d#parent@folder:f",
+        "doc:d#parent@folder:f",
     ]
     build_index([base], tmp_path / "idx", config)
-    asked = [("user:alice", "document:d#view"), ("user:zed", "document:d#view")]
+    asked = [("user:alice", "doc:d#view"), ("user:zed", "doc:d#view")]
     with Index(tmp_path / "idx") as ix:
         ix.warm()
         for _ in range(3):  # the first resolves the set, the others answer from memory
@@ -230,8 +214,8 @@ def test_a_warm_check_of_a_documents_set_meets_the_groups_above_its_subject(
                 ("delete", "group:all#member@group:eng#member", [False, False]),
                 ("touch", "group:all#member@group:eng#member", [True, False]),
                 ("touch", "folder:f#viewer@user:*", [True, True]),
-                ("delete", "document:d#parent@folder:f", [False, False]),
-                ("touch", "document:d#viewer@group:eng#member", [True, False]),
+                ("delete", "doc:d#parent@folder:f", [False, False]),
+                ("touch", "doc:d#viewer@group:eng#member", [True, False]),
             ]
             for op, line, want in steps:
                 w.apply([(op, parse_tuple(line))])

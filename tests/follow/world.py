@@ -10,26 +10,9 @@ from typing import Any
 
 from authzed.api import v1
 from authzed.api.v1 import permission_service_pb2 as perm
+from support.schemas import FOLDERS
 
-SCHEMA = """
-definition user {}
-
-definition group {
-    relation member: user | group#member
-}
-
-definition folder {
-    relation parent: folder
-    relation viewer: user | user:* | group#member
-    permission view = viewer + parent->view
-}
-
-definition doc {
-    relation parent: folder
-    relation viewer: user | group#member
-    permission view = viewer + parent->view
-}
-"""
+SCHEMA = FOLDERS
 
 USERS = [f"u{i}" for i in range(8)] + ["stranger"]
 GROUPS = [f"g{i}" for i in range(5)]
