@@ -41,7 +41,7 @@ from ingest.kafka.source import Batch, Gap, KafkaSource, Message
 from ingest.settings import ConsumerSettings
 from ingest.upstream.headers import BridgedRevisions
 from leopard.core.compact import start_compaction
-from leopard.core.incremental import DeltaWriter
+from leopard.core.incremental import DeltaWriter, collector_paused
 from leopard.core.index import Index
 from leopard.core.layers import SetReader
 from leopard.core.successor import Successor, live_generation
@@ -149,7 +149,10 @@ class ChangeConsumer:
             while not self._stop.is_set():
                 try:
                     self._follow_generation()
-                    got = self._poll_once()
+                    # a batch's records, as its changes, are freed with it: the cyclic
+                    # collector waits until the batch is applied (see collector_paused)
+                    with collector_paused():
+                        got = self._poll_once()
                 except BrokerError as exc:
                     self._outage(exc)
                     # what was fetched and not applied is fetched again, never skipped

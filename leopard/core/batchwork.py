@@ -18,6 +18,10 @@ from leopard.store.layout import split_m2g, support_key
 
 __all__ = ["Work"]
 
+# a member edge of a batch resolved: (edge, touched, group id, subject id, the subject's
+# direct groups, support key or None)
+_Row = tuple[Edge, bool, int, int, BitMap, bytes | None]
+
 
 class Work:
     """The sets one batch changes: copies of closures and edges (the state before the
@@ -37,9 +41,8 @@ class Work:
         self.m2g: dict[str, tuple[int, BitMap]] = {}
         self.m2g_dirty: set[str] = set()
         self.support: dict[bytes, int] = {}
-        self.stored_support: dict[bytes, bytes | None] = {}  # read ahead by prefetch
+        self.stored_support: dict[bytes, bytes | None] = {}  # read ahead, multi-get
         self.support_entries: set[bytes] = set()  # keys stored with a non-empty mask
-        self.unknown: set[str] = set()  # subjects the index had no entry for
         self.new_groups: list[str] = []
         self.new_group_ids: dict[str, int] = {}
         self.new_subjects: dict[int, str] = {}
@@ -89,23 +92,6 @@ class Work:
         """The ids of a schema's resource-tier sets, this batch's new ones included."""
         return self.r.resource_ids | self.new_resource if self.new_resource else self.r.resource_ids
 
-    def subject(self, name: str, create: bool) -> tuple[int, BitMap] | None:
-        got = self.m2g.get(name)
-        if got is not None:
-            return got
-        found = None if name in self.unknown else self.r.m2g(name)
-        if found is not None:
-            got = found  # deserialized for this batch alone: safe to change
-        elif create:
-            sid = self.next_subject
-            self.next_subject += 1
-            self.new_subjects[sid] = name
-            got = (sid, BitMap())
-        else:
-            return None
-        self.m2g[name] = got
-        return got
-
     def mask(self, key: bytes, present: bool) -> int:
         if key in self.support:
             return self.support[key]
@@ -119,34 +105,102 @@ class Work:
             return mask
         return 1
 
-    def prefetch(
-        self, edges: list[tuple[Edge, bool]], read_many: Callable[[str, Iterable[int]], None]
-    ) -> None:
-        """Read what the member edges of a batch need with a few multi-gets instead
-        of a point read each: the subjects' direct groups, the groups' member sets
-        (into the writer's cache, through ``read_many``) and the support masks."""
-        r = self.r
-        names = list({e.subject for e, _ in edges if not e.nested} - self.m2g.keys())
-        for name, raw in zip(names, r.raw_many("m2g", [n.encode() for n in names]), strict=True):
+    def members(
+        self, work: list[tuple[Edge, bool]], read_many: Callable[[str, Iterable[int]], None]
+    ) -> list[_Row]:
+        """Apply the member edges of ``work``, in order; those whose presence flipped
+        (each ``(edge, touched, ...)``).
+
+        The batch's new groups get their ids here, in the order of ``work`` (nesting
+        edges' too: ``_nested`` finds them made). What the member edges read comes
+        with a few multi-gets, not a point read each: the subjects' direct groups,
+        the groups' member sets (into the writer's cache, through ``read_many``) and
+        the support masks of the edges stored already. The loops below are the
+        hottest of a stream of member changes, hence their local names.
+        """
+        r, m2g = self.r, self.m2g
+        names = list({e.subject for e, _ in work if not e.nested} - m2g.keys())
+        keys = [n.encode() for n in names]
+        for name, key, raw in zip(names, keys, r.raw_many("m2g", keys), strict=True):
             if raw is not None:
-                self.m2g[name] = r.decode("m2g", name.encode(), raw, split_m2g)
-            else:
-                self.unknown.add(name)
-        group_id = r.group_id
-        gids: set[int] = set()
-        keys: list[bytes] = []
-        m2g = self.m2g
-        for e, _ in edges:
+                m2g[name] = r.decode("m2g", key, raw, split_m2g)
+        base_id, overlay_id = r.base_group_ids.get, r.overlay.group_ids.get
+        new_id, ensure = self.new_group_ids.get, self.ensure_group
+        new_subjects = self.new_subjects
+        rows: list[_Row] = []
+        stored: list[bytes] = []  # support keys of edges the index holds already
+        for e, add in work:
             if e.nested:
+                if add:
+                    ensure(e.group)
+                    ensure(e.subject)
                 continue
-            gid = group_id(e.group)
+            name = e.group
+            gid = base_id(name)
             if gid is None:
-                continue
-            gids.add(gid)
+                gid = overlay_id(name)
+                if gid is None:
+                    gid = new_id(name)
+                    if gid is None:
+                        if not add:
+                            continue
+                        gid = ensure(name)
+            name = e.subject
+            got = m2g.get(name)
+            if got is None:  # unknown to the index (read above): a touch makes it
+                if not add:
+                    continue
+                got = m2g[name] = (self.next_subject, BitMap())
+                new_subjects[self.next_subject] = name
+                self.next_subject += 1
+            skey = None
             if e.bit is not None:
-                got = m2g.get(e.subject)
-                if got is not None and gid in got[1]:
-                    keys.append(support_key(gid, False, got[0]))
-        read_many("g2m", gids)
-        if keys:
-            self.stored_support.update(zip(keys, r.raw_many("support", keys), strict=True))
+                skey = support_key(gid, False, got[0])
+                if gid in got[1]:
+                    stored.append(skey)
+            rows.append((e, add, gid, got[0], got[1], skey))
+        known = r.group_count()  # the batch's new groups have no stored members
+        read_many("g2m", {row[2] for row in rows if row[2] < known})
+        if stored:
+            self.stored_support.update(zip(stored, r.raw_many("support", stored), strict=True))
+        return self._flip_members(rows)
+
+    def _flip_members(self, rows: list[_Row]) -> list[_Row]:
+        """The member edges resolved by ``members``, applied in order."""
+        flipped: list[_Row] = []
+        support, mask_of = self.support, self.mask
+        sets, take, dirty = self.sets, self.take, self.dirty
+        m2g_dirty = self.m2g_dirty
+        members: dict[int, BitMap] = {}
+        for row in rows:
+            e, add, gid, sid, groups, key = row
+            present = gid in groups
+            if key is None:
+                keep = add
+            else:
+                mask = support.get(key)
+                if mask is None:
+                    mask = mask_of(key, present)
+                mask = mask | (1 << e.bit) if add else mask & ~(1 << e.bit)  # type: ignore[operator]
+                support[key] = mask
+                keep = mask != 0
+            if keep == present:
+                continue
+            bm = members.get(gid)
+            if bm is None:
+                # as ``bitmap("g2m", gid, write=True)``: the cached set, changed in place
+                fam_key = ("g2m", gid)
+                bm = sets.get(fam_key)
+                if bm is None:
+                    bm = sets[fam_key] = take("g2m", gid)
+                dirty.add(fam_key)
+                members[gid] = bm
+            if keep:
+                groups.add(gid)
+                bm.add(sid)
+            else:
+                groups.discard(gid)
+                bm.discard(sid)
+            m2g_dirty.add(e.subject)
+            flipped.append(row)
+        return flipped

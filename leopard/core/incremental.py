@@ -22,17 +22,20 @@ batch.
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pyroaring import BitMap
 
 from leopard.core.batchwork import Work
 from leopard.core.derived import Derivations, support_entries
-from leopard.core.layers import SetReader, open_delta
+from leopard.core.layers import SetReader, Updates, open_delta
+from leopard.core.readcache import ReadCache
 from leopard.errors import InvalidInput
 from leopard.model.closure import Graph, condense
 from leopard.model.edges import Edge, disallowed, edges_of
@@ -56,13 +59,11 @@ from leopard.store.layout import (
 )
 from leopard.store.rocks import RocksDB
 
-__all__ = ["ApplyReport", "DeltaWriter"]
+__all__ = ["ApplyReport", "DeltaWriter", "collector_paused"]
 
-# Sets a writer keeps deserialized between batches (all are dropped when it is full).
-# Full of the 10M-tuple org's closures it takes ~170 MB (74 MB serialized).
-_READ_CACHE_LIMIT = 300_000
 TOUCH = "touch"
 DELETE = "delete"
+_OPS = frozenset((TOUCH, DELETE))
 
 
 @dataclass
@@ -83,6 +84,26 @@ class ApplyReport:
     other_shard: int = 0
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector for a batch.
+
+    A batch makes a few short-lived tuples a change (decoded changes, edges, the rows
+    of ``Work``), none of them in a cycle, all freed by reference counting when it is
+    done. While they live, the collector would walk them again and again, each time
+    its allocation count runs over: on the 10M org, a fifth of the cost of a member
+    change. It runs as before once the batch is done.
+    """
+    if not gc.isenabled():  # paused already (a caller's batch around this one)
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 class DeltaWriter:
     """Applies change batches to the incremental layer of one index generation."""
 
@@ -92,15 +113,9 @@ class DeltaWriter:
         db = open_delta(reader.generation, read_only=False)
         assert db is not None  # read-write opening creates it
         self.db: RocksDB = db
-        # Group-keyed sets as this writer last read or wrote them, deserialized, shared
-        # read-only (callers copy before changing one). Consecutive batches read the
-        # same upper hierarchy and popular groups again and again (on the 10M org, 8
-        # batches of 500 edge changes made 786k reads of 186k distinct sets). Only this
-        # writer changes the sets of its generation, so an entry stays right until one
-        # of its batches replaces it, which _persist installs here too; a reloaded
-        # overlay (SetReader.refresh) empties the cache all the same.
-        self._cache: dict[tuple[str, int], BitMap] = {}
-        self._cache_overlay = reader.overlay
+        # the sets this writer last read or wrote, kept deserialized between batches
+        self._cache = ReadCache(reader)
+        self._read, self._read_many = self._cache.read, self._cache.read_many
         self._feeding: dict[tuple[str, str], list[tuple[str, int | None]]] = {}
         # a shard of a sharded index applies only the changes it holds
         shard = reader.meta.get("shard")
@@ -125,28 +140,45 @@ class DeltaWriter:
         """
         started = time.perf_counter()
         rep = ApplyReport()
-        last: dict[RelationTuple, str] = {}
-        shard = self._shard
-        for op, t in changes:
-            rep.changes += 1
-            if op not in (TOUCH, DELETE):
-                raise InvalidInput(f"change op must be 'touch' or 'delete', not {op!r}")
-            if shard is not None and not shard[0].holds(t, shard[1]):
-                rep.other_shard += 1
-                continue
-            last.pop(t, None)  # keep the order of the last change of each tuple
-            last[t] = op
-        rep.coalesced = rep.changes - rep.other_shard - len(last)
-        if self.reader.overlay is not self._cache_overlay:
-            self._cache.clear()
-            self._cache_overlay = self.reader.overlay
-        try:
-            self._apply(last, rep, position, source_state)
-        except BaseException:
-            self._cache.clear()  # its member sets may hold changes that were not persisted
-            raise
+        with collector_paused():
+            last = self._coalesce(changes, rep)
+            self._cache.follow()
+            try:
+                self._apply(last, rep, position, source_state)
+            except BaseException:
+                self._cache.sets.clear()  # its member sets may hold changes not persisted
+                raise
         rep.seconds = time.perf_counter() - started
         return rep
+
+    def _coalesce(
+        self, changes: Iterable[tuple[str, RelationTuple]], rep: ApplyReport
+    ) -> dict[RelationTuple, str]:
+        """The last op of each tuple, in the order of those last changes."""
+        batch = changes if isinstance(changes, list) else list(changes)
+        rep.changes = len(batch)
+        if not batch:
+            return {}
+        ops, tuples = zip(*batch, strict=True)
+        try:
+            valid = _OPS.issuperset(ops)
+        except TypeError:  # an op that is no string at all
+            valid = False
+        if not valid:
+            bad = next(op for op in ops if op not in _OPS)
+            raise InvalidInput(f"change op must be 'touch' or 'delete', not {bad!r}")
+        if self._shard is not None:
+            rule, shard = self._shard
+            held = [rule.holds(t, shard) for t in tuples]
+            ops = tuple(op for op, h in zip(ops, held, strict=True) if h)
+            tuples = tuple(t for t, h in zip(tuples, held, strict=True) if h)
+            rep.other_shard = rep.changes - len(tuples)
+        last = dict(zip(tuples, ops, strict=True))
+        if len(last) < len(tuples):  # a tuple changed twice: it goes where it changed last
+            at = dict(zip(tuples, range(len(tuples)), strict=True))
+            last = {tuples[i]: ops[i] for i in sorted(at.values())}
+        rep.coalesced = len(tuples) - len(last)
+        return last
 
     def _apply(
         self,
@@ -155,9 +187,33 @@ class DeltaWriter:
         position: dict[str, int] | None,
         source_state: dict[str, dict[str, Any]] | None,
     ) -> None:
-        w = Work(self.reader, self._read, self._take)
+        w = Work(self.reader, self._read, self._cache.take)
+        work = self._work(last, rep)
+        plan = self.config.plan
+        derivations = Derivations(plan, work, w) if plan is not None else None
+        flipped = w.members(work, self._read_many)
+        rep.member_changes = len(flipped)
+        changed_edges: list[tuple[int, int]] = []
+        self._prefetch_nested(w, work)
+        for e, add in work:
+            if e.nested and self._nested(w, e, add, changed_edges):
+                rep.edge_changes += 1
+        if derivations is not None:
+            for e, add, *_ in flipped:  # only member edges bring derived edges with them
+                derivations.flipped(e, add)
+            rep.edge_changes += derivations.apply(w, changed_edges)
+        if changed_edges:
+            self._rederive(w, changed_edges)
+        rep.new_groups = len(w.new_groups)
+        rep.new_subjects = len(w.new_subjects)
+        rep.sets_written = self._persist(w, position, source_state)
+
+    def _work(self, last: dict[RelationTuple, str], rep: ApplyReport) -> list[tuple[Edge, bool]]:
+        """The index edges the changes of a batch touch (``True``) or delete, in order."""
         config, feeding_of = self.config, self._feeding
+        schema = config.plan is not None
         work: list[tuple[Edge, bool]] = []
+        append = work.append
         for t, op in last.items():
             kind = (t.resource_type, t.relation)
             feeding = feeding_of.get(kind)
@@ -168,35 +224,47 @@ class DeltaWriter:
                 reason = f"{t.resource_type}#{t.relation} is not fed into an indexed set"
                 rep.skipped_reasons[reason] = rep.skipped_reasons.get(reason, 0) + 1
                 continue
-            why = disallowed(config, t)
-            if why is not None:
-                rep.skipped += 1
-                rep.skipped_reasons[why] = rep.skipped_reasons.get(why, 0) + 1
-                continue
+            if schema:  # without one every subject is allowed
+                why = disallowed(config, t)
+                if why is not None:
+                    rep.skipped += 1
+                    rep.skipped_reasons[why] = rep.skipped_reasons.get(why, 0) + 1
+                    continue
             add = op == TOUCH
-            for e in edges_of(feeding, config, t):
-                work.append((e, add))
-        w.prefetch(work, self._read_many)
-        changed_edges: list[tuple[int, int]] = []
-        derivations = Derivations(config.plan, work, w) if config.plan is not None else None
-        for e, add in work:
-            if e.nested:
-                flipped = self._nested(w, e, add, changed_edges)
-                if flipped:
-                    rep.edge_changes += 1
+            if t.subject_relation is None and len(feeding) == 1:
+                # the common change, a plain subject in one set: ``edges_of``'s edge
+                set_rel, bit = feeding[0]
+                group = f"{t.resource_type}:{t.resource_id}#{set_rel}"
+                append((Edge(group, f"{t.subject_type}:{t.subject_id}", False, bit), add))
             else:
-                flipped = self._member(w, e, add)
-                if flipped:
-                    rep.member_changes += 1
-            if flipped and derivations is not None:
-                derivations.flipped(e, add)
-        if derivations is not None:
-            rep.edge_changes += derivations.apply(w, changed_edges)
-        if changed_edges:
-            self._rederive(w, changed_edges)
-        rep.new_groups = len(w.new_groups)
-        rep.new_subjects = len(w.new_subjects)
-        rep.sets_written = self._persist(w, position, source_state)
+                for e in edges_of(feeding, config, t):
+                    append((e, add))
+        return work
+
+    def _prefetch_nested(self, w: Work, work: list[tuple[Edge, bool]]) -> None:
+        """Read what ``_nested`` reads with one multi-get a family, not a point read an
+        edge: the parents' children, the children's parents and the support masks of
+        the edges the index holds already (after ``Work.members`` made new groups)."""
+        known = self.reader.group_count()
+        pairs: list[tuple[int, int, int | None]] = []
+        for e, _ in work:
+            if e.nested:
+                p, c = w.group_id(e.group), w.group_id(e.subject)
+                if p is not None and c is not None and p < known and c < known:
+                    pairs.append((p, c, e.bit))
+        if not pairs:
+            return
+        self._read_many("child", [p for p, _, _ in pairs])
+        self._read_many("parent", [c for _, c, _ in pairs])
+        read = self._read
+        keys = [
+            support_key(p, True, c)
+            for p, c, bit in pairs
+            if bit is not None and c in read("child", p)
+        ]
+        if keys:
+            raws = self.reader.raw_many("support", keys)
+            w.stored_support.update(zip(keys, raws, strict=True))
 
     def _edge_support(self, w: Work, key: bytes, present: bool, bit: int | None, add: bool) -> bool:
         """Update the support mask of an edge; whether the edge exists afterwards."""
@@ -228,30 +296,6 @@ class DeltaWriter:
             kids.discard(c)
             w.bitmap("parent", c, write=True).discard(p)
         changed.append((p, c))
-        return True
-
-    def _member(self, w: Work, e: Edge, add: bool) -> bool:
-        if add:
-            gid: int | None = w.ensure_group(e.group)
-        else:
-            gid = w.group_id(e.group)
-            if gid is None:
-                return False
-        got = w.subject(e.subject, create=add)
-        if got is None or gid is None:
-            return False
-        sid, groups = got
-        present = gid in groups
-        keep = self._edge_support(w, support_key(gid, False, sid), present, e.bit, add)
-        if keep == present:
-            return False
-        if keep:
-            groups.add(gid)
-            w.bitmap("g2m", gid, write=True).add(sid)
-        else:
-            groups.discard(gid)
-            w.bitmap("g2m", gid, write=True).discard(sid)
-        w.m2g_dirty.add(e.subject)
         return True
 
     def _rederive(self, w: Work, changed: list[tuple[int, int]]) -> None:
@@ -287,38 +331,6 @@ class DeltaWriter:
             found |= nxt
             frontier = nxt
         return found
-
-    def _read(self, family: str, gid: int) -> BitMap:
-        """``reader.bitmap`` through the writer's cache; never change the result."""
-        key = (family, gid)
-        bm = self._cache.get(key)
-        if bm is None:
-            if len(self._cache) >= _READ_CACHE_LIMIT:
-                self._cache.clear()
-            bm = self._cache[key] = self.reader.bitmap(family, gid)
-        return bm
-
-    def _read_many(self, family: str, gids: Iterable[int]) -> None:
-        """Bring the sets of ``gids`` into the read cache with one multi-get."""
-        cache = self._cache
-        missing = [g for g in gids if (family, g) not in cache]
-        if not missing:
-            return
-        if len(cache) + len(missing) >= _READ_CACHE_LIMIT:
-            cache.clear()
-        keys = [gkey(g) for g in missing]
-        for gid, key, raw in zip(missing, keys, self.reader.raw_many(family, keys), strict=True):
-            cache[(family, gid)] = self.reader.set_value(family, key, raw)
-
-    def _take(self, family: str, gid: int) -> BitMap:
-        """The cached set itself, for ``Work.bitmap`` to change in place; a failed
-        batch empties the cache (see ``apply``)."""
-        key = (family, gid)
-        bm = self._cache.get(key)
-        if not bm:  # not cached, or empty: perhaps the reader's shared empty set
-            bm = BitMap(self._read(family, gid))
-            self._cache[key] = bm
-        return bm
 
     def _old(self, w: Work, family: str, gid: int) -> BitMap:
         """A closure as it was before this batch (new groups: just themselves)."""
@@ -394,7 +406,7 @@ class DeltaWriter:
         """The current set of one family as a plain function, for the hot loop of
         ``_region`` (up to millions of calls a batch); valid until ``w.sets`` changes."""
         batch = {gid: bm for (f, gid), bm in w.sets.items() if f == family}
-        cache, read = self._cache, self._read
+        cache, read = self._cache.sets, self._read
 
         def current(gid: int) -> BitMap:
             bm = batch.get(gid)
@@ -416,38 +428,31 @@ class DeltaWriter:
     ) -> int:
         r = self.reader
         wb = self.db.batch()
-        updates: dict[str, dict[bytes, bytes | None]] = {}
-        put = wb.put
-
-        def write(family: str, items: list[tuple[bytes, bytes]]) -> None:
-            if not items:
-                return
-            fam = updates.setdefault(family, {})
-            for key, value in items:
-                put(family, key, value)
-                fam[key] = value
-
-        sets: dict[str, list[tuple[bytes, bytes]]] = {}
+        # what the batch replaced, by family: written here and installed in the overlay
+        updates: dict[str, dict[bytes, bytes]] = {}
+        sets = w.sets
         for family, gid in w.dirty:
-            sets.setdefault(family, []).append((gkey(gid), w.sets[(family, gid)].serialize()))
-        for family, items in sets.items():
-            write(family, items)
+            fam = updates.get(family)
+            if fam is None:
+                fam = updates[family] = {}
+            fam[gkey(gid)] = sets[(family, gid)].serialize()
         m2g = w.m2g
-        write("m2g", [(n.encode(), m2g_value(*m2g[n])) for n in w.m2g_dirty])
-        write("sname", [(gkey(sid), name.encode()) for sid, name in w.new_subjects.items()])
+        updates["m2g"] = {n.encode(): m2g_value(*m2g[n]) for n in w.m2g_dirty}
+        updates["sname"] = {gkey(sid): n.encode() for sid, n in w.new_subjects.items()}
         # An empty value means "no entry": fed by the first source alone, or absent.
         # Only a stored entry needs one written over it; an edge without one (every
         # absent edge, as deletes clear theirs) needs nothing.
         entries = w.support_entries
-        write(
-            "support",
-            [
-                (key, b"" if mask in (0, 1) else mask_value(mask))
-                for key, mask in w.support.items()
-                if mask not in (0, 1) or key in entries
-            ],
-        )
-        write("dsupport", support_entries(w))
+        updates["support"] = {
+            key: b"" if mask in (0, 1) else mask_value(mask)
+            for key, mask in w.support.items()
+            if mask not in (0, 1) or key in entries
+        }
+        updates["dsupport"] = dict(support_entries(w))
+        for family in [f for f, fam in updates.items() if not fam]:
+            del updates[family]  # a family the batch left alone is not named
+        for family, fam in updates.items():
+            wb.put_many(family, fam.items())
         first_new = r.group_count()
         for i, name in enumerate(w.new_groups):
             wb.put_default(new_group_key(first_new + i), name.encode())
@@ -463,13 +468,9 @@ class DeltaWriter:
             state = merge_source_state(r.source_state, source_state)
             wb.put_default(SOURCE_STATE_KEY, encode_source_state(state))
         self.db.write(wb)
-        r.apply_overlay(updates, w.new_groups, w.next_subject, new_position, seq, state)
-        cache = self._cache
-        if len(cache) + len(w.dirty) >= _READ_CACHE_LIMIT:
-            cache.clear()
-        for dirty in w.dirty:  # the batch's sets are the new state: keep them
-            cache[dirty] = w.sets[dirty]
-        self._cache_overlay = r.overlay
+        installed = cast(Updates, updates)  # the writer never writes a value of None
+        r.apply_overlay(installed, w.new_groups, w.next_subject, new_position, seq, state)
+        self._cache.keep(w.sets, w.dirty)
         return sum(len(v) for v in updates.values())
 
     def stats(self) -> dict[str, Any]:
