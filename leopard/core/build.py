@@ -44,14 +44,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyroaring import BitMap
 
-from leopard.core.collect import Collector, concat, edges_of, prefetch, support_masks
+from leopard.core.collect import (
+    Collector,
+    concat,
+    edges_of,
+    member_edges,
+    prefetch,
+    support_masks,
+)
 from leopard.core.edgekeys import (
     bitmaps_by_head,
     derived_edges,
     derived_support,
+    distinct_heads,
     largest_group,
     remap,
     resource_nodes,
+    transposed,
 )
 from leopard.errors import InvalidInput, StorageError
 from leopard.model.bitpack import serialize_rows
@@ -176,9 +185,7 @@ def build_from_batches(
         n_leaves = len(col.leaf_names)
         n_p, n_c = concat(col.n_parent), concat(col.n_child)
         nested = edges_of(n_p, n_c, concat(col.n_flag, bool))
-        member = edges_of(concat(col.m_group), concat(col.m_leaf), concat(col.m_flag, bool))
-        col.n_parent = col.n_child = col.m_group = col.m_leaf = []
-        col.n_flag = col.m_flag = []
+        col.n_parent = col.n_child = col.n_flag = []
         derived, derived_counts = derived_edges(col)
         # leaf ids in name order, so pages of members_of are id ranges
         leaf_names = col.leaf_names
@@ -217,17 +224,20 @@ def build_from_batches(
             new_id = np.arange(n_groups, dtype=np.int64)
             if is_resource is not None:
                 new_id = np.argsort(np.argsort(is_resource * n_groups + new_id, kind="stable"))
-        by_leaf = remap(member[0], new_id, leaf_id, swap=True)
-        names_sorted = pc.take(leaf_names, pa.array(by_name)).to_pylist()
+        # the leaf memberships wait for the final ids: then one sort orders them
+        member = member_edges(col, new_id, leaf_id)
+        by_leaf = member[0]
+        # as UTF-8 bytes, the form the subject families store (no str made and encoded)
+        names_sorted = pc.take(leaf_names, pa.array(by_name)).cast(pa.binary()).to_pylist()
         del leaf_names
         phase("order")
 
         order = np.argsort(new_id)
         comp_of = cond.comp[order].tolist()  # component of each final id
 
-        # Subjects (a million or more keys) and GROUP2ANCESTOR are computed and written
-        # by a child process while this one does GROUP2GROUP and the edges: pyroaring
-        # holds the GIL, so threads would not help.
+        # MEMBER2GROUP (a million or more keys) and GROUP2ANCESTOR are computed and
+        # written by a child process while this one does GROUP2GROUP, the edges and the
+        # subjects' names: pyroaring holds the GIL, so threads would not help.
         sst_dir = tmp / "sst"
         sst_dir.mkdir()
         writer = BaseWriter(sst_dir)
@@ -238,7 +248,7 @@ def build_from_batches(
             child = _fork(work)
         if child is None:
             _child_work(writer, by_leaf, names_sorted, cond, new_id, comp_of, resource, False)
-        del by_leaf, names_sorted
+        del by_leaf
 
         g2g, g2g_sizes = serialized_closures(cond, new_id, resource=resource, graph=graph)
         depth = depths(cond)
@@ -247,8 +257,9 @@ def build_from_batches(
         names_in_order = pc.take(col.group_names, pa.array(order)).to_pylist()
         down = remap(down_tmp, new_id, new_id, swap=False)
         up = remap(down_tmp, new_id, new_id, swap=True)
-        by_group = remap(member[0], new_id, leaf_id, swap=False)
-        support = support_masks(col, {True: nested, False: member}, new_id, leaf_id)
+        by_group = transposed(member[0], n_leaves, n_groups)
+        support = support_masks(col, nested, member, new_id, leaf_id)
+        subjects = distinct_heads(member[0])
         d_down = remap(derived, new_id, new_id, swap=False)
         d_up = remap(derived, new_id, new_id, swap=True)
         d_support = derived_support(derived, derived_counts, new_id)
@@ -271,6 +282,13 @@ def build_from_batches(
         for family, pairs in (("support", support), ("dsupport", d_support)):
             with writer.family(family) as w:
                 w.put_many([k for k, _ in pairs], [v for _, v in pairs])
+        # the subjects' names are written here, their MEMBER2GROUP values by the child:
+        # so the two processes' shares of the writing come out about even
+        with writer.family("sname") as w:
+            for start in range(0, len(subjects), _KEYS_AT_ONCE):
+                ids = subjects[start : start + _KEYS_AT_ONCE]
+                w.put_many(id_keys(ids), [names_sorted[i] for i in ids.tolist()])
+        del names_sorted, subjects
         phase("write groups")
 
         largest_gid, largest_n = largest_group(cond, g2g, g2g_sizes, new_id, comp_of, by_group)
@@ -286,7 +304,7 @@ def build_from_batches(
         report.rejected = rejected() if rejected else 0
         report.groups = n_groups
         report.subjects = n_leaves
-        report.member_edges = int(len(by_group))
+        report.member_edges = int(len(by_group[2]))
         report.nested_edges = int(len(down))
         report.derived_edges = int(len(d_down))
         plan = config.plan
@@ -384,33 +402,29 @@ def _write_closures(
 def _child_work(
     writer: BaseWriter,
     by_leaf: np.ndarray,
-    names: list[str],
+    names: list[bytes],
     cond: Any,
     new_id: np.ndarray,
     comp_of: list[int],
     resource: list[bool] | None,
     file_only: bool,
 ) -> None:
-    """The share of the writing done beside the main process: subjects, ancestors."""
+    """The share of the writing done beside the main process: MEMBER2GROUP, ancestors."""
     _write_subjects(writer, by_leaf, names, file_only)
     g2a, _ = serialized_closures(cond, new_id, reverse=True, resource=resource)
     _write_closures(writer, "g2a", g2a, comp_of, file_only=file_only, alone=resource)
 
 
 def _write_subjects(
-    writer: BaseWriter, by_leaf: np.ndarray, names: list[str], file_only: bool
+    writer: BaseWriter, by_leaf: np.ndarray, names: list[bytes], file_only: bool
 ) -> None:
-    """MEMBER2GROUP and subject names, in subject id (= name) order."""
-    with (
-        writer.family("m2g", file_only=file_only) as m2g,
-        writer.family("sname", file_only=file_only) as sname,
-    ):
+    """MEMBER2GROUP, in subject id (= name) order."""
+    with writer.family("m2g", file_only=file_only) as m2g:
         for heads, groups in bitmaps_by_head(by_leaf):
             keys = id_keys(heads)
-            encoded = [names[sid].encode() for sid in heads.tolist()]
+            encoded = [names[sid] for sid in heads.tolist()]
             # a MEMBER2GROUP value is the subject's id, then its groups (``m2g_value``)
             m2g.put_many(encoded, [k + g for k, g in zip(keys, groups, strict=True)])
-            sname.put_many(keys, encoded)
 
 
 @dataclass

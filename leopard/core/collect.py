@@ -11,6 +11,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,17 @@ import pyarrow.compute as pc
 
 from leopard.core.derive import SchemaRows
 from leopard.model.config import DEFAULT_RELATION, Config
-from leopard.store.layout import mask_value, support_key
+from leopard.store.layout import mask_value
 
-__all__ = ["Collector", "prefetch", "edges_of", "support_masks", "concat"]
+__all__ = [
+    "Collector",
+    "prefetch",
+    "edges_of",
+    "member_edges",
+    "sort_keys",
+    "support_masks",
+    "concat",
+]
 
 
 class Collector:
@@ -42,8 +51,7 @@ class Collector:
         # Interning: each batch's distinct names are appended here, and an edge end is
         # first a position in the concatenation; ``finish`` deduplicates the whole
         # concatenation once and turns positions into ids (no Python loop per name).
-        self.g_parts: list[pa.Array] = []
-        self.g_size = 0
+        self.groups = _Names()
         self.l_parts: list[pa.Array] = []
         self.l_size = 0
         # edges as parallel arrays; `flag` marks rows fed by a set's non-first source
@@ -79,10 +87,7 @@ class Collector:
 
     def _groups(self, names: pa.Array) -> np.ndarray:
         """Positions of ``names`` among all group names seen."""
-        start = self.g_size
-        self.g_parts.append(names)
-        self.g_size += len(names)
-        return np.arange(start, self.g_size, dtype=np.int64)
+        return self.groups.add(names)
 
     def _leaves(self, names: pa.Array) -> np.ndarray:
         start = self.l_size
@@ -97,12 +102,18 @@ class Collector:
         enc = pc.dictionary_encode(keys)
         return enc.dictionary, enc.indices.to_numpy(zero_copy_only=False)
 
-    @staticmethod
-    def _dedupe(parts: list[pa.Array]) -> tuple[pa.Array, np.ndarray]:
-        if not parts:
-            return pa.array([], pa.string()), np.zeros(0, dtype=np.int64)
-        enc = pc.dictionary_encode(pa.concat_arrays([p.cast(pa.string()) for p in parts]))
-        return enc.dictionary, enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    @classmethod
+    def _objects(cls, ns: Any, ids: Any) -> tuple[pa.Array, np.ndarray]:
+        """The distinct ``ns:id`` of the rows (in order of first appearance) and each
+        row's place among them. A batch's rows are usually of one namespace: then the
+        ids alone are hashed and the distinct ones joined to it, which gives the same
+        names in the same order without joining (and hashing) every row's longer key."""
+        if isinstance(ns, pa.ChunkedArray):
+            ns = ns.combine_chunks()
+        if len(ns) and pc.all(pc.equal(ns, ns[0])).as_py():
+            ids, idx = cls._encode(ids)
+            return pc.binary_join_element_wise(ns[0], ids, ":"), idx
+        return cls._encode(pc.binary_join_element_wise(ns, ids, ":"))
 
     def _add_derived(self, parents: Any, children: Any, bits: np.ndarray) -> None:
         if isinstance(parents, pa.ChunkedArray):
@@ -117,9 +128,12 @@ class Collector:
         """Turn every edge end from a position into a dense id; names in id order."""
         if self.schema_rows is not None:
             self.schema_rows.finish()
-        self.group_names, g_of = self._dedupe(self.g_parts)
-        self.leaf_names, l_of = self._dedupe(self.l_parts)
-        self.g_parts = self.l_parts = []
+        # the two are independent and Arrow works without the GIL: side by side
+        with ThreadPoolExecutor(1) as pool:
+            leaves = pool.submit(_dedupe, self.l_parts)
+            self.group_names, g_of = self.groups.finish()
+            self.leaf_names, l_of = leaves.result()
+        self.l_parts = []
         self.n_parent = [g_of[a] for a in self.n_parent]
         self.n_child = [g_of[a] for a in self.n_child]
         self.m_group = [g_of[a] for a in self.m_group]
@@ -138,6 +152,7 @@ class Collector:
         n = table.num_rows
         if n == 0:
             return
+        self.groups.fold()  # the batches before this one's, once there are enough
         self.read += n
         if self.schema_rows is not None:
             self.indexed += self.schema_rows.add(table)
@@ -171,49 +186,62 @@ class Collector:
 
     def _add_fed(self, t: pa.Table, set_rel: str, sources: list[str]) -> None:
         n = t.num_rows
-        names, idx = self._encode(pc.binary_join_element_wise(t["rns"], t["rid"], ":"))
+        names, idx = self._objects(t["rns"], t["rid"])
         keys = pc.binary_join_element_wise(names, pa.scalar(set_rel), "#")
         gids = self._groups(keys)[idx]
         if len(sources) > 1:
             bits = pc.index_in(t["rel"], value_set=pa.array(sources)).to_numpy(zero_copy_only=False)
         else:
             bits = np.zeros(n, dtype=np.int64)
-        sid = t["sid"]
+        sns, sid, srel = t["sns"], t["sid"], t["srel"]
         self.wildcards += pc.sum(pc.equal(sid, "*")).as_py() or 0
-        srel = t["srel"]
         with_rel = srel.null_count != n  # any userset subjects in this batch?
         plain = pc.is_null(srel) if with_rel else None
-        # plain subjects: leaves
-        sub = t if plain is None else t.filter(plain)
-        if sub.num_rows:
-            names, idx = self._encode(pc.binary_join_element_wise(sub["sns"], sub["sid"], ":"))
-            lid_of = self._leaves(names)
-            rows = slice(None) if plain is None else plain.to_numpy(zero_copy_only=False)
-            self._add_edges(False, gids[rows], lid_of[idx], bits[rows])
+        # plain subjects: leaves (the columns are filtered, not the table: a table's
+        # filter costs several times the two columns')
         if plain is None:
+            names, idx = self._objects(sns, sid)
+            self._add_edges(False, gids, self._leaves(names)[idx], bits)
             return
+        rows = plain.to_numpy(zero_copy_only=False)
+        if rows.any():
+            names, idx = self._objects(pc.filter(sns, plain), pc.filter(sid, plain))
+            self._add_edges(False, gids[rows], self._leaves(names)[idx], bits[rows])
         # usersets: nested sets, or opaque leaves when not an indexed set
-        userset = pc.invert(plain).to_numpy(zero_copy_only=False)
-        sub = t.filter(pc.invert(plain))
+        userset = ~rows
+        other = pc.invert(plain)
+        u_ns, u_rel = pc.filter(sns, other), pc.filter(srel, other)
         keys = pc.binary_join_element_wise(
-            pc.binary_join_element_wise(sub["sns"], sub["sid"], ":"), sub["srel"], "#"
+            pc.binary_join_element_wise(u_ns, pc.filter(sid, other), ":"), u_rel, "#"
         )
         names, idx = self._encode(keys)
-        is_set = np.fromiter((self._is_set(v) for v in names.to_pylist()), bool, len(names))
+        # every row of a name has its namespace and relation: a name's kind is its rows'
+        is_set = np.zeros(len(names), dtype=bool)
+        is_set[idx] = self._sets_among(u_ns, u_rel)
         ref = np.zeros(len(names), dtype=np.int64)
         mask = pa.array(is_set)
         ref[is_set] = self._groups(pc.filter(names, mask))
         ref[~is_set] = self._leaves(pc.filter(names, pc.invert(mask)))
         nested = is_set[idx]
-        other = ref[idx]
+        other_ids = ref[idx]
         g, b = gids[userset], bits[userset]
         self.opaque += int((~nested).sum())
-        self._add_edges(True, g[nested], other[nested], b[nested])
-        self._add_edges(False, g[~nested], other[~nested], b[~nested])
+        self._add_edges(True, g[nested], other_ids[nested], b[nested])
+        self._add_edges(False, g[~nested], other_ids[~nested], b[~nested])
 
-    def _is_set(self, name: str) -> bool:
-        obj, _, rel = name.rpartition("#")
-        return self.config.is_set(obj[: obj.index(":")], rel)
+    def _sets_among(self, ns: Any, rel: Any) -> np.ndarray:
+        """Per row, whether its ``ns#rel`` is an indexed set: ``Config.is_set`` asked
+        once per distinct pair (a batch holds a few), not once per name."""
+        ns_names, ns_idx = self._encode(ns)
+        rel_names, rel_idx = self._encode(rel)
+        code = ns_idx.astype(np.int64) * len(rel_names) + rel_idx
+        pairs, at = np.unique(code, return_inverse=True)
+        namespaces, relations = ns_names.to_pylist(), rel_names.to_pylist()
+        width = len(rel_names)
+        answer = [
+            self.config.is_set(namespaces[c // width], relations[c % width]) for c in pairs.tolist()
+        ]
+        return np.asarray(answer, dtype=bool)[at.reshape(-1)]
 
     def _add_edges(self, nested: bool, g: np.ndarray, other: np.ndarray, bits: np.ndarray) -> None:
         if not len(g):
@@ -232,6 +260,55 @@ class Collector:
             self.extra_bits.append(
                 (g[nz], np.full(len(nz), nested), other[nz], bits[nz].astype(np.int64))
             )
+
+
+def _dedupe(parts: list[pa.Array]) -> tuple[pa.Array, np.ndarray]:
+    """The distinct names of the parts, in order of first appearance, and the index of
+    each entry among them."""
+    if not parts:
+        return pa.array([], pa.string()), np.zeros(0, dtype=np.int64)
+    enc = pc.dictionary_encode(pa.concat_arrays([p.cast(pa.string()) for p in parts]))
+    return enc.dictionary, enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+class _Names:
+    """Group names appended part by part, each position to become a dense id (in order
+    of first appearance). A snapshot in subject order names most groups in every
+    batch, so the parts repeat each other: deduplicated only at the end, they would
+    be batches x groups names to hash after reading (40M tuples: 18M). Once the parts
+    waiting hold ``FOLD`` names, they are folded into the distinct names so far
+    (which keep their ids, being first), while reading."""
+
+    FOLD = 1 << 22
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.names: pa.Array = pa.array([], pa.string())  # distinct, folded so far
+        self.ids: list[np.ndarray] = []  # the id of each folded position
+        self.waiting: list[pa.Array] = []
+        self.waiting_size = 0
+
+    def add(self, names: pa.Array) -> np.ndarray:
+        start = self.size
+        self.size += len(names)
+        self.waiting.append(names)
+        self.waiting_size += len(names)
+        return np.arange(start, self.size, dtype=np.int64)
+
+    def fold(self, force: bool = False) -> None:
+        if not self.waiting or (self.waiting_size < self.FOLD and not force):
+            return
+        names, ids = _dedupe([self.names, *self.waiting])
+        self.ids.append(ids[len(self.names) :])
+        self.names = names
+        self.waiting, self.waiting_size = [], 0
+
+    def finish(self) -> tuple[pa.Array, np.ndarray]:
+        """The distinct names, and the id of every position."""
+        self.fold(force=True)
+        ids = concat(self.ids)
+        self.ids = []
+        return self.names, ids
 
 
 def prefetch(batches: Iterable[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
@@ -293,7 +370,39 @@ def edges_of(
         return np.zeros(0, np.uint64), np.zeros(0, bool)
     key = (parent.astype(np.uint64) << np.uint64(33)) | (other.astype(np.uint64) << np.uint64(1))
     key |= flag.astype(np.uint64)
-    key.sort()
+    return _distinct_flagged(key)
+
+
+def member_edges(
+    col: Collector, group_id: np.ndarray, leaf_id: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The leaf memberships as ``edges_of`` gives them, in final ids and subject first:
+    distinct ``subject<<32|group`` keys, sorted (MEMBER2GROUP's order), and which of
+    them a first source feeds. Keyed by final ids from the start, the one sort that
+    deduplicates is also the one that orders, and a snapshot in subject order is
+    nearly sorted already (``sort_keys``)."""
+    parts = list(zip(col.m_group, col.m_leaf, col.m_flag, strict=True))
+    col.m_group = col.m_leaf = col.m_flag = []
+    if not parts:
+        return np.zeros(0, np.uint64), np.zeros(0, bool)
+    # keyed a batch's rows at a time, straight into place: a few passes over
+    # megabytes, not a dozen over the whole (ten million rows: 80 MB an array)
+    leaf_key = leaf_id.astype(np.uint64) << np.uint64(33)
+    group_key = group_id.astype(np.uint64) << np.uint64(1)
+    key = np.empty(sum(len(g) for g, _, _ in parts), dtype=np.uint64)
+    at = 0
+    for group, leaf, flag in parts:
+        part = key[at : at + len(group)]
+        np.take(leaf_key, leaf, out=part)
+        part |= group_key[group]
+        part |= flag
+        at += len(group)
+    del parts
+    return _distinct_flagged(key)
+
+
+def _distinct_flagged(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sort_keys(key)
     edge = key >> np.uint64(1)
     first = np.empty(len(key), dtype=bool)
     first[0] = True
@@ -303,30 +412,67 @@ def edges_of(
     return edge[first], fed_by_first
 
 
+def sort_keys(keys: np.ndarray) -> None:
+    """Sort uint64 keys in place. A snapshot often lists its tuples in the order of one
+    side (by subject, or by resource), so that keys led by that side come in long
+    runs of one high half: numpy's stable sort (a timsort that merges runs) sorts
+    those several times faster than its quicksort, which is a little faster (some
+    15%) on shuffled keys. Counting where the high half steps down tells them apart."""
+    if len(keys) < 2:
+        return
+    hi = keys >> np.uint64(32)
+    down = int(np.count_nonzero(hi[1:] < hi[:-1]))
+    del hi
+    keys.sort(kind="stable" if down * 8 < len(keys) else None)
+
+
 def support_masks(
     col: Collector,
-    edges: dict[bool, tuple[np.ndarray, np.ndarray]],
+    nested: tuple[np.ndarray, np.ndarray],
+    member: tuple[np.ndarray, np.ndarray],
     group_id: np.ndarray,
     leaf_id: np.ndarray,
 ) -> list[tuple[bytes, bytes]]:
-    """Support masks of the edges that are not fed by their set's first source alone."""
+    """Support masks of the edges that are not fed by their set's first source alone,
+    in key order. ``nested`` are ``edges_of``'s nesting edges (the collector's ids),
+    ``member`` are ``member_edges``' (final ids). Rows of one edge are OR-ed together
+    with numpy: there are as many rows as tuples of the sources after the first."""
     if not col.extra_bits:
         return []
-    masks: dict[tuple[int, bool, int], int] = {}
-    for g, nested, other, bits in col.extra_bits:
-        for gi, ni, oi, bi in zip(
-            g.tolist(), nested.tolist(), other.tolist(), bits.tolist(), strict=True
-        ):
-            k = (gi, ni, oi)
-            masks[k] = masks.get(k, 0) | (1 << bi)
-    out = []
-    for (grp, is_nested, oth), bits_mask in masks.items():
-        keys, fed_by_first = edges[is_nested]
-        pos = int(np.searchsorted(keys, np.uint64((grp << 32) | oth)))
-        if pos < len(keys) and fed_by_first[pos]:
-            bits_mask |= 1
-        final_other = int(group_id[oth]) if is_nested else int(leaf_id[oth])
-        key = support_key(int(group_id[grp]), is_nested, final_other)
-        out.append((key, mask_value(bits_mask)))
-    out.sort()
-    return out
+    grp = concat([e[0] for e in col.extra_bits])
+    is_nested = concat([e[1] for e in col.extra_bits], bool)
+    oth = concat([e[2] for e in col.extra_bits])
+    bit = concat([e[3] for e in col.extra_bits])
+    if int(bit.max()) > 63:
+        mask_value(1 << int(bit.max()))  # raises: a mask holds 64 sources
+    gid = group_id[grp]
+    final = np.empty(len(oth), dtype=np.int64)
+    fed = np.empty(len(oth), dtype=bool)
+    # whether a first source feeds the edge too (every row here is one of the edges)
+    for kind, (keys, by_first) in ((True, nested), (False, member)):
+        rows = np.flatnonzero(is_nested == kind)
+        if not len(rows):
+            continue
+        if kind:
+            final[rows] = group_id[oth[rows]]
+            probe = (grp[rows].astype(np.uint64) << np.uint64(32)) | oth[rows].astype(np.uint64)
+        else:
+            final[rows] = leaf_id[oth[rows]]
+            probe = (final[rows].astype(np.uint64) << np.uint64(32)) | gid[rows].astype(np.uint64)
+        pos = np.searchsorted(keys, probe)
+        fed[rows] = (pos < len(keys)) & by_first[np.minimum(pos, len(keys) - 1)]
+    # key order: group id, then nested ("g") before leaf ("s"), then the other id
+    order = np.lexsort((final, ~is_nested, gid))
+    gid, is_nested, final, fed = gid[order], is_nested[order], final[order], fed[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (gid[1:] != gid[:-1]) | (is_nested[1:] != is_nested[:-1]) | (final[1:] != final[:-1])
+    starts = np.flatnonzero(new)
+    masks = np.bitwise_or.reduceat(np.uint64(1) << bit[order].astype(np.uint64), starts)
+    masks |= fed[starts].astype(np.uint64)
+    packed = np.empty(len(starts), dtype=[("g", ">u4"), ("k", "u1"), ("o", ">u4")])
+    packed["g"], packed["o"] = gid[starts], final[starts]
+    packed["k"] = np.where(is_nested[starts], ord("g"), ord("s"))
+    keys_blob, values_blob = packed.tobytes(), masks.astype("<u8").tobytes()
+    return [
+        (keys_blob[9 * i : 9 * i + 9], values_blob[8 * i : 8 * i + 8]) for i in range(len(starts))
+    ]

@@ -27,6 +27,8 @@ __all__ = [
     "derived_edges",
     "derived_support",
     "split_sorted",
+    "distinct_heads",
+    "transposed",
     "bitmaps_by_head",
     "remap",
     "largest_group",
@@ -79,10 +81,43 @@ def split_sorted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return hi[bounds[:-1]], bounds, lo
 
 
-def bitmaps_by_head(keys: np.ndarray) -> Iterator[tuple[np.ndarray, list[bytes]]]:
-    """For sorted distinct ``hi<<32|lo`` keys, chunk by chunk: the distinct ``hi`` and
-    each one's ``lo`` values as a serialized bitmap (the build's edge families)."""
+def distinct_heads(keys: np.ndarray) -> np.ndarray:
+    """The distinct ``hi`` of sorted ``hi<<32|lo`` keys."""
+    hi = keys >> np.uint64(32)
+    new = np.empty(len(hi), dtype=bool)
+    new[:1] = True
+    np.not_equal(hi[1:], hi[:-1], out=new[1:])
+    return hi[new].astype(np.int64)
+
+
+Split = tuple[np.ndarray, np.ndarray, np.ndarray]  # what ``split_sorted`` returns
+
+
+def transposed(keys: np.ndarray, rows: int, columns: int) -> Split:
+    """``split_sorted`` of the keys with their halves swapped, for sorted distinct
+    ``hi<<32|lo`` keys (``hi`` below ``rows``, ``lo`` below ``columns``): a counting
+    sort, SciPy's compiled CSR to CSC conversion, where sorting the swapped keys costs
+    several times more (ten million edges: about 0.2 s against 0.7 s)."""
+    from scipy.sparse import csr_matrix
+
     heads, bounds, lows = split_sorted(keys)
+    ptr = np.zeros(rows + 1, dtype=np.int64)
+    ptr[heads + 1] = np.diff(bounds)
+    np.cumsum(ptr, out=ptr)
+    ones = np.ones(len(lows), dtype=np.int8)
+    by_column = csr_matrix((ones, lows, ptr), shape=(rows, columns)).tocsc()
+    # (a column's rows come out ascending: the conversion visits the rows in order)
+    col_ptr = by_column.indptr.astype(np.int64)
+    t_heads = np.flatnonzero(np.diff(col_ptr))
+    t_bounds = np.append(col_ptr[t_heads], col_ptr[-1])
+    return t_heads, t_bounds, by_column.indices.astype(np.uint32)
+
+
+def bitmaps_by_head(keys: np.ndarray | Split) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+    """For sorted distinct ``hi<<32|lo`` keys (or their ``split_sorted``), chunk by
+    chunk: the distinct ``hi`` and each one's ``lo`` values as a serialized bitmap (the
+    build's edge families)."""
+    heads, bounds, lows = split_sorted(keys) if isinstance(keys, np.ndarray) else keys
     for row, values in serialize_chunks(bounds, lows):
         yield heads[row : row + len(values)], values
 
@@ -102,12 +137,13 @@ def largest_group(
     g2g_sizes: list[int],
     new_id: np.ndarray,
     comp_of: list[int],
-    by_group: np.ndarray,
+    by_group: Split,
 ) -> tuple[int, int]:
-    """The group with the most leaf members, transitively, among the likeliest candidates."""
-    if not len(by_group):
+    """The group with the most leaf members, transitively, among the likeliest candidates
+    (``by_group``: the leaf memberships, ``split_sorted`` by group)."""
+    heads, bounds, lows = by_group
+    if not len(lows):
         return -1, 0
-    heads, bounds, lows = split_sorted(by_group)
     sizes = np.diff(bounds)
 
     def members_under(reach: np.ndarray) -> int:

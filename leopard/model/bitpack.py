@@ -57,28 +57,30 @@ def serialize_chunks(ptr: np.ndarray, values: np.ndarray) -> Iterator[tuple[int,
 
 
 def _chunk(ptr: np.ndarray, values: np.ndarray) -> list[bytes]:
+    # Arrays of one entry per value are the cost here (ten million of them for a
+    # build's subjects): they stay 16 and 32 bits wide, and what is needed per run is
+    # worked out only for run containers.
     n = len(ptr) - 1
     count = len(values)
-    row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(ptr))
-    hi = (values >> np.uint32(16)).astype(np.int64)
-    lo = (values & np.uint32(0xFFFF)).astype(np.int64)
+    hi = values >> np.uint32(16)
+    lo = values.astype(np.uint16)  # the low 16 bits
 
     # containers: a row's values with the same high 16 bits
-    new_c = np.ones(count, dtype=bool)
-    new_c[1:] = (row_of[1:] != row_of[:-1]) | (hi[1:] != hi[:-1])
+    new_c = np.empty(count, dtype=bool)
+    new_c[:1] = True
+    np.not_equal(hi[1:], hi[:-1], out=new_c[1:])
+    new_c[ptr[:-1][np.diff(ptr) > 0]] = True  # each row's first value
     c_start = np.flatnonzero(new_c)
     n_c = len(c_start)
-    c_card = np.diff(np.append(c_start, count))
-    c_row = row_of[c_start]
+    c_card = np.diff(c_start, append=count)
+    c_row = np.searchsorted(ptr, c_start, side="right") - 1  # (past the empty rows)
     c_key = hi[c_start]
     # runs of consecutive values, never across containers
-    new_r = new_c.copy()
-    new_r[1:] |= lo[1:] != lo[:-1] + 1
-    r_start = np.flatnonzero(new_r)
-    r_len = np.diff(np.append(r_start, count))
-    c_of_value = np.cumsum(new_c) - 1
-    r_cont = c_of_value[r_start]
-    c_runs = np.bincount(r_cont, minlength=n_c)
+    new_r = np.empty(count, dtype=bool)
+    new_r[:1] = True
+    np.not_equal(np.diff(values), 1, out=new_r[1:])
+    new_r |= new_c
+    c_runs = np.add.reduceat(new_r, c_start, dtype=np.int64) if n_c else c_start
     is_run = 4 * c_runs + 2 < 2 * c_card
     c_bytes = np.where(is_run, 2 + 4 * c_runs, 2 * c_card)
 
@@ -119,18 +121,30 @@ def _chunk(ptr: np.ndarray, values: np.ndarray) -> list[bytes]:
            rel[offs])  # fmt: skip
     at = start[c_row] + rel
 
-    # array containers: the low 16 bits of each value
-    arr_values = np.flatnonzero(~is_run[c_of_value])
-    cv = c_of_value[arr_values]
-    _put16(buf, at[cv] + 2 * (arr_values - c_start[cv]), lo[arr_values])
-    # run containers: the number of runs, then (start, length - 1) per run
-    _put16(buf, at[flagged], c_runs[flagged])
-    runs = np.flatnonzero(is_run[r_cont])
-    rc = r_cont[runs]
-    first_run = np.flatnonzero(new_c[r_start])  # per container, its first run
-    q = at[rc] + 2 + 4 * (runs - first_run[rc])
-    _put16(buf, q, lo[r_start[runs]])
-    _put16(buf, q + 2, r_len[runs] - 1)
+    # array containers: the low 16 bits of each value, value i of container c at
+    # at[c] + 2 * (i - c_start[c])
+    pos = np.repeat(at - 2 * c_start, c_card)
+    pos += np.arange(0, 2 * count, 2, dtype=np.int64)
+    flagged_any = len(flagged) > 0
+    if flagged_any:
+        in_array = np.repeat(~is_run, c_card)
+        _put16(buf, pos[in_array], lo[in_array])
+    else:
+        _put16(buf, pos, lo)
+    del pos
+    if flagged_any:
+        # run containers: the number of runs, then (start, length - 1) per run
+        _put16(buf, at[flagged], c_runs[flagged])
+        r_start = np.flatnonzero(new_r)
+        r_len = np.diff(r_start, append=count)
+        mine = ~in_array[r_start]
+        r_start, r_len = r_start[mine], r_len[mine]
+        per = c_runs[flagged]
+        rc = np.repeat(flagged, per)  # the container of each run, in order
+        k = np.arange(len(rc), dtype=np.int64) - np.repeat(np.cumsum(per) - per, per)
+        q = at[rc] + 2 + 4 * k
+        _put16(buf, q, lo[r_start])
+        _put16(buf, q + 2, r_len - 1)
 
     blob = buf.tobytes()
     bounds = row_at.tolist()

@@ -326,21 +326,23 @@ def dfs_order(cond: Condensation, skip: Sequence[bool] | None = None) -> np.ndar
     from_ = np.repeat(np.arange(cond.count, dtype=np.int64), np.diff(c_ptr))
     if skip is not None:
         c_flat = c_flat[~np.asarray(skip, dtype=bool)[from_]]
-    marks = np.zeros(cond.count, dtype=bool)
+    marks = np.zeros(cond.count, dtype=bool)  # has a parent
     marks[c_flat] = True
-    has_parent = marks.tolist()
     visited = [False] * cond.count if skip is None else list(skip)
+    children: Sequence[list[int]] | dict[int, list[int]]
     if skip is None:
-        members: Sequence[list[int]] | dict[int, list[int]] = cond.members
-        children: Sequence[list[int]] | dict[int, list[int]] = cond.children
+        children = cond.children
     else:  # the lists of the components visited alone
-        keep = np.flatnonzero(~np.asarray(skip, dtype=bool))
-        members, children = cond.lists_of("members", keep), cond.lists_of("children", keep)
-    nxt = 0
+        children = cond.lists_of("children", np.flatnonzero(~np.asarray(skip, dtype=bool)))
     # Roots in descending component number: parents are numbered after children, so
-    # this visits top-level groups first.
-    for root in range(cond.count - 1, -1, -1):
-        if has_parent[root] or visited[root]:
+    # this visits top-level groups first. The visit lists components; their members
+    # are numbered afterwards, in that order (``condense`` lists a component's nodes in
+    # ascending order).
+    roots = np.flatnonzero(~marks)[::-1].tolist()
+    order: list[int] = []
+    visit = order.append
+    for root in roots:
+        if visited[root]:
             continue
         todo = [root]
         while todo:
@@ -348,13 +350,14 @@ def dfs_order(cond: Condensation, skip: Sequence[bool] | None = None) -> np.ndar
             if visited[c]:
                 continue
             visited[c] = True
-            for v in sorted(members[c]):
-                new_id[v] = nxt
-                nxt += 1
-            # push in reverse so the first child is visited first
-            for k in reversed(children[c]):
-                if not visited[k]:
-                    todo.append(k)
+            visit(c)
+            # pushed in reverse so the first child is visited first (a child already
+            # visited when it comes off the stack is passed over there)
+            todo += children[c][::-1]
+    m_ptr, m_flat = cond.member_csr()
+    comps = np.asarray(order, dtype=np.int64)
+    at, _ = spans(m_ptr[comps], np.diff(m_ptr)[comps])
+    new_id[m_flat[at]] = np.arange(len(at), dtype=np.int64)
     return new_id
 
 

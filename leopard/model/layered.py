@@ -19,14 +19,25 @@ array: component ``c``'s sorted ids are ``values[ptr[i]:ptr[i+1]]`` for its plac
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pyroaring import BitMap
 
 from leopard.model.bitpack import serialize_rows
-from leopard.model.closure import Condensation, Graph, group_edges, row_ptr, spans, unique_u64
+from leopard.model.closure import (
+    Condensation,
+    Graph,
+    _rows,
+    _split,
+    group_edges,
+    row_ptr,
+    spans,
+    unique_u64,
+)
 
 __all__ = ["resource_closures", "serialized_closures"]
 
@@ -170,67 +181,108 @@ def serialized_closures(
     ``resource``, a resource component's ancestors are not computed (it holds just
     itself, which the writer knows); its entry is empty. Its descendants are
     computed a layer at a time (``resource_closures``)."""
-    ids_list = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+    ids = np.asarray(ids, dtype=np.int64)
     n = cond.count
     ser: list[bytes] = [b""] * n
     sizes = [0] * n
-    members: Sequence[list[int]] | dict[int, list[int]]
-    feeds: Sequence[list[int]] | dict[int, list[int]]
-    steps: Sequence[int]
+    c_ptr, c_flat = cond.child_csr()
+    user = np.repeat(np.arange(n, dtype=np.int64), np.diff(c_ptr))  # `user` unions `fed`
+    fed = c_flat
     if resource is None:
-        members = cond.members
-        feeds = cond.parents() if reverse else cond.children  # a component unions these
-        steps = range(n - 1, -1, -1) if reverse else range(n)
+        steps = np.arange(n, dtype=np.int64)
     else:
-        # the group tier alone, its lists alone: no edge leads from it into the
-        # resource tier, whose closures are made a layer at a time
-        group = np.flatnonzero(~np.asarray(resource, dtype=bool))
-        members = cond.lists_of("members", group)
-        feeds = cond.parents_among(group) if reverse else cond.lists_of("children", group)
-        steps = group[::-1].tolist() if reverse else group.tolist()
-        if not reverse:
-            comps, ptr, values = resource_closures(cond, np.asarray(ids), resource, graph)
+        # the group tier alone: no edge leads from it into the resource tier, whose
+        # closures are made a layer at a time
+        is_res = np.asarray(resource, dtype=bool)
+        steps = np.flatnonzero(~is_res)
+        if reverse:  # a group's parents among the groups
+            keep = ~is_res[user] & ~is_res[fed]
+            user, fed = user[keep], fed[keep]
+        else:
+            keep = ~is_res[user]
+            user, fed = user[keep], fed[keep]
+            comps, ptr, values = resource_closures(cond, ids, resource, graph)
             comp_list = comps.tolist()
             for c, raw in zip(comp_list, serialize_rows(ptr, values), strict=True):
                 ser[c] = raw
             for c, size in zip(comp_list, np.diff(ptr).tolist(), strict=True):
                 sizes[c] = size
-    waiting = [0] * n  # components yet to union each one's closure
-    for c in steps:
-        for k in feeds[c]:
-            waiting[k] += 1
-    live: dict[int, BitMap] = {}
+    if reverse:  # parents come first, and a component unions its parents' closures
+        steps = steps[::-1]
+        user, fed = fed, user
+    plan = _Unions(cond, ids, steps, user, fed, whole=resource is None)
+    _union_all(plan, ser, sizes)
+    return ser, sizes
 
-    def own(c: int) -> BitMap:
-        m = members[c]
-        return BitMap([ids_list[m[0]]]) if len(m) == 1 else BitMap([ids_list[v] for v in m])
 
-    for c in steps:
+class _Unions:
+    """What ``_union_all`` does at each component, worked out with numpy beforehand:
+    its own ids, the closures it unions (``feeds``, in component order), whether it
+    takes over the first one's bitmap (it is that closure's last user), the closures
+    released after it and whether its own closure is kept for a later one."""
+
+    def __init__(
+        self,
+        cond: Condensation,
+        ids: np.ndarray,
+        steps: np.ndarray,
+        user: np.ndarray,
+        fed: np.ndarray,
+        *,
+        whole: bool,
+    ) -> None:
+        n = cond.count
+        by_user = np.argsort(user, kind="stable")  # feeds in component order, as listed
+        user, fed = user[by_user], fed[by_user]
+        f_ptr = row_ptr(user, n)
+        rank = np.zeros(n, dtype=np.int64)
+        rank[steps] = np.arange(len(steps), dtype=np.int64)
+        last = np.full(n, -1, dtype=np.int64)  # step of each closure's last user
+        np.maximum.at(last, fed, rank[user])
+        first = f_ptr[:-1][np.diff(f_ptr) > 0]  # each user's first feed
+        take = np.zeros(n, dtype=bool)
+        take[user[first]] = last[fed[first]] == rank[user[first]]
+        done = last[fed] == rank[user]
+        done[first[take[user[first]]]] = False  # a closure taken over is not released
+        m_ptr, m_flat = cond.member_csr()
+        rows = _split if whole else functools.partial(_rows, comps=steps)
+        self.steps = steps.tolist()
+        self.own = rows(m_ptr, ids[m_flat])
+        self.feeds = rows(f_ptr, fed)
+        self.release = rows(row_ptr(user[done], n), fed[done])
+        self.take = take.tolist()
+        self.kept = (last >= 0).tolist()
+
+
+def _union_all(plan: _Unions, ser: list[bytes], sizes: list[int]) -> None:
+    """The closures of ``plan.steps``, in order, each fed ones' done before it. The
+    bitmaps go through the same operations in the same order as ever (a container's
+    kind after ``run_optimize`` depends on them when run and array sizes tie, so the
+    bytes stay the same); only the bookkeeping around them was moved out of the loop."""
+    own, feeds, release, take, kept = plan.own, plan.feeds, plan.release, plan.take, plan.kept
+    live: list[Any] = [None] * len(take)  # a closure's bitmap while one still needs it
+    for c in plan.steps:
         kids = feeds[c]
+        ids = own[c]
         # In-place unions into a bitmap of this component's own: BitMap.union of n
         # bitmaps costs about twice as much (it builds every intermediate result).
         # A kid's bitmap that no other component waits for is taken over, not copied.
-        bm = None
-        rest = kids
-        if kids and waiting[kids[0]] == 1:
-            bm = live.pop(kids[0])
-            rest = kids[1:]
-        if bm is None:
-            bm = own(c)
+        if take[c]:
+            bm = live[kids[0]]
+            live[kids[0]] = None
+            bm.update(ids) if len(ids) > 1 else bm.add(ids[0])
+            for k in kids[1:]:
+                bm |= live[k]
         else:
-            m = members[c]
-            bm.update([ids_list[v] for v in m]) if len(m) > 1 else bm.add(ids_list[m[0]])
-        for k in rest:
-            bm |= live[k]
-        for k in kids:
-            waiting[k] -= 1
-            if waiting[k] == 0:
-                live.pop(k, None)
-        if waiting[c]:
+            bm = BitMap(ids)
+            for k in kids:
+                bm |= live[k]
+        for k in release[c]:
+            live[k] = None
+        if kept[c]:
             live[c] = bm
         # depth-first ids put much of a closure in runs of consecutive ids: run
         # containers store each run in 4 bytes (bench/sizes.py: g2g 18% smaller raw)
         bm.run_optimize()
         ser[c] = bm.serialize()
         sizes[c] = len(bm)
-    return ser, sizes
