@@ -65,8 +65,6 @@ def _bare_check(ix):  # noqa: ANN001, ANN202
     def bare(subject: str, group: str) -> bool:
         direct = subjects.get(subject.encode("utf-8", "surrogatepass"))
         reach = reaches.get(group)
-        if type(reach) is tuple:  # a resource-tier set's (not in a group org)
-            reach = reach[0]
         return direct is not None and reach is not None and direct.intersect(reach)
 
     return bare

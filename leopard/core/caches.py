@@ -14,9 +14,10 @@ cache           holds                                       bound
                                                             starts over
 ``closures``    group id -> GROUP2GROUP (after ``warm()``,    ``CLOSURE_LIMIT`` sets, then
                 a small one as stored until first asked)    starts over (``warm`` fills it)
-``reaches``     group name -> GROUP2GROUP, for the path of  ``CLOSURE_LIMIT`` names, then
-                a check after ``warm()`` that parses        starts over
-                nothing (``Index._held_pair``)
+``reaches``,    group name -> GROUP2GROUP (a resource-tier  ``CLOSURE_LIMIT`` names each,
+``tier_``       set's in ``tier_reaches``), for the path    then starts over
+``reaches``     of a check after ``warm()`` that parses
+                nothing (``held_answer``)
 ``wildcards``   namespace -> the groups of ``ns:*``         one entry per namespace asked
 ``members``     group id -> union of the members below it   ``MEMBER_LIMIT`` groups, oldest
                                                             first out
@@ -73,7 +74,12 @@ class CachedSets:
         self.group_ids: dict[str, int] = {}
         # a value may be the stored GROUP2GROUP value until first asked (after warm())
         self.closures: dict[int, BitMap | bytes] = {}
-        self.reaches: dict[str, BitMap | tuple[BitMap]] = {}
+        self.reaches: dict[str, BitMap] = {}
+        # the same for sets of a schema's resource tier, whose check meets them
+        # differently (a dictionary apart, not a marker: its values stay BitMaps,
+        # which the cyclic collector does not track, where tuples made it walk more
+        # at every check that made one)
+        self.tier_reaches: dict[str, BitMap] = {}
         self.wildcards: dict[str, BitMap | None] = {}
         self._members: dict[int, BitMap] = {}
         # a value is the stored MEMBER2GROUP value until first asked (``subject_groups``)
@@ -114,14 +120,14 @@ class CachedSets:
         self.group_ids[name] = -1 if gid is None else gid
 
     def remember_reach(self, name: str, gid: int, resource_tier: bool = False) -> None:
-        """Hold the closure of ``gid`` under the name it was asked by (in a tuple of
-        one for a set of the resource tier, whose check meets it differently)."""
-        if name in self.reaches:
+        """Hold the closure of ``gid`` under the name it was asked by (in
+        ``tier_reaches`` for a set of the resource tier)."""
+        held = self.tier_reaches if resource_tier else self.reaches
+        if name in held:
             return
-        if len(self.reaches) > CLOSURE_LIMIT:
-            self.reaches.clear()
-        closure = self.closure(gid)
-        self.reaches[name] = (closure,) if resource_tier else closure
+        if len(held) > CLOSURE_LIMIT:
+            held.clear()
+        held[name] = self.closure(gid)
 
     def held_answer(self, s: str, g: str) -> bool | None:
         """After ``warm()``, the answer for a subject held in memory and a group whose
@@ -133,7 +139,9 @@ class CachedSets:
         mem = self.subjects
         if mem is None:
             return None
-        reach = self.reaches.get(g)
+        found = self.reaches.get(g)
+        tier = found is None
+        reach = self.tier_reaches.get(g) if tier else found
         if reach is None:
             return None
         direct = mem.get(skey := s.encode("utf-8", "surrogatepass"))
@@ -141,9 +149,9 @@ class CachedSets:
             return None
         if isinstance(direct, bytes):  # held as stored until first asked
             direct = self.subject_groups(skey, direct)
-        if isinstance(reach, tuple):  # a resource-tier set's: as Index._check does
+        if tier:  # a resource-tier set's: as Index._check does
             up = self.up(s, direct) if s.endswith(":*") else self.up_wild(s, direct)
-            return up.intersect(reach[0])
+            return up.intersect(reach)
         if direct.intersect(reach):
             return True
         w = self.wildcards.get(s[: s.find(":")], _UNSEEN)
@@ -276,16 +284,18 @@ class CachedSets:
         if not updates:
             self.closures.clear()
             self.reaches.clear()
+            self.tier_reaches.clear()
         elif g2g:
             gids = [gid_of(key) for key in g2g]
             for gid in gids:
                 self.closures.pop(gid, None)
-            if self.reaches:
+            if self.reaches or self.tier_reaches:
                 # a group is asked by its name, or without the relation when its
                 # namespace has one set: drop both
                 for name in reader.group_names(gids):
-                    self.reaches.pop(name, None)
-                    self.reaches.pop(name[: name.rfind("#")], None)
+                    for held in (self.reaches, self.tier_reaches):
+                        held.pop(name, None)
+                        held.pop(name[: name.rfind("#")], None)
         m2g = updates.get("m2g")
         wild_changed = m2g is not None and any(key.endswith(b":*") for key in m2g)
         if not updates or wild_changed:
