@@ -173,9 +173,12 @@ def build_from_batches(
     gc.disable()
     try:
         col = Collector(config)
-        for batch in prefetch(batches):
-            col.add(batch)
-        col.finish()
+        try:
+            for part in prefetch(batches, prepare=col.prepare):
+                col.absorb(part)
+            col.finish()
+        finally:
+            col.close()
         phase("read")
         if max_shrink is not None:
             index_dir.refuse_shrink(col.indexed, col.read, max_shrink)

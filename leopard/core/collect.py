@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from leopard.core.derive import SchemaRows
+from leopard.core.interning import GroupNames, dedupe
 from leopard.model.config import DEFAULT_RELATION, Config
 from leopard.store.layout import mask_value
 
@@ -51,7 +52,7 @@ class Collector:
         # Interning: each batch's distinct names are appended here, and an edge end is
         # first a position in the concatenation; ``finish`` deduplicates the whole
         # concatenation once and turns positions into ids (no Python loop per name).
-        self.groups = _Names()
+        self.groups = GroupNames()
         self.l_parts: list[pa.Array] = []
         self.l_size = 0
         # edges as parallel arrays; `flag` marks rows fed by a set's non-first source
@@ -130,7 +131,7 @@ class Collector:
             self.schema_rows.finish()
         # the two are independent and Arrow works without the GIL: side by side
         with ThreadPoolExecutor(1) as pool:
-            leaves = pool.submit(_dedupe, self.l_parts)
+            leaves = pool.submit(dedupe, self.l_parts)
             self.group_names, g_of = self.groups.finish()
             self.leaf_names, l_of = leaves.result()
         self.l_parts = []
@@ -149,10 +150,58 @@ class Collector:
     # -- batches --------------------------------------------------------------------
 
     def add(self, table: pa.Table) -> None:
+        """Classify one batch."""
+        self.absorb(self.prepare(table))
+
+    def prepare(self, table: pa.Table) -> Collector:
+        """What ``table`` adds, as a collector of its own (names at positions of its
+        own): the hashing and the classifying, which may run on a reading thread
+        while ``absorb`` takes the batch before, in order."""
+        part = Collector(self.config)
+        part._classify(table)
+        return part
+
+    def absorb(self, part: Collector) -> None:
+        """Append what ``prepare`` made of the next batch."""
+        g0, l0 = self.groups.size, self.l_size
+        self.groups.extend(part.groups.waiting, part.groups.size)
+        self.l_parts += part.l_parts
+        self.l_size += part.l_size
+        for mine, theirs, base in (
+            (self.n_parent, part.n_parent, g0),
+            (self.n_child, part.n_child, g0),
+            (self.m_group, part.m_group, g0),
+            (self.m_leaf, part.m_leaf, l0),
+            (self.d_parent, part.d_parent, g0),
+            (self.d_child, part.d_child, g0),
+        ):
+            mine += [a + base for a in theirs] if base else theirs
+        self.n_flag += part.n_flag
+        self.m_flag += part.m_flag
+        self.d_bit += part.d_bit
+        # every entry of one extra_bits item is of one kind (nested or leaf)
+        self.extra_bits += [
+            (g + g0, nested, o + (g0 if len(nested) and nested[0] else l0), b)
+            for g, nested, o, b in part.extra_bits
+        ]
+        self.skipped.update(part.skipped)
+        self.read += part.read
+        self.indexed += part.indexed
+        self.wildcards += part.wildcards
+        self.opaque += part.opaque
+        if self.schema_rows is not None and part.schema_rows is not None:
+            for type_name, objects in part.schema_rows.objects.items():
+                self.schema_rows.objects.setdefault(type_name, []).extend(objects)
+        self.groups.fold()  # on a worker thread, once enough names wait
+
+    def close(self) -> None:
+        """Stop the name-folding worker after a failure (``finish`` stops it otherwise)."""
+        self.groups.close(check=False)
+
+    def _classify(self, table: pa.Table) -> None:
         n = table.num_rows
         if n == 0:
             return
-        self.groups.fold()  # the batches before this one's, once there are enough
         self.read += n
         if self.schema_rows is not None:
             self.indexed += self.schema_rows.add(table)
@@ -262,57 +311,13 @@ class Collector:
             )
 
 
-def _dedupe(parts: list[pa.Array]) -> tuple[pa.Array, np.ndarray]:
-    """The distinct names of the parts, in order of first appearance, and the index of
-    each entry among them."""
-    if not parts:
-        return pa.array([], pa.string()), np.zeros(0, dtype=np.int64)
-    enc = pc.dictionary_encode(pa.concat_arrays([p.cast(pa.string()) for p in parts]))
-    return enc.dictionary, enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-class _Names:
-    """Group names appended part by part, each position to become a dense id (in order
-    of first appearance). A snapshot in subject order names most groups in every
-    batch, so the parts repeat each other: deduplicated only at the end, they would
-    be batches x groups names to hash after reading (40M tuples: 18M). Once the parts
-    waiting hold ``FOLD`` names, they are folded into the distinct names so far
-    (which keep their ids, being first), while reading."""
-
-    FOLD = 1 << 22
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.names: pa.Array = pa.array([], pa.string())  # distinct, folded so far
-        self.ids: list[np.ndarray] = []  # the id of each folded position
-        self.waiting: list[pa.Array] = []
-        self.waiting_size = 0
-
-    def add(self, names: pa.Array) -> np.ndarray:
-        start = self.size
-        self.size += len(names)
-        self.waiting.append(names)
-        self.waiting_size += len(names)
-        return np.arange(start, self.size, dtype=np.int64)
-
-    def fold(self, force: bool = False) -> None:
-        if not self.waiting or (self.waiting_size < self.FOLD and not force):
-            return
-        names, ids = _dedupe([self.names, *self.waiting])
-        self.ids.append(ids[len(self.names) :])
-        self.names = names
-        self.waiting, self.waiting_size = [], 0
-
-    def finish(self) -> tuple[pa.Array, np.ndarray]:
-        """The distinct names, and the id of every position."""
-        self.fold(force=True)
-        ids = concat(self.ids)
-        self.ids = []
-        return self.names, ids
-
-
-def prefetch(batches: Iterable[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
-    """Read the next batches in a thread while this one classifies the current one.
+def prefetch(
+    batches: Iterable[pa.Table],
+    depth: int = 2,
+    prepare: Callable[[pa.Table], Any] | None = None,
+) -> Iterator[Any]:
+    """Read the next batches in a thread while this one classifies the current one;
+    with ``prepare``, yield what it makes of each batch, made on that thread.
 
     Reading is mostly Arrow and numpy work that releases the GIL, so the two overlap.
     An error in the reader is raised here, in order, where the batch would have been.
@@ -332,7 +337,7 @@ def prefetch(batches: Iterable[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
     def produce() -> None:
         try:
             for batch in batches:
-                if not put(("batch", batch)):
+                if not put(("batch", batch if prepare is None else prepare(batch))):
                     return
             put(("end", None))
         except BaseException as exc:  # handed over to the consumer of the batches

@@ -31,6 +31,7 @@ import leopard
 from leopard.core.batches import table_from_tuples
 from leopard.core.build import build_from_batches
 from leopard.core.index import Index
+from leopard.core.interning import GroupNames
 from leopard.errors import InvalidInput, InvalidTuple, LeopardError
 from leopard.model.config import Config
 from leopard.model.names import MAX_TUPLE_BYTES, parse_object, parse_subject, parse_tuple
@@ -77,9 +78,20 @@ EXTRA_GROUPS = (
 ABSENT_NAMES = ("", "A", "group:", "user:a0", "user:zzz", "zzz", "user:f1~")
 
 
-def build(graph: Graph, path: Path, *, id_order: str = "dfs") -> leopard.BuildReport:
-    parsed = [parse_tuple(line) for line in graph.lines]
-    return build_from_batches([table_from_tuples(parsed)], path, graph.config, id_order=id_order)
+def build(
+    graph: Graph, path: Path, *, id_order: str = "dfs", batches: int = 1, fold: int = 0
+) -> leopard.BuildReport:
+    """Build from the graph's tuples cut into ``batches`` tables; with ``fold``, the
+    group names waiting are folded (on the build's worker thread) every ``fold``."""
+    table = table_from_tuples([parse_tuple(line) for line in graph.lines])
+    size = max(1, -(-table.num_rows // batches))
+    tables = [table.slice(at, size) for at in range(0, table.num_rows, size)] or [table]
+    saved = GroupNames.FOLD
+    GroupNames.FOLD = fold or saved
+    try:
+        return build_from_batches(tables, path, graph.config, id_order=id_order)
+    finally:
+        GroupNames.FOLD = saved
 
 
 def universe(oracle: Oracle) -> tuple[list[str], list[str]]:
@@ -207,12 +219,19 @@ def compare_everything(ix: Index, oracle: Oracle) -> None:
 
 
 @settings(max_examples=70, **SETTINGS)
-@given(graph=graphs(), id_order=st.sampled_from(["dfs", "input"]))
-def test_every_query_matches_the_model(graph: Graph, id_order: str) -> None:
+@given(
+    graph=graphs(),
+    id_order=st.sampled_from(["dfs", "input"]),
+    batches=st.integers(1, 4),
+    fold=st.sampled_from([0, 1, 5]),
+)
+def test_every_query_matches_the_model(
+    graph: Graph, id_order: str, batches: int, fold: int
+) -> None:
     oracle = Oracle(graph.lines, graph.config)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ix"
-        report = build(graph, path, id_order=id_order)
+        report = build(graph, path, id_order=id_order, batches=batches, fold=fold)
         compare_report(report, oracle, graph)
         with leopard.open_index(path) as ix:
             compare_everything(ix, oracle)

@@ -1,0 +1,70 @@
+"""Group names interned part by part, folded on a worker thread as the build reads."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leopard.core.interning import GroupNames, dedupe
+
+NAMES = st.sampled_from([f"group:g{i}#member" for i in range(12)] + ["doc:d#view", "é:ü#x"])
+
+
+def first_appearance(parts: list[list[str]]) -> tuple[list[str], list[int]]:
+    """The oracle: distinct names in order of first appearance, and each position's id."""
+    ids: dict[str, int] = {}
+    every = [ids.setdefault(name, len(ids)) for part in parts for name in part]
+    return list(ids), every
+
+
+@settings(max_examples=150, deadline=None)
+@given(parts=st.lists(st.lists(NAMES, max_size=8), max_size=10), fold=st.integers(1, 12))
+def test_positions_become_ids_in_order_of_first_appearance(
+    parts: list[list[str]], fold: int
+) -> None:
+    names = GroupNames()
+    names.FOLD = fold  # folded on the worker after every few parts
+    positions = []
+    for part in parts:
+        positions.append(names.add(pa.array(part, pa.string())))
+        names.fold()
+    distinct, ids = names.finish()
+    want_names, want_ids = first_appearance(parts)
+    assert distinct.to_pylist() == want_names
+    assert ids.tolist() == want_ids
+    # the positions handed out are the indexes into those ids, in order
+    assert [p for part in positions for p in part.tolist()] == list(range(len(want_ids)))
+
+
+def test_parts_appended_whole_take_the_next_positions() -> None:
+    names = GroupNames()
+    names.add(pa.array(["a", "b"]))
+    names.extend([pa.array(["b", "c"]), pa.array(["a"])], 3)
+    assert names.size == 5
+    assert names.add(pa.array(["d"])).tolist() == [5]
+    distinct, ids = names.finish()
+    assert distinct.to_pylist() == ["a", "b", "c", "d"]
+    assert ids.tolist() == [0, 1, 1, 2, 0, 3]
+
+
+def test_a_failed_fold_is_raised_by_finish_and_only_waited_for_by_a_quiet_close() -> None:
+    bad = pa.array([b"\xff"], pa.binary())  # not UTF-8: the fold's cast to string fails
+    names = GroupNames()
+    names.FOLD = 1
+    names.add(bad)
+    names.fold()
+    with pytest.raises(pa.ArrowInvalid):
+        names.finish()
+    quiet = GroupNames()
+    quiet.FOLD = 1
+    quiet.add(bad)
+    quiet.fold()
+    quiet.close(check=False)  # after another error: waits, does not raise this one
+    assert quiet._pool is None
+
+
+def test_dedupe_of_nothing_is_empty() -> None:
+    distinct, ids = dedupe([])
+    assert distinct.to_pylist() == [] and ids.tolist() == []
