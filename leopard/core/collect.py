@@ -104,17 +104,21 @@ class Collector:
         return enc.dictionary, enc.indices.to_numpy(zero_copy_only=False)
 
     @classmethod
-    def _objects(cls, ns: Any, ids: Any) -> tuple[pa.Array, np.ndarray]:
-        """The distinct ``ns:id`` of the rows (in order of first appearance) and each
-        row's place among them. A batch's rows are usually of one namespace: then the
-        ids alone are hashed and the distinct ones joined to it, which gives the same
-        names in the same order without joining (and hashing) every row's longer key."""
+    def _objects(cls, ns: Any, ids: Any, suffix: str = "") -> tuple[pa.Array, np.ndarray]:
+        """The distinct ``ns:id`` + ``suffix`` of the rows (in order of first
+        appearance) and each row's place among them. A batch's rows are usually of one
+        namespace: then the ids alone are hashed and the distinct ones joined to it,
+        which gives the same names in the same order without joining (and hashing)
+        every row's longer key; prefix, id and suffix are joined in one pass."""
         if isinstance(ns, pa.ChunkedArray):
             ns = ns.combine_chunks()
+        tail = [pa.scalar(suffix, pa.string())] if suffix else []
         if len(ns) and pc.all(pc.equal(ns, ns[0])).as_py():
             ids, idx = cls._encode(ids)
-            return pc.binary_join_element_wise(ns[0], ids, ":"), idx
-        return cls._encode(pc.binary_join_element_wise(ns, ids, ":"))
+            head = pa.scalar(f"{ns[0].as_py()}:", pa.string())
+            return pc.binary_join_element_wise(head, ids, *tail, ""), idx
+        names, idx = cls._encode(pc.binary_join_element_wise(ns, ids, ":"))
+        return (pc.binary_join_element_wise(names, *tail, "") if suffix else names), idx
 
     def _add_derived(self, parents: Any, children: Any, bits: np.ndarray) -> None:
         if isinstance(parents, pa.ChunkedArray):
@@ -235,8 +239,7 @@ class Collector:
 
     def _add_fed(self, t: pa.Table, set_rel: str, sources: list[str]) -> None:
         n = t.num_rows
-        names, idx = self._objects(t["rns"], t["rid"])
-        keys = pc.binary_join_element_wise(names, pa.scalar(set_rel), "#")
+        keys, idx = self._objects(t["rns"], t["rid"], f"#{set_rel}")
         gids = self._groups(keys)[idx]
         if len(sources) > 1:
             bits = pc.index_in(t["rel"], value_set=pa.array(sources)).to_numpy(zero_copy_only=False)

@@ -30,12 +30,16 @@ class GroupNames:
     """Group names appended part by part, each position to become a dense id (in order
     of first appearance). A snapshot in subject order names most groups in every
     batch, so the parts repeat each other: deduplicated only at the end, they would
-    be batches x groups names to hash after reading (40M tuples: 18M). Once the parts
-    waiting hold ``FOLD`` names, they are folded into the distinct names so far
+    be batches x groups names to hash after reading (40M tuples: 18M). Once enough
+    names wait (``FOLD``, ``SPREAD``), they are folded into the distinct names so far
     (which keep their ids, being first) on a worker thread, one fold after another,
     while reading goes on."""
 
+    # names waiting before a fold: at least FOLD...
     FOLD = 1 << 22
+    # ...and at least SPREAD times the distinct names so far: a fold hashes those again
+    # (1.9M of them on the 100M org, half a second a fold)
+    SPREAD = 4
 
     def __init__(self) -> None:
         self.size = 0
@@ -60,7 +64,8 @@ class GroupNames:
 
     def fold(self, force: bool = False) -> None:
         """Start folding the parts waiting, once there are enough (or ``force``)."""
-        if not self.waiting or (self.waiting_size < self.FOLD and not force):
+        enough = max(self.FOLD, self.SPREAD * len(self.names))
+        if not self.waiting or (self.waiting_size < enough and not force):
             return
         parts, self.waiting, self.waiting_size = self.waiting, [], 0
         if self._pool is None:

@@ -25,7 +25,7 @@ def test_positions_become_ids_in_order_of_first_appearance(
     parts: list[list[str]], fold: int
 ) -> None:
     names = GroupNames()
-    names.FOLD = fold  # folded on the worker after every few parts
+    names.FOLD, names.SPREAD = fold, 0  # folded on the worker after every few parts
     positions = []
     for part in parts:
         positions.append(names.add(pa.array(part, pa.string())))
@@ -52,13 +52,13 @@ def test_parts_appended_whole_take_the_next_positions() -> None:
 def test_a_failed_fold_is_raised_by_finish_and_only_waited_for_by_a_quiet_close() -> None:
     bad = pa.array([b"\xff"], pa.binary())  # not UTF-8: the fold's cast to string fails
     names = GroupNames()
-    names.FOLD = 1
+    names.FOLD, names.SPREAD = 1, 0
     names.add(bad)
     names.fold()
     with pytest.raises(pa.ArrowInvalid):
         names.finish()
     quiet = GroupNames()
-    quiet.FOLD = 1
+    quiet.FOLD, quiet.SPREAD = 1, 0
     quiet.add(bad)
     quiet.fold()
     quiet.close(check=False)  # after another error: waits, does not raise this one

@@ -86,12 +86,13 @@ def build(
     table = table_from_tuples([parse_tuple(line) for line in graph.lines])
     size = max(1, -(-table.num_rows // batches))
     tables = [table.slice(at, size) for at in range(0, table.num_rows, size)] or [table]
-    saved = GroupNames.FOLD
-    GroupNames.FOLD = fold or saved
+    saved = GroupNames.FOLD, GroupNames.SPREAD
+    if fold:
+        GroupNames.FOLD, GroupNames.SPREAD = fold, 0
     try:
         return build_from_batches(tables, path, graph.config, id_order=id_order)
     finally:
-        GroupNames.FOLD = saved
+        GroupNames.FOLD, GroupNames.SPREAD = saved
 
 
 def universe(oracle: Oracle) -> tuple[list[str], list[str]]:
