@@ -318,15 +318,19 @@ def prefetch(
     batches: Iterable[pa.Table],
     depth: int = 2,
     prepare: Callable[[pa.Table], Any] | None = None,
+    workers: int = 2,
 ) -> Iterator[Any]:
     """Read the next batches in a thread while this one classifies the current one;
-    with ``prepare``, yield what it makes of each batch, made on that thread.
+    with ``prepare``, yield what it makes of each batch, made by ``workers`` threads
+    (a batch's at a time each), in the batches' order.
 
     Reading is mostly Arrow and numpy work that releases the GIL, so the two overlap.
     An error in the reader is raised here, in order, where the batch would have been.
     """
     q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
+    pool = None if prepare is None else ThreadPoolExecutor(workers, "leopard-prepare")
+    make: Callable[[pa.Table], Any] = prepare or (lambda batch: batch)
 
     def put(item: tuple[str, Any]) -> bool:
         while not stop.is_set():
@@ -340,7 +344,7 @@ def prefetch(
     def produce() -> None:
         try:
             for batch in batches:
-                if not put(("batch", batch if prepare is None else prepare(batch))):
+                if not put(("batch", batch if pool is None else pool.submit(make, batch))):
                     return
             put(("end", None))
         except BaseException as exc:  # handed over to the consumer of the batches
@@ -352,7 +356,7 @@ def prefetch(
         while True:
             kind, item = q.get()
             if kind == "batch":
-                yield item
+                yield item if pool is None else item.result()
             elif kind == "end":
                 return
             else:
@@ -360,6 +364,8 @@ def prefetch(
     finally:
         stop.set()
         thread.join(timeout=5)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def concat(parts: list[np.ndarray], dtype: Any = np.int64) -> np.ndarray:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leopard.core.collect import prefetch
 from leopard.core.interning import GroupNames, dedupe
 
 NAMES = st.sampled_from([f"group:g{i}#member" for i in range(12)] + ["doc:d#view", "é:ü#x"])
@@ -68,3 +72,56 @@ def test_a_failed_fold_is_raised_by_finish_and_only_waited_for_by_a_quiet_close(
 def test_dedupe_of_nothing_is_empty() -> None:
     distinct, ids = dedupe([])
     assert distinct.to_pylist() == [] and ids.tolist() == []
+
+
+# -- the reading pipeline: batches prepared by worker threads, yielded in order -----------
+
+
+def slow_square(n: int) -> int:
+    time.sleep(0.002 * (n % 3))  # later batches often finish first
+    return n * n
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_prepared_batches_come_in_the_order_read(workers: int) -> None:
+    got = list(prefetch(iter(range(40)), prepare=slow_square, workers=workers))  # type: ignore[arg-type]
+    assert got == [n * n for n in range(40)]
+
+
+def test_an_error_preparing_a_batch_is_raised_where_that_batch_would_come() -> None:
+    def prepare(n: int) -> int:
+        if n == 5:
+            raise ValueError(f"batch {n} is bad")
+        return n
+
+    got = []
+    with pytest.raises(ValueError, match="batch 5 is bad"):
+        for item in prefetch(iter(range(10)), prepare=prepare):  # type: ignore[arg-type]
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_an_error_reading_is_raised_after_the_batches_before_it() -> None:
+    def batches() -> Iterator[int]:
+        yield from range(3)
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in prefetch(batches(), prepare=slow_square):  # type: ignore[arg-type]
+            got.append(item)
+    assert got == [0, 1, 4]
+
+
+def test_a_consumer_that_stops_early_stops_the_reading() -> None:
+    read = []
+
+    def batches() -> Iterator[int]:
+        for n in range(1000):
+            read.append(n)
+            yield n
+
+    stream = prefetch(batches(), prepare=slow_square)  # type: ignore[arg-type]
+    assert next(stream) == 0
+    stream.close()  # the generator's finally: stop, join the reader
+    assert len(read) < 1000
