@@ -196,6 +196,9 @@ class Collector:
         if self.schema_rows is not None and part.schema_rows is not None:
             for type_name, objects in part.schema_rows.objects.items():
                 self.schema_rows.objects.setdefault(type_name, []).extend(objects)
+        # its callbacks refer back to the part: a cycle that the build, which holds
+        # the cyclic collector off, would never free (nor the arrays the part holds)
+        part.schema_rows = None
         self.groups.fold()  # on a worker thread, once enough names wait
 
     def close(self) -> None:

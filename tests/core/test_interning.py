@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.schemas import FOLDERS
 
-from leopard.core.collect import prefetch
+from leopard.core.batches import table_from_tuples
+from leopard.core.collect import Collector, prefetch
 from leopard.core.interning import GroupNames, dedupe
+from leopard.model.config import schema_config
+from leopard.model.names import parse_tuple
 
 NAMES = st.sampled_from([f"group:g{i}#member" for i in range(12)] + ["doc:d#view", "é:ü#x"])
 
@@ -125,3 +132,27 @@ def test_a_consumer_that_stops_early_stops_the_reading() -> None:
     assert next(stream) == 0
     stream.close()  # the generator's finally: stop, join the reader
     assert len(read) < 1000
+
+
+def test_a_prepared_batch_is_freed_once_absorbed_while_the_cyclic_collector_is_off(
+    tmp_path: Path,
+) -> None:
+    """The build holds the cyclic collector off: what ``prepare`` made of a batch must
+    go with its last reference, or every batch's arrays would stay to the end."""
+    (tmp_path / "s.zed").write_text(FOLDERS)
+    col = Collector(schema_config(tmp_path / "s.zed"))
+    lines = ["doc:d#parent@folder:f", "folder:f#viewer@group:eng#member", "doc:d#viewer@user:a"]
+    table = table_from_tuples([parse_tuple(line) for line in lines])
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        part = col.prepare(table)
+        gone = weakref.ref(part)
+        col.absorb(part)
+        del part
+        assert gone() is None
+    finally:
+        if was_enabled:
+            gc.enable()
+    col.finish()
+    assert "doc:d#view" in col.group_names.to_pylist()
