@@ -42,6 +42,9 @@ class Collector:
     instead of every row. Leaf ids here are in order of first appearance; the build
     renumbers them in name order at the end.
 
+    A batch is classified by ``prepare`` (on a reading thread: it touches nothing
+    shared) into a collector of its own, which ``absorb`` appends, batch after batch.
+
     For a set fed by several stored relations it also records which ones feed each
     edge (a bit per source), so that the incremental layer can tell whether deleting
     one stored tuple leaves the edge fed by another.
@@ -152,10 +155,6 @@ class Collector:
         ]
 
     # -- batches --------------------------------------------------------------------
-
-    def add(self, table: pa.Table) -> None:
-        """Classify one batch."""
-        self.absorb(self.prepare(table))
 
     def prepare(self, table: pa.Table) -> Collector:
         """What ``table`` adds, as a collector of its own (names at positions of its
