@@ -409,14 +409,14 @@ def _locate(
     h2 = seps[np.minimum(j, len(seps) - 1)]
     sid_end = np.where(has_srel, h2, end)
     srel_start = np.where(has_srel, h2 + 1, end)
-    dots = has_srel & (end - srel_start == 3) & _dots(a, srel_start)
+    dots = _dots(a, srel_start, has_srel & (end - srel_start == 3))
     c1 = seps[first]
     doubt = (
         (h1 - c1 > MAX_ID_BYTES + 1)
         | (sid_end - c2 > MAX_ID_BYTES + 1)
         | (c1 - start > MAX_NAMESPACE_CHARS)
         | (c2 - at > MAX_NAMESPACE_CHARS + 1)
-        | ((at - h1 == 4) & _dots(a, h1 + 1))
+        | _dots(a, h1 + 1, at - h1 == 4)
         | (a[end - 1] == _CLOSE)
     )
     return _Fields(
@@ -434,12 +434,17 @@ def _locate(
     )
 
 
-def _dots(a: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Whether ``a[at:at + 3]`` is "..." (positions past the end read as not)."""
-    out = np.ones(len(at), dtype=bool)
+def _dots(a: np.ndarray, at: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Whether ``a[at:at + 3]`` is "..." (past the end: not), for the rows ``where``
+    picks (few: a relation three bytes long); False for the others."""
+    out = np.zeros(len(at), dtype=bool)
+    rows = np.flatnonzero(where)
+    pos = at[rows]
+    hit = np.ones(len(rows), dtype=bool)
     for k in range(3):
-        i = at + k
-        out &= (i < len(a)) & (a[np.minimum(i, len(a) - 1)] == _DOT)
+        i = pos + k
+        hit &= (i < len(a)) & (a[np.minimum(i, len(a) - 1)] == _DOT)
+    out[rows] = hit
     return out
 
 

@@ -21,11 +21,14 @@ cache           holds                                       bound
 ``wildcards``   namespace -> the groups of ``ns:*``         one entry per namespace asked
 ``members``     group id -> union of the members below it   ``MEMBER_LIMIT`` groups, oldest
                                                             first out
+``ancestors``   group-tier set id -> GROUP2ANCESTOR, read   ``CLOSURE_LIMIT`` sets, then
+                by resource-tier checks (``up``); with a    starts over (``warm`` fills it
+                resource tier, ``warm()`` holds the base's  with the base's group tier)
+                as stored until first asked
 ``ups``         subject -> direct sets and the group-tier   ``UP_LIMIT`` subjects, then
-                sets above them, for resource-tier checks   starts over
-``ups_wild``    subject -> its ``ups`` and those of its     ``UP_LIMIT`` subjects, then
-                namespace's wildcard (one intersection      starts over; all dropped when
-                answers a resource-tier check)              a wildcard changes
+                sets above them, for resource-tier checks   starts over (a namespace's
+                (``up_meets``: the subject's, then its      wildcard ``ns:*`` is one)
+                namespace wildcard's)
 ``subjects``    subject key -> direct groups, after         every subject of the base
                 ``warm()``: as stored until first asked,    (``warm`` is the choice to
                 then deserialized; a changed subject is     hold them all)
@@ -52,6 +55,7 @@ from leopard.store.layout import gid_of, gkey, m2g_groups
 
 __all__ = [
     "CachedSets",
+    "Loaded",
     "load_all",
     "NAME_LIMIT",
     "CLOSURE_LIMIT",
@@ -65,6 +69,12 @@ UP_LIMIT = 1_000_000
 MEMBER_LIMIT = 16
 _UNSEEN: Any = object()
 
+#: what ``load_all`` reads for ``CachedSets.install``: closures, subjects (None when
+#: not asked), the group tier's ancestors
+Loaded = tuple[
+    dict[int, BitMap | bytes], dict[bytes, BitMap | bytes] | None, dict[int, BitMap | bytes]
+]
+
 
 class CachedSets:
     """A ``SetReader`` with the sets queries read most held in memory (see the module)."""
@@ -74,6 +84,8 @@ class CachedSets:
         self.group_ids: dict[str, int] = {}
         # a value may be the stored GROUP2GROUP value until first asked (after warm())
         self.closures: dict[int, BitMap | bytes] = {}
+        # group-tier set -> GROUP2ANCESTOR, for ``up`` (also held as stored by warm())
+        self.ancestors: dict[int, BitMap | bytes] = {}
         self.reaches: dict[str, BitMap] = {}
         # the same for sets of a schema's resource tier, whose check meets them
         # differently (a dictionary apart, not a marker: its values stay BitMaps,
@@ -86,7 +98,6 @@ class CachedSets:
         self.subjects: dict[bytes, BitMap | bytes] | None = None
         # subject -> its direct sets and every group-tier set above them (resource tier)
         self._ups: dict[str, BitMap] = {}
-        self._ups_wild: dict[str, BitMap] = {}  # and its namespace wildcard's (ups_wild)
         self._group_count = reader.group_count()
         reader.listeners.append(self.invalidate)
 
@@ -99,18 +110,25 @@ class CachedSets:
 
     def closure(self, gid: int) -> BitMap:
         """GROUP2GROUP of a group (never change the result)."""
-        bm = self.closures.get(gid)
+        return self._held(self.closures, "g2g", gid)
+
+    def ancestors_of(self, gid: int) -> BitMap:
+        """GROUP2ANCESTOR of a group (never change the result)."""
+        return self._held(self.ancestors, "g2a", gid)
+
+    def _held(self, held: dict[int, BitMap | bytes], family: str, gid: int) -> BitMap:
+        bm = held.get(gid)
         if bm is None:
-            if len(self.closures) > CLOSURE_LIMIT:
-                self.closures.clear()
-            bm = self.closures[gid] = self.reader.bitmap("g2g", gid)
+            if len(held) > CLOSURE_LIMIT:
+                held.clear()
+            bm = held[gid] = self.reader.bitmap(family, gid)
         elif isinstance(bm, bytes):  # held as stored by warm()
             stored = bm
             try:
                 bm = BitMap.deserialize(stored)
             except Exception:  # pyroaring: ValueError; set_value says why
-                bm = self.reader.set_value("g2g", gkey(gid), stored)
-            self.closures[gid] = bm
+                bm = self.reader.set_value(family, gkey(gid), stored)
+            held[gid] = bm
         return bm
 
     def remember_group(self, name: str, gid: int | None) -> None:
@@ -150,8 +168,9 @@ class CachedSets:
         if isinstance(direct, bytes):  # held as stored until first asked
             direct = self.subject_groups(skey, direct)
         if tier:  # a resource-tier set's: as Index._check does
-            up = self.up(s, direct) if s.endswith(":*") else self.up_wild(s, direct)
-            return up.intersect(reach)
+            if s.endswith(":*"):
+                return self.up(s, direct).intersect(reach)
+            return self.up_meets(s, direct, reach)
         if direct.intersect(reach):
             return True
         w = self.wildcards.get(s[: s.find(":")], _UNSEEN)
@@ -183,28 +202,23 @@ class CachedSets:
         closure of a resource-tier set exactly when the subject is in it."""
         found = self._ups.get(key)
         if found is None:
-            g2a, rset = self.reader.bitmap, self.reader.resource_ids
-            groups = direct - rset
-            found = BitMap.union(direct, *(g2a("g2a", g) for g in groups))
+            ancestors = self.ancestors_of
+            found = BitMap.union(direct, *map(ancestors, direct - self.reader.resource_ids))
             if len(self._ups) > UP_LIMIT:
                 self._ups.clear()
             self._ups[key] = found
         return found
 
-    def up_wild(self, key: str, direct: BitMap) -> BitMap:
-        """``up`` of a subject (not a wildcard) and of its namespace's wildcard: a
-        resource-tier set holds the subject exactly when this meets its closure."""
-        found = self._ups_wild.get(key)
-        if found is None:
-            found = self.up(key, direct)
-            ns = key[: key.index(":")]
-            wild = self.wildcard_groups(ns)
-            if wild is not None:
-                found = found | self.up(ns + ":*", wild)
-            if len(self._ups_wild) > UP_LIMIT:
-                self._ups_wild.clear()
-            self._ups_wild[key] = found
-        return found
+    def up_meets(self, key: str, direct: BitMap, reach: BitMap) -> bool:
+        """Whether ``up`` of a subject (not a wildcard) or of its namespace's wildcard
+        meets ``reach``: a resource-tier set holds the subject exactly then. The two
+        are met one after the other, not joined first (a namespace's wildcard may be
+        above thousands of sets, which each subject's join would copy)."""
+        if self.up(key, direct).intersect(reach):
+            return True
+        ns = key[: key.index(":")]
+        wild = self.wildcard_groups(ns)
+        return wild is not None and self.up(ns + ":*", wild).intersect(reach)
 
     def reach(self, gid: int) -> BitMap:
         """Every set below ``gid``: its closure, and for a resource-tier set also the
@@ -252,7 +266,8 @@ class CachedSets:
         """Hold every closure (and, with ``subjects``, every subject's direct groups)."""
         loaded = _load(self.reader, subjects, have=self.closures)
         self.install(loaded)
-        return len(self.closures) + (len(self.subjects) if self.subjects is not None else 0)
+        held = len(self.closures) + len(self.ancestors)
+        return held + (len(self.subjects) if self.subjects is not None else 0)
 
     def subject_groups(self, key: bytes, raw: bytes) -> BitMap:
         """The direct groups of the subject ``key`` from its stored value in
@@ -265,12 +280,11 @@ class CachedSets:
         self.subjects[key] = groups  # type: ignore[index]  # set: raw came from it
         return groups
 
-    def install(
-        self, loaded: tuple[dict[int, BitMap | bytes], dict[bytes, BitMap | bytes] | None]
-    ) -> None:
+    def install(self, loaded: Loaded) -> None:
         """Take sets loaded by ``load_all`` (e.g. ahead of a swap, outside any lock)."""
-        closures, subjects = loaded
+        closures, subjects, ancestors = loaded
         self.closures.update(closures)
+        self.ancestors.update(ancestors)
         if subjects is not None:
             self.subjects = subjects
 
@@ -296,19 +310,21 @@ class CachedSets:
                     for held in (self.reaches, self.tier_reaches):
                         held.pop(name, None)
                         held.pop(name[: name.rfind("#")], None)
+        g2a = updates.get("g2a")
+        if not updates:
+            self.ancestors.clear()
+        elif g2a:
+            for key in g2a:
+                self.ancestors.pop(gid_of(key), None)
         m2g = updates.get("m2g")
         wild_changed = m2g is not None and any(key.endswith(b":*") for key in m2g)
         if not updates or wild_changed:
             self.wildcards.clear()
-        if not updates or "g2a" in updates or wild_changed:
-            self._ups_wild.clear()
         if not updates or "g2a" in updates:
             self._ups.clear()
         elif m2g:
             for key in m2g:
-                name = key.decode()
-                self._ups.pop(name, None)
-                self._ups_wild.pop(name, None)
+                self._ups.pop(key.decode(), None)
         if not updates or count != self._group_count:
             # A name's id never changes within a generation; only a name unknown so
             # far may have become a group.
@@ -324,9 +340,7 @@ class CachedSets:
                 mem.pop(key, None)
 
 
-def load_all(
-    reader: SetReader, subjects: bool
-) -> tuple[dict[int, BitMap | bytes], dict[bytes, BitMap | bytes] | None]:
+def load_all(reader: SetReader, subjects: bool) -> Loaded:
     """Every closure and (``subjects``) the direct groups of every subject unchanged
     since the base, read from ``reader``, for ``CachedSets.install``."""
     return _load(reader, subjects, have={})
@@ -334,7 +348,7 @@ def load_all(
 
 def _load(
     r: SetReader, subjects: bool, *, have: Iterable[int] | dict[int, BitMap | bytes]
-) -> tuple[dict[int, BitMap | bytes], dict[bytes, BitMap | bytes] | None]:
+) -> Loaded:
     # Millions of sets go into dictionaries that grow all the while: each full
     # collection the allocations trigger walks them again (a fifth of warm() at 40M
     # tuples), and nothing loaded here forms reference cycles.
@@ -349,7 +363,7 @@ def _load(
 
 def _load_all(
     r: SetReader, subjects: bool, *, have: Iterable[int] | dict[int, BitMap | bytes]
-) -> tuple[dict[int, BitMap | bytes], dict[bytes, BitMap | bytes] | None]:
+) -> Loaded:
     # The subjects' sets are held as stored and deserialized when first asked
     # (``subject_groups``): at 40M tuples deserializing 3.8M of them here took two
     # thirds of warm(), and a check pays it once per subject (about 1.5 us). The
@@ -357,9 +371,11 @@ def _load_all(
     # loop per set. A subject's value that a glance shows damaged (too short, no
     # roaring header) is reported here as before.
     g2g = _closures(r, have)
+    g2a = _group_tier_ancestors(r)
     if not subjects:
-        return g2g, None
-    raw: dict[bytes, BitMap | bytes] = dict(r.base.family("m2g").items())
+        return g2g, None, g2a
+    # values become BitMaps in place as checks first ask (``subject_groups``)
+    raw: dict[bytes, BitMap | bytes] = dict(r.base.family("m2g").pairs())
     for key in r.overlay.sets.get("m2g") or ():  # read through the overlay instead
         raw.pop(key, None)
     if not set(map(_HEAD, raw.values())) <= _ROARING_HEADS:
@@ -369,7 +385,52 @@ def _load_all(
                     m2g_groups(value)  # raises BadValue, unless it deserializes after all
                 except ValueError as exc:
                     raise r.damage("m2g", key, exc, in_base=True) from None
-    return g2g, raw
+    return g2g, raw, g2a
+
+
+def _group_tier_ancestors(r: SetReader) -> dict[int, BitMap | bytes]:
+    """With a schema's resource tier, the base's GROUP2ANCESTOR of every group-tier set:
+    what ``CachedSets.up`` joins at a subject's first resource-tier check (read from
+    RocksDB, a subject's ten took ~70 us at 10M tuples of documents in folders). The
+    base's group tier is the ids below its first resource-tier id; what the overlay
+    holds is left to be read through the layers. Deserialized by a pass in C; should
+    one value not deserialize, all are held as stored, and that one's damage is told
+    when it is read."""
+    first = r.base_resource_ids.min() if r.base_resource_ids else 0
+    if not first:
+        return {}
+    ids, values = _stored(r, "g2a", first)
+    below = (ids < first).tolist()  # all, unless a group-tier set has no value
+    gids = list(compress(ids.tolist(), below))
+    values = list(compress(values, below))
+    try:
+        return dict(zip(gids, map(BitMap.deserialize, values), strict=True))
+    except Exception:  # pyroaring: ValueError
+        return dict(zip(gids, values, strict=True))
+
+
+def _stored(r: SetReader, family: str, limit: int | None = None) -> tuple[np.ndarray, list[bytes]]:
+    """The group ids and values of the base's ``family`` (its first ``limit`` keys) in
+    one pass, but those the overlay holds (to be read through the layers) and keys not
+    of four bytes (damage, told when read)."""
+    pairs = r.base.family(family).pairs(limit)
+    keys = list(map(_KEY, pairs))
+    values = list(map(_VALUE, pairs))
+    del pairs
+    joined = b"".join(keys)
+    if len(joined) != 4 * len(keys):
+        sound = [len(key) == 4 for key in keys]
+        keys, values = list(compress(keys, sound)), list(compress(values, sound))
+        joined = b"".join(keys)
+    ids = np.frombuffer(joined, dtype=">u4").astype(np.int64)
+    changed = [gid_of(key) for key in r.overlay.sets.get(family) or () if len(key) == 4]
+    if changed:
+        keep = ~np.isin(ids, changed)
+        ids, values = ids[keep], list(compress(values, keep.tolist()))
+    return ids, values
+
+
+_KEY, _VALUE = itemgetter(0), itemgetter(1)
 
 
 #: the first two bytes of a serialized roaring bitmap (its format's cookies, 12346 and
@@ -388,17 +449,7 @@ def _closures(
     (most of a schema's resource sets) are held as stored, the rest deserialized by a
     pass in C."""
     count = r.group_count()
-    raw = dict(r.base.family("g2g").items())
-    for key in r.overlay.sets.get("g2g") or ():  # read below, through the layers
-        raw.pop(key, None)
-    keys = b"".join(raw)
-    if len(keys) != 4 * len(raw):  # a key of another length: damage, read below
-        raw = {k: v for k, v in raw.items() if len(k) == 4}
-        keys = b"".join(raw)
-    ids = np.frombuffer(keys, dtype=">u4").astype(np.int64)
-    del keys
-    values = list(raw.values())
-    del raw
+    ids, values = _stored(r, "g2g")
     # kept: ids of groups that exist, with a value (an empty one is damage, read below)
     sizes = np.fromiter(map(len, values), np.int64, len(values))
     keep = (ids < count) & (sizes > 0)

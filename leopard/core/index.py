@@ -337,7 +337,7 @@ class Index:
             if direct is not None:
                 if key.endswith(":*"):
                     return c.up(key, direct).intersect(g2g)
-                return c.up_wild(key, direct).intersect(g2g)
+                return c.up_meets(key, direct, g2g)
             if key.endswith(":*"):
                 return False
             ns = key[: key.index(":")]

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
+from typing import cast
 
 from rocksdict import (
     AccessType,
@@ -212,6 +214,35 @@ class Family:
                 yield it.key(), it.value()
                 it.next()
             it.status()
+
+    def pairs(self, limit: int | None = None) -> list[tuple[bytes, bytes]]:
+        """The first ``limit`` keys (all: None) with their values, in key order.
+
+        Made by rocksdict's own iterator, one call a key rather than ``items``' four
+        (at 40M tuples, 3.8M subjects: 1.1 s a pass instead of 1.5-2.3 s). That
+        iterator ends at damage as if at the end, so a scan that stops short of
+        ``limit`` checks the end it reached: a damaged block raises, as in ``items``.
+        """
+        with rocks_errors(f"scan of {self.name} in {self.where} failed"):
+            found = self._cf.items()
+            # raw mode: keys and values are bytes, whatever rocksdict's stubs say
+            out = cast(
+                list[tuple[bytes, bytes]], list(found if limit is None else islice(found, limit))
+            )
+            if limit is None or len(out) < limit:
+                it = self._cf.iter()
+                if out:
+                    it.seek(out[-1][0])
+                    it.next()
+                else:
+                    it.seek_to_first()
+                it.status()
+                if it.valid():
+                    raise StorageError(
+                        f"scan of {self.name} in {self.where} stopped at "
+                        f"{key_text(self.name, it.key())} before the end"
+                    )
+        return out
 
     def ingest(self, path: Path) -> None:
         """Move a finished SST file into this family."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pyroaring import BitMap
+from support.damage import base_dir, group_id, put
 from support.schemas import FOLDERS
 
 from leopard import build_index
@@ -18,9 +20,10 @@ from leopard.core.build import build_from_batches
 from leopard.core.compact import compact
 from leopard.core.incremental import DeltaWriter
 from leopard.core.index import Index
-from leopard.errors import InvalidInput, InvalidTuple
+from leopard.errors import InvalidInput, InvalidTuple, StorageError
 from leopard.model.config import Config, schema_config
 from leopard.model.names import parse_tuple
+from leopard.store.layout import gkey
 
 BASE = [
     "group:all#member@group:eng#member",
@@ -224,3 +227,66 @@ def test_a_warm_check_of_a_documents_set_meets_the_groups_above_its_subject(
                     assert ix.check_many(asked) == want, (op, line)
         finally:
             w.close()
+
+
+DOCS = [
+    "group:eng#member@user:alice",
+    "group:all#member@group:eng#member",
+    "group:ops#member@user:carol",
+    "folder:top#viewer@group:all#member",
+    "folder:sub#parent@folder:top",
+    "folder:pub#viewer@user:*",
+    "doc:d#parent@folder:sub",
+    "doc:e#viewer@group:ops#member",
+    "doc:p#parent@folder:pub",
+]
+DOCS_ASKED = [
+    (s, f"doc:{d}#view")
+    for s in ("user:alice", "user:bob", "user:carol", "user:*")
+    for d in ("d", "e", "p")
+]
+
+
+def _docs_index(path: Path) -> Path:
+    (path / "s.zed").write_text(FOLDERS)
+    build_index([DOCS], path / "idx", schema_config(path / "s.zed"))
+    return path / "idx"
+
+
+def test_warm_holds_the_ancestors_a_documents_check_meets(tmp_path: Path) -> None:
+    """With a resource tier, warm() holds the base's group-tier GROUP2ANCESTOR sets: a
+    subject's first check of a document joins them from memory (no read of them), and
+    every answer is the cold index's."""
+    idx = _docs_index(tmp_path)
+    with Index(idx) as cold:
+        want = [cold.check(s, g) for s, g in DOCS_ASKED]
+    assert want == [True, False, True, False, False, True, False, True, True, False, False, True]
+    with Index(idx) as ix:
+        ix.warm()
+        reads = ix.reader.bitmap
+
+        def no_ancestors_read(family: str, gid: int) -> BitMap:
+            assert family != "g2a", f"read GROUP2ANCESTOR of {gid} after warm()"
+            return reads(family, gid)
+
+        ix.reader.bitmap = no_ancestors_read  # type: ignore[method-assign]
+        assert [ix.check(s, g) for s, g in DOCS_ASKED] == want
+        assert [ix.check(s, g) for s, g in DOCS_ASKED] == want  # from what was joined
+        assert ix.check_many(DOCS_ASKED) == want
+
+
+def test_a_damaged_ancestor_set_fails_the_check_that_meets_it(tmp_path: Path) -> None:
+    """A group-tier GROUP2ANCESTOR value cut short passes warm() (then every one is
+    held as stored) and fails the first check that joins it, as a cold read does."""
+    idx = _docs_index(tmp_path)
+    gid = group_id(idx, "group:eng#member")
+    put(base_dir(idx), "g2a", gkey(gid), BitMap(range(gid, gid + 400, 2)).serialize()[:-3])
+    with Index(idx) as cold, pytest.raises(StorageError) as was:
+        cold.check("user:alice", "doc:d#view")
+    assert f"g2a key 0x{gid:08x}" in str(was.value)
+    with Index(idx) as ix:
+        assert ix.warm() > 0
+        assert ix.check("user:carol", "doc:e#view")  # the rest answers
+        with pytest.raises(StorageError) as info:
+            ix.check("user:alice", "doc:d#view")
+        assert str(info.value) == str(was.value)
