@@ -24,7 +24,7 @@ cache           holds                                       bound
 ``ancestors``   group-tier set id -> GROUP2ANCESTOR, read   ``CLOSURE_LIMIT`` sets, then
                 by resource-tier checks (``up``); with a    starts over (``warm`` fills it
                 resource tier, ``warm()`` holds the base's  with the base's group tier)
-                as stored until first asked
+                (as stored if one is damaged)
 ``ups``         subject -> direct sets and the group-tier   ``UP_LIMIT`` subjects, then
                 sets above them, for resource-tier checks   starts over (a namespace's
                 (``up_meets``: the subject's, then its      wildcard ``ns:*`` is one)
@@ -84,7 +84,7 @@ class CachedSets:
         self.group_ids: dict[str, int] = {}
         # a value may be the stored GROUP2GROUP value until first asked (after warm())
         self.closures: dict[int, BitMap | bytes] = {}
-        # group-tier set -> GROUP2ANCESTOR, for ``up`` (also held as stored by warm())
+        # group-tier set -> GROUP2ANCESTOR, for ``up`` (as stored: see _group_tier_ancestors)
         self.ancestors: dict[int, BitMap | bytes] = {}
         self.reaches: dict[str, BitMap] = {}
         # the same for sets of a schema's resource tier, whose check meets them
