@@ -45,7 +45,7 @@ import gc
 from collections.abc import Iterable
 from itertools import compress
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pyroaring import BitMap
@@ -375,7 +375,7 @@ def _load_all(
     if not subjects:
         return g2g, None, g2a
     # values become BitMaps in place as checks first ask (``subject_groups``)
-    raw: dict[bytes, BitMap | bytes] = dict(r.base.family("m2g").pairs())
+    raw = cast(dict[bytes, BitMap | bytes], r.base.family("m2g").as_dict())
     for key in r.overlay.sets.get("m2g") or ():  # read through the overlay instead
         raw.pop(key, None)
     if not set(map(_HEAD, raw.values())) <= _ROARING_HEADS:
@@ -413,10 +413,7 @@ def _stored(r: SetReader, family: str, limit: int | None = None) -> tuple[np.nda
     """The group ids and values of the base's ``family`` (its first ``limit`` keys) in
     one pass, but those the overlay holds (to be read through the layers) and keys not
     of four bytes (damage, told when read)."""
-    pairs = r.base.family(family).pairs(limit)
-    keys = list(map(_KEY, pairs))
-    values = list(map(_VALUE, pairs))
-    del pairs
+    keys, values = r.base.family(family).columns(limit)
     joined = b"".join(keys)
     if len(joined) != 4 * len(keys):
         sound = [len(key) == 4 for key in keys]
@@ -428,9 +425,6 @@ def _stored(r: SetReader, family: str, limit: int | None = None) -> tuple[np.nda
         keep = ~np.isin(ids, changed)
         ids, values = ids[keep], list(compress(values, keep.tolist()))
     return ids, values
-
-
-_KEY, _VALUE = itemgetter(0), itemgetter(1)
 
 
 #: the first two bytes of a serialized roaring bitmap (its format's cookies, 12346 and

@@ -460,11 +460,11 @@ class Index:
         subject's direct groups (these and small closures as stored until a check first
         reads them), and with a schema's resource tier the ancestors of every group-tier
         set, so that a check reads no RocksDB. Returns the number of sets held. A
-        service pays this once at start: 5-6 s at 40M tuples of groups, 27 s at 10M of
-        documents in folders (on this project's 2-core machine). Changes applied later still go through the
-        incremental layer (a changed subject is dropped from memory and read through
-        the overlay), and a new generation swapped in after compaction is loaded
-        before it serves.
+        service pays this once at start: 4-6 s at 40M tuples of groups, 20-35 s at 10M
+        of documents in folders (on this project's 2-core machine). Changes applied
+        later still go through the incremental layer (a changed subject is dropped from
+        memory and read through the overlay), and a new generation swapped in after
+        compaction is loaded before it serves.
         """
         with self._lock:
             self._warm = subjects
