@@ -206,7 +206,7 @@ def test_messages_deleted_unread_are_a_gap(
         return {tp: 25 if tp.topic == topic else v for tp, v in out.items()}
 
     monkeypatch.setattr(KafkaConsumer, "beginning_offsets", retention_deleted_up_to_25)
-    stats = run_consumer(path, settings(broker.bootstrap, topic), seconds=4)
+    stats = run_consumer(path, settings(broker.bootstrap, topic), seconds=20, until_gap=True)
     assert "starts at offset 25" in stats.gaps[f"{topic}:0"]
     expect(path, first)
 
