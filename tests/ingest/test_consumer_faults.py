@@ -67,8 +67,9 @@ def run_consumer(
     until_gap: bool = False,
 ) -> ConsumerStats:
     """Run a consumer in this process for ``seconds``, or until the index reaches
-    ``until`` (or, ``until_gap``, holds a gap: reconnecting to a restarted broker can
-    take a busy machine seconds)."""
+    ``until`` (or, ``until_gap``, reports a partition stopped at a gap: reconnecting
+    to a restarted broker, or joining the group at all, can take a busy machine
+    seconds)."""
     consumer = ChangeConsumer(path, s)
 
     def watch() -> None:
@@ -76,7 +77,7 @@ def run_consumer(
         while time.monotonic() < deadline:
             if until is not None and reached(consumer.index.position, until):
                 break
-            if until_gap and consumer.index.gaps:
+            if until_gap and consumer.stats.gaps:
                 break
             time.sleep(0.05)
         consumer.stop()
@@ -145,12 +146,13 @@ def test_a_broker_restarted_empty_is_a_gap_until_told_to_go_on(
             ix.wait_for(token, timeout=0.3)
 
     # a restart remembers the gap: still stopped, still nothing applied
-    stats = run_consumer(path, settings(own_broker.bootstrap, topic), seconds=3)
+    stats = run_consumer(path, settings(own_broker.bootstrap, topic), seconds=20, until_gap=True)
     assert list(stats.gaps) == [f"{topic}:0"]
     expect(path, first)
 
     # the operator says the new log is safe to read from its start
-    stats = run_consumer(path, settings(own_broker.bootstrap, topic, on_gap="earliest"), seconds=15)
+    s = settings(own_broker.bootstrap, topic, on_gap="earliest")
+    stats = run_consumer(path, s, until={f"{topic}:0": 10}, seconds=20)
     assert stats.gaps == {} and stats.gap_events >= 1
     expect(path, first + second)
     with Index(path) as ix:
