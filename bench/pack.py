@@ -10,7 +10,8 @@ Two shapes, as the offline build meets them:
 * ``subjects``: MEMBER2GROUP rows, a few direct groups per subject, scattered ids.
 
 Both ways must give the same bytes (checked); the figures are seconds per million
-rows and the speed-up.
+rows and the speed-up. Then the keys of the same number of ids (``id_keys``: numpy's
+``V4`` array made into bytes objects) beside a loop slicing one buffer.
 
     python bench/pack.py                 # 1M rows of each shape
     python bench/pack.py --rows 200000 --json
@@ -31,6 +32,7 @@ from pyroaring import BitMap
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from leopard.model.bitpack import serialize_rows  # noqa: E402
+from leopard.store.writers import id_keys  # noqa: E402
 
 
 def rows_of(shape: str, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -77,14 +79,34 @@ def measure(shape: str, n: int) -> dict[str, float]:
     }
 
 
+def measure_keys(n: int) -> dict[str, float]:
+    ids = np.arange(n, dtype=np.int64) * 3  # zero bytes at either end of many keys
+    t0 = time.perf_counter()
+    blob = ids.astype(">u4").tobytes()
+    slow = [blob[i : i + 4] for i in range(0, len(blob), 4)]
+    t1 = time.perf_counter()
+    fast = id_keys(ids)
+    t2 = time.perf_counter()
+    if fast != slow:
+        raise SystemExit("keys: id_keys and the slicing loop disagree")
+    return {
+        "keys": n,
+        "slicing_ns_per_key": round((t1 - t0) * 1e9 / n, 1),
+        "id_keys_ns_per_key": round((t2 - t1) * 1e9 / n, 1),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows of each shape")
     ap.add_argument("--json", action="store_true")
     opt = ap.parse_args()
-    result = {shape: measure(shape, opt.rows) for shape in ("closures", "subjects")}
+    result: dict[str, dict[str, float]] = {
+        shape: measure(shape, opt.rows) for shape in ("closures", "subjects")
+    }
+    keys = measure_keys(opt.rows)
     if opt.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps({**result, "keys": keys}, indent=2))
         return
     print("| shape | rows | values | pyroaring, a call per row | serialize_rows | speed-up |")
     print("|---|---|---|---|---|---|")
@@ -94,6 +116,10 @@ def main() -> None:
             f"{r['pyroaring_s_per_m_rows']:.2f} s per M rows | "
             f"{r['numpy_s_per_m_rows']:.2f} s per M rows | {r['speedup']:.1f}x |"
         )
+    print(
+        f"\n{keys['keys']:,} keys of 4 bytes: a loop slicing one buffer "
+        f"{keys['slicing_ns_per_key']} ns a key, id_keys {keys['id_keys_ns_per_key']} ns"
+    )
 
 
 if __name__ == "__main__":
