@@ -168,8 +168,6 @@ class CachedSets:
         if isinstance(direct, bytes):  # held as stored until first asked
             direct = self.subject_groups(skey, direct)
         if tier:  # a resource-tier set's: as Index._check does
-            if s.endswith(":*"):
-                return self.up(s, direct).intersect(reach)
             return self.up_meets(s, direct, reach)
         if direct.intersect(reach):
             return True
@@ -210,12 +208,15 @@ class CachedSets:
         return found
 
     def up_meets(self, key: str, direct: BitMap, reach: BitMap) -> bool:
-        """Whether ``up`` of a subject (not a wildcard) or of its namespace's wildcard
-        meets ``reach``: a resource-tier set holds the subject exactly then. The two
-        are met one after the other, not joined first (a namespace's wildcard may be
-        above thousands of sets, which each subject's join would copy)."""
+        """Whether ``up`` of a subject, or (``key`` not a wildcard itself) of its
+        namespace's wildcard, meets ``reach``: a resource-tier set holds the subject
+        exactly then. The two are met one after the other, not joined first (a
+        namespace's wildcard may be above thousands of sets, which each subject's join
+        would copy)."""
         if self.up(key, direct).intersect(reach):
             return True
+        if key.endswith(":*"):
+            return False
         ns = key[: key.index(":")]
         wild = self.wildcard_groups(ns)
         return wild is not None and self.up(ns + ":*", wild).intersect(reach)
@@ -297,6 +298,7 @@ class CachedSets:
         g2g = updates.get("g2g")
         if not updates:
             self.closures.clear()
+            self.ancestors.clear()
             self.reaches.clear()
             self.tier_reaches.clear()
         elif g2g:
@@ -310,12 +312,8 @@ class CachedSets:
                     for held in (self.reaches, self.tier_reaches):
                         held.pop(name, None)
                         held.pop(name[: name.rfind("#")], None)
-        g2a = updates.get("g2a")
-        if not updates:
-            self.ancestors.clear()
-        elif g2a:
-            for key in g2a:
-                self.ancestors.pop(gid_of(key), None)
+        for key in updates.get("g2a") or ():
+            self.ancestors.pop(gid_of(key), None)
         m2g = updates.get("m2g")
         wild_changed = m2g is not None and any(key.endswith(b":*") for key in m2g)
         if not updates or wild_changed:
@@ -396,7 +394,7 @@ def _group_tier_ancestors(r: SetReader) -> dict[int, BitMap | bytes]:
     holds is left to be read through the layers. Deserialized by a pass in C; should
     one value not deserialize, all are held as stored, and that one's damage is told
     when it is read."""
-    first = r.base_resource_ids.min() if r.base_resource_ids else 0
+    first = _first_resource_id(r, 0)
     if not first:
         return {}
     ids, values = _stored(r, "g2a", first)
@@ -407,6 +405,12 @@ def _group_tier_ancestors(r: SetReader) -> dict[int, BitMap | bytes]:
         return dict(zip(gids, map(BitMap.deserialize, values), strict=True))
     except Exception:  # pyroaring: ValueError
         return dict(zip(gids, values, strict=True))
+
+
+def _first_resource_id(r: SetReader, none: int) -> int:
+    """The base's first resource-tier id: its group tier is the ids below (``none``
+    when it has no resource tier)."""
+    return int(r.base_resource_ids.min()) if r.base_resource_ids else none
 
 
 def _stored(r: SetReader, family: str, limit: int | None = None) -> tuple[np.ndarray, list[bytes]]:
@@ -447,7 +451,7 @@ def _closures(
     # kept: ids of groups that exist, with a value (an empty one is damage, read below)
     sizes = np.fromiter(map(len, values), np.int64, len(values))
     keep = (ids < count) & (sizes > 0)
-    first = r.base_resource_ids.min() if r.base_resource_ids else count
+    first = _first_resource_id(r, count)
     small = keep & (sizes <= np.where(ids < first, _HELD_AS_STORED, _HELD_AS_STORED_RESOURCE))
     big = keep & ~small
     out: dict[int, BitMap | bytes] = dict(

@@ -335,8 +335,6 @@ class Index:
             # A resource-tier set's closure stops at the groups it names: meet it with
             # the subject's groups and all above them (its namespace wildcard's too).
             if direct is not None:
-                if key.endswith(":*"):
-                    return c.up(key, direct).intersect(g2g)
                 return c.up_meets(key, direct, g2g)
             if key.endswith(":*"):
                 return False
