@@ -15,20 +15,16 @@ cache           holds                                       bound
 ``closures``    group id -> GROUP2GROUP (after ``warm()``,    ``CLOSURE_LIMIT`` sets, then
                 a small one as stored until first asked)    starts over (``warm`` fills it)
 ``reaches``,    group name -> GROUP2GROUP (a resource-tier  ``CLOSURE_LIMIT`` names each,
-``tier_``       set's in ``tier_reaches``), for the path    then starts over
-``reaches``     of a check after ``warm()`` that parses
-                nothing (``held_answer``)
+``tier_``       set's in ``tier_reaches``, and the group-   then starts over
+``reaches``     tier sets it stops at in ``tier_groups``),
+                for the path of a check after ``warm()``
+                that parses nothing (``held_answer``)
 ``wildcards``   namespace -> the groups of ``ns:*``         one entry per namespace asked
+``tier_wild``   namespace -> resource-tier set name ->      ``CLOSURE_LIMIT`` names each,
+                whether ``ns:*`` is in it (``tier_meets``)  then starts over; dropped with
+                                                            any closure or wildcard change
 ``members``     group id -> union of the members below it   ``MEMBER_LIMIT`` groups, oldest
                                                             first out
-``ancestors``   group-tier set id -> GROUP2ANCESTOR, read   ``CLOSURE_LIMIT`` sets, then
-                by resource-tier checks (``up``); with a    starts over (``warm`` fills it
-                resource tier, ``warm()`` holds the base's  with the base's group tier)
-                (as stored if one is damaged)
-``ups``         subject -> direct sets and the group-tier   ``UP_LIMIT`` subjects, then
-                sets above them, for resource-tier checks   starts over (a namespace's
-                (``up_meets``: the subject's, then its      wildcard ``ns:*`` is one)
-                namespace wildcard's)
 ``subjects``    subject key -> direct groups, after         every subject of the base
                 ``warm()``: as stored until first asked,    (``warm`` is the choice to
                 then deserialized; a changed subject is     hold them all)
@@ -60,20 +56,16 @@ __all__ = [
     "NAME_LIMIT",
     "CLOSURE_LIMIT",
     "MEMBER_LIMIT",
-    "UP_LIMIT",
 ]
 
 NAME_LIMIT = 200_000
 CLOSURE_LIMIT = 2_000_000
-UP_LIMIT = 1_000_000
 MEMBER_LIMIT = 16
 _UNSEEN: Any = object()
 
 #: what ``load_all`` reads for ``CachedSets.install``: closures, subjects (None when
-#: not asked), the group tier's ancestors
-Loaded = tuple[
-    dict[int, BitMap | bytes], dict[bytes, BitMap | bytes] | None, dict[int, BitMap | bytes]
-]
+#: not asked)
+Loaded = tuple[dict[int, BitMap | bytes], dict[bytes, BitMap | bytes] | None]
 
 
 class CachedSets:
@@ -84,20 +76,19 @@ class CachedSets:
         self.group_ids: dict[str, int] = {}
         # a value may be the stored GROUP2GROUP value until first asked (after warm())
         self.closures: dict[int, BitMap | bytes] = {}
-        # group-tier set -> GROUP2ANCESTOR, for ``up`` (as stored: see _group_tier_ancestors)
-        self.ancestors: dict[int, BitMap | bytes] = {}
         self.reaches: dict[str, BitMap] = {}
         # the same for sets of a schema's resource tier, whose check meets them
         # differently (a dictionary apart, not a marker: its values stay BitMaps,
         # which the cyclic collector does not track, where tuples made it walk more
         # at every check that made one)
         self.tier_reaches: dict[str, BitMap] = {}
+        self.tier_groups: dict[str, BitMap] = {}
         self.wildcards: dict[str, BitMap | None] = {}
+        # namespace -> resource-tier set name -> whether its wildcard is in the set
+        self._tier_wild: dict[str, dict[str, bool]] = {}
         self._members: dict[int, BitMap] = {}
         # a value is the stored MEMBER2GROUP value until first asked (``subject_groups``)
         self.subjects: dict[bytes, BitMap | bytes] | None = None
-        # subject -> its direct sets and every group-tier set above them (resource tier)
-        self._ups: dict[str, BitMap] = {}
         self._group_count = reader.group_count()
         reader.listeners.append(self.invalidate)
 
@@ -110,24 +101,18 @@ class CachedSets:
 
     def closure(self, gid: int) -> BitMap:
         """GROUP2GROUP of a group (never change the result)."""
-        return self._held(self.closures, "g2g", gid)
-
-    def ancestors_of(self, gid: int) -> BitMap:
-        """GROUP2ANCESTOR of a group (never change the result)."""
-        return self._held(self.ancestors, "g2a", gid)
-
-    def _held(self, held: dict[int, BitMap | bytes], family: str, gid: int) -> BitMap:
+        held = self.closures
         bm = held.get(gid)
         if bm is None:
             if len(held) > CLOSURE_LIMIT:
                 held.clear()
-            bm = held[gid] = self.reader.bitmap(family, gid)
+            bm = held[gid] = self.reader.bitmap("g2g", gid)
         elif isinstance(bm, bytes):  # held as stored by warm()
             stored = bm
             try:
                 bm = BitMap.deserialize(stored)
             except Exception:  # pyroaring: ValueError; set_value says why
-                bm = self.reader.set_value(family, gkey(gid), stored)
+                bm = self.reader.set_value("g2g", gkey(gid), stored)
             held[gid] = bm
         return bm
 
@@ -139,19 +124,24 @@ class CachedSets:
 
     def remember_reach(self, name: str, gid: int, resource_tier: bool = False) -> None:
         """Hold the closure of ``gid`` under the name it was asked by (in
-        ``tier_reaches`` for a set of the resource tier)."""
+        ``tier_reaches`` for a set of the resource tier, the group-tier sets it stops
+        at in ``tier_groups``)."""
         held = self.tier_reaches if resource_tier else self.reaches
         if name in held:
             return
         if len(held) > CLOSURE_LIMIT:
             held.clear()
-        held[name] = self.closure(gid)
+            if resource_tier:
+                self.tier_groups.clear()
+        closure = held[name] = self.closure(gid)
+        if resource_tier:
+            self.tier_groups[name] = closure - self.reader.resource_ids
 
     def held_answer(self, s: str, g: str) -> bool | None:
         """After ``warm()``, the answer for a subject held in memory and a group whose
         closure a check reached before (both then valid names, so neither is parsed):
         one intersection, and one with the namespace's wildcard groups when that
-        misses (or, for a resource-tier set, one with the sets above the subject).
+        misses (for a resource-tier set, ``tier_meets``).
         None when the pair needs the whole path of ``Index._check`` (which remembers
         the group's closure here, ``remember_reach``)."""
         mem = self.subjects
@@ -168,7 +158,7 @@ class CachedSets:
         if isinstance(direct, bytes):  # held as stored until first asked
             direct = self.subject_groups(skey, direct)
         if tier:  # a resource-tier set's: as Index._check does
-            return self.up_meets(s, direct, reach)
+            return self.tier_meets(s, direct, reach, self.tier_groups[g], g)
         if direct.intersect(reach):
             return True
         w = self.wildcards.get(s[: s.find(":")], _UNSEEN)
@@ -195,31 +185,48 @@ class CachedSets:
                 direct = direct | wild
         return direct
 
-    def up(self, key: str, direct: BitMap) -> BitMap:
-        """A subject's direct sets and every group-tier set above them: what meets the
-        closure of a resource-tier set exactly when the subject is in it."""
-        found = self._ups.get(key)
-        if found is None:
-            ancestors = self.ancestors_of
-            found = BitMap.union(direct, *map(ancestors, direct - self.reader.resource_ids))
-            if len(self._ups) > UP_LIMIT:
-                self._ups.clear()
-            self._ups[key] = found
-        return found
-
-    def up_meets(self, key: str, direct: BitMap, reach: BitMap) -> bool:
-        """Whether ``up`` of a subject, or (``key`` not a wildcard itself) of its
-        namespace's wildcard, meets ``reach``: a resource-tier set holds the subject
-        exactly then. The two are met one after the other, not joined first (a
-        namespace's wildcard may be above thousands of sets, which each subject's join
-        would copy)."""
-        if self.up(key, direct).intersect(reach):
+    def tier_meets(
+        self, key: str, direct: BitMap, reach: BitMap, groups: BitMap, name: str | None = None
+    ) -> bool:
+        """Whether the subject ``key`` whose direct sets are ``direct`` is in a
+        resource-tier set whose closure is ``reach``; ``groups`` are the group-tier sets
+        ``reach`` holds, where it stops. The subject is in it exactly when it is
+        directly in a set of ``reach`` or below one of ``groups`` (their closures meet
+        ``direct``); or, ``key`` not a wildcard itself, when its namespace's wildcard
+        is. A few intersections: no set above the subject is formed (``bench/schema.py``
+        times the first checks of new subjects). The wildcard's answer is the same for
+        every subject of the namespace: held under the set's ``name`` when given."""
+        if self._tier_meets(direct, reach, groups):
             return True
         if key.endswith(":*"):
             return False
         ns = key[: key.index(":")]
+        answers = self._tier_wild.get(ns)
+        if answers is None:
+            answers = self._tier_wild[ns] = {}
+        elif name is not None:
+            found = answers.get(name)
+            if found is not None:
+                return found
         wild = self.wildcard_groups(ns)
-        return wild is not None and self.up(ns + ":*", wild).intersect(reach)
+        found = wild is not None and self._tier_meets(wild, reach, groups)
+        if name is not None:
+            if len(answers) > CLOSURE_LIMIT:
+                answers.clear()
+            answers[name] = found
+        return found
+
+    def _tier_meets(self, direct: BitMap, reach: BitMap, groups: BitMap) -> bool:
+        if direct.intersect(reach):
+            return True
+        held = self.closures
+        for gid in groups:
+            closure = held.get(gid)
+            if type(closure) is not BitMap:
+                closure = self.closure(gid)
+            if closure.intersect(direct):
+                return True
+        return False
 
     def reach(self, gid: int) -> BitMap:
         """Every set below ``gid``: its closure, and for a resource-tier set also the
@@ -267,7 +274,7 @@ class CachedSets:
         """Hold every closure (and, with ``subjects``, every subject's direct groups)."""
         loaded = _load(self.reader, subjects, have=self.closures)
         self.install(loaded)
-        held = len(self.closures) + len(self.ancestors)
+        held = len(self.closures)
         return held + (len(self.subjects) if self.subjects is not None else 0)
 
     def subject_groups(self, key: bytes, raw: bytes) -> BitMap:
@@ -283,9 +290,8 @@ class CachedSets:
 
     def install(self, loaded: Loaded) -> None:
         """Take sets loaded by ``load_all`` (e.g. ahead of a swap, outside any lock)."""
-        closures, subjects, ancestors = loaded
+        closures, subjects = loaded
         self.closures.update(closures)
-        self.ancestors.update(ancestors)
         if subjects is not None:
             self.subjects = subjects
 
@@ -298,9 +304,9 @@ class CachedSets:
         g2g = updates.get("g2g")
         if not updates:
             self.closures.clear()
-            self.ancestors.clear()
             self.reaches.clear()
             self.tier_reaches.clear()
+            self.tier_groups.clear()
         elif g2g:
             gids = [gid_of(key) for key in g2g]
             for gid in gids:
@@ -309,20 +315,16 @@ class CachedSets:
                 # a group is asked by its name, or without the relation when its
                 # namespace has one set: drop both
                 for name in reader.group_names(gids):
-                    for held in (self.reaches, self.tier_reaches):
+                    for held in (self.reaches, self.tier_reaches, self.tier_groups):
                         held.pop(name, None)
                         held.pop(name[: name.rfind("#")], None)
-        for key in updates.get("g2a") or ():
-            self.ancestors.pop(gid_of(key), None)
         m2g = updates.get("m2g")
         wild_changed = m2g is not None and any(key.endswith(b":*") for key in m2g)
         if not updates or wild_changed:
             self.wildcards.clear()
-        if not updates or "g2a" in updates:
-            self._ups.clear()
-        elif m2g:
-            for key in m2g:
-                self._ups.pop(key.decode(), None)
+        if not updates or wild_changed or g2g:
+            # a wildcard, a set's closure or one that its closure stops at changed
+            self._tier_wild.clear()
         if not updates or count != self._group_count:
             # A name's id never changes within a generation; only a name unknown so
             # far may have become a group.
@@ -369,9 +371,8 @@ def _load_all(
     # loop per set. A subject's value that a glance shows damaged (too short, no
     # roaring header) is reported here as before.
     g2g = _closures(r, have)
-    g2a = _group_tier_ancestors(r)
     if not subjects:
-        return g2g, None, g2a
+        return g2g, None
     # values become BitMaps in place as checks first ask (``subject_groups``)
     raw = cast(dict[bytes, BitMap | bytes], r.base.family("m2g").as_dict())
     for key in r.overlay.sets.get("m2g") or ():  # read through the overlay instead
@@ -383,28 +384,7 @@ def _load_all(
                     m2g_groups(value)  # raises BadValue, unless it deserializes after all
                 except ValueError as exc:
                     raise r.damage("m2g", key, exc, in_base=True) from None
-    return g2g, raw, g2a
-
-
-def _group_tier_ancestors(r: SetReader) -> dict[int, BitMap | bytes]:
-    """With a schema's resource tier, the base's GROUP2ANCESTOR of every group-tier set:
-    what ``CachedSets.up`` joins at a subject's first resource-tier check (read from
-    RocksDB, a subject's ten took ~70 us at 10M tuples of documents in folders). The
-    base's group tier is the ids below its first resource-tier id; what the overlay
-    holds is left to be read through the layers. Deserialized by a pass in C; should
-    one value not deserialize, all are held as stored, and that one's damage is told
-    when it is read."""
-    first = _first_resource_id(r, 0)
-    if not first:
-        return {}
-    ids, values = _stored(r, "g2a", first)
-    below = (ids < first).tolist()  # all, unless a group-tier set has no value
-    gids = list(compress(ids.tolist(), below))
-    values = list(compress(values, below))
-    try:
-        return dict(zip(gids, map(BitMap.deserialize, values), strict=True))
-    except Exception:  # pyroaring: ValueError
-        return dict(zip(gids, values, strict=True))
+    return g2g, raw
 
 
 def _first_resource_id(r: SetReader, none: int) -> int:
@@ -413,11 +393,11 @@ def _first_resource_id(r: SetReader, none: int) -> int:
     return int(r.base_resource_ids.min()) if r.base_resource_ids else none
 
 
-def _stored(r: SetReader, family: str, limit: int | None = None) -> tuple[np.ndarray, list[bytes]]:
-    """The group ids and values of the base's ``family`` (its first ``limit`` keys) in
-    one pass, but those the overlay holds (to be read through the layers) and keys not
-    of four bytes (damage, told when read)."""
-    keys, values = r.base.family(family).columns(limit)
+def _stored(r: SetReader, family: str) -> tuple[np.ndarray, list[bytes]]:
+    """The group ids and values of the base's ``family`` in one pass, but those the
+    overlay holds (to be read through the layers) and keys not of four bytes (damage,
+    told when read)."""
+    keys, values = r.base.family(family).columns()
     joined = b"".join(keys)
     if len(joined) != 4 * len(keys):
         sound = [len(key) == 4 for key in keys]

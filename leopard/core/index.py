@@ -47,6 +47,8 @@ SWAP_GRACE = 30.0
 # The patterns check every limit but the id's, in bytes: no name this short (in
 # characters) can hold an id over it.
 _SHORT = MAX_ID_BYTES // 4
+#: the direct sets of a subject the index does not hold (never changed)
+_NONE = BitMap()
 
 
 def _long(name: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
@@ -329,18 +331,19 @@ class Index:
         if not isinstance(g2g, BitMap):  # not held, or held as stored
             g2g = c.closure(gid)
         rset = self._r.resource_ids
+        tier = bool(rset) and gid in rset
+        groups = None
         if mem is not None and type(group) is str:
-            c.remember_reach(group, gid, bool(rset) and gid in rset)  # for held_answer
-        if rset and gid in rset:
-            # A resource-tier set's closure stops at the groups it names: meet it with
-            # the subject's groups and all above them (its namespace wildcard's too).
-            if direct is not None:
-                return c.up_meets(key, direct, g2g)
-            if key.endswith(":*"):
-                return False
-            ns = key[: key.index(":")]
-            wild = c.wildcard_groups(ns)
-            return wild is not None and c.up(ns + ":*", wild).intersect(g2g)
+            c.remember_reach(group, gid, tier)  # for held_answer
+            if tier:
+                groups = c.tier_groups.get(group)
+        if tier:
+            # A resource-tier set's closure stops at the group-tier sets it names: the
+            # subject (or its namespace's wildcard) is in it directly or below those.
+            if groups is None:
+                groups = g2g - rset
+            name = group if mem is not None and type(group) is str else None
+            return c.tier_meets(key, direct if direct is not None else _NONE, g2g, groups, name)
         if direct is not None and direct.intersect(g2g):
             return True
         if key.endswith(":*"):
