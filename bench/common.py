@@ -54,13 +54,24 @@ def built_index(tuples: int, **kw: Any) -> tuple[Path, dict[str, Any]]:
     """An index built from ``org(tuples)``, reused when already built."""
     snapshot, config, report = org(tuples, **kw)
     index = snapshot.with_suffix(".idx")
-    if not (index / "CURRENT").exists():
+    if not (index / "CURRENT").exists() or not _readable(index):
         subprocess.run(
             build_argv(snapshot, config, index),
             check=True,
             stdout=subprocess.DEVNULL,
         )
     return index, report
+
+
+def _readable(index: Path) -> bool:
+    """Whether this Leopard reads the index (one of an older format is built again)."""
+    import leopard
+
+    try:
+        with leopard.open_index(index):
+            return True
+    except leopard.StorageError:
+        return False
 
 
 def percentiles(samples_ns: Sequence[int], points: Sequence[float] = (50, 99)) -> list[float]:

@@ -79,9 +79,8 @@ class Work:
             gid = self.r.group_count() + len(self.new_groups)
             self.new_groups.append(name)
             self.new_group_ids[name] = gid
-            for fam in ("g2g", "g2a"):
-                self.sets[(fam, gid)] = BitMap([gid])
-                self.dirty.add((fam, gid))
+            self.sets[("g2g", gid)] = BitMap([gid])
+            self.dirty.add(("g2g", gid))
             for fam in ("child", "parent", "g2m", "dchild", "dparent"):
                 self.sets[(fam, gid)] = BitMap()
             if self.r.is_resource_name(name):

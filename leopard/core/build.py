@@ -12,7 +12,8 @@ Steps:
 2. intern names: groups get dense numbers, leaf subjects get ids in name order
    (so that ``members_of`` pages in id order are pages in name order);
 3. collapse cycles, number groups depth-first so related groups are close, and
-   compute GROUP2GROUP and GROUP2ANCESTOR in one pass each (``leopard.model.closure``);
+   compute GROUP2GROUP in one pass (``leopard.model.closure``; ancestors are found by
+   walking the parent edges up when asked);
 4. write every set to a fresh generation and swap it in (``leopard.store``).
 
 One build or compaction writes an index directory at a time (its lock is taken
@@ -63,7 +64,6 @@ from leopard.core.edgekeys import (
     transposed,
 )
 from leopard.errors import InvalidInput, StorageError
-from leopard.model.bitpack import serialize_rows
 from leopard.model.closure import Graph, condense, depths, dfs_order
 from leopard.model.config import Config
 from leopard.model.layered import serialized_closures
@@ -238,19 +238,16 @@ def build_from_batches(
         order = np.argsort(new_id)
         comp_of = cond.comp[order].tolist()  # component of each final id
 
-        # MEMBER2GROUP (a million or more keys) and GROUP2ANCESTOR are computed and
-        # written by a child process while this one does GROUP2GROUP, the edges and the
-        # subjects' names: pyroaring holds the GIL, so threads would not help.
+        # MEMBER2GROUP (a million or more keys) is written by a child process while
+        # this one does GROUP2GROUP, the edges and the subjects' names: pyroaring holds
+        # the GIL, so threads would not help.
         sst_dir = tmp / "sst"
         sst_dir.mkdir()
         writer = BaseWriter(sst_dir)
         if n_leaves >= _FORK_SUBJECTS:
-            work = functools.partial(
-                _child_work, writer, by_leaf, names_sorted, cond, new_id, comp_of, resource, True
-            )
-            child = _fork(work)
+            child = _fork(functools.partial(_write_subjects, writer, by_leaf, names_sorted, True))
         if child is None:
-            _child_work(writer, by_leaf, names_sorted, cond, new_id, comp_of, resource, False)
+            _write_subjects(writer, by_leaf, names_sorted, False)
         del by_leaf
 
         g2g, g2g_sizes = serialized_closures(cond, new_id, resource=resource, graph=graph)
@@ -270,7 +267,7 @@ def build_from_batches(
         phase("edges")
 
         # -- write --------------------------------------------------------------
-        _write_closures(writer, "g2g", g2g, comp_of, file_only=False)
+        _write_closures(writer, "g2g", g2g, comp_of)
         families = (
             ("child", down),
             ("parent", up),
@@ -378,44 +375,14 @@ _KEYS_AT_ONCE = 1 << 20
 
 
 def _write_closures(
-    writer: BaseWriter,
-    family: str,
-    serialized: list[bytes],
-    comp_of: list[int],
-    *,
-    file_only: bool,
-    alone: list[bool] | None = None,
+    writer: BaseWriter, family: str, serialized: list[bytes], comp_of: list[int]
 ) -> None:
-    """One closure family: every group gets its component's set (or, in a component
-    marked ``alone``, just itself: the ancestors of a resource set)."""
-    is_alone = None if alone is None else np.asarray(alone, dtype=bool)
-    with writer.family(family, file_only=file_only) as w:
+    """One closure family: every group gets its component's set."""
+    with writer.family(family, file_only=False) as w:
         for start in range(0, len(comp_of), _KEYS_AT_ONCE):
             comps = comp_of[start : start + _KEYS_AT_ONCE]
             values = [serialized[c] for c in comps]
-            if is_alone is not None:
-                here = np.flatnonzero(is_alone[np.asarray(comps, dtype=np.int64)])
-                gids = (here + start).astype(np.uint32)
-                singles = serialize_rows(np.arange(len(gids) + 1), gids)
-                for i, raw in zip(here.tolist(), singles, strict=True):
-                    values[i] = raw
             w.put_many(id_keys(np.arange(start, start + len(comps))), values)
-
-
-def _child_work(
-    writer: BaseWriter,
-    by_leaf: np.ndarray,
-    names: list[bytes],
-    cond: Any,
-    new_id: np.ndarray,
-    comp_of: list[int],
-    resource: list[bool] | None,
-    file_only: bool,
-) -> None:
-    """The share of the writing done beside the main process: MEMBER2GROUP, ancestors."""
-    _write_subjects(writer, by_leaf, names, file_only)
-    g2a, _ = serialized_closures(cond, new_id, reverse=True, resource=resource)
-    _write_closures(writer, "g2a", g2a, comp_of, file_only=file_only, alone=resource)
 
 
 def _write_subjects(

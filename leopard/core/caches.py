@@ -216,6 +216,11 @@ class CachedSets:
             answers[name] = found
         return found
 
+    def set_in_tier(self, sgid: int, reach: BitMap) -> bool:
+        """Whether the set ``sgid`` is in a resource-tier set whose closure is
+        ``reach``: in it, or below a group-tier set it stops at."""
+        return self._tier_meets(BitMap([sgid]), reach, reach - self.reader.resource_ids)
+
     def _tier_meets(self, direct: BitMap, reach: BitMap, groups: BitMap) -> bool:
         if direct.intersect(reach):
             return True
@@ -238,19 +243,15 @@ class CachedSets:
         return BitMap.union(closure, *(self.closure(g) for g in closure - rset))
 
     def above(self, seeds: BitMap) -> BitMap:
-        """``seeds`` and every resource-tier set above them (by walking the edges up:
-        resource-tier sets keep no closure of their ancestors)."""
-        rset = self.reader.resource_ids
-        if not rset:
-            return seeds
+        """``seeds`` and every set above them, found by walking the parent edges up (no
+        ancestor sets are stored): one multi-get a family for each level of the walk."""
+        plan = self.reader.config.plan
+        families = ("parent", "dparent") if plan is not None else ("parent",)
         bitmaps = self.reader.bitmaps
         found = BitMap(seeds)
         frontier = seeds
         while frontier:
-            nxt = BitMap.union(
-                BitMap(), *bitmaps("parent", frontier), *bitmaps("dparent", frontier)
-            )
-            nxt &= rset
+            nxt = BitMap.union(BitMap(), *(bm for f in families for bm in bitmaps(f, frontier)))
             nxt -= found
             found |= nxt
             frontier = nxt

@@ -2,8 +2,8 @@
 
 Each family is read and decoded first (``leopard.core.verify``); these checks then hold
 the families to each other: every closure is its group and the closures below it (by
-a schema's tiers: a resource set's closure stops at the groups it reaches, ancestors
-are the group tier's), ``child``/``parent`` and ``dchild``/``dparent`` mirror each other,
+a schema's tiers: a resource set's closure stops at the groups it reaches),
+``child``/``parent`` and ``dchild``/``dparent`` mirror each other,
 ``m2g`` and ``g2m`` too, support entries name edges that exist, names are well formed.
 """
 
@@ -112,43 +112,38 @@ class CrossChecks:
             seen.setdefault(name, gid)
 
     def closures(self, groups: int) -> None:
-        """GROUP2GROUP and GROUP2ANCESTOR: one per group, holding the group, equal to
-        the group and the closures of its children (parents)."""
+        """GROUP2GROUP: one per group, holding the group, equal to the group and the
+        closures of its children."""
         sets = self.sets
-        for family, edges, derived in (("g2g", "child", "dchild"), ("g2a", "parent", "dparent")):
-            if family not in self.whole:
-                continue
-            closure = sets[family]
-            for gid in range(groups):
-                if gid not in closure:
-                    self.bad(family, gkey(gid), "no value (every group has one)")
-            rset = self.rset
-            for gid, bm in closure.items():
-                key = gkey(gid)
-                resource = gid in rset
-                if gid >= groups:
-                    self.bad(family, key, f"a key past the last of {groups:,} groups")
-                elif gid not in bm:
-                    self.bad(family, key, "the set does not hold the group itself")
-                elif bm.max() >= groups:
-                    self.bad(family, key, f"the set holds group id {bm.max()}, past the last")
-                elif edges in self.whole and derived in self.whole:
-                    # the tiers of a schema: a resource set's closure stops at the group
-                    # sets it reaches; ancestors are the group tier's alone
-                    below = sets[edges].get(gid, _EMPTY) | sets[derived].get(gid, _EMPTY)
-                    if family == "g2a":
-                        below = _EMPTY if resource else below - rset
-                        parts = [closure.get(c, _EMPTY) for c in below]
-                    elif resource:
-                        parts = [
-                            closure.get(c, _EMPTY) if c in rset else BitMap([c]) for c in below
-                        ]
-                    else:
-                        parts = [closure.get(c, _EMPTY) for c in below]
-                    diff = len(BitMap.union(BitMap([gid]), *parts) ^ bm)
-                    if diff:
-                        what = f"the group and the {family} sets of its {edges} groups"
-                        self.bad(family, key, f"the set differs in {diff:,} ids from {what}")
+        family, edges, derived = "g2g", "child", "dchild"
+        if family not in self.whole:
+            return
+        closure = sets[family]
+        for gid in range(groups):
+            if gid not in closure:
+                self.bad(family, gkey(gid), "no value (every group has one)")
+        rset = self.rset
+        for gid, bm in closure.items():
+            key = gkey(gid)
+            resource = gid in rset
+            if gid >= groups:
+                self.bad(family, key, f"a key past the last of {groups:,} groups")
+            elif gid not in bm:
+                self.bad(family, key, "the set does not hold the group itself")
+            elif bm.max() >= groups:
+                self.bad(family, key, f"the set holds group id {bm.max()}, past the last")
+            elif edges in self.whole and derived in self.whole:
+                # the tiers of a schema: a resource set's closure stops at the group
+                # sets it reaches
+                below = sets[edges].get(gid, _EMPTY) | sets[derived].get(gid, _EMPTY)
+                if resource:
+                    parts = [closure.get(c, _EMPTY) if c in rset else BitMap([c]) for c in below]
+                else:
+                    parts = [closure.get(c, _EMPTY) for c in below]
+                diff = len(BitMap.union(BitMap([gid]), *parts) ^ bm)
+                if diff:
+                    what = f"the group and the {family} sets of its {edges} groups"
+                    self.bad(family, key, f"the set differs in {diff:,} ids from {what}")
 
     def edges(self, groups: int, subjects: int) -> None:
         """Direct edges in range, ``child``/``parent`` and ``m2g``/``g2m`` mirrored, and

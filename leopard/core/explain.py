@@ -36,7 +36,7 @@ def shortest_chain(r: SetReader, c: CachedSets, gid: int, targets: BitMap) -> li
     if not targets.intersect(reach):
         return None
     hits = targets & reach
-    above = c.above(BitMap.union(BitMap(), *(r.bitmap("g2a", t) for t in hits)))
+    above = c.above(hits)
     allowed = reach & above
     prev: dict[int, int] = {gid: -1}
     queue = deque([gid])

@@ -6,9 +6,9 @@ the direct edges, and then the closures are re-derived once for the whole batch:
 * every group whose GROUP2GROUP can change is an ancestor, in the old graph, of the
   parent of a changed nesting edge (an ancestor through a new edge is an old
   ancestor of that edge's parent, so the old ancestors cover the new ones);
-* those groups are re-derived bottom-up over the new edges, cycles collapsed as
-  in the build, reading the unchanged closures of children outside the region;
-* GROUP2ANCESTOR is the mirror image over the descendants of changed children.
+* those groups, found by walking the parent edges up (no ancestor sets are
+  stored), are re-derived bottom-up over the new edges, cycles collapsed as in the
+  build, reading the unchanged closures of children outside the region.
 
 Deleting an edge therefore never needs to guess whether another path remains: the
 closure is recomputed from the edges that are left. Member and wildcard changes
@@ -303,48 +303,43 @@ class DeltaWriter:
         # With a schema's tiers: an edge between group sets changes the closures of the
         # group tier alone (a resource set's closure stops at the group it names); an
         # edge from a resource set changes those of the resource sets above it.
-        groups = [(p, c) for p, c in changed if p not in rset] if rset else changed
+        groups = BitMap(p for p, _ in changed if not rset or p not in rset)
         if groups:
-            known = self.reader.group_count()  # newer groups are just themselves (_old)
-            self._read_many("g2a", [p for p, _ in groups if p < known])
-            self._read_many("g2g", [c for _, c in groups if c < known])
-            up = BitMap.union(BitMap(), *(self._old(w, "g2a", p) for p, _ in groups))
-            down = BitMap.union(BitMap(), *(self._old(w, "g2g", c) for _, c in groups))
-            self._region(w, up, ("child", "dchild"), "g2g", rset)
-            self._region(w, down, ("parent", "dparent"), "g2a", rset)
-        starts = BitMap(p for p, _ in changed if p in rset)
+            self._region(w, self._above(w, groups, rset, False), rset)
+        starts = BitMap(p for p, _ in changed if p in rset) if rset else None
         if starts:
-            self._region(w, self._resource_up(w, starts, rset), ("child", "dchild"), "g2g", rset)
+            self._region(w, self._above(w, starts, rset, True), rset)
 
-    def _resource_up(self, w: Work, starts: BitMap, rset: BitMap) -> BitMap:
-        """``starts`` and the resource sets above them, over the edges before the batch
-        and after it (a closure changes on either side of a removed edge)."""
+    def _above(self, w: Work, starts: BitMap, rset: BitMap, resource_tier: bool) -> BitMap:
+        """``starts`` and the sets of their tier above them, over the edges before the
+        batch and after it (a closure changes on either side of a removed edge): one
+        multi-get a family for each level of the walk."""
+        known = self.reader.group_count()  # newer groups have no edges stored
+        families = ("parent", "dparent") if self.config.plan is not None else ("parent",)
+        sets, read = w.sets, self._read
         found = BitMap(starts)
         frontier = starts
         while frontier:
-            nxt = BitMap()
-            for g in frontier:
-                for family in ("parent", "dparent"):
-                    nxt |= self._read(family, g) | w.bitmap(family, g)
-            nxt &= rset
+            stored = [g for g in frontier if g < known]
+            parts: list[BitMap] = []
+            for family in families:
+                self._read_many(family, stored)
+                parts += [read(family, g) for g in stored]
+                parts += [bm for g in frontier if (bm := sets.get((family, g))) is not None]
+            nxt = BitMap.union(BitMap(), *parts)
+            if rset:
+                nxt = nxt & rset if resource_tier else nxt - rset
             nxt -= found
             found |= nxt
             frontier = nxt
         return found
 
-    def _old(self, w: Work, family: str, gid: int) -> BitMap:
-        """A closure as it was before this batch (new groups: just themselves)."""
-        if gid >= self.reader.group_count():
-            return BitMap([gid])
-        return self._read(family, gid)
-
-    def _region(
-        self, w: Work, region: BitMap, edges: tuple[str, str], family: str, rset: BitMap
-    ) -> None:
-        """Recompute ``family`` closures of every group in ``region`` over ``edges`` (the
+    def _region(self, w: Work, region: BitMap, rset: BitMap) -> None:
+        """Recompute the closures of every group in ``region`` over its child edges (the
         edges of tuples, and with a schema also those its feeds derive). A region is of
         one tier; a resource set takes the group sets below it as they are, not their
-        closures, and the group tier's ancestors leave resource sets out."""
+        closures."""
+        family, edges = "g2g", ("child", "dchild")
         nodes = list(region)
         local = {g: i for i, g in enumerate(nodes)}
         src: list[int] = []
@@ -373,9 +368,6 @@ class DeltaWriter:
                 if j is None:
                     if not rset:
                         row.append(closure_of(k))
-                    elif family == "g2a":
-                        if k not in rset:  # ancestors: the group tier's alone
-                            row.append(closure_of(k))
                     elif stop and k not in rset:
                         row.append(BitMap([k]))  # a resource set stops at the group it names
                     else:

@@ -321,8 +321,8 @@ class Index:
             if kind == "set":
                 if gid is None or sgid is None:
                     return False
-                if gid in self._r.resource_ids:  # above the set, within groups: g2a
-                    return self._r.bitmap("g2a", sgid).intersect(c.closure(gid))
+                if gid in self._r.resource_ids:  # in it, or below a group it stops at
+                    return c.set_in_tier(sgid, c.closure(gid))
                 return sgid in c.closure(gid)
             direct = self._r.m2g_groups(key)
         if gid is None:
@@ -400,13 +400,12 @@ class Index:
         if kind == "set":
             if sgid is None:
                 return []
-            ancestors = BitMap(self._r.bitmap("g2a", sgid))
+            seeds = BitMap([sgid])
         else:
-            direct = self._c.direct_groups(key)
-            if not direct:
+            seeds = self._c.direct_groups(key)
+            if not seeds:
                 return []
-            ancestors = BitMap.union(BitMap(), *(self._r.bitmap("g2a", g) for g in direct))
-        return sorted(self._r.group_names(self._c.above(ancestors)))
+        return sorted(self._r.group_names(self._c.above(seeds)))
 
     def members_of(
         self, group: str, limit: int | None = None, after: str | None = None

@@ -58,7 +58,7 @@ _T = TypeVar("_T")
 
 
 _EMPTY = BitMap()
-_EVERY_GROUP = ("g2g", "g2a")  # families with a value for every group
+_EVERY_GROUP = ("g2g",)  # families with a value for every group
 
 
 class SetReader:

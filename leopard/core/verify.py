@@ -9,8 +9,8 @@ single read can:
 * every value of every family decodes as its family stores it, with no bytes left
   over; the header of the base matches its checksums and the group-name list its count;
 * across families, over the base with the delta laid on it: every group has its
-  GROUP2GROUP and GROUP2ANCESTOR, holding the group itself and no id past the last
-  group, each equal to the group and the closures of its children (of its parents);
+  GROUP2GROUP, holding the group itself and no id past the last group, equal to the
+  group and the closures of its children;
   ``child`` and ``parent`` mirror each other, and so do ``m2g`` and ``g2m``; every
   subject name in ``m2g`` has the id whose ``sname`` names it back, the ids running
   from 0 without a gap; every support mask belongs to an edge that exists.
@@ -60,7 +60,7 @@ from leopard.store.rocks import RocksDB, log_files
 __all__ = ["VerifyReport", "verify_index", "LIMIT"]
 
 LIMIT = 20  # findings of one kind listed; the rest are counted
-_SETS = ("g2g", "g2a", "g2m", "child", "parent", "dchild", "dparent")  # group id -> set
+_SETS = ("g2g", "g2m", "child", "parent", "dchild", "dparent")  # group id -> set
 _DELTA_KEYS = (POSITION_KEY, NEXT_SUBJECT_KEY, SEQ_KEY)
 _EMPTY = BitMap()
 

@@ -365,14 +365,11 @@ def closures(
     cond: Condensation,
     ids: Sequence[int] | np.ndarray,
     *,
-    reverse: bool = False,
     resource: Sequence[bool] | None = None,
     graph: Graph | None = None,
 ) -> list[BitMap]:
-    """Per component: the ids of every group it reaches, itself included.
-
-    ``ids[node]`` is the id to put in the bitmaps. With ``reverse=False`` this is
-    GROUP2GROUP (descendants); with ``reverse=True`` GROUP2ANCESTOR.
+    """Per component: the ids of every group it reaches, itself included
+    (GROUP2GROUP); ``ids[node]`` is the id to put in the bitmaps.
 
     ``resource`` marks components of the resource tier (see
     ``leopard.model.plan.Plan.group_tier``; no edge leads from the group tier to it).
@@ -380,33 +377,20 @@ def closures(
     holds the ids of the group sets its own edges name (``graph``, the graph that
     was condensed), not their closures, nor the rest of a cycle they are in (the
     cycle may break later, and the incremental layer keeps what the edges name).
-    Ancestors are those of the group tier alone: a group component's parents of the
-    resource tier are left out, and a resource component holds just itself.
     """
     ids_list = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
     own = [BitMap(array("I", sorted(ids_list[v] for v in m))) for m in cond.members]
     out: list[BitMap] = [BitMap()] * cond.count
-    if not reverse:
-        named = group_targets(cond, ids, resource, graph) if resource is not None else {}
-        for c in range(cond.count):  # children have lower numbers: already done
-            kids = cond.children[c]
-            if not kids:
-                out[c] = own[c]
-            elif resource is not None and resource[c]:
-                parts = [out[k] for k in kids if resource[k]]
-                out[c] = BitMap.union(own[c], named.get(c, BitMap()), *parts)
-            else:
-                out[c] = BitMap.union(own[c], *(out[k] for k in kids))
-    else:
-        parents = cond.parents()
-        for c in range(cond.count - 1, -1, -1):  # parents have higher numbers
-            ps = parents[c]
-            if resource is not None:
-                if resource[c]:
-                    out[c] = own[c]
-                    continue
-                ps = [p for p in ps if not resource[p]]
-            out[c] = BitMap.union(own[c], *(out[p] for p in ps)) if ps else own[c]
+    named = group_targets(cond, ids, resource, graph) if resource is not None else {}
+    for c in range(cond.count):  # children have lower numbers: already done
+        kids = cond.children[c]
+        if not kids:
+            out[c] = own[c]
+        elif resource is not None and resource[c]:
+            parts = [out[k] for k in kids if resource[k]]
+            out[c] = BitMap.union(own[c], named.get(c, BitMap()), *parts)
+        else:
+            out[c] = BitMap.union(own[c], *(out[k] for k in kids))
     return out
 
 

@@ -170,7 +170,6 @@ def serialized_closures(
     cond: Condensation,
     ids: Sequence[int] | np.ndarray,
     *,
-    reverse: bool = False,
     resource: Sequence[bool] | None = None,
     graph: Graph | None = None,
 ) -> tuple[list[bytes], list[int]]:
@@ -178,9 +177,8 @@ def serialized_closures(
     build's form. A closure is kept as a bitmap only until the last component that
     unions it is done, so memory holds the serialized sets and a frontier of
     bitmaps, not a bitmap per component (millions with a schema's resources). With
-    ``resource``, a resource component's ancestors are not computed (it holds just
-    itself, which the writer knows); its entry is empty. Its descendants are
-    computed a layer at a time (``resource_closures``)."""
+    ``resource``, a resource component's closure is computed a layer at a time
+    (``resource_closures``)."""
     ids = np.asarray(ids, dtype=np.int64)
     n = cond.count
     ser: list[bytes] = [b""] * n
@@ -195,21 +193,14 @@ def serialized_closures(
         # closures are made a layer at a time
         is_res = np.asarray(resource, dtype=bool)
         steps = np.flatnonzero(~is_res)
-        if reverse:  # a group's parents among the groups
-            keep = ~is_res[user] & ~is_res[fed]
-            user, fed = user[keep], fed[keep]
-        else:
-            keep = ~is_res[user]
-            user, fed = user[keep], fed[keep]
-            comps, ptr, values = resource_closures(cond, ids, resource, graph)
-            comp_list = comps.tolist()
-            for c, raw in zip(comp_list, serialize_rows(ptr, values), strict=True):
-                ser[c] = raw
-            for c, size in zip(comp_list, np.diff(ptr).tolist(), strict=True):
-                sizes[c] = size
-    if reverse:  # parents come first, and a component unions its parents' closures
-        steps = steps[::-1]
-        user, fed = fed, user
+        keep = ~is_res[user]
+        user, fed = user[keep], fed[keep]
+        comps, ptr, values = resource_closures(cond, ids, resource, graph)
+        comp_list = comps.tolist()
+        for c, raw in zip(comp_list, serialize_rows(ptr, values), strict=True):
+            ser[c] = raw
+        for c, size in zip(comp_list, np.diff(ptr).tolist(), strict=True):
+            sizes[c] = size
     plan = _Unions(cond, ids, steps, user, fed, whole=resource is None)
     _union_all(plan, ser, sizes)
     return ser, sizes

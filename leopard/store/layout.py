@@ -19,7 +19,6 @@ portable roaring bitmap)::
     m2g       subject name -> 4-byte subject id + MEMBER2GROUP bitmap (direct groups)
     sname     subject id -> subject name
     g2g       group id -> GROUP2GROUP (descendants, itself included)
-    g2a       group id -> GROUP2ANCESTOR (ancestors, itself included)
     g2m       group id -> GROUP2MEMBER (direct leaf members: subject ids)
     child     group id -> direct child groups
     parent    group id -> direct parent groups
@@ -113,12 +112,11 @@ __all__ = [
     "new_group_key",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SET_FAMILIES = (
     "m2g",
     "sname",
     "g2g",
-    "g2a",
     "g2m",
     "child",
     "parent",

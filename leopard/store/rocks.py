@@ -67,13 +67,12 @@ def rocks_errors(what: str) -> Iterator[None]:
 # m2g and one g2g value, so those two stay lz4 in 16 KiB blocks: zstd there saved 1.4
 # bytes per tuple on the 10M org but doubled a cold check (p50 25 -> 45 us, p99 80 ->
 # 185 us). The others are read by groups_of, members_of, the incremental layer and
-# verify; g2a's long ancestor sets gain most from large blocks (-0.6 bytes per tuple).
+# verify.
 _TABLES: dict[str, tuple[str, int]] = {
     "default": ("zstd", 4 << 10),  # the header: a few values, one of them long
     "m2g": ("lz4", 16 << 10),
     "sname": ("zstd", 16 << 10),
     "g2g": ("lz4", 16 << 10),
-    "g2a": ("zstd", 256 << 10),
 }
 _BULK_TABLE = ("zstd", 64 << 10)
 

@@ -72,10 +72,10 @@ def _g2g_empty(path: Path) -> str:
     return f"g2g key 0x{gid:08x} in {base_dir(path)}: value is empty"
 
 
-def _g2a_out_of_range(path: Path) -> str:
+def _parent_out_of_range(path: Path) -> str:
     gid = group_id(path, "group:eng#member")
-    put(base_dir(path), "g2a", gkey(gid), BitMap([gid, 77]).serialize())
-    return f"g2a key 0x{gid:08x} in {base_dir(path)}: the set holds group id 77, past the last"
+    put(base_dir(path), "parent", gkey(gid), BitMap([77]).serialize())
+    return f"parent key 0x{gid:08x} in {base_dir(path)}: the set holds id 77, past the last"
 
 
 def _names_truncated(path: Path) -> str:
@@ -99,7 +99,7 @@ def _current_garbage(path: Path) -> str:
 DAMAGES: dict[str, Callable[[Path], str]] = {
     "m2g garbage": _m2g_garbage,
     "g2g empty": _g2g_empty,
-    "g2a out of range": _g2a_out_of_range,
+    "parent out of range": _parent_out_of_range,
     "group names truncated": _names_truncated,
     "meta garbage": _meta_garbage,
     "CURRENT garbage": _current_garbage,
@@ -122,7 +122,7 @@ def test_verify_names_the_damage(small: Path, damage: str) -> None:
 @pytest.mark.parametrize("damage", list(DAMAGES))
 def test_queries_on_a_damaged_index_fail_in_one_line(small: Path, damage: str) -> None:
     what = DAMAGES[damage](small)
-    if damage == "g2a out of range":  # a query cannot tell which set: verify can
+    if damage == "parent out of range":  # a query cannot tell which set: verify can
         what = f"index at {small} is damaged: a stored set holds a group id past its 4 groups"
     asks = [
         ("check", "user:alice", "group:eng"),
