@@ -25,6 +25,9 @@ cache           holds                                       bound
                                                             any closure or wildcard change
 ``members``     group id -> union of the members below it   ``MEMBER_LIMIT`` groups, oldest
                                                             first out
+``parents``     set id -> the sets directly above it, what  ``CLOSURE_LIMIT`` sets, then
+                ``above`` walks (``groups_of``, explain);   starts over (without a schema
+                as stored until first asked after warm()    ``warm`` fills it)
 ``subjects``    subject key -> direct groups, after         every subject of the base
                 ``warm()``: as stored until first asked,    (``warm`` is the choice to
                 then deserialized; a changed subject is     hold them all)
@@ -37,22 +40,16 @@ writes its caches except through its methods.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterable
-from itertools import compress
-from operator import itemgetter
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
 from pyroaring import BitMap
 
 from leopard.core.layers import SetReader, Updates
+from leopard.core.loading import Loaded, load_all
 from leopard.store.layout import gid_of, gkey, m2g_groups
 
 __all__ = [
     "CachedSets",
-    "Loaded",
-    "load_all",
     "NAME_LIMIT",
     "CLOSURE_LIMIT",
     "MEMBER_LIMIT",
@@ -62,10 +59,6 @@ NAME_LIMIT = 200_000
 CLOSURE_LIMIT = 2_000_000
 MEMBER_LIMIT = 16
 _UNSEEN: Any = object()
-
-#: what ``load_all`` reads for ``CachedSets.install``: closures, subjects (None when
-#: not asked)
-Loaded = tuple[dict[int, BitMap | bytes], dict[bytes, BitMap | bytes] | None]
 
 
 class CachedSets:
@@ -87,6 +80,9 @@ class CachedSets:
         # namespace -> resource-tier set name -> whether its wildcard is in the set
         self._tier_wild: dict[str, dict[str, bool]] = {}
         self._members: dict[int, BitMap] = {}
+        # set id -> the sets directly above it (its parent and derived parent edges),
+        # what ``above`` walks; a value may be the stored one until first asked
+        self.parents: dict[int, BitMap | bytes] = {}
         # a value is the stored MEMBER2GROUP value until first asked (``subject_groups``)
         self.subjects: dict[bytes, BitMap | bytes] | None = None
         self._group_count = reader.group_count()
@@ -244,18 +240,46 @@ class CachedSets:
 
     def above(self, seeds: BitMap) -> BitMap:
         """``seeds`` and every set above them, found by walking the parent edges up (no
-        ancestor sets are stored): one multi-get a family for each level of the walk."""
-        plan = self.reader.config.plan
-        families = ("parent", "dparent") if plan is not None else ("parent",)
-        bitmaps = self.reader.bitmaps
+        ancestor sets are stored), level by level over the parent sets held here."""
         found = BitMap(seeds)
         frontier = seeds
         while frontier:
-            nxt = BitMap.union(BitMap(), *(bm for f in families for bm in bitmaps(f, frontier)))
+            nxt = BitMap.union(BitMap(), *self._parents(frontier))
             nxt -= found
             found |= nxt
             frontier = nxt
         return found
+
+    def _parents(self, gids: BitMap) -> list[BitMap]:
+        """The parent sets of ``gids`` (never change them): those not held yet read with
+        one multi-get a family and held from now on."""
+        held = self.parents
+        out: list[BitMap] = []
+        missing: list[int] = []
+        for gid in gids:
+            bm = held.get(gid)
+            if bm is None:
+                missing.append(gid)
+                continue
+            if isinstance(bm, bytes):  # held as stored by warm()
+                stored = bm
+                try:
+                    bm = BitMap.deserialize(stored)
+                except Exception:  # pyroaring: ValueError; set_value says why
+                    bm = self.reader.set_value("parent", gkey(gid), stored)
+                held[gid] = bm
+            out.append(bm)
+        if missing:
+            read = self.reader.bitmaps
+            found = read("parent", missing)
+            if self.reader.config.plan is not None:
+                derived = read("dparent", missing)
+                found = [a | b if b else a for a, b in zip(found, derived, strict=True)]
+            if len(held) + len(missing) > CLOSURE_LIMIT:
+                held.clear()
+            held.update(zip(missing, found, strict=True))
+            out += found
+        return out
 
     def members(self, gid: int) -> BitMap:
         """Every leaf subject id below a group: the union of GROUP2MEMBER over its reach."""
@@ -273,9 +297,9 @@ class CachedSets:
 
     def load(self, *, subjects: bool) -> int:
         """Hold every closure (and, with ``subjects``, every subject's direct groups)."""
-        loaded = _load(self.reader, subjects, have=self.closures)
+        loaded = load_all(self.reader, subjects, have=self.closures)
         self.install(loaded)
-        held = len(self.closures)
+        held = len(self.closures) + len(self.parents)
         return held + (len(self.subjects) if self.subjects is not None else 0)
 
     def subject_groups(self, key: bytes, raw: bytes) -> BitMap:
@@ -291,8 +315,9 @@ class CachedSets:
 
     def install(self, loaded: Loaded) -> None:
         """Take sets loaded by ``load_all`` (e.g. ahead of a swap, outside any lock)."""
-        closures, subjects = loaded
+        closures, subjects, parents = loaded
         self.closures.update(closures)
+        self.parents.update(parents)
         if subjects is not None:
             self.subjects = subjects
 
@@ -308,6 +333,7 @@ class CachedSets:
             self.reaches.clear()
             self.tier_reaches.clear()
             self.tier_groups.clear()
+            self.parents.clear()
         elif g2g:
             gids = [gid_of(key) for key in g2g]
             for gid in gids:
@@ -319,6 +345,9 @@ class CachedSets:
                     for held in (self.reaches, self.tier_reaches, self.tier_groups):
                         held.pop(name, None)
                         held.pop(name[: name.rfind("#")], None)
+        for family in ("parent", "dparent"):
+            for key in updates.get(family) or ():
+                self.parents.pop(gid_of(key), None)
         m2g = updates.get("m2g")
         wild_changed = m2g is not None and any(key.endswith(b":*") for key in m2g)
         if not updates or wild_changed:
@@ -339,132 +368,3 @@ class CachedSets:
             changed = updates.get("m2g") if updates else reader.overlay.sets.get("m2g")
             for key in changed or ():
                 mem.pop(key, None)
-
-
-def load_all(reader: SetReader, subjects: bool) -> Loaded:
-    """Every closure and (``subjects``) the direct groups of every subject unchanged
-    since the base, read from ``reader``, for ``CachedSets.install``."""
-    return _load(reader, subjects, have={})
-
-
-def _load(
-    r: SetReader, subjects: bool, *, have: Iterable[int] | dict[int, BitMap | bytes]
-) -> Loaded:
-    # Millions of sets go into dictionaries that grow all the while: each full
-    # collection the allocations trigger walks them again (a fifth of warm() at 40M
-    # tuples), and nothing loaded here forms reference cycles.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _load_all(r, subjects, have=have)
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _load_all(
-    r: SetReader, subjects: bool, *, have: Iterable[int] | dict[int, BitMap | bytes]
-) -> Loaded:
-    # The subjects' sets are held as stored and deserialized when first asked
-    # (``subject_groups``): at 40M tuples deserializing 3.8M of them here took two
-    # thirds of warm(), and a check pays it once per subject (about 1.5 us). The
-    # dictionaries are made by passes in C (``dict``, ``map``, ``zip``), not a Python
-    # loop per set. A subject's value that a glance shows damaged (too short, no
-    # roaring header) is reported here as before.
-    g2g = _closures(r, have)
-    if not subjects:
-        return g2g, None
-    # values become BitMaps in place as checks first ask (``subject_groups``)
-    raw = cast(dict[bytes, BitMap | bytes], r.base.family("m2g").as_dict())
-    for key in r.overlay.sets.get("m2g") or ():  # read through the overlay instead
-        raw.pop(key, None)
-    if not set(map(_HEAD, raw.values())) <= _ROARING_HEADS:
-        for key, value in raw.items():
-            if isinstance(value, bytes) and value[4:6] not in _ROARING_HEADS:
-                try:
-                    m2g_groups(value)  # raises BadValue, unless it deserializes after all
-                except ValueError as exc:
-                    raise r.damage("m2g", key, exc, in_base=True) from None
-    return g2g, raw
-
-
-def _first_resource_id(r: SetReader, none: int) -> int:
-    """The base's first resource-tier id: its group tier is the ids below (``none``
-    when it has no resource tier)."""
-    return int(r.base_resource_ids.min()) if r.base_resource_ids else none
-
-
-def _stored(r: SetReader, family: str) -> tuple[np.ndarray, list[bytes]]:
-    """The group ids and values of the base's ``family`` in one pass, but those the
-    overlay holds (to be read through the layers) and keys not of four bytes (damage,
-    told when read)."""
-    keys, values = r.base.family(family).columns()
-    joined = b"".join(keys)
-    if len(joined) != 4 * len(keys):
-        sound = [len(key) == 4 for key in keys]
-        keys, values = list(compress(keys, sound)), list(compress(values, sound))
-        joined = b"".join(keys)
-    ids = np.frombuffer(joined, dtype=">u4").astype(np.int64)
-    changed = [gid_of(key) for key in r.overlay.sets.get(family) or () if len(key) == 4]
-    if changed:
-        keep = ~np.isin(ids, changed)
-        ids, values = ids[keep], list(compress(values, keep.tolist()))
-    return ids, values
-
-
-#: the first two bytes of a serialized roaring bitmap (its format's cookies, 12346 and
-#: 12347, little-endian), which follow the subject id in a MEMBER2GROUP value
-_ROARING_HEADS = {b"\x3a\x30", b"\x3b\x30"}
-_HEAD = itemgetter(slice(4, 6))
-
-
-def _closures(
-    r: SetReader, have: Iterable[int] | dict[int, BitMap | bytes]
-) -> dict[int, BitMap | bytes]:
-    """Every group's closure but those in ``have``: the base's read in one pass in key
-    order (twice as fast at 776k groups as a point read each), then what the overlay
-    holds and anything the pass did not yield read as ``r.bitmap`` reads it, damage
-    reported the same way. Closures of up to ``_HELD_AS_STORED`` bytes serialized
-    (``_HELD_AS_STORED_RESOURCE`` in a schema's resource tier) are held as stored, the
-    rest deserialized by a pass in C."""
-    count = r.group_count()
-    ids, values = _stored(r, "g2g")
-    # kept: ids of groups that exist, with a value (an empty one is damage, read below)
-    sizes = np.fromiter(map(len, values), np.int64, len(values))
-    keep = (ids < count) & (sizes > 0)
-    first = _first_resource_id(r, count)
-    small = keep & (sizes <= np.where(ids < first, _HELD_AS_STORED, _HELD_AS_STORED_RESOURCE))
-    big = keep & ~small
-    out: dict[int, BitMap | bytes] = dict(
-        zip(ids[small].tolist(), compress(values, small.tolist()), strict=True)
-    )
-    big_ids = ids[big].tolist()
-    big_values = list(compress(values, big.tolist()))
-    try:
-        out.update(zip(big_ids, map(BitMap.deserialize, big_values), strict=True))
-    except Exception:  # pyroaring: ValueError; one at a time, the damaged read below
-        for gid, value in zip(big_ids, big_values, strict=True):
-            try:
-                out[gid] = BitMap.deserialize(value)
-            except Exception:
-                continue
-    del values, big_values
-    for gid in have:
-        out.pop(gid, None)  # already held
-    found = np.zeros(count, dtype=bool)
-    found[np.fromiter(out, np.int64, len(out))] = True
-    for gid in np.flatnonzero(~found).tolist():
-        if gid not in have:  # the overlay's, and any the pass did not yield
-            out[gid] = r.bitmap("g2g", gid)
-    return out
-
-
-#: closures of at most this many bytes serialized are held as stored by ``warm()`` and
-#: deserialized at their first read (a few us). 64 bytes at first; at 4 KiB, warm() at
-#: 40M tuples of groups took 4.18-4.45 s instead of 4.63-5.31 (four runs each,
-#: alternated), first checks on new pairs p50 8.3 against 7.8 us, p99 the same (15 us).
-_HELD_AS_STORED = 4096
-#: the same for a schema's resource tier: at 4 KiB, warm() at 10M tuples of documents
-#: took 20.6 s instead of 24.1, but a first check of a document 9.7 us p50 instead of 6.8
-#: (their closures are longer: a folder's chain); 64 bytes still holds 70% of them
-_HELD_AS_STORED_RESOURCE = 64

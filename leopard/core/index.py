@@ -22,10 +22,11 @@ from typing import Any
 
 from pyroaring import BitMap
 
-from leopard.core.caches import CachedSets, load_all
+from leopard.core.caches import CachedSets
 from leopard.core.explain import Step, describe, shortest_chain
 from leopard.core.freshness import POLL, wait_steps
 from leopard.core.layers import SetReader
+from leopard.core.loading import load_all
 from leopard.core.successor import Successor, live_generation
 from leopard.errors import InvalidInput, InvalidTuple
 from leopard.model.config import Config
@@ -456,10 +457,10 @@ class Index:
             return self._r.group_names(chain)
 
     def warm(self, *, subjects: bool = True) -> int:
-        """Hold the index in memory: every group's closure and (``subjects``) every
-        subject's direct groups (these and small closures as stored until a check first
-        reads them), and with a schema's resource tier the ancestors of every group-tier
-        set, so that a check reads no RocksDB. Returns the number of sets held. A
+        """Hold the index in memory: every group's closure, (``subjects``) every
+        subject's direct groups, and without a schema every group's parent sets (these
+        and small closures as stored until a query first reads them), so that a check
+        reads no RocksDB. Returns the number of sets held. A
         service pays this once at start: 4-6 s at 40M tuples of groups, 20-35 s at 10M
         of documents in folders (on this project's 2-core machine). Changes applied
         later still go through the incremental layer (a changed subject is dropped from

@@ -38,7 +38,7 @@ from support.damage import (
 from support.index_model import REWRITE
 
 import leopard
-from leopard.core import caches
+from leopard.core import loading
 from leopard.core.incremental import DeltaWriter
 from leopard.core.index import Index
 from leopard.core.verify import verify_index
@@ -502,7 +502,7 @@ def test_damage_that_deserializing_finds(small: Path, family: str, ids: int) -> 
     what = "m2g key 'user:alice'" if family == "m2g" else f"g2g key 0x{gid:08x}"
     assert str(was.value).startswith(damaged(small, what, "")), str(was.value)
     with Index(small) as ix:
-        if len(value) > caches._HELD_AS_STORED and family == "g2g":
+        if len(value) > loading._HELD_AS_STORED and family == "g2g":
             with pytest.raises(StorageError) as info:
                 ix.warm()
             assert str(info.value) == str(was.value)
