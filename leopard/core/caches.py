@@ -104,13 +104,15 @@ class CachedSets:
                 held.clear()
             bm = held[gid] = self.reader.bitmap("g2g", gid)
         elif isinstance(bm, bytes):  # held as stored by warm()
-            stored = bm
-            try:
-                bm = BitMap.deserialize(stored)
-            except Exception:  # pyroaring: ValueError; set_value says why
-                bm = self.reader.set_value("g2g", gkey(gid), stored)
-            held[gid] = bm
+            bm = held[gid] = self._stored_set("g2g", gid, bm)
         return bm
+
+    def _stored_set(self, family: str, gid: int, stored: bytes) -> BitMap:
+        """A value ``warm()`` held as stored, deserialized (damage told as a read does)."""
+        try:
+            return BitMap.deserialize(stored)
+        except Exception:  # pyroaring: ValueError; set_value says why
+            return self.reader.set_value(family, gkey(gid), stored)
 
     def remember_group(self, name: str, gid: int | None) -> None:
         """Remember how a group name resolved (None: to no group)."""
@@ -262,12 +264,7 @@ class CachedSets:
                 missing.append(gid)
                 continue
             if isinstance(bm, bytes):  # held as stored by warm()
-                stored = bm
-                try:
-                    bm = BitMap.deserialize(stored)
-                except Exception:  # pyroaring: ValueError; set_value says why
-                    bm = self.reader.set_value("parent", gkey(gid), stored)
-                held[gid] = bm
+                bm = held[gid] = self._stored_set("parent", gid, bm)
             out.append(bm)
         if missing:
             read = self.reader.bitmaps

@@ -29,6 +29,10 @@ Loaded = tuple[
 ]
 
 
+#: the parents of a group with none stored (never changed)
+_NO_PARENTS = BitMap()
+
+
 def load_all(
     r: SetReader, subjects: bool, *, have: Iterable[int] | dict[int, BitMap | bytes] = ()
 ) -> Loaded:
@@ -75,14 +79,20 @@ def _load_all(
 
 
 def _held_parents(r: SetReader) -> dict[int, BitMap | bytes]:
-    """Without a schema, the base's parent sets as stored (deserialized when ``above``
-    first walks them), so that ``groups_of`` after ``warm()`` reads no RocksDB. With a
-    schema a set's parents are its parent and derived parent edges joined: read and
-    held as walks first reach them (millions of resource sets)."""
+    """Without a schema, the parent sets of every group of the base (as stored, to be
+    deserialized when ``above`` first walks them; none stored: no parents), so that
+    ``groups_of`` after ``warm()`` reads no RocksDB. Groups the overlay changed or
+    added are read through the layers. With a schema a set's parents are its parent
+    and derived parent edges joined: read and held as walks first reach them
+    (millions of resource sets)."""
     if r.config.plan is not None:
         return {}
     ids, values = _stored(r, "parent")
-    return dict(zip(ids.tolist(), values, strict=True))
+    held: dict[int, BitMap | bytes] = dict.fromkeys(range(len(r.base_groups)), _NO_PARENTS)
+    for key in r.overlay.sets.get("parent") or ():
+        held.pop(gid_of(key), None)
+    held.update(zip(ids.tolist(), values, strict=True))
+    return held
 
 
 def _first_resource_id(r: SetReader, none: int) -> int:

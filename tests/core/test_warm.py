@@ -291,3 +291,56 @@ def test_a_damaged_group_closure_fails_the_document_check_that_meets_it(
         with pytest.raises(StorageError) as info:
             ix.check("user:alice", "doc:d#view")
         assert str(info.value) == str(was.value)
+
+
+def test_groups_of_after_warm_walks_held_parents_through_changes(tmp_path: Path) -> None:
+    """Without a schema, warm() holds every group's parent sets: groups_of walks them
+    without reading RocksDB, answers as a cold index, and follows a batch that moves a
+    group (its held parents dropped)."""
+    _build(tmp_path / "idx")
+    subjects = ("user:alice", "user:carol", "user:nobody")
+    with Index(tmp_path / "idx") as cold:
+        want = [cold.groups_of(s) for s in subjects]
+    assert want[0] == ["group:all#member", "group:eng#member"]
+    with Index(tmp_path / "idx") as ix:
+        ix.warm()
+        reads = ix.reader.bitmaps
+
+        def no_parent_read(family: str, gids: Any) -> list[BitMap]:
+            assert family not in ("parent", "dparent"), f"read {family} after warm()"
+            return reads(family, gids)
+
+        ix.reader.bitmaps = no_parent_read  # type: ignore[method-assign]
+        assert [ix.groups_of(s) for s in subjects] == want
+        ix.reader.bitmaps = reads  # type: ignore[method-assign]
+        w = DeltaWriter(ix.reader)
+        try:
+            w.apply([("touch", parse_tuple("group:ops#member@group:all#member"))])
+            assert ix.groups_of("user:alice") == [
+                "group:all#member",
+                "group:eng#member",
+                "group:ops#member",
+            ]
+            w.apply([("delete", parse_tuple("group:all#member@group:eng#member"))])
+            assert ix.groups_of("user:alice") == ["group:eng#member"]
+        finally:
+            w.close()
+
+
+def test_a_damaged_parent_set_held_by_warm_fails_the_walk_that_meets_it(
+    tmp_path: Path,
+) -> None:
+    """A parent value cut short passes warm() (held as stored) and fails the first
+    groups_of that walks it, as a cold read does."""
+    _build(tmp_path / "idx")
+    gid = group_id(tmp_path / "idx", "group:eng#member")
+    put(base_dir(tmp_path / "idx"), "parent", gkey(gid), BitMap(range(0, 400, 2)).serialize()[:-3])
+    with Index(tmp_path / "idx") as cold, pytest.raises(StorageError) as was:
+        cold.groups_of("user:alice")
+    assert f"parent key 0x{gid:08x}" in str(was.value)
+    with Index(tmp_path / "idx") as ix:
+        assert ix.warm() > 0
+        assert ix.groups_of("user:carol") == ["group:ops#member"]  # the rest answers
+        with pytest.raises(StorageError) as info:
+            ix.groups_of("user:alice")
+        assert str(info.value) == str(was.value)
