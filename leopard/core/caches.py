@@ -46,6 +46,7 @@ from pyroaring import BitMap
 
 from leopard.core.layers import SetReader, Updates
 from leopard.core.loading import Loaded, load_all
+from leopard.model.closure import walk_up
 from leopard.store.layout import gid_of, gkey, m2g_groups
 
 __all__ = [
@@ -243,14 +244,7 @@ class CachedSets:
     def above(self, seeds: BitMap) -> BitMap:
         """``seeds`` and every set above them, found by walking the parent edges up (no
         ancestor sets are stored), level by level over the parent sets held here."""
-        found = BitMap(seeds)
-        frontier = seeds
-        while frontier:
-            nxt = BitMap.union(BitMap(), *self._parents(frontier))
-            nxt -= found
-            found |= nxt
-            frontier = nxt
-        return found
+        return walk_up(seeds, self._parents)
 
     def _parents(self, gids: BitMap) -> list[BitMap]:
         """The parent sets of ``gids`` (never change them): those not held yet read with

@@ -37,7 +37,7 @@ from leopard.core.derived import Derivations, support_entries
 from leopard.core.layers import SetReader, Updates, open_delta
 from leopard.core.readcache import ReadCache
 from leopard.errors import InvalidInput
-from leopard.model.closure import Graph, condense
+from leopard.model.closure import Graph, condense, walk_up
 from leopard.model.edges import Edge, disallowed, edges_of
 from leopard.model.edges import feeding as model_feeding
 from leopard.model.names import RelationTuple
@@ -317,22 +317,21 @@ class DeltaWriter:
         known = self.reader.group_count()  # newer groups have no edges stored
         families = ("parent", "dparent") if self.config.plan is not None else ("parent",)
         sets, read = w.sets, self._read
-        found = BitMap(starts)
-        frontier = starts
-        while frontier:
+
+        def parents_of(frontier: BitMap) -> list[BitMap]:
             stored = [g for g in frontier if g < known]
             parts: list[BitMap] = []
             for family in families:
                 self._read_many(family, stored)
                 parts += [read(family, g) for g in stored]
                 parts += [bm for g in frontier if (bm := sets.get((family, g))) is not None]
-            nxt = BitMap.union(BitMap(), *parts)
-            if rset:
-                nxt = nxt & rset if resource_tier else nxt - rset
-            nxt -= found
-            found |= nxt
-            frontier = nxt
-        return found
+            return parts
+
+        if not rset:
+            return walk_up(starts, parents_of)
+        if resource_tier:
+            return walk_up(starts, parents_of, lambda level: level & rset)
+        return walk_up(starts, parents_of, lambda level: level - rset)
 
     def _region(self, w: Work, region: BitMap, rset: BitMap) -> None:
         """Recompute the closures of every group in ``region`` over its child edges (the

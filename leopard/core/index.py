@@ -334,7 +334,8 @@ class Index:
         rset = self._r.resource_ids
         tier = bool(rset) and gid in rset
         groups = None
-        if mem is not None and type(group) is str:
+        held = mem is not None and type(group) is str
+        if held:
             c.remember_reach(group, gid, tier)  # for held_answer
             if tier:
                 groups = c.tier_groups.get(group)
@@ -343,7 +344,7 @@ class Index:
             # subject (or its namespace's wildcard) is in it directly or below those.
             if groups is None:
                 groups = g2g - rset
-            name = group if mem is not None and type(group) is str else None
+            name = group if held else None
             return c.tier_meets(key, direct if direct is not None else _NONE, g2g, groups, name)
         if direct is not None and direct.intersect(g2g):
             return True

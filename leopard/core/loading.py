@@ -90,7 +90,8 @@ def _held_parents(r: SetReader) -> dict[int, BitMap | bytes]:
     ids, values = _stored(r, "parent")
     held: dict[int, BitMap | bytes] = dict.fromkeys(range(len(r.base_groups)), _NO_PARENTS)
     for key in r.overlay.sets.get("parent") or ():
-        held.pop(gid_of(key), None)
+        if len(key) == 4:  # as _stored: another is damage, told when read
+            held.pop(gid_of(key), None)
     held.update(zip(ids.tolist(), values, strict=True))
     return held
 

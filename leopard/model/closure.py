@@ -18,7 +18,7 @@ re-derives the closures of the groups a change touches) share them.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +35,28 @@ __all__ = [
     "row_ptr",
     "spans",
     "unique_u64",
+    "walk_up",
 ]
+
+
+def walk_up(
+    starts: BitMap,
+    parents_of: Callable[[BitMap], Iterable[BitMap]],
+    keep: Callable[[BitMap], BitMap] | None = None,
+) -> BitMap:
+    """``starts`` and every node above them, level by level: ``parents_of`` gives the
+    parent sets of a whole level at once (one multi-get, not a read a node), ``keep``
+    narrows each level (to one tier, say). Cycles end the walk like anything seen."""
+    found = BitMap(starts)
+    frontier = starts
+    while frontier:
+        nxt = BitMap.union(BitMap(), *parents_of(frontier))
+        if keep is not None:
+            nxt = keep(nxt)
+        nxt -= found
+        found |= nxt
+        frontier = nxt
+    return found
 
 
 def row_ptr(rows: np.ndarray, count: int) -> np.ndarray:
