@@ -13,6 +13,13 @@ printed beside the targets of the offline build:
 the other and prints each one's time, peak memory and bytes per tuple beside the
 one-machine targets, and the ratio of the times beside the ratio of the sizes (for
 10M and 40M: time(40M)/time(10M) <= 4.5, i.e. nearly linear).
+
+``--memory GiB`` builds ``--tuples`` twice, without a budget (half the machine: no
+spilling) and with ``leopard build --memory GiB``, and prints both builds' time and
+peak memory, the rows spilled, and whether the peak stayed within the budget:
+
+    python bench/build.py --tuples 40000000 --memory 1.5
+    python bench/build.py --tuples 100000000 --memory 4
 """
 
 from __future__ import annotations
@@ -34,11 +41,12 @@ BYTES_PER_TUPLE = 10.0  # at 10M and 40M
 MAX_RATIO_40_10 = 4.5
 
 
-def measure(tuples: int, order: str) -> dict:
+def measure(tuples: int, order: str, *extra: str) -> dict:
     snapshot, config, _ = org(tuples)
     index = DATA / f"bench-build-{tuples}-{order}.idx"
     shutil.rmtree(index, ignore_errors=True)
-    wall, peak, out = run_measured(build_argv(snapshot, config, index, "--id-order", order))
+    argv = build_argv(snapshot, config, index, "--id-order", order, *extra)
+    wall, peak, out = run_measured(argv)
     report = json.loads(out)
     shutil.rmtree(index, ignore_errors=True)
     return {
@@ -52,6 +60,10 @@ def measure(tuples: int, order: str) -> dict:
         "phases": report["phases"],
         "groups": report["groups"],
         "subjects": report["subjects"],
+        "memory_budget": report["memory_budget"],
+        "peak_memory": report["peak_memory"],
+        "spilled_rows": report["spilled_rows"],
+        "subject_ranges": report["subject_ranges"],
     }
 
 
@@ -71,7 +83,14 @@ def main() -> None:
         "--scaling-sizes", default="10000000,40000000", metavar="A,B",
         help="The sizes --scaling builds (default: 10M and 40M tuples).",
     )  # fmt: skip
+    ap.add_argument(
+        "--memory", type=float, metavar="GiB",
+        help="Build --tuples without a budget and with --memory GiB; print both.",
+    )  # fmt: skip
     args = ap.parse_args()
+    if args.memory:
+        within_budget(args.tuples, args.memory, args.json)
+        return
     if args.scaling:
         scaling([int(x) for x in args.scaling_sizes.split(",")], args.json)
         return
@@ -112,6 +131,37 @@ def main() -> None:
             )
         )
     print(table(f"leopard build ({machine()})", rows))
+
+
+def within_budget(tuples: int, gib: float, as_json: bool) -> None:
+    """The build without a budget, then within ``gib``: time, peak memory, spilling."""
+    org(tuples)  # generate outside the timed runs
+    results = [measure(tuples, "dfs"), measure(tuples, "dfs", "--memory", str(gib))]
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    rows = [("tuples", f"{tuples:,}", "")]
+    for r, name in zip(results, ("no budget (half the machine)", f"--memory {gib:g}"), strict=True):
+        budget = r["memory_budget"]
+        rows += [
+            (name, "", ""),
+            ("  wall time", f"{r['wall_seconds']:.1f} s", ""),
+            (
+                "  peak memory (the build's own, ru_maxrss)",
+                f"{r['peak_memory'] / GiB:.2f} GiB",
+                f"<= {budget / GiB:.2f} GiB: {verdict(r['peak_memory'] <= budget)}",
+            ),
+            ("  peak memory (PSS, with children)", f"{r['peak_bytes'] / GiB:.2f} GiB", ""),
+            (
+                "  rows spilled / subject ranges",
+                f"{r['spilled_rows']:,} / {r['subject_ranges']}",
+                "",
+            ),
+            ("  bytes per tuple", f"{r['bytes_per_tuple']:.1f}", ""),
+        ]
+        for phase, secs in r["phases"].items():
+            rows.append((f"    phase {phase}", f"{secs:.2f} s", ""))
+    print(table(f"leopard build within a memory budget ({machine()})", rows))
 
 
 def scaling(sizes: list[int], as_json: bool) -> None:

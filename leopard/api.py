@@ -18,6 +18,7 @@ from leopard.core.build import BuildReport, Position, build_from_batches, space_
 from leopard.core.index import Index
 from leopard.core.shardbuild import build_shards
 from leopard.core.sharded import ShardedIndex, open_any
+from leopard.core.spill import batch_rows, memory_bytes
 from leopard.errors import InvalidInput
 from leopard.model.config import Config, load_config, schema_config
 
@@ -42,6 +43,7 @@ def build_index(
     schema: str | Path | None = None,
     only: Sequence[str] = (),
     shards: int | None = None,
+    memory: float | None = None,
 ) -> BuildReport:
     """Build an index at ``path`` from snapshot files (or iterables of tuple lines).
 
@@ -63,9 +65,14 @@ def build_index(
     With ``shards`` (a number), ``path`` becomes a sharded index: that many ordinary
     indexes, each holding the graph of sets and its share of the subjects, and a
     manifest (see ``leopard.model.shards``); ``open_index`` opens it as one.
+
+    ``memory`` (GiB; default: half the machine's) is the budget beyond which the
+    build spills its leaf memberships to disk and writes them a range of subjects at
+    a time (``leopard.core.spill``): what grows with the tuples stays within it.
     """
     if isinstance(sources, (str, Path)):
         sources = [sources]
+    budget = None if memory is None else memory_bytes(memory, "memory")
     if not 0 <= max_shrink <= 1:
         raise InvalidInput(f"max_shrink is a share between 0 and 1, not {max_shrink!r}")
     if schema is not None:
@@ -85,6 +92,7 @@ def build_index(
             on_reject=sink.write if sink.wanted else None,
             stats=stats,
             progress=progress,
+            batch_rows=batch_rows(budget),
         )
         if shards is not None:
             return build_shards(
@@ -98,6 +106,7 @@ def build_index(
                 wait=wait,
                 force=force,
                 refuse_empty=not force,
+                memory=budget,
             )
         return build_from_batches(
             sink.closed_after(batches),
@@ -108,6 +117,7 @@ def build_index(
             rejected=lambda: stats.rejected,
             max_shrink=None if force else max_shrink,
             wait=wait,
+            memory=budget,
         )
 
 

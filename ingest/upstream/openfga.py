@@ -234,9 +234,11 @@ def bootstrap_openfga(
     max_shrink: float | None = 0.5,
     wait: bool | float = False,
     progress: Callable[[int], None] | None = None,
+    memory: int | None = None,
 ) -> OpenFGABootstrap:
     """Build the index at ``path`` from the store's latest model and every tuple, and
-    record where its ReadChanges goes on (see the module docstring)."""
+    record where its ReadChanges goes on (see the module docstring). ``memory`` is
+    the build's budget in bytes (``build_from_batches``)."""
     model = source.latest_model()
     model_id = str(model.get("id", ""))
     text = json.dumps({k: v for k, v in model.items() if k != "id"}, indent=2)
@@ -260,6 +262,7 @@ def bootstrap_openfga(
         source_state={OPENFGA_KEY: {"token": token, "source": source.name, "model_id": model_id}},
         max_shrink=max_shrink,
         wait=wait,
+        memory=memory,
     )
     if report.skipped:
         log.warning(

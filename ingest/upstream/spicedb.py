@@ -187,9 +187,11 @@ def bootstrap(
     max_shrink: float | None = 0.5,
     wait: bool | float = False,
     progress: Callable[[int], None] | None = None,
+    memory: int | None = None,
 ) -> BootstrapReport:
     """Build the index at ``path`` from SpiceDB's schema and relationships at one
-    revision, and record that revision as its position (see the module docstring)."""
+    revision, and record that revision as its position (see the module docstring).
+    ``memory`` is the build's budget in bytes (``build_from_batches``)."""
     schema_stub = schema_service_pb2_grpc.SchemaServiceStub(source.channel())
     try:
         answer = schema_stub.ReadSchema(
@@ -220,6 +222,7 @@ def bootstrap(
         source_state={SPICEDB_KEY: {"token": token, "source": source.name}},
         max_shrink=max_shrink,
         wait=wait,
+        memory=memory,
     )
     if report.skipped:
         log.warning(

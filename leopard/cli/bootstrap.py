@@ -117,19 +117,24 @@ def build_from(
     wait: bool,
     as_json: bool,
     store_id: str | None = None,
+    memory: int | None = None,
 ) -> None:
     """Bootstrap the index at ``index_dir`` from ``spicedb:TARGET`` (or ``openfga:URL``
     and its store) and print the report."""
     if parse_source(source_text)[0] == "openfga":
         store = openfga_source(source_text, key, store_id)
-        fga = bootstrap_openfga(index_dir, store, only=only, max_shrink=max_shrink, wait=wait)
+        fga = bootstrap_openfga(
+            index_dir, store, only=only, max_shrink=max_shrink, wait=wait, memory=memory
+        )
         click.echo(openfga_text(fga, index_dir, as_json))
         return
     if store_id:
         raise InvalidInput("--store-id names an OpenFGA store; a SpiceDB has none")
     source = spicedb_source(source_text, key, tls)
     try:
-        report = bootstrap(index_dir, source, only=only, max_shrink=max_shrink, wait=wait)
+        report = bootstrap(
+            index_dir, source, only=only, max_shrink=max_shrink, wait=wait, memory=memory
+        )
     finally:
         source.close()
     click.echo(bootstrap_text(report, index_dir, as_json))

@@ -28,6 +28,7 @@ from leopard.cli.options import (
     wait_option,
 )
 from leopard.core.compact import compact as run_compaction
+from leopard.core.spill import memory_bytes
 from leopard.model.config import load_config, schema_config
 from leopard.spark import SPARK_FORMATS, build_on_spark
 
@@ -125,6 +126,14 @@ __all__ = ["build", "compact"]
     metavar="URL",
     help="With --engine spark: Spark's master, local[N] | spark://HOST:7077 | k8s://URL.",
 )
+@click.option(
+    "--memory",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="GiB",
+    help="Memory budget [default: half the machine's]. Past it, the leaf memberships "
+    "(most of the tuples) spill to disk and are written a range of subjects at a time; "
+    "names, sets and closures stay in memory. The report gives the peak.",
+)
 @wait_option
 @json_option
 @fail_cleanly
@@ -150,6 +159,7 @@ def build(
     shards: int | None = None,
     engine: str = "local",
     master: str = "local[*]",
+    memory: float | None = None,
 ) -> None:
     """Build an index from snapshot files and swap it in atomically.
 
@@ -212,11 +222,17 @@ def build(
             wait=wait,
             as_json=as_json,
             store_id=store_id,
+            memory=None if memory is None else memory_bytes(memory, "--memory"),
         )
         return
     if store_id:
         raise click.UsageError("--store-id needs --from openfga:URL")
     if engine == "spark":
+        if memory is not None:
+            raise click.UsageError(
+                "--memory bounds a local build; on Spark, give the executors' memory "
+                "(spark.executor.memory) instead"
+            )
         _build_on_spark(
             snapshots,
             index_dir,
@@ -270,6 +286,7 @@ def build(
             max_shrink=max_shrink / 100,
             wait=wait,
             shards=shards,
+            memory=memory,
         )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

@@ -126,6 +126,9 @@ def parse_position(text: str | None) -> dict[str, int]:
     return out
 
 
+GIB = 1 << 30
+
+
 def format_report(r: dict[str, Any], index_dir: str) -> str:
     """A build report (of ``build``, ``compact`` or ``stats``) as aligned lines."""
     lines = [f"built {index_dir} in {r['seconds']:.2f} s"]
@@ -150,6 +153,16 @@ def format_report(r: dict[str, Any], index_dir: str) -> str:
         ("cycles collapsed", f"{r['cycles_collapsed']:,} ({r['groups_in_cycles']:,} groups)"),
         ("bytes on disk", f"{r['bytes_on_disk']:,}"),
     ]
+    if r.get("memory_budget"):
+        spilled = r.get("spilled_rows", 0)
+        rows.append(
+            (
+                "memory",
+                f"peak {r.get('peak_memory', 0) / GIB:.2f} GiB of a {r['memory_budget'] / GIB:.2f}"
+                " GiB budget"
+                + (f"; {spilled:,} rows spilled, {r['subject_ranges']} ranges" if spilled else ""),
+            )
+        )
     width = max(len(k) for k, _ in rows)
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
     for reason, n in r["skipped"].items():

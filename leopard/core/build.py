@@ -29,11 +29,8 @@ from __future__ import annotations
 import functools
 import gc
 import json
-import os
 import shutil
-import signal
 import time
-import traceback
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -58,12 +55,25 @@ from leopard.core.edgekeys import (
     derived_edges,
     derived_support,
     distinct_heads,
+    largest_candidates,
     largest_group,
     remap,
     resource_nodes,
     transposed,
 )
-from leopard.errors import InvalidInput, StorageError
+from leopard.core.forked import Child
+from leopard.core.forked import fork as _fork
+from leopard.core.spill import (
+    Spill,
+    default_memory,
+    member_probes,
+    peak_memory,
+    put_subjects,
+    release_memory,
+    write_sets,
+    write_subjects,
+)
+from leopard.errors import InvalidInput
 from leopard.model.closure import Graph, condense, depths, dfs_order
 from leopard.model.config import Config
 from leopard.model.layered import serialized_closures
@@ -74,7 +84,7 @@ from leopard.store.layout import (
     base_header,
 )
 from leopard.store.rocks import RocksDB
-from leopard.store.space import no_space, space_errors
+from leopard.store.space import space_errors
 from leopard.store.writers import BaseWriter, id_keys
 
 __all__ = ["BuildReport", "build_from_batches", "Position"]
@@ -113,6 +123,12 @@ class BuildReport:
     #: shard (the graph's; counted once per shard in the sums above)
     shards: int = 0
     replicated: int = 0
+    #: the memory budget (bytes), the leaf-membership rows spilled to disk to stay
+    #: within it and the subject ranges they were worked in; the process's peak memory
+    memory_budget: int = 0
+    spilled_rows: int = 0
+    subject_ranges: int = 0
+    peak_memory: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +147,7 @@ def build_from_batches(
     wait: bool | float = False,
     source_state: dict[str, dict[str, Any]] | None = None,
     shard: tuple[int, int] | None = None,
+    memory: int | None = None,
 ) -> BuildReport:
     """Build an index at ``path`` from tuple batches and swap it in.
 
@@ -145,12 +162,13 @@ def build_from_batches(
     over from the incremental layer it folds). ``shard`` (``(k, n)``) marks the index
     as shard ``k`` of ``n`` of a sharded index (``leopard.model.shards``): the batches
     hold only what that shard holds, and the changes applied to it later are filtered
-    the same way.
+    the same way. ``memory`` is the budget in bytes (default: half the machine's)
+    beyond which the leaf memberships spill to disk (``leopard.core.spill``).
     """
     if id_order not in ("dfs", "input"):
         raise InvalidInput(f"id_order must be 'dfs' or 'input', not {id_order!r}")
     started = time.perf_counter()
-    report = BuildReport(id_order=id_order)
+    report = BuildReport(id_order=id_order, memory_budget=memory or default_memory())
     phases: dict[str, float] = {}
     mark = started
 
@@ -166,19 +184,23 @@ def build_from_batches(
     with space_errors(index_dir.path, "starting a new generation"):
         tmp = index_dir.prepare(wait)
     writing = False  # reading is done: a full disk from here on is the index's
-    child: _Child | None = None  # the forked subject writer, until it has been waited for
+    child: Child | None = None  # the forked subject writer, until it has been waited for
     # Millions of short-lived ints and bytes would trigger a full collection again
     # and again; nothing built here forms reference cycles.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         col = Collector(config)
+        spill = Spill(tmp / "spill", report.memory_budget)
         try:
             for part in prefetch(batches, prepare=col.prepare):
                 col.absorb(part)
-            col.finish()
+                spill.absorb(col)
+            spill.finish(col)
+            spill.positions = col.finish()
         finally:
             col.close()
+        release_memory()  # what reading freed, kept by Arrow's pool and the C heap
         phase("read")
         if max_shrink is not None:
             index_dir.refuse_shrink(col.indexed, col.read, max_shrink)
@@ -231,8 +253,8 @@ def build_from_batches(
         member = member_edges(col, new_id, leaf_id)
         by_leaf = member[0]
         # as UTF-8 bytes, the form the subject families store (no str made and encoded)
-        names_sorted = pc.take(leaf_names, pa.array(by_name)).cast(pa.binary()).to_pylist()
-        del leaf_names
+        # (spilled: a range of subjects' at a time, as their memberships are written)
+        names_sorted = [] if spill.rows else _names(leaf_names, by_name)
         phase("order")
 
         order = np.argsort(new_id)
@@ -244,22 +266,42 @@ def build_from_batches(
         sst_dir = tmp / "sst"
         sst_dir.mkdir()
         writer = BaseWriter(sst_dir)
-        if n_leaves >= _FORK_SUBJECTS:
+        spilled = None
+        if spill.rows:  # a range of subjects at a time, before the closures are held
+            probes = member_probes(col, new_id, leaf_id)
+            names = (leaf_names, by_name)
+            spilled = write_subjects(spill, writer, (new_id, leaf_id), names, probes)
+            member = spilled.fed
+            del probes, names
+            phase("spilled subjects")
+        elif n_leaves >= _FORK_SUBJECTS:
             child = _fork(functools.partial(_write_subjects, writer, by_leaf, names_sorted, True))
-        if child is None:
+        if child is None and spilled is None:
             _write_subjects(writer, by_leaf, names_sorted, False)
         del by_leaf
+        spill.positions = ()
 
         g2g, g2g_sizes = serialized_closures(cond, new_id, resource=resource, graph=graph)
         depth = depths(cond)
         phase("closure")
+        if spilled is not None:
+            # the closures go to their file before the memberships by set are worked
+            reach = {}
+            if spilled.edges:
+                reach = largest_candidates(cond, g2g, g2g_sizes, new_id, comp_of, spilled.sizes)
+            _write_closures(writer, "g2g", g2g, comp_of)
+            g2g = []
+            write_sets(spilled, writer, reach)
+            report.spilled_rows, report.subject_ranges = spill.rows, spilled.ranges
+            phase("spilled sets")
 
         names_in_order = pc.take(col.group_names, pa.array(order)).to_pylist()
         down = remap(down_tmp, new_id, new_id, swap=False)
         up = remap(down_tmp, new_id, new_id, swap=True)
-        by_group = transposed(member[0], n_leaves, n_groups)
+        by_group = transposed(member[0], n_leaves, n_groups) if spilled is None else None
         support = support_masks(col, nested, member, new_id, leaf_id)
-        subjects = distinct_heads(member[0])
+        subjects = distinct_heads(member[0]) if spilled is None else member[0][:0]
+        del leaf_names
         d_down = remap(derived, new_id, new_id, swap=False)
         d_up = remap(derived, new_id, new_id, swap=True)
         d_support = derived_support(derived, derived_counts, new_id)
@@ -267,11 +309,12 @@ def build_from_batches(
         phase("edges")
 
         # -- write --------------------------------------------------------------
-        _write_closures(writer, "g2g", g2g, comp_of)
+        if spilled is None:
+            _write_closures(writer, "g2g", g2g, comp_of)
         families = (
             ("child", down),
             ("parent", up),
-            ("g2m", by_group),
+            *((("g2m", by_group),) if by_group is not None else ()),
             ("dchild", d_down),
             ("dparent", d_up),
         )
@@ -283,15 +326,23 @@ def build_from_batches(
             with writer.family(family) as w:
                 w.put_many([k for k, _ in pairs], [v for _, v in pairs])
         # the subjects' names are written here, their MEMBER2GROUP values by the child:
-        # so the two processes' shares of the writing come out about even
-        with writer.family("sname") as w:
-            for start in range(0, len(subjects), _KEYS_AT_ONCE):
-                ids = subjects[start : start + _KEYS_AT_ONCE]
-                w.put_many(id_keys(ids), [names_sorted[i] for i in ids.tolist()])
+        # so the two processes' shares of the writing come out about even (spilled:
+        # both were written a range at a time)
+        if spilled is None:
+            with writer.family("sname") as w:
+                for start in range(0, len(subjects), _KEYS_AT_ONCE):
+                    ids = subjects[start : start + _KEYS_AT_ONCE]
+                    w.put_many(id_keys(ids), [names_sorted[i] for i in ids.tolist()])
         del names_sorted, subjects
         phase("write groups")
 
-        largest_gid, largest_n = largest_group(cond, g2g, g2g_sizes, new_id, comp_of, by_group)
+        if spilled is None:
+            assert by_group is not None
+            n_member = len(by_group[2])
+            largest_of = largest_group(cond, g2g, g2g_sizes, new_id, comp_of, by_group)
+        else:
+            n_member, largest_of = spilled.edges, spilled.largest
+        largest_gid, largest_n = largest_of
         largest = names_in_order[largest_gid] if largest_gid >= 0 else None
         if child is not None:
             waited, child = child, None
@@ -304,7 +355,7 @@ def build_from_batches(
         report.rejected = rejected() if rejected else 0
         report.groups = n_groups
         report.subjects = n_leaves
-        report.member_edges = int(len(by_group[2]))
+        report.member_edges = int(n_member)
         report.nested_edges = int(len(down))
         report.derived_edges = int(len(d_down))
         plan = config.plan
@@ -342,8 +393,10 @@ def build_from_batches(
         finally:
             db.close()
         shutil.rmtree(sst_dir, ignore_errors=True)
+        shutil.rmtree(spill.directory, ignore_errors=True)
         phase("ingest")
         report.bytes_on_disk = dir_size(tmp)
+        report.peak_memory = peak_memory()
         report.phases = phases
         report.seconds = round(time.perf_counter() - started, 3)
         _write_report(tmp, report)
@@ -390,77 +443,12 @@ def _write_subjects(
 ) -> None:
     """MEMBER2GROUP, in subject id (= name) order."""
     with writer.family("m2g", file_only=file_only) as m2g:
-        for heads, groups in bitmaps_by_head(by_leaf):
-            keys = id_keys(heads)
-            encoded = [names[sid] for sid in heads.tolist()]
-            # a MEMBER2GROUP value is the subject's id, then its groups (``m2g_value``)
-            m2g.put_many(encoded, [k + g for k, g in zip(keys, groups, strict=True)])
+        put_subjects(m2g, by_leaf, names, 0)
 
 
-@dataclass
-class _Child:
-    """A forked writer and the pipe on which it says why it failed."""
-
-    pid: int
-    errors: int  # read end of the pipe
-
-    def wait(self) -> None:
-        try:
-            _, status = os.waitpid(self.pid, 0)
-            said = _read_all(self.errors).decode("utf-8", "replace").strip()
-        finally:
-            os.close(self.errors)
-        if os.waitstatus_to_exitcode(status) != 0:
-            reason = said or f"exit status {os.waitstatus_to_exitcode(status)}"
-            raise StorageError(f"writing the subjects failed in the child process: {reason}")
-
-    def kill(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:  # pragma: no cover - already gone (but not yet reaped)
-            pass
-        try:
-            os.waitpid(self.pid, 0)
-        finally:
-            os.close(self.errors)
-
-
-def _fork(work: Callable[[], None]) -> _Child | None:
-    """Run ``work`` in a forked child; None where fork is unavailable.
-
-    The child touches only numpy, pyroaring and its own SST writers (no RocksDB
-    database, no Arrow thread pool), so forking a threaded parent is safe here. A
-    failure comes back as one line on a pipe (and a traceback on stderr, unless the
-    disk is full: that needs no traceback).
-    """
-    if not hasattr(os, "fork"):
-        return None
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 0
-        try:
-            os.close(read_end)
-            work()
-        except BaseException as exc:
-            if no_space(exc) is None:
-                traceback.print_exc()
-            line = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
-            try:
-                os.write(write_end, line.encode("utf-8", "replace"))
-            except OSError:
-                pass
-            code = 1
-        os._exit(code)
-    os.close(write_end)
-    return _Child(pid, read_end)
-
-
-def _read_all(fd: int) -> bytes:
-    parts = []
-    while chunk := os.read(fd, 65536):
-        parts.append(chunk)
-    return b"".join(parts)
+def _names(leaf_names: pa.Array, by_name: np.ndarray) -> list[bytes]:
+    """The leaves' names in id (= name) order, as UTF-8 bytes."""
+    return pc.take(leaf_names, pa.array(by_name)).cast(pa.binary()).to_pylist()  # type: ignore[no-any-return]
 
 
 def _write_report(tmp: Path, report: BuildReport) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "Collector",
     "prefetch",
     "edges_of",
+    "distinct_flagged",
     "member_edges",
     "sort_keys",
     "support_masks",
@@ -132,8 +133,9 @@ class Collector:
         self.d_child.append(self._groups(children))
         self.d_bit.append(bits)
 
-    def finish(self) -> None:
-        """Turn every edge end from a position into a dense id; names in id order."""
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """Turn every edge end from a position into a dense id; names in id order. The
+        maps of group and leaf positions to ids (for the rows a ``Spill`` holds)."""
         if self.schema_rows is not None:
             self.schema_rows.finish()
         # the two are independent and Arrow works without the GIL: side by side
@@ -153,6 +155,7 @@ class Collector:
             (g_of[g], nested, g_of[o] if len(nested) and nested[0] else l_of[o], b)
             for g, nested, o, b in self.extra_bits
         ]
+        return g_of, l_of
 
     # -- batches --------------------------------------------------------------------
 
@@ -386,7 +389,7 @@ def edges_of(
         return np.zeros(0, np.uint64), np.zeros(0, bool)
     key = (parent.astype(np.uint64) << np.uint64(33)) | (other.astype(np.uint64) << np.uint64(1))
     key |= flag.astype(np.uint64)
-    return _distinct_flagged(key)
+    return distinct_flagged(key)
 
 
 def member_edges(
@@ -414,10 +417,10 @@ def member_edges(
         part |= flag
         at += len(group)
     del parts
-    return _distinct_flagged(key)
+    return distinct_flagged(key)
 
 
-def _distinct_flagged(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distinct_flagged(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sort_keys(key)
     edge = key >> np.uint64(1)
     first = np.empty(len(key), dtype=bool)

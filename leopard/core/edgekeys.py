@@ -32,6 +32,8 @@ __all__ = [
     "bitmaps_by_head",
     "remap",
     "largest_group",
+    "largest_candidates",
+    "leaves_below",
     "resource_nodes",
 ]
 
@@ -144,27 +146,49 @@ def largest_group(
     heads, bounds, lows = by_group
     if not len(lows):
         return -1, 0
-    sizes = np.diff(bounds)
+    sizes = np.zeros(len(new_id), dtype=np.int64)
+    sizes[heads] = np.diff(bounds)
+    reach = largest_candidates(cond, g2g, g2g_sizes, new_id, comp_of, sizes)
+    below = {
+        gid: len(BitMap(array("I", leaves_below(by_group, r).tobytes())))
+        for gid, r in reach.items()
+    }
+    return max(below.items(), key=lambda item: (item[1], -item[0]))
 
-    def members_under(reach: np.ndarray) -> int:
-        """Distinct leaves directly in any group of ``reach``."""
-        at = np.minimum(np.searchsorted(heads, reach), len(heads) - 1)
-        hit = at[heads[at] == reach]
-        pos, _ = spans(bounds[hit], sizes[hit])
-        return len(BitMap(array("I", lows[pos].tobytes())))
 
+def largest_candidates(
+    cond: Any,
+    g2g: list[bytes],
+    g2g_sizes: list[int],
+    new_id: np.ndarray,
+    comp_of: list[int],
+    sizes: np.ndarray,
+) -> dict[int, np.ndarray]:
+    """The groups likeliest to have the most leaf members below them (the three with the
+    largest closures, and the one with the most direct members: ``sizes``, per group
+    id), each with its closure (group ids, sorted)."""
     reach_sizes = np.asarray(g2g_sizes, dtype=np.int64)
     by_reach = np.argsort(-reach_sizes, kind="stable")[:3].tolist()
     first = cond.first_members()
     candidates = {int(new_id[first[c]]) for c in by_reach}
-    candidates.add(int(heads[int(np.argmax(sizes))]))
-    best, best_n = -1, -1
+    candidates.add(int(np.argmax(sizes)))
+    out = {}
     for gid in sorted(candidates):
         reach = BitMap.deserialize(g2g[comp_of[gid]])
-        total = members_under(np.frombuffer(reach.to_array(), dtype=np.uint32).astype(np.int64))
-        if total > best_n:
-            best, best_n = gid, total
-    return best, best_n
+        out[gid] = np.frombuffer(reach.to_array(), dtype=np.uint32).astype(np.int64)
+    return out
+
+
+def leaves_below(by_group: Split, groups: np.ndarray) -> np.ndarray:
+    """The leaves directly in any of ``groups`` (sorted ids), as ``by_group`` holds
+    them (a ``split_sorted`` by group; with repeats when in several)."""
+    heads, bounds, lows = by_group
+    if not len(heads):
+        return lows[:0]
+    at = np.minimum(np.searchsorted(heads, groups), len(heads) - 1)
+    hit = at[heads[at] == groups]
+    pos, _ = spans(bounds[hit], np.diff(bounds)[hit])
+    return lows[pos]
 
 
 def resource_nodes(config: Config, names: pa.Array) -> np.ndarray | None:

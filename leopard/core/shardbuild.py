@@ -69,6 +69,10 @@ def combine_reports(
         out.subjects += r.subjects
         out.member_edges += r.member_edges
         out.bytes_on_disk += r.bytes_on_disk
+        out.spilled_rows += r.spilled_rows
+        out.subject_ranges = max(out.subject_ranges, r.subject_ranges)
+        out.memory_budget = max(out.memory_budget, r.memory_budget)
+        out.peak_memory = max(out.peak_memory, r.peak_memory)
         out.rejected = max(out.rejected, r.rejected)
         for k, v in r.skipped.items():
             out.skipped[k] = max(out.skipped.get(k, 0), v)
