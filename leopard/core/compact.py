@@ -130,13 +130,16 @@ def export_batches(reader: SetReader) -> Iterator[pa.Table]:
         yield pa.Table.from_arrays(arrays, names=list(COLUMNS))
 
 
-def compact(path: str | Path, *, wait: bool | float = False) -> BuildReport:
+def compact(
+    path: str | Path, *, wait: bool | float = False, memory: int | None = None
+) -> BuildReport:
     """Fold the incremental layer of the index at ``path`` into a new base, swapped in.
 
     The directory's lock is taken before the live generation is read, so that a
     build cannot swap in a newer index meanwhile (which this one would then replace
     with an older state). ``wait`` is as for ``build_from_batches``: by default a
-    build or compaction at work makes this one fail at once.
+    build or compaction at work makes this one fail at once. ``memory`` is the
+    build's budget in bytes (default: half the machine's).
     """
     index_dir = IndexDir(path)
     index_dir.current()  # IndexNotFound before anything is created
@@ -153,6 +156,7 @@ def compact(path: str | Path, *, wait: bool | float = False) -> BuildReport:
                 position=position,
                 source_state=reader.source_state,
                 shard=reader.meta.get("shard"),
+                memory=memory,
             )
         finally:
             reader.close()

@@ -1,7 +1,8 @@
 """A build within a memory budget (``leopard.core.spill``) writes what an in-memory build
 writes, byte for byte, and answers as the plain BFS oracle does.
 
-A budget of a few bytes makes every batch spill and works every subject in a range of
+Compaction, which is a build of the base and the incremental layer, too. A budget of a
+few bytes makes every batch spill and works every subject in a range of
 its own (as many files as subjects); a budget of a few kilobytes, some subjects a
 range. Random graphs (cycles, chains, fans, duplicates, wildcards, sets fed by several
 relations, so support masks) and random schemas (computed usersets and arrows, so
@@ -12,6 +13,7 @@ key, and the spilled index is asked every question the property suites ask.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,8 @@ from test_schema_properties import _types_of, compare, schemas, tuples_for
 import leopard
 from leopard.core.batches import table_from_tuples
 from leopard.core.build import build_from_batches
+from leopard.core.compact import compact
+from leopard.core.incremental import DeltaWriter
 from leopard.core.shardbuild import build_shards
 from leopard.errors import InvalidInput
 from leopard.model.config import schema_config
@@ -197,6 +201,31 @@ def test_every_shard_spills_within_the_budget(graph: Graph, shards: int) -> None
         assert report.spilled_rows >= whole.member_edges
         for k in range(shards):
             shard = shard_dir_name(k)
-            assert families(Path(tmp) / "spilled" / shard) == families(
-                Path(tmp) / "memory" / shard
-            )
+            assert families(Path(tmp) / "spilled" / shard) == families(Path(tmp) / "memory" / shard)
+
+
+@settings(max_examples=10, **SETTINGS)
+@given(graph=graphs(max_random=15), changes=st.lists(st.tuples(st.booleans(), st.integers(0, 99))))
+def test_a_compaction_within_the_budget_is_the_one_without(
+    graph: Graph, changes: list[tuple[bool, int]]
+) -> None:
+    """``leopard compact --memory``: the incremental layer folded by spilling."""
+    assume(graph.lines)
+    with tempfile.TemporaryDirectory() as tmp:
+        first = Path(tmp) / "first"
+        build_from_batches(tables(graph, 1), first, graph.config)
+        with leopard.open_index(first) as ix:
+            writer = DeltaWriter(ix.reader)
+            lines = list(graph.lines)
+            batch = [
+                ("touch" if touch else "delete", parse_tuple(lines[at % len(lines)]))
+                for touch, at in changes
+            ]
+            writer.apply(batch, {"t:0": len(batch)})
+            writer.close()
+        second = Path(tmp) / "second"
+        shutil.copytree(first, second, symlinks=True)
+        compact(first)
+        report = compact(second, memory=1)
+        assert report.spilled_rows >= report.member_edges
+        assert families(second) == families(first)
