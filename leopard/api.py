@@ -44,6 +44,7 @@ def build_index(
     only: Sequence[str] = (),
     shards: int | None = None,
     memory: float | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> BuildReport:
     """Build an index at ``path`` from snapshot files (or iterables of tuple lines).
 
@@ -69,6 +70,8 @@ def build_index(
     ``memory`` (GiB; default: half the machine's) is the budget beyond which the
     build spills its leaf memberships to disk and writes them a range of subjects at
     a time (``leopard.core.spill``): what grows with the tuples stays within it.
+    ``on_phase`` is called with the name of each phase of a build as it ends (of
+    each shard's build, with ``shards``).
     """
     if isinstance(sources, (str, Path)):
         sources = [sources]
@@ -107,6 +110,7 @@ def build_index(
                 force=force,
                 refuse_empty=not force,
                 memory=budget,
+                on_phase=on_phase,
             )
         return build_from_batches(
             sink.closed_after(batches),
@@ -118,6 +122,7 @@ def build_index(
             max_shrink=None if force else max_shrink,
             wait=wait,
             memory=budget,
+            on_phase=on_phase,
         )
 
 

@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -290,11 +291,26 @@ def build(
             wait=wait,
             shards=shards,
             memory=memory,
+            on_phase=_PhaseLog() if show else None,
         )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
     click.echo(format_report(report.to_dict(), index_dir))
+
+
+class _PhaseLog:
+    """Each phase after reading, as it ends, on stderr (a terminal's): a large build
+    spends minutes there after the reading bar is full."""
+
+    def __init__(self) -> None:
+        self.mark = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        lead = "\n" if name == "read" else ""  # after the reading bar's line
+        click.echo(f"{lead}{name}: {now - self.mark:.1f} s", err=True)
+        self.mark = now
 
 
 def _build_on_spark(

@@ -160,7 +160,12 @@ def format_report(r: dict[str, Any], index_dir: str) -> str:
                 "memory",
                 f"peak {r.get('peak_memory', 0) / GIB:.2f} GiB of a {r['memory_budget'] / GIB:.2f}"
                 " GiB budget"
-                + (f"; {spilled:,} rows spilled, {r['subject_ranges']} ranges" if spilled else ""),
+                + (f"; {spilled:,} rows spilled, {r['subject_ranges']} ranges" if spilled else "")
+                + (
+                    " (over it: names, sets and closures, and reading, do not spill)"
+                    if r.get("peak_memory", 0) > r["memory_budget"]
+                    else ""
+                ),
             )
         )
     width = max(len(k) for k, _ in rows)

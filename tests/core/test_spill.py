@@ -29,6 +29,7 @@ from test_properties import SETTINGS, compare_everything
 from test_schema_properties import _types_of, compare, schemas, tuples_for
 
 import leopard
+from leopard.cli.build import _PhaseLog
 from leopard.core.batches import table_from_tuples
 from leopard.core.build import build_from_batches
 from leopard.core.compact import compact
@@ -154,6 +155,18 @@ def test_a_generated_org_spilled_in_ranges(org: tuple[Path, Path], tmp_path: Pat
         text=True,
     ).stdout
     assert "rows spilled" in text and "GiB budget" in text
+    assert "over it: names, sets and closures" in text  # half a MiB: what grows with names
+
+
+def test_the_phases_after_reading_are_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    """On a terminal, ``leopard build`` names each phase as it ends."""
+    log = _PhaseLog()
+    for name in ("read", "closure", "spilled sets"):
+        log(name)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == ""  # the reading bar's line ends first
+    assert [line.split(":")[0] for line in lines[1:]] == ["read", "closure", "spilled sets"]
+    assert all(line.endswith(" s") for line in lines[1:])
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "lots"])
