@@ -191,7 +191,7 @@ def build_from_batches(
     gc.disable()
     try:
         col = Collector(config)
-        spill = Spill(tmp / "spill", report.memory_budget)
+        spill = Spill(tmp / "spill", report.memory_budget, index_dir.path)
         try:
             for part in prefetch(batches, prepare=col.prepare):
                 col.absorb(part)

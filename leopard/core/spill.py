@@ -124,9 +124,11 @@ def _ranges(rows: int, budget: int, limit: int) -> int:
 class Spill:
     """The leaf-membership rows of a build, on disk once they would not fit."""
 
-    def __init__(self, directory: Path, budget: int) -> None:
+    def __init__(self, directory: Path, budget: int, where: Path | None = None) -> None:
         self.directory = directory
         self.budget = budget
+        #: what a full disk is said to be under (the index directory)
+        self.where = where or directory
         self.chunks: list[tuple[Path, int]] = []
         self.rows = 0  # rows on disk
         #: what ``Collector.finish`` gives: the maps of name positions to ids
@@ -153,7 +155,7 @@ class Spill:
         group, leaf, flag = concat(col.m_group), concat(col.m_leaf), concat(col.m_flag, bool)
         col.m_group, col.m_leaf, col.m_flag = [], [], []
         path = self.directory / f"rows-{len(self.chunks):06d}"
-        with space_errors(self.directory, "spilling leaf memberships"):
+        with space_errors(self.where, "spilling leaf memberships"):
             self.directory.mkdir(exist_ok=True)
             with open(path, "wb") as out:
                 out.write(group.astype("<i8").tobytes())
@@ -327,6 +329,7 @@ class _Ranges:
 
     def __init__(self, spill: Spill, name: str, ids: int, shift: int) -> None:
         self.directory = spill.directory
+        self.where = spill.where
         self.name = name
         self.count = count = _ranges(spill.rows, spill.budget, ids)
         self.shift = np.uint64(shift)
@@ -342,7 +345,7 @@ class _Ranges:
     def append(self, key: np.ndarray) -> None:
         """Append sorted ``key`` to the files of their ranges."""
         cuts = [0, *np.searchsorted(key, self.keys).tolist(), len(key)]
-        with space_errors(self.directory, "spilling leaf memberships"):
+        with space_errors(self.where, "spilling leaf memberships"):
             for k in range(self.count):
                 if cuts[k + 1] > cuts[k]:
                     with open(self.path(k), "ab") as out:

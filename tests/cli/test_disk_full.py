@@ -166,3 +166,21 @@ def test_rejects_on_a_full_disk_say_so_in_one_line(disk: Disk, index: Path, tmp_
     )
     assert message.startswith(f"no space left on {rejects} (writing the rejected records")
     still_serving(disk, index)
+
+
+def test_a_build_spilling_on_a_full_disk_says_so_in_one_line(
+    disk: Disk, index: Path, tmp_path: Path
+) -> None:
+    """``--memory``: the leaf memberships spilled under the new generation find no room."""
+    snap = snapshot(tmp_path, 60_000)
+    disk.fill()
+    if not disk.mounted:  # the spill files written to /dev/full: ENOSPC on every write
+        real_open = open
+        disk.monkeypatch.setattr(
+            "leopard.core.spill.open",
+            lambda path, mode: real_open("/dev/full", mode.replace("a", "w")),
+            raising=False,
+        )
+    message = one_line(*disk.run("build", snap, "--index", index, "--memory", "0.00001"))
+    assert message.startswith(f"no space left on {index} (spilling leaf memberships: "), message
+    still_serving(disk, index)
