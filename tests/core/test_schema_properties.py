@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -127,6 +128,18 @@ def _is_set(oracle: Oracle, group: str) -> bool:
 
 def _types_of(text: str) -> list[str]:
     return [t for t in TYPES if f"definition {t} " in text]
+
+
+def schema_case(data: st.DataObject, directory: Path) -> tuple[list[str], list[str], Any]:
+    """A drawn schema (written to ``directory``) and tuples for it, at least one: the
+    schema's types, the tuple lines and the configuration."""
+    text, _ = data.draw(schemas())
+    types = _types_of(text)
+    lines = data.draw(st.lists(tuples_for(types), max_size=40))
+    assume(lines)
+    schema_file = directory / "schema.zed"
+    schema_file.write_text(text)
+    return types, lines, schema_config(schema_file)
 
 
 @settings(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, precondition, rule
 from support.index_model import TOPIC, Model, compare_all
@@ -26,7 +26,7 @@ from support.oracle import Oracle
 from support.strategies import Graph, graphs
 from test_incremental import IncrementalMachine
 from test_properties import SETTINGS, compare_everything
-from test_schema_properties import _types_of, compare, schemas, tuples_for
+from test_schema_properties import compare, schema_case
 
 import leopard
 from leopard.core.batches import table_from_tuples
@@ -35,7 +35,6 @@ from leopard.core.incremental import ApplyReport, DeltaWriter
 from leopard.core.shardbuild import build_shards
 from leopard.core.sharded import ShardedIndex, least_position, merge_pages
 from leopard.errors import IndexNotFound, InvalidInput, StorageError
-from leopard.model.config import schema_config
 from leopard.model.names import parse_tuple
 from leopard.model.shards import EVERY, ShardRule, shard_of
 from leopard.store.generations import IndexDir
@@ -72,14 +71,8 @@ def test_every_query_of_a_sharded_index_matches_the_model(graph: Graph, shards: 
 def test_a_sharded_schema_index_answers_as_the_oracle(data: st.DataObject, shards: int) -> None:
     """Arrows read tuples with plain subjects (``doc:1#parent@folder:x``): those are
     edges between sets, on every shard, not a leaf membership on one."""
-    text, _ = data.draw(schemas())
-    types = _types_of(text)
-    lines = data.draw(st.lists(tuples_for(types), max_size=40))
-    assume(lines)
     with tempfile.TemporaryDirectory() as tmp:
-        schema_file = Path(tmp) / "schema.zed"
-        schema_file.write_text(text)
-        config = schema_config(schema_file)
+        types, lines, config = schema_case(data, Path(tmp))
         leopard.build_index([lines], Path(tmp) / "ix", config, shards=shards)
         oracle = Oracle(lines, config)
         with leopard.open_index(Path(tmp) / "ix") as ix:

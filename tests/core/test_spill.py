@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from support.oracle import Oracle
 from support.strategies import Graph, graphs
 from test_properties import SETTINGS, compare_everything
-from test_schema_properties import _types_of, compare, schemas, tuples_for
+from test_schema_properties import compare, schema_case
 
 import leopard
 from leopard.cli.build import _PhaseLog
@@ -36,7 +36,6 @@ from leopard.core.compact import compact
 from leopard.core.incremental import DeltaWriter
 from leopard.core.shardbuild import build_shards
 from leopard.errors import InvalidInput
-from leopard.model.config import schema_config
 from leopard.model.names import parse_tuple
 from leopard.store.generations import IndexDir, base_of
 from leopard.store.layout import FAMILIES
@@ -94,14 +93,8 @@ def test_a_spilled_build_is_the_in_memory_build(graph: Graph, batches: int, budg
 @settings(max_examples=25, **SETTINGS)
 @given(data=st.data())
 def test_a_spilled_schema_build_is_the_in_memory_build(data: st.DataObject) -> None:
-    text, _ = data.draw(schemas())
-    types = _types_of(text)
-    lines = data.draw(st.lists(tuples_for(types), max_size=40))
-    assume(lines)
     with tempfile.TemporaryDirectory() as tmp:
-        schema_file = Path(tmp) / "schema.zed"
-        schema_file.write_text(text)
-        config = schema_config(schema_file)
+        types, lines, config = schema_case(data, Path(tmp))
         table = table_from_tuples([parse_tuple(line) for line in lines])
         memory, spilled = Path(tmp) / "memory", Path(tmp) / "spilled"
         whole = build_from_batches([table], memory, config)
