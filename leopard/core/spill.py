@@ -273,10 +273,11 @@ def write_subjects(
             subjects = distinct_heads(edge)
             sname.put_many(id_keys(subjects), [range_names[i - lo] for i in subjects.tolist()])
             del range_names, subjects
-            group = (edge & _LOW).astype(np.int64)
-            out.sizes += np.bincount(group, minlength=n_groups)
+            # (not a bincount over every set: that would cost the sets at every range)
+            gids, counts = np.unique((edge & _LOW).astype(np.int64), return_counts=True)
+            out.sizes[gids] += counts
             swapped = (edge & _LOW) << np.uint64(32) | (edge >> np.uint64(32))
-            del edge, group
+            del edge, gids, counts
             swapped.sort()
             out.sets.append(swapped)
             out.edges += len(swapped)
