@@ -41,8 +41,8 @@ memory_option = click.option(
     metavar="GiB",
     help="Memory budget [default: half the machine's]. Past it, the leaf memberships "
     "(most of the tuples) spill to disk and are written a range of subjects at a time; "
-    "names, sets and closures stay in memory (at 40M tuples, 1.5 GiB is enough; at "
-    "100M, 4). The report gives the peak.",
+    "names, sets and closures stay in memory (a generated org needs 1.5 GiB at 40M "
+    "tuples, 4 at 100M). The report gives the peak.",
 )
 
 
