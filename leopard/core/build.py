@@ -16,6 +16,10 @@ Steps:
    walking the parent edges up when asked);
 4. write every set to a fresh generation and swap it in (``leopard.store``).
 
+Past the memory budget (``memory``), the leaf memberships of step 1 go to disk as they
+are read and their families are written a range of subjects, then of sets, at a time
+(``leopard.core.spill``); the index written is the same.
+
 One build or compaction writes an index directory at a time (its lock is taken
 before anything is read). A build that would replace the live index with an empty
 one, or with one that lost more than ``max_shrink`` of its indexed tuples, stops
