@@ -300,16 +300,17 @@ def build(
 
 
 class _PhaseLog:
-    """Each phase after reading, as it ends, on stderr (a terminal's): a large build
-    spends minutes there after the reading bar is full."""
+    """Each phase, as it ends, on stderr (a terminal's): a large build spends minutes
+    after the reading bar is full, and a compaction shows no bar."""
 
-    def __init__(self) -> None:
+    def __init__(self, first: str = "\n") -> None:
         self.mark = time.perf_counter()
+        self.lead = first  # before the first line: ends the reading bar's line
 
     def __call__(self, name: str) -> None:
         now = time.perf_counter()
-        lead = "\n" if name == "read" else ""  # after the reading bar's line
-        click.echo(f"{lead}{name}: {now - self.mark:.1f} s", err=True)
+        click.echo(f"{self.lead}{name}: {now - self.mark:.1f} s", err=True)
+        self.lead = ""
         self.mark = now
 
 
@@ -379,7 +380,8 @@ def compact(index_path: str | None, wait: bool, as_json: bool, memory: float | N
     """
     index_dir = need_index(index_path)
     budget = None if memory is None else memory_bytes(memory, "--memory")
-    report = run_compaction(index_dir, wait=wait, memory=budget)
+    phases = _PhaseLog(first="") if sys.stderr.isatty() and not as_json else None
+    report = run_compaction(index_dir, wait=wait, memory=budget, on_phase=phases)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +131,11 @@ def export_batches(reader: SetReader) -> Iterator[pa.Table]:
 
 
 def compact(
-    path: str | Path, *, wait: bool | float = False, memory: int | None = None
+    path: str | Path,
+    *,
+    wait: bool | float = False,
+    memory: int | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> BuildReport:
     """Fold the incremental layer of the index at ``path`` into a new base, swapped in.
 
@@ -139,7 +143,8 @@ def compact(
     build cannot swap in a newer index meanwhile (which this one would then replace
     with an older state). ``wait`` is as for ``build_from_batches``: by default a
     build or compaction at work makes this one fail at once. ``memory`` is the
-    build's budget in bytes (default: half the machine's).
+    build's budget in bytes (default: half the machine's); ``on_phase`` is called
+    with the name of each of its phases as it ends.
     """
     index_dir = IndexDir(path)
     index_dir.current()  # IndexNotFound before anything is created
@@ -157,6 +162,7 @@ def compact(
                 source_state=reader.source_state,
                 shard=reader.meta.get("shard"),
                 memory=memory,
+                on_phase=on_phase,
             )
         finally:
             reader.close()

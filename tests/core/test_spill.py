@@ -160,6 +160,9 @@ def test_the_phases_after_reading_are_shown(capsys: pytest.CaptureFixture[str]) 
     assert lines[0] == ""  # the reading bar's line ends first
     assert [line.split(":")[0] for line in lines[1:]] == ["read", "closure", "spilled sets"]
     assert all(line.endswith(" s") for line in lines[1:])
+    compaction = _PhaseLog(first="")  # no reading bar before it
+    compaction("read")
+    assert capsys.readouterr().err.startswith("read: ")
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "lots"])
