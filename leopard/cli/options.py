@@ -129,6 +129,11 @@ def parse_position(text: str | None) -> dict[str, int]:
 GIB = 1 << 30
 
 
+def _size(n: int) -> str:
+    """Bytes as GiB (two decimals), or as MiB below one GiB."""
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / (1 << 20):.1f} MiB"
+
+
 def format_report(r: dict[str, Any], index_dir: str) -> str:
     """A build report (of ``build``, ``compact`` or ``stats``) as aligned lines."""
     lines = [f"built {index_dir} in {r['seconds']:.2f} s"]
@@ -158,8 +163,7 @@ def format_report(r: dict[str, Any], index_dir: str) -> str:
         rows.append(
             (
                 "memory",
-                f"peak {r.get('peak_memory', 0) / GIB:.2f} GiB of a {r['memory_budget'] / GIB:.2f}"
-                " GiB budget"
+                f"peak {_size(r.get('peak_memory', 0))} of a {_size(r['memory_budget'])} budget"
                 + (f"; {spilled:,} rows spilled, {r['subject_ranges']} ranges" if spilled else "")
                 + (
                     " (over it: names, sets and closures, and reading, do not spill)"

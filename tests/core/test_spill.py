@@ -147,7 +147,7 @@ def test_a_generated_org_spilled_in_ranges(org: tuple[Path, Path], tmp_path: Pat
         capture_output=True,
         text=True,
     ).stdout
-    assert "rows spilled" in text and "GiB budget" in text
+    assert "rows spilled" in text and "of a 0.5 MiB budget" in text
     assert "over it: names, sets and closures" in text  # half a MiB: what grows with names
 
 
