@@ -45,7 +45,7 @@ from pyroaring import BitMap
 
 from leopard.core.collect import Collector, concat, distinct_flagged, sort_keys
 from leopard.core.edgekeys import bitmaps_by_head, distinct_heads, leaves_below, split_sorted
-from leopard.errors import InvalidInput
+from leopard.errors import InvalidInput, StorageError
 from leopard.store.space import space_errors
 from leopard.store.writers import BaseWriter, FamilyWriter, id_keys
 
@@ -169,7 +169,10 @@ class Spill:
     def _read(self, path: Path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raw = np.fromfile(path, dtype=np.uint8)
         if len(raw) != 17 * n:
-            raise OSError(f"{path}: {len(raw)} bytes, where {n} spilled rows take {17 * n}")
+            raise StorageError(
+                f"spilled leaf memberships {path} hold {len(raw)} bytes where {n} rows "
+                f"take {17 * n}: the file changed under the build; build again"
+            )
         group = raw[: 8 * n].view("<i8")
         leaf = raw[8 * n : 16 * n].view("<i8")
         return group, leaf, raw[16 * n :].view(bool)

@@ -35,7 +35,9 @@ from leopard.core.build import build_from_batches
 from leopard.core.compact import compact
 from leopard.core.incremental import DeltaWriter
 from leopard.core.shardbuild import build_shards
-from leopard.errors import InvalidInput
+from leopard.core.spill import Spill
+from leopard.errors import InvalidInput, StorageError
+from leopard.model.config import Config
 from leopard.model.names import parse_tuple
 from leopard.store.generations import IndexDir, base_of
 from leopard.store.layout import FAMILIES
@@ -238,3 +240,21 @@ def test_a_compaction_within_the_budget_is_the_one_without(
         report = compact(second, memory=1)
         assert report.spilled_rows >= report.member_edges
         assert families(second) == families(first)
+
+
+def test_spilled_rows_that_changed_on_disk_fail_the_build(tmp_path: Path) -> None:
+    """A spill file cut short under the build is an error naming it, not wrong sets."""
+    lines = [f"group:g{i % 7}#member@user:u{i}" for i in range(200)]
+    table = table_from_tuples([parse_tuple(line) for line in lines])
+    real_read = Spill._read
+
+    def cut_short(self: Spill, path: Path, n: int) -> Any:
+        path.write_bytes(path.read_bytes()[:-1])
+        return real_read(self, path, n)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Spill, "_read", cut_short)
+        with pytest.raises(StorageError, match=r"spilled leaf memberships .* build again"):
+            build_from_batches([table], tmp_path / "ix", Config(), memory=1)
+    assert not (tmp_path / "ix" / "CURRENT").exists()  # nothing was swapped in
+    assert not [p for p in (tmp_path / "ix").iterdir() if p.name.startswith(".gen")]
