@@ -39,7 +39,8 @@ memory_option = click.option(
     "--memory",
     type=click.FloatRange(min=0, min_open=True),
     metavar="GiB",
-    help="Memory budget [default: half the machine's]. Past it, the leaf memberships "
+    help="Memory budget [default: $LEOPARD_MEMORY, which the compactions of 'consume' and "
+    "'serve' follow too; else half the machine's]. Past it, the leaf memberships "
     "(most of the tuples) spill to disk and are written a range of subjects at a time; "
     "names, sets and closures stay in memory (a generated org needs 1.5 GiB at 40M "
     "tuples, 4 at 100M). The report gives the peak.",

@@ -50,6 +50,7 @@ from leopard.store.space import space_errors
 from leopard.store.writers import BaseWriter, FamilyWriter, id_keys
 
 __all__ = [
+    "MEMORY_ENV",
     "Members",
     "Spill",
     "batch_rows",
@@ -81,8 +82,25 @@ _MAX_RANGES = 4096
 _LOW = np.uint64(0xFFFFFFFF)
 
 
+#: the environment variable that sets every build's budget (GiB) where none is given,
+#: the compactions a consumer starts included
+MEMORY_ENV = "LEOPARD_MEMORY"
+
+
 def default_memory() -> int:
-    """Half the memory of the machine, or of the control group the build runs in."""
+    """``$LEOPARD_MEMORY`` GiB; else half the memory of the machine, or of the control
+    group the build runs in."""
+    given = os.environ.get(MEMORY_ENV, "").strip()
+    if given:
+        try:
+            gib = float(given)
+        except ValueError:
+            gib = math.nan
+        if not (math.isfinite(gib) and gib > 0):
+            raise InvalidInput(
+                f"{MEMORY_ENV}: a memory budget is a number of GiB above 0, not {given!r}"
+            )
+        return memory_bytes(gib, MEMORY_ENV)
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     try:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()

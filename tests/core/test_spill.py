@@ -13,6 +13,7 @@ key, and the spilled index is asked every question the property suites ask.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,14 +33,14 @@ import leopard
 from leopard.cli.build import _PhaseLog
 from leopard.core.batches import table_from_tuples
 from leopard.core.build import build_from_batches
-from leopard.core.compact import compact
+from leopard.core.compact import compact, start_compaction
 from leopard.core.incremental import DeltaWriter
 from leopard.core.shardbuild import build_shards
-from leopard.core.spill import Spill
+from leopard.core.spill import MEMORY_ENV, Spill
 from leopard.errors import InvalidInput, StorageError
 from leopard.model.config import Config
 from leopard.model.names import parse_tuple
-from leopard.store.generations import IndexDir, base_of
+from leopard.store.generations import IndexDir, base_of, report_of
 from leopard.store.layout import FAMILIES
 from leopard.store.manifest import shard_dir_name
 from leopard.store.rocks import RocksDB
@@ -258,3 +259,39 @@ def test_spilled_rows_that_changed_on_disk_fail_the_build(tmp_path: Path) -> Non
             build_from_batches([table], tmp_path / "ix", Config(), memory=1)
     assert not (tmp_path / "ix" / "CURRENT").exists()  # nothing was swapped in
     assert not [p for p in (tmp_path / "ix").iterdir() if p.name.startswith(".gen")]
+
+
+def test_the_budget_from_the_environment(
+    org: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``$LEOPARD_MEMORY`` is every build's budget where none is given: the command's,
+    and a compaction that a consumer starts in a child process."""
+    snapshot, config = org
+    env = {**os.environ, MEMORY_ENV: "0.0005"}
+    argv = [sys.executable, "-m", "leopard", "build", str(snapshot), "--config", str(config)]
+    done = subprocess.run(
+        [*argv, "--index", str(tmp_path / "ix"), "--json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(done.stdout)["spilled_rows"] > 50_000
+    monkeypatch.setenv(MEMORY_ENV, "0.0005")
+    child = start_compaction(tmp_path / "ix")
+    _, said = child.communicate(timeout=120)
+    assert child.returncode == 0, said
+    report = json.loads(report_of(IndexDir(tmp_path / "ix").current()).read_text())
+    assert report["spilled_rows"] > 50_000 and report["memory_budget"] == int(0.0005 * (1 << 30))
+    bad = subprocess.run(
+        [*argv, "--index", str(tmp_path / "bad")],
+        env={**os.environ, MEMORY_ENV: "lots"},
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
+    assert (
+        bad.stderr
+        == "Error: LEOPARD_MEMORY: a memory budget is a number of GiB above 0, not 'lots'\n"
+    )
+    assert not (tmp_path / "bad").exists()
