@@ -201,7 +201,10 @@ def build_from_batches(
                 col.absorb(part)
                 spill.absorb(col)
             spill.finish(col)
-            spill.positions = col.finish()
+            positions = col.finish()
+            if spill.rows:  # the spilled rows are name positions still
+                spill.positions = positions
+            del positions
         finally:
             col.close()
         release_memory()  # what reading freed, kept by Arrow's pool and the C heap
@@ -283,7 +286,6 @@ def build_from_batches(
         if child is None and spilled is None:
             _write_subjects(writer, by_leaf, names_sorted, False)
         del by_leaf
-        spill.positions = ()
 
         g2g, g2g_sizes = serialized_closures(cond, new_id, resource=resource, graph=graph)
         depth = depths(cond)
@@ -292,7 +294,8 @@ def build_from_batches(
             # the closures go to their file before the memberships by set are worked
             reach = {}
             if spilled.edges:
-                reach = largest_candidates(cond, g2g, g2g_sizes, new_id, comp_of, spilled.sizes)
+                most_direct = int(np.argmax(spilled.sizes))
+                reach = largest_candidates(cond, g2g, g2g_sizes, new_id, comp_of, most_direct)
             _write_closures(writer, "g2g", g2g, comp_of)
             g2g = []
             write_sets(spilled, writer, reach)

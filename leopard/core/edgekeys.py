@@ -146,9 +146,8 @@ def largest_group(
     heads, bounds, lows = by_group
     if not len(lows):
         return -1, 0
-    sizes = np.zeros(len(new_id), dtype=np.int64)
-    sizes[heads] = np.diff(bounds)
-    reach = largest_candidates(cond, g2g, g2g_sizes, new_id, comp_of, sizes)
+    most_direct = int(heads[int(np.argmax(np.diff(bounds)))])
+    reach = largest_candidates(cond, g2g, g2g_sizes, new_id, comp_of, most_direct)
     below = {
         gid: len(BitMap(array("I", leaves_below(by_group, r).tobytes())))
         for gid, r in reach.items()
@@ -162,16 +161,16 @@ def largest_candidates(
     g2g_sizes: list[int],
     new_id: np.ndarray,
     comp_of: list[int],
-    sizes: np.ndarray,
+    most_direct: int,
 ) -> dict[int, np.ndarray]:
     """The groups likeliest to have the most leaf members below them (the three with the
-    largest closures, and the one with the most direct members: ``sizes``, per group
-    id), each with its closure (group ids, sorted)."""
+    largest closures, and ``most_direct``, the one with the most direct members), each
+    with its closure (group ids, sorted)."""
     reach_sizes = np.asarray(g2g_sizes, dtype=np.int64)
     by_reach = np.argsort(-reach_sizes, kind="stable")[:3].tolist()
     first = cond.first_members()
     candidates = {int(new_id[first[c]]) for c in by_reach}
-    candidates.add(int(np.argmax(sizes)))
+    candidates.add(most_direct)
     out = {}
     for gid in sorted(candidates):
         reach = BitMap.deserialize(g2g[comp_of[gid]])

@@ -92,15 +92,7 @@ def default_memory() -> int:
     group the build runs in."""
     given = os.environ.get(MEMORY_ENV, "").strip()
     if given:
-        try:
-            gib = float(given)
-        except ValueError:
-            gib = math.nan
-        if not (math.isfinite(gib) and gib > 0):
-            raise InvalidInput(
-                f"{MEMORY_ENV}: a memory budget is a number of GiB above 0, not {given!r}"
-            )
-        return memory_bytes(gib, MEMORY_ENV)
+        return memory_bytes(given, MEMORY_ENV)
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     try:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
@@ -111,11 +103,16 @@ def default_memory() -> int:
     return total // 2
 
 
-def memory_bytes(gib: float, where: str) -> int:
-    """``gib`` GiB as bytes; InvalidInput naming ``where`` unless it is positive."""
-    if not (isinstance(gib, int | float) and math.isfinite(gib) and gib > 0):
+def memory_bytes(gib: float | str, where: str) -> int:
+    """``gib`` GiB (a number, or its text) as bytes; InvalidInput naming ``where`` and
+    the value unless it is a positive amount."""
+    try:
+        amount = float(gib)
+    except (TypeError, ValueError):
+        amount = math.nan
+    if not (math.isfinite(amount) and amount > 0):
         raise InvalidInput(f"{where}: a memory budget is a number of GiB above 0, not {gib!r}")
-    return max(1, int(gib * GiB))
+    return max(1, int(amount * GiB))
 
 
 def batch_rows(budget: int | None) -> int:
