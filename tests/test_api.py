@@ -266,7 +266,7 @@ def test_stats_fields(tmp_path: Path) -> None:
         s = ix.stats()
         assert s["path"] == str(path)
         assert s["generation"] == "gen-000001"
-        assert s["format_version"] == FORMAT_VERSION == 3
+        assert s["format_version"] == FORMAT_VERSION == 4
         assert s["groups"] == 4 and s["base_groups"] == 4
         assert s["subjects"] == 5 and s["base_subjects"] == 5
         assert s["overlay_sets"] == 0

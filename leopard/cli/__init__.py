@@ -20,6 +20,8 @@ from typing import Any
 
 import click
 
+from leopard.model.setcodec import COMPILED
+
 __all__ = ["COMMANDS", "LazyGroup", "main"]
 
 #: command name -> "module.attribute" of its click command, under leopard.cli
@@ -93,7 +95,11 @@ def _unavailable(name: str, exc: ModuleNotFoundError) -> click.Command:
     lazy_commands=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(package_name="leopard-index")
+@click.version_option(
+    package_name="leopard-index",
+    # which codec of stored sets is in use (setup.py builds the compiled one)
+    message=f"%(prog)s, version %(version)s ({'compiled' if COMPILED else 'Python'} set codec)",
+)
 def main() -> None:
     """Leopard: a group membership index with precomputed nested-group closures.
 

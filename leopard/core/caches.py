@@ -47,6 +47,7 @@ from pyroaring import BitMap
 from leopard.core.layers import SetReader, Updates
 from leopard.core.loading import Loaded, load_all
 from leopard.model.closure import walk_up
+from leopard.model.setcodec import load
 from leopard.store.layout import gid_of, gkey, m2g_groups
 
 __all__ = [
@@ -111,8 +112,8 @@ class CachedSets:
     def _stored_set(self, family: str, gid: int, stored: bytes) -> BitMap:
         """A value ``warm()`` held as stored, deserialized (damage told as a read does)."""
         try:
-            return BitMap.deserialize(stored)
-        except Exception:  # pyroaring: ValueError; set_value says why
+            return load(stored)
+        except Exception:  # ValueError; set_value says why
             return self.reader.set_value(family, gkey(gid), stored)
 
     def remember_group(self, name: str, gid: int | None) -> None:

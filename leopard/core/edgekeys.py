@@ -21,6 +21,7 @@ from leopard.model.bitpack import serialize_chunks
 from leopard.model.closure import spans
 from leopard.model.config import Config
 from leopard.model.names import SPLIT_NAME_PATTERN
+from leopard.model.setcodec import load, pack_all
 from leopard.store.layout import count_value, pair_key
 
 __all__ = [
@@ -117,11 +118,11 @@ def transposed(keys: np.ndarray, rows: int, columns: int) -> Split:
 
 def bitmaps_by_head(keys: np.ndarray | Split) -> Iterator[tuple[np.ndarray, list[bytes]]]:
     """For sorted distinct ``hi<<32|lo`` keys (or their ``split_sorted``), chunk by
-    chunk: the distinct ``hi`` and each one's ``lo`` values as a serialized bitmap (the
-    build's edge families)."""
+    chunk: the distinct ``hi`` and each one's ``lo`` values as a stored set (the
+    build's edge families; ``setcodec.pack``: compact where smaller)."""
     heads, bounds, lows = split_sorted(keys) if isinstance(keys, np.ndarray) else keys
     for row, values in serialize_chunks(bounds, lows):
-        yield heads[row : row + len(values)], values
+        yield heads[row : row + len(values)], pack_all(values)
 
 
 def remap(keys: np.ndarray, hi_map: np.ndarray, lo_map: np.ndarray, swap: bool) -> np.ndarray:
@@ -173,7 +174,7 @@ def largest_candidates(
     candidates.add(most_direct)
     out = {}
     for gid in sorted(candidates):
-        reach = BitMap.deserialize(g2g[comp_of[gid]])
+        reach = load(g2g[comp_of[gid]])
         out[gid] = np.frombuffer(reach.to_array(), dtype=np.uint32).astype(np.int64)
     return out
 

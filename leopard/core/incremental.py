@@ -41,6 +41,7 @@ from leopard.model.closure import Graph, condense, walk_up
 from leopard.model.edges import Edge, disallowed, edges_of
 from leopard.model.edges import feeding as model_feeding
 from leopard.model.names import RelationTuple
+from leopard.model.setcodec import pack
 from leopard.model.shards import ShardRule
 from leopard.store.layout import (
     NEXT_SUBJECT_KEY,
@@ -426,7 +427,7 @@ class DeltaWriter:
             fam = updates.get(family)
             if fam is None:
                 fam = updates[family] = {}
-            fam[gkey(gid)] = sets[(family, gid)].serialize()
+            fam[gkey(gid)] = pack(sets[(family, gid)].serialize())
         m2g = w.m2g
         updates["m2g"] = {n.encode(): m2g_value(*m2g[n]) for n in w.m2g_dirty}
         updates["sname"] = {gkey(sid): n.encode() for sid, n in w.new_subjects.items()}

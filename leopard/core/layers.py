@@ -29,6 +29,7 @@ from pyroaring import BitMap
 from leopard.core.overlay import Overlay, Updates, load_overlay, open_delta
 from leopard.errors import StorageError
 from leopard.model.config import Config
+from leopard.model.setcodec import load
 from leopard.model.tokens import encode_token
 from leopard.store.generations import IndexDir, base_of, delta_of, dir_size, report_of
 from leopard.store.layout import (
@@ -314,8 +315,8 @@ class SetReader:
         raw = self._get(family, key)
         if raw:
             try:
-                return BitMap.deserialize(raw)
-            except Exception:  # pyroaring: ValueError; set_value says why
+                return load(raw)
+            except Exception:  # ValueError; set_value says why
                 pass
         return self.set_value(family, key, raw)
 
@@ -325,8 +326,8 @@ class SetReader:
         out = []
         for key, raw in zip(keys, self.raw_many(family, keys), strict=True):
             try:
-                out.append(BitMap.deserialize(raw) if raw else self.set_value(family, key, raw))
-            except Exception:  # pyroaring: ValueError; set_value says why
+                out.append(load(raw) if raw else self.set_value(family, key, raw))
+            except Exception:  # ValueError; set_value says why
                 out.append(self.set_value(family, key, raw))
         return out
 

@@ -18,6 +18,7 @@ import numpy as np
 from pyroaring import BitMap
 
 from leopard.core.layers import SetReader
+from leopard.model.setcodec import load
 from leopard.store.layout import gid_of, m2g_groups
 
 __all__ = ["Loaded", "load_all"]
@@ -149,11 +150,11 @@ def _closures(
     big_ids = ids[big].tolist()
     big_values = list(compress(values, big.tolist()))
     try:
-        out.update(zip(big_ids, map(BitMap.deserialize, big_values), strict=True))
-    except Exception:  # pyroaring: ValueError; one at a time, the damaged read below
+        out.update(zip(big_ids, map(load, big_values), strict=True))
+    except Exception:  # ValueError; one at a time, the damaged read below
         for gid, value in zip(big_ids, big_values, strict=True):
             try:
-                out[gid] = BitMap.deserialize(value)
+                out[gid] = load(value)
             except Exception:
                 continue
     del values, big_values

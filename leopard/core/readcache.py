@@ -17,6 +17,7 @@ from itertools import islice
 from pyroaring import BitMap
 
 from leopard.core.layers import SetReader
+from leopard.model.setcodec import load
 from leopard.store.layout import gkey
 
 __all__ = ["ReadCache"]
@@ -62,8 +63,8 @@ class ReadCache:
         keys = [gkey(g) for g in missing]
         for gid, key, raw in zip(missing, keys, r.raw_many(family, keys), strict=True):
             try:
-                bm = BitMap.deserialize(raw) if raw else r.set_value(family, key, raw)
-            except Exception:  # pyroaring: ValueError; set_value says why
+                bm = load(raw) if raw else r.set_value(family, key, raw)
+            except Exception:  # ValueError; set_value says why
                 bm = r.set_value(family, key, raw)
             cache[(family, gid)] = bm
 

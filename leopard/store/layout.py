@@ -4,8 +4,10 @@ An index directory holds generations and a symlink naming the live one (see
 ``leopard.store.generations``); each generation holds two RocksDB databases, the
 ``base`` written once by a build or a compaction and the ``delta`` of the incremental
 layer. Both have the same column families (keys are raw bytes; group and subject ids
-are 4-byte big-endian so that iteration follows id order; every set value is a
-portable roaring bitmap)::
+are 4-byte big-endian so that iteration follows id order; every set value is a set
+of ids stored in one of two forms, the portable roaring bitmap or, where smaller, the
+compact form of ``leopard.model.setcodec``: a 0x01 byte, then the ids as ascending
+varint gaps (format 4; format 3 stored roaring alone))::
 
     default   base:  b"format" -> version, b"meta" -> JSON, b"groups" -> names,
                      b"checksum" -> JSON: the crc32 of each of those three values,
@@ -59,6 +61,7 @@ from pyroaring import BitMap
 
 from leopard.errors import IndexNotFound, StorageError
 from leopard.model.config import Config
+from leopard.model.setcodec import load, pack
 
 __all__ = [
     "FORMAT_VERSION",
@@ -112,7 +115,7 @@ __all__ = [
     "new_group_key",
 ]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 SET_FAMILIES = (
     "m2g",
     "sname",
@@ -177,7 +180,7 @@ def damaged(
     index: object, where: object, family: str, key: bytes | None, reason: object
 ) -> StorageError:
     """The ``StorageError`` of a damaged value: ``index at I is damaged: g2g key 0x0000002a
-    in I/gen-000001/base: value is not a roaring bitmap (...)``."""
+    in I/gen-000001/base: value is not a stored set (...)``."""
     what = f"{key_text(family, key)} in {where}" if key is not None else str(where)
     return StorageError(f"index at {index} is damaged: {what}: {reason}")
 
@@ -186,13 +189,14 @@ def bitmap_reason(raw: bytes, exc: BaseException | None = None) -> str:
     """Why ``raw`` is no set value (for a value that failed to deserialize)."""
     if not raw:
         return "value is empty (a set is never stored as no bytes)"
-    return f"value is not a roaring bitmap ({exc or 'does not deserialize'}, {len(raw)} bytes)"
+    return f"value is not a stored set ({exc or 'does not decode'}, {len(raw)} bytes)"
 
 
 def decode_bitmap(raw: bytes) -> BitMap:
-    """A set value; BadValue when it is empty or does not deserialize."""
+    """A set value (either form: ``setcodec``); BadValue when it is empty or does not
+    decode."""
     try:
-        return BitMap.deserialize(raw)
+        return load(raw)
     except Exception as exc:  # pyroaring raises ValueError, IndexError (empty input)
         raise BadValue(bitmap_reason(raw, exc)) from None
 
@@ -223,8 +227,9 @@ def split_support_key(key: bytes) -> tuple[int, bool, int]:
 
 
 def m2g_value(sid: int, groups: BitMap) -> bytes:
-    """The MEMBER2GROUP value of a subject: its id, then its direct groups."""
-    return _U32.pack(sid) + groups.serialize()
+    """The MEMBER2GROUP value of a subject: its id, then its direct groups (either
+    form of a set, ``setcodec``)."""
+    return _U32.pack(sid) + pack(groups.serialize())
 
 
 def _m2g_reason(raw: bytes, exc: BaseException) -> str:
@@ -236,7 +241,7 @@ def _m2g_reason(raw: bytes, exc: BaseException) -> str:
 def split_m2g(raw: bytes) -> tuple[int, BitMap]:
     """The id and direct groups stored in a MEMBER2GROUP value; BadValue if damaged."""
     try:
-        return _U32.unpack_from(raw)[0], BitMap.deserialize(raw[4:])
+        return _U32.unpack_from(raw)[0], load(raw, 4)
     except Exception as exc:
         raise BadValue(_m2g_reason(raw, exc)) from None
 
@@ -254,7 +259,7 @@ def m2g_groups(raw: bytes) -> BitMap:
     (A value shorter than its 4-byte id leaves no bytes to deserialize, which fails.)
     """
     try:
-        return BitMap.deserialize(raw[4:])
+        return load(raw, 4)
     except Exception as exc:
         raise BadValue(_m2g_reason(raw, exc)) from None
 

@@ -63,7 +63,7 @@ def test_verify_a_sound_index(small: Path) -> None:
 
 def _m2g_garbage(path: Path) -> str:
     put(base_dir(path), "m2g", b"user:alice", b"\x00\x00\x00\x01garbage")
-    return f"m2g key 'user:alice' in {base_dir(path)}: groups value is not a roaring bitmap"
+    return f"m2g key 'user:alice' in {base_dir(path)}: groups value is not a stored set"
 
 
 def _g2g_empty(path: Path) -> str:

@@ -154,7 +154,7 @@ def test_a_damaged_block_of_sname_fails_members_of(tmp_path: Path) -> None:
 def test_a_damaged_set_is_an_error(small: Path, family: str, value: bytes) -> None:
     gid = group_id(small, "group:eng#member")
     put(base_dir(small), family, gkey(gid), value)
-    reason = "value is empty" if not value else "value is not a roaring bitmap"
+    reason = "value is empty" if not value else "value is not a stored set"
     expected = damaged(small, f"{family} key 0x{gid:08x}", reason)
     with Index(small) as ix, pytest.raises(StorageError) as info:
         if family == "g2g":
@@ -191,7 +191,7 @@ def test_a_missing_closure_is_an_error(small: Path) -> None:
         (b"", "value is 0 bytes, too short for a subject id"),
         (b"\x00\x00", "value is 2 bytes, too short for a subject id"),
         (gkey(0), "groups value is empty"),
-        (gkey(0) + b"garbage", "groups value is not a roaring bitmap"),
+        (gkey(0) + b"garbage", "groups value is not a stored set"),
     ],
 )
 def test_a_damaged_m2g_value_is_an_error(small: Path, value: bytes, reason: str) -> None:

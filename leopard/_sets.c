@@ -1,0 +1,329 @@
+/* The compact form of a stored set, and its way back to a roaring bitmap.
+ *
+ * A set of ids is stored either in the Roaring portable format (what pyroaring's
+ * BitMap.serialize writes: its first byte is 0x3A or 0x3B, from the cookies 12346 and
+ * 12347) or, when that is smaller, as the tag byte 0x01 followed by the ids in
+ * ascending order as LEB128 varints: the first id itself, then each id's distance from
+ * the one before less one. A subject's direct groups spread over many roaring
+ * containers of one or two ids each (8 bytes of header apiece), and a closure's
+ * depth-first ids leave small gaps that an array container stores in 2 bytes and a
+ * varint in 1. docs/format.md describes both; leopard/model/setcodec.py is the same
+ * codec in Python (used where this module is not built, and by the tests to check it).
+ *
+ *   pack(roaring: bytes) -> bytes         the compact form if smaller, else the input
+ *   unpack(raw: bytes, start=0) -> bytes  the roaring form of raw[start:]
+ *   load(raw: bytes, start=0) -> BitMap   BitMap.deserialize(unpack(raw, start))
+ *   set_deserialize(f)                    the function load calls (BitMap.deserialize)
+ *
+ * Malformed input raises ValueError saying what is wrong; nothing is read outside the
+ * buffer given.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TAG 0x01
+#define NO_RUN 12346u
+#define RUN 12347u
+#define ARRAY_MAX 4096u
+#define BITSET_BYTES 8192u
+
+static PyObject *deserialize_fn = NULL;
+
+static inline uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
+
+static inline uint32_t rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static inline void wr16(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void wr32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+/* A varint writer that gives up once the output would reach `limit` bytes. */
+typedef struct {
+    uint8_t *out;
+    size_t len;
+    size_t limit;
+    uint32_t prev;
+    int first;
+} packer;
+
+/* 1: written; 0: the output would not be smaller; -1: ids not ascending. */
+static inline int put_id(packer *w, uint32_t v) {
+    if (!w->first && v <= w->prev) return -1;
+    uint32_t x = w->first ? v : v - w->prev - 1;
+    w->first = 0;
+    w->prev = v;
+    while (x >= 0x80) {
+        if (w->len + 1 >= w->limit) return 0;
+        w->out[w->len++] = (uint8_t)(x | 0x80);
+        x >>= 7;
+    }
+    if (w->len + 1 >= w->limit) return 0;
+    w->out[w->len++] = (uint8_t)x;
+    return 1;
+}
+
+/* Walk a roaring portable serialization, feeding each id to the packer. Returns 1 when
+ * every id was written, 0 when the packer gave up (the compact form is not smaller),
+ * -1 with an exception set when the input is no roaring bitmap. */
+static int walk_roaring(const uint8_t *p, size_t len, packer *w) {
+    int rc;
+    if (len < 4) goto bad;
+    uint32_t cookie = rd32(p);
+    size_t n, pos;
+    const uint8_t *runs = NULL;
+    if ((cookie & 0xFFFFu) == RUN) {
+        n = (size_t)(cookie >> 16) + 1;
+        runs = p + 4;
+        pos = 4 + (n + 7) / 8;
+    } else if (cookie == NO_RUN) {
+        if (len < 8) goto bad;
+        n = rd32(p + 4);
+        pos = 8;
+    } else {
+        goto bad;
+    }
+    if (n > 65536 || pos > len || (len - pos) / 4 < n) goto bad;
+    const uint8_t *head = p + pos;
+    pos += 4 * n;
+    if (runs == NULL || n >= 4) pos += 4 * n; /* container offsets */
+    if (pos > len) goto bad;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t key = rd16(head + 4 * i) << 16;
+        uint32_t card = rd16(head + 4 * i + 2) + 1;
+        if (runs != NULL && (runs[i / 8] >> (i % 8)) & 1) {
+            if (len - pos < 2) goto bad;
+            uint32_t nruns = rd16(p + pos);
+            pos += 2;
+            if ((len - pos) / 4 < nruns) goto bad;
+            for (uint32_t r = 0; r < nruns; r++) {
+                uint32_t start = rd16(p + pos + 4 * r);
+                uint32_t last = start + rd16(p + pos + 4 * r + 2);
+                if (last > 0xFFFFu) goto bad;
+                for (uint32_t v = start; v <= last; v++)
+                    if ((rc = put_id(w, key | v)) <= 0) goto stop;
+            }
+            pos += 4 * (size_t)nruns;
+        } else if (card <= ARRAY_MAX) {
+            if ((len - pos) / 2 < card) goto bad;
+            for (uint32_t j = 0; j < card; j++)
+                if ((rc = put_id(w, key | rd16(p + pos + 2 * j))) <= 0) goto stop;
+            pos += 2 * (size_t)card;
+        } else {
+            if (len - pos < BITSET_BYTES) goto bad;
+            for (uint32_t word = 0; word < 1024; word++) {
+                const uint8_t *q = p + pos + 8 * word;
+                uint64_t bits = (uint64_t)rd32(q) | ((uint64_t)rd32(q + 4) << 32);
+                while (bits) {
+                    uint32_t bit = (uint32_t)__builtin_ctzll(bits);
+                    if ((rc = put_id(w, key | (word * 64 + bit))) <= 0) goto stop;
+                    bits &= bits - 1;
+                }
+            }
+            pos += BITSET_BYTES;
+        }
+    }
+    return 1;
+stop:
+    if (rc == 0) return 0;
+bad:
+    PyErr_Format(PyExc_ValueError, "not a roaring bitmap (%zd bytes)", (Py_ssize_t)len);
+    return -1;
+}
+
+static PyObject *pack(PyObject *self, PyObject *arg) {
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "pack takes bytes");
+        return NULL;
+    }
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(arg);
+    size_t len = (size_t)PyBytes_GET_SIZE(arg);
+    uint8_t *out = PyMem_Malloc(len + 1);
+    if (out == NULL) return PyErr_NoMemory();
+    packer w = {out, 1, len, 0, 1};
+    out[0] = TAG;
+    int done = walk_roaring(p, len, &w);
+    PyObject *res = NULL;
+    if (done > 0)
+        res = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)w.len);
+    else if (done == 0) {
+        Py_INCREF(arg);
+        res = arg;
+    }
+    PyMem_Free(out);
+    return res;
+}
+
+/* The roaring portable form (no run containers) of the compact set p[0:len], or NULL
+ * with ValueError when its varints are no ascending 32-bit ids. One pass decodes the
+ * ids into their low halves and the containers' keys and bounds; a second writes. */
+static PyObject *roaring_of(const uint8_t *p, size_t len) {
+    size_t cap = len > 1 ? len - 1 : 1; /* at most one id a byte */
+    size_t ccap = (cap < 65536 ? cap : 65536) + 1;
+    uint16_t *lows = malloc(cap * sizeof(uint16_t));
+    uint32_t *keys = malloc(ccap * sizeof(uint32_t));
+    size_t *starts = malloc(ccap * sizeof(size_t));
+    PyObject *res = NULL;
+    const char *why = NULL;
+    if (lows == NULL || keys == NULL || starts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const uint8_t *q = p + 1, *end = p + len;
+    uint64_t next = 0; /* the smallest value the next id may take */
+    uint32_t key = 0xFFFFFFFFu;
+    size_t n = 0, nc = 0;
+    while (q < end) {
+        uint64_t x = *q++;
+        if (x & 0x80) {
+            x &= 0x7F;
+            int shift = 7;
+            for (;;) {
+                if (q >= end) {
+                    why = "compact set ends inside an id";
+                    goto done;
+                }
+                uint8_t b = *q++;
+                x |= (uint64_t)(b & 0x7F) << shift;
+                if (!(b & 0x80)) break;
+                shift += 7;
+                if (shift > 28) {
+                    why = "compact set has an id longer than 5 bytes";
+                    goto done;
+                }
+            }
+        }
+        uint64_t v = next + x;
+        if (v > 0xFFFFFFFFu) {
+            why = "compact set has an id above 2**32 - 1";
+            goto done;
+        }
+        if ((uint32_t)(v >> 16) != key) {
+            key = (uint32_t)(v >> 16);
+            keys[nc] = key;
+            starts[nc++] = n;
+        }
+        lows[n++] = (uint16_t)v;
+        next = v + 1;
+    }
+    starts[nc] = n;
+    size_t size = 8 + 8 * nc;
+    for (size_t c = 0; c < nc; c++) {
+        size_t card = starts[c + 1] - starts[c];
+        size += card <= ARRAY_MAX ? 2 * card : BITSET_BYTES;
+    }
+    res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (res == NULL) goto done;
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res);
+    wr32(out, NO_RUN);
+    wr32(out + 4, (uint32_t)nc);
+    uint8_t *head = out + 8, *offsets = head + 4 * nc;
+    size_t pos = 8 + 8 * nc;
+    for (size_t c = 0; c < nc; c++) {
+        size_t i = starts[c], j = starts[c + 1], card = j - i;
+        wr16(head + 4 * c, keys[c]);
+        wr16(head + 4 * c + 2, (uint32_t)(card - 1));
+        wr32(offsets + 4 * c, (uint32_t)pos);
+        if (card <= ARRAY_MAX) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            memcpy(out + pos, lows + i, 2 * card);
+            pos += 2 * card;
+#else
+            for (size_t k = i; k < j; k++, pos += 2) wr16(out + pos, lows[k]);
+#endif
+        } else {
+            memset(out + pos, 0, BITSET_BYTES);
+            for (size_t k = i; k < j; k++) out[pos + lows[k] / 8] |= (uint8_t)(1u << (lows[k] % 8));
+            pos += BITSET_BYTES;
+        }
+    }
+done:
+    if (why != NULL)
+        PyErr_Format(PyExc_ValueError, "%s (%zd bytes)", why, (Py_ssize_t)len);
+    free(lows);
+    free(keys);
+    free(starts);
+    return res;
+}
+
+/* raw[start:] as roaring bytes (a new reference). */
+static PyObject *unpack_at(PyObject *raw, Py_ssize_t start) {
+    if (!PyBytes_Check(raw)) {
+        PyErr_SetString(PyExc_TypeError, "a stored set is bytes");
+        return NULL;
+    }
+    Py_ssize_t total = PyBytes_GET_SIZE(raw);
+    if (start < 0 || start > total) {
+        PyErr_Format(PyExc_ValueError, "no set at byte %zd of %zd", start, total);
+        return NULL;
+    }
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(raw) + start;
+    size_t len = (size_t)(total - start);
+    if (len == 0 || p[0] != TAG) {
+        if (start == 0) {
+            Py_INCREF(raw);
+            return raw;
+        }
+        return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
+    }
+    return roaring_of(p, len);
+}
+
+static PyObject *unpack(PyObject *self, PyObject *args) {
+    PyObject *raw;
+    Py_ssize_t start = 0;
+    if (!PyArg_ParseTuple(args, "O|n:unpack", &raw, &start)) return NULL;
+    return unpack_at(raw, start);
+}
+
+static PyObject *load(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "load(raw, start=0)");
+        return NULL;
+    }
+    Py_ssize_t start = 0;
+    if (nargs == 2) {
+        start = PyLong_AsSsize_t(args[1]);
+        if (start == -1 && PyErr_Occurred()) return NULL;
+    }
+    if (deserialize_fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_deserialize was not called");
+        return NULL;
+    }
+    PyObject *roaring = unpack_at(args[0], start);
+    if (roaring == NULL) return NULL;
+    PyObject *res = PyObject_CallOneArg(deserialize_fn, roaring);
+    Py_DECREF(roaring);
+    return res;
+}
+
+static PyObject *set_deserialize(PyObject *self, PyObject *fn) {
+    Py_INCREF(fn);
+    Py_XSETREF(deserialize_fn, fn);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"pack", pack, METH_O, "The compact form of a roaring serialization if smaller, else it."},
+    {"unpack", unpack, METH_VARARGS, "The roaring serialization of a stored set raw[start:]."},
+    {"load", (PyCFunction)(void (*)(void))load, METH_FASTCALL,
+     "The BitMap of a stored set raw[start:]."},
+    {"set_deserialize", set_deserialize, METH_O, "The function load passes roaring bytes to."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "leopard._sets", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__sets(void) { return PyModule_Create(&module); }
