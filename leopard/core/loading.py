@@ -18,7 +18,7 @@ import numpy as np
 from pyroaring import BitMap
 
 from leopard.core.layers import SetReader
-from leopard.model.setcodec import load
+from leopard.model.setcodec import TAG, load
 from leopard.store.layout import gid_of, m2g_groups
 
 __all__ = ["Loaded", "load_all"]
@@ -60,7 +60,7 @@ def _load_all(
     # thirds of warm(), and a check pays it once per subject (about 1.5 us). The
     # dictionaries are made by passes in C (``dict``, ``map``, ``zip``), not a Python
     # loop per set. A subject's value that a glance shows damaged (too short, no
-    # roaring header) is reported here as before.
+    # header of a stored set) is reported here as before.
     g2g = _closures(r, have)
     parents = _held_parents(r)
     if not subjects:
@@ -69,9 +69,9 @@ def _load_all(
     raw = cast(dict[bytes, BitMap | bytes], r.base.family("m2g").as_dict())
     for key in r.overlay.sets.get("m2g") or ():  # read through the overlay instead
         raw.pop(key, None)
-    if not set(map(_HEAD, raw.values())) <= _ROARING_HEADS:
+    if not set(map(_HEAD, raw.values())) <= _STORED_HEADS:
         for key, value in raw.items():
-            if isinstance(value, bytes) and value[4:6] not in _ROARING_HEADS:
+            if isinstance(value, bytes) and value[4:6] not in _STORED_HEADS:
                 try:
                     m2g_groups(value)  # raises BadValue, unless it deserializes after all
                 except ValueError as exc:
@@ -121,9 +121,11 @@ def _stored(r: SetReader, family: str) -> tuple[np.ndarray, list[bytes]]:
     return ids, values
 
 
-#: the first two bytes of a serialized roaring bitmap (its format's cookies, 12346 and
-#: 12347, little-endian), which follow the subject id in a MEMBER2GROUP value
-_ROARING_HEADS = {b"\x3a\x30", b"\x3b\x30"}
+#: the first two bytes of a stored set, which follow the subject id in a MEMBER2GROUP
+#: value: a serialized roaring bitmap's (its format's cookies, 12346 and 12347,
+#: little-endian), or the compact form's tag and first byte (``setcodec``; the tag
+#: alone for no ids)
+_STORED_HEADS = {b"\x3a\x30", b"\x3b\x30", bytes((TAG,))} | {bytes((TAG, b)) for b in range(256)}
 _HEAD = itemgetter(slice(4, 6))
 
 
