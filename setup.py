@@ -1,4 +1,4 @@
-"""The compiled part of the package: the codec of stored sets (leopard/_sets.c).
+"""The compiled part of the package: the codec of stored sets (leopard/model/_sets.c).
 
 Everything else is in pyproject.toml. The extension is optional: where it cannot be
 compiled, leopard/model/setcodec.py reads and writes the same bytes in Python, slower
@@ -10,8 +10,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "leopard._sets",
-            sources=["leopard/_sets.c"],
+            "leopard.model._sets",
+            sources=["leopard/model/_sets.c"],
             extra_compile_args=["-O2", "-std=c11"],
             optional=True,
         )

@@ -8,7 +8,7 @@ of ``leopard.model.setcodec`` (ascending ids as varint gaps). For the MEMBER2GRO
 GROUP2GROUP values of a built index, by size of set, this prints the raw bytes of both
 forms, then microseconds to read one: pyroaring's ``BitMap.deserialize`` of the roaring
 form (the baseline: what format 3 read), the compiled ``load`` of the stored form, and
-the same codec in Python (what runs where ``leopard._sets`` was not compiled).
+the same codec in Python (what runs where ``leopard.model._sets`` was not compiled).
 
     python bench/codec.py --index bench/.data/org-10000000-s1.idx
     python bench/codec.py --index ./idx --sample 20000 --json
@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     opt = ap.parse_args()
     if not setcodec.COMPILED:
-        raise SystemExit("leopard._sets is not compiled here: pip install -e . builds it")
+        raise SystemExit("leopard.model._sets is not compiled here: pip install -e . builds it")
     rows = [r for family in ("m2g", "g2g") for r in measure(opt.index, family, opt.sample)]
     if opt.json:
         print(json.dumps(rows, indent=2))

@@ -12,7 +12,7 @@ Writers store a set compact when that is fewer bytes (``pack``): a subject's ten
 groups spread over as many roaring containers, 8 bytes of header each, and the
 depth-first ids of a closure leave gaps that an array container stores in 2 bytes and
 a varint in 1 (``bench/sizes.py`` prints each family's bytes per tuple). Readers take
-either (``load``). The work is done by the compiled ``leopard._sets`` (setup.py);
+either (``load``). The work is done by the compiled ``leopard.model._sets`` (setup.py);
 where it could not be built the same bytes are read and written here in Python,
 slower: ``COMPILED`` says which.
 """
@@ -28,7 +28,7 @@ __all__ = ["COMPILED", "TAG", "load", "pack", "pack_all", "unpack"]
 TAG = 0x01  # first byte of the compact form
 
 try:
-    from leopard import _sets as _c
+    from leopard.model import _sets as _c
 except ImportError:  # the extension was not compiled (setup.py: optional)
     _c = None
 

@@ -15,7 +15,7 @@ from leopard.model.setcodec import TAG, _py_load, _py_pack, _py_unpack
 
 
 def test_the_compiled_codec_is_built() -> None:
-    # setup.py builds leopard._sets where the package is installed; without it every
+    # setup.py builds leopard.model._sets where the package is installed; without it every
     # read of a set goes through Python (correct, several times slower)
     assert setcodec.COMPILED
 

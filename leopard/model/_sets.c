@@ -324,6 +324,6 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "leopard._sets", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "leopard.model._sets", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__sets(void) { return PyModule_Create(&module); }
