@@ -7,8 +7,9 @@
  * the one before less one. A subject's direct groups spread over many roaring
  * containers of one or two ids each (8 bytes of header apiece), and a closure's
  * depth-first ids leave small gaps that an array container stores in 2 bytes and a
- * varint in 1. docs/format.md describes both; leopard/model/setcodec.py is the same
- * codec in Python (used where this module is not built, and by the tests to check it).
+ * varint in 1. leopard/store/layout.py names the values stored so; setcodec.py beside
+ * this file is the same codec in Python (used where this module is not built, and by
+ * the tests to check it).
  *
  *   pack(roaring: bytes) -> bytes         the compact form if smaller, else the input
  *   unpack(raw: bytes, start=0) -> bytes  the roaring form of raw[start:]
