@@ -28,15 +28,18 @@ __all__ = ["COMPILED", "TAG", "load", "pack", "pack_all", "unpack"]
 TAG = 0x01  # first byte of the compact form
 
 try:
-    from leopard.model import _sets as _c
+    import leopard.model._sets as _c
 except ImportError:  # the extension was not compiled (setup.py: optional)
-    _c = None
+    _c = None  # type: ignore[assignment]
 
 COMPILED = _c is not None
 
 
 def _py_pack(raw: bytes) -> bytes:
-    ids = BitMap.deserialize(raw)
+    try:
+        ids = BitMap.deserialize(raw)
+    except (ValueError, IndexError):
+        raise ValueError(f"not a roaring bitmap ({len(raw)} bytes)") from None
     out = bytearray((TAG,))
     prev = -1
     for v in ids:

@@ -37,8 +37,7 @@ varint gaps (format 4; format 3 stored roaring alone))::
               derive that edge, only where it is 2 or more (no entry: one, when the
               edge is in dchild); an empty value in the delta means "no entry"
 
-Nothing else in the code spells a key or packs a value (a set value's two forms are
-``leopard.model.setcodec``'s, used from here): this module is the format.
+Nothing else spells a key or packs a value (sets through ``setcodec``): this is the format.
 ``FORMAT_VERSION`` changes whenever any of it does in a way an older reader could not
 follow. The checksum entry came later without a change of version: a base whose meta
 names no checksum (``"checksum": "crc32"``) is read as before.
