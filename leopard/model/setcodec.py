@@ -11,10 +11,11 @@ an edge family's row) is one of two forms, told apart by the first byte:
 Writers store a set compact when that is fewer bytes (``pack``): a subject's ten
 groups spread over as many roaring containers, 8 bytes of header each, and the
 depth-first ids of a closure leave gaps that an array container stores in 2 bytes and
-a varint in 1 (``bench/sizes.py`` prints each family's bytes per tuple). Readers take
-either (``load``). The work is done by the compiled ``leopard.model._sets`` (setup.py);
-where it could not be built the same bytes are read and written here in Python,
-slower: ``COMPILED`` says which.
+a varint in 1 (``bench/sizes.py`` prints each family's bytes per tuple,
+``bench/codec.py`` both forms' sizes and read times). Readers take either
+(``load``). The work is done by the compiled ``leopard.model._sets`` (setup.py); where
+it could not be built the same bytes are read and written here in Python, slower:
+``COMPILED`` says which.
 """
 
 from __future__ import annotations
