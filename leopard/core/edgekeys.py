@@ -21,7 +21,7 @@ from leopard.model.bitpack import serialize_chunks
 from leopard.model.closure import spans
 from leopard.model.config import Config
 from leopard.model.names import SPLIT_NAME_PATTERN
-from leopard.model.setcodec import load, pack_all
+from leopard.model.setcodec import load, pack
 from leopard.store.layout import count_value, pair_key
 
 __all__ = [
@@ -122,7 +122,7 @@ def bitmaps_by_head(keys: np.ndarray | Split) -> Iterator[tuple[np.ndarray, list
     build's edge families; ``setcodec.pack``: compact where smaller)."""
     heads, bounds, lows = split_sorted(keys) if isinstance(keys, np.ndarray) else keys
     for row, values in serialize_chunks(bounds, lows):
-        yield heads[row : row + len(values)], pack_all(values)
+        yield heads[row : row + len(values)], list(map(pack, values))
 
 
 def remap(keys: np.ndarray, hi_map: np.ndarray, lo_map: np.ndarray, swap: bool) -> np.ndarray:

@@ -20,11 +20,11 @@ it could not be built the same bytes are read and written here in Python, slower
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from pyroaring import BitMap
 
-__all__ = ["COMPILED", "TAG", "load", "pack", "pack_all", "unpack"]
+__all__ = ["COMPILED", "TAG", "compact_form", "load", "pack", "unpack"]
 
 TAG = 0x01  # first byte of the compact form
 
@@ -36,11 +36,8 @@ except ImportError:  # the extension was not compiled (setup.py: optional)
 COMPILED = _c is not None
 
 
-def _py_pack(raw: bytes) -> bytes:
-    try:
-        ids = BitMap.deserialize(raw)
-    except (ValueError, IndexError):
-        raise ValueError(f"not a roaring bitmap ({len(raw)} bytes)") from None
+def compact_form(ids: Iterable[int]) -> bytes:
+    """The compact form of ascending ``ids``, whatever its size."""
     out = bytearray((TAG,))
     prev = -1
     for v in ids:
@@ -50,9 +47,16 @@ def _py_pack(raw: bytes) -> bytes:
             out.append((x & 0x7F) | 0x80)
             x >>= 7
         out.append(x)
-        if len(out) >= len(raw):
-            return raw
     return bytes(out)
+
+
+def _py_pack(raw: bytes) -> bytes:
+    try:
+        ids = BitMap.deserialize(raw)
+    except (ValueError, IndexError):
+        raise ValueError(f"not a roaring bitmap ({len(raw)} bytes)") from None
+    out = compact_form(ids)
+    return out if len(out) < len(raw) else raw
 
 
 def _py_ids(raw: bytes, start: int) -> list[int]:
@@ -104,8 +108,3 @@ if _c is not None:
     pack, unpack, load = _c.pack, _c.unpack, _c.load
 else:
     pack, unpack, load = _py_pack, _py_unpack, _py_load
-
-
-def pack_all(values: list[bytes]) -> list[bytes]:
-    """``pack`` of each roaring serialization."""
-    return list(map(pack, values))
