@@ -38,6 +38,7 @@ from leopard.model.names import (
     parse_object,
     parse_subject,
 )
+from leopard.model.setcodec import held_meets
 from leopard.store.layout import gkey
 
 __all__ = ["Index", "SWAP_GRACE"]
@@ -289,6 +290,20 @@ class Index:
 
     def check(self, subject: str, group: str) -> bool:
         """Whether ``subject`` is in ``group``, directly or through nested groups."""
+        # After warm(), a pair whose sets are held in memory is answered without the
+        # lock: one call that probes three dictionaries and intersects (``held_meets``,
+        # which runs no Python code, so no batch is installed halfway through it). The
+        # reader's epoch is odd while a batch is installed and moves with each one: an
+        # answer read across a move is not taken, and the pair takes the lock.
+        c = self._c
+        held = c.subjects
+        if held is not None and held_meets is not None:
+            reader = c.reader
+            epoch = reader.epoch
+            if not epoch & 1:
+                found = held_meets(held, c.reaches, c.wildcards, subject, group)
+                if found is not None and reader.epoch == epoch:
+                    return found
         with self._lock:
             if type(subject) is str and type(group) is str:
                 found = self._c.held_answer(subject, group)

@@ -97,6 +97,9 @@ class SetReader:
         # never sees half a batch; an Index passes its own, shared by every
         # generation it serves in turn.
         self.lock = lock if lock is not None else threading.RLock()
+        # Odd while a batch is being installed: a check that takes no lock
+        # (``Index.check``) reads it before and after, and takes the lock when it moved.
+        self.epoch = 0
         self._secondary: tuple[RocksDB, str] | None = None
         self._token = ""
         self._token_key: tuple[int, int] | None = None
@@ -140,10 +143,14 @@ class SetReader:
             if self.is_resource_name(name):
                 resource.add(len(self.base_groups) + i)
         with self.lock:
-            self.overlay = fresh
-            self.resource_ids = resource
-        for listener in self.listeners:
-            listener({})
+            self.epoch += 1
+            try:
+                self.overlay = fresh
+                self.resource_ids = resource
+                for listener in self.listeners:  # before a query can see the layer
+                    listener({})
+            finally:
+                self.epoch += 1
 
     def close(self) -> None:
         self.base.close()
@@ -208,21 +215,25 @@ class SetReader:
         """Install one persisted batch in memory, atomically for readers holding the lock."""
         ov = self.overlay
         with self.lock:
-            for family, entries in updates.items():
-                ov.sets.setdefault(family, {}).update(entries)
-            first = self.group_count()
-            for i, name in enumerate(new_groups):
-                ov.group_names.append(name)
-                ov.group_ids[name] = first + i
-                if self.is_resource_name(name):
-                    self.resource_ids.add(first + i)
-            ov.next_subject = next_subject
-            ov.position = position
-            if source_state is not None:
-                ov.source_state = source_state
-            ov.seq = seq
-            for listener in self.listeners:
-                listener(updates)
+            self.epoch += 1
+            try:
+                for family, entries in updates.items():
+                    ov.sets.setdefault(family, {}).update(entries)
+                first = self.group_count()
+                for i, name in enumerate(new_groups):
+                    ov.group_names.append(name)
+                    ov.group_ids[name] = first + i
+                    if self.is_resource_name(name):
+                        self.resource_ids.add(first + i)
+                ov.next_subject = next_subject
+                ov.position = position
+                if source_state is not None:
+                    ov.source_state = source_state
+                ov.seq = seq
+                for listener in self.listeners:
+                    listener(updates)
+            finally:
+                self.epoch += 1
 
     def is_resource_name(self, name: str) -> bool:
         """Whether a set name is of a schema's resource tier (no schema: never)."""

@@ -15,6 +15,8 @@
  *   unpack(raw: bytes, start=0) -> bytes  the roaring form of raw[start:]
  *   load(raw: bytes, start=0) -> BitMap   BitMap.deserialize(unpack(raw, start))
  *   set_deserialize(f)                    the function load calls (BitMap.deserialize)
+ *   held_meets(subjects, reaches, wildcards, subject, group) -> True, False or None
+ *       a check answered from sets already in memory (see held_meets below)
  *
  * Malformed input raises ValueError saying what is wrong; nothing is read outside the
  * buffer given.
@@ -316,15 +318,102 @@ static PyObject *set_deserialize(PyObject *self, PyObject *fn) {
     Py_RETURN_NONE;
 }
 
+static PyObject *intersect_name = NULL;
+
+/* Whether a.intersect(b), or -1 with an exception set. */
+static int meets(PyObject *a, PyObject *b) {
+    PyObject *r = PyObject_CallMethodOneArg(a, intersect_name, b);
+    if (r == NULL) return -1;
+    int truth = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return truth;
+}
+
+/* held_meets(subjects, reaches, wildcards, subject, group): the answer of a check from
+ * three dictionaries of deserialized sets, or None when any of them does not hold what
+ * the answer needs (then the caller takes its whole path). subjects: the subject's
+ * UTF-8 name (surrogates passed) -> its direct groups; reaches: a group name -> its
+ * closure; wildcards: a namespace -> the direct groups of "namespace:*" (None: none).
+ * True when the subject's direct groups meet the closure, else when its namespace's
+ * wildcard groups do. A stored value not yet deserialized (bytes), an unknown name or
+ * namespace, a name that is not a str: None. It reads and changes nothing else, and
+ * runs no Python code: under the GIL it sees the three dictionaries at one moment. */
+static PyObject *held_meets(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "held_meets(subjects, reaches, wildcards, subject, group)");
+        return NULL;
+    }
+    PyObject *subjects = args[0], *reaches = args[1], *wildcards = args[2];
+    PyObject *subject = args[3], *group = args[4];
+    if (!PyDict_CheckExact(subjects) || !PyDict_CheckExact(reaches) || !PyDict_CheckExact(wildcards) ||
+        !PyUnicode_CheckExact(subject) || !PyUnicode_CheckExact(group))
+        Py_RETURN_NONE;
+    PyObject *reach = PyDict_GetItemWithError(reaches, group);
+    if (reach == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *key = PyUnicode_AsEncodedString(subject, "utf-8", "surrogatepass");
+    if (key == NULL) return NULL;
+    PyObject *direct = PyDict_GetItemWithError(subjects, key);
+    Py_DECREF(key);
+    if (direct == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    if (PyBytes_Check(direct)) Py_RETURN_NONE; /* held as stored: not deserialized here */
+    Py_INCREF(reach);
+    Py_INCREF(direct);
+    int truth = meets(direct, reach);
+    Py_DECREF(direct);
+    if (truth != 0) {
+        Py_DECREF(reach);
+        if (truth < 0) return NULL;
+        Py_RETURN_TRUE;
+    }
+    Py_ssize_t colon = PyUnicode_FindChar(subject, ':', 0, PyUnicode_GET_LENGTH(subject), 1);
+    PyObject *wild = NULL;
+    if (colon >= 0) {
+        PyObject *ns = PyUnicode_Substring(subject, 0, colon);
+        if (ns == NULL) {
+            Py_DECREF(reach);
+            return NULL;
+        }
+        wild = PyDict_GetItemWithError(wildcards, ns);
+        Py_DECREF(ns);
+    }
+    if (wild == NULL) {
+        Py_DECREF(reach);
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    if (wild == Py_None) {
+        Py_DECREF(reach);
+        Py_RETURN_FALSE;
+    }
+    Py_INCREF(wild);
+    truth = meets(wild, reach);
+    Py_DECREF(wild);
+    Py_DECREF(reach);
+    if (truth < 0) return NULL;
+    return PyBool_FromLong(truth);
+}
+
 static PyMethodDef methods[] = {
     {"pack", pack, METH_O, "The compact form of a roaring serialization if smaller, else it."},
     {"unpack", unpack, METH_VARARGS, "The roaring serialization of a stored set raw[start:]."},
     {"load", (PyCFunction)(void (*)(void))load, METH_FASTCALL,
      "The BitMap of a stored set raw[start:]."},
     {"set_deserialize", set_deserialize, METH_O, "The function load passes roaring bytes to."},
+    {"held_meets", (PyCFunction)(void (*)(void))held_meets, METH_FASTCALL,
+     "A check answered from deserialized sets in memory, or None."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "leopard.model._sets", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__sets(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__sets(void) {
+    intersect_name = PyUnicode_InternFromString("intersect");
+    if (intersect_name == NULL) return NULL;
+    return PyModule_Create(&module);
+}

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 
 from pyroaring import BitMap
 
-__all__ = ["COMPILED", "TAG", "compact_form", "load", "pack", "unpack"]
+__all__ = ["COMPILED", "TAG", "compact_form", "held_meets", "load", "pack", "unpack"]
 
 TAG = 0x01  # first byte of the compact form
 
@@ -34,6 +34,12 @@ except ImportError:  # the extension was not compiled (setup.py: optional)
     _c = None  # type: ignore[assignment]
 
 COMPILED = _c is not None
+
+#: ``held_meets(subjects, reaches, wildcards, subject, group)``: a check answered from
+#: deserialized sets held in memory, or None when they do not hold what it needs
+#: (``Index.check`` after ``warm()``; _sets.c says exactly what it reads). None where
+#: the module is not compiled: there every check takes the index's lock.
+held_meets: Callable[..., bool | None] | None = _c.held_meets if _c is not None else None
 
 
 def compact_form(ids: Iterable[int]) -> bytes:

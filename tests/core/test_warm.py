@@ -6,6 +6,7 @@ incremental layer, in this process or another, must be read through the overlay.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from leopard.core.index import Index
 from leopard.errors import InvalidInput, InvalidTuple, StorageError
 from leopard.model.config import Config, schema_config
 from leopard.model.names import parse_tuple
+from leopard.model.setcodec import held_meets
 from leopard.store.layout import gkey
 
 BASE = [
@@ -344,3 +346,59 @@ def test_a_damaged_parent_set_held_by_warm_fails_the_walk_that_meets_it(
         with pytest.raises(StorageError) as info:
             ix.groups_of("user:alice")
         assert str(info.value) == str(was.value)
+
+
+def test_a_held_pair_is_answered_without_the_lock_between_batches(tmp_path: Path) -> None:
+    """After warm() and a first ask, a check of a pair held in memory takes no lock;
+    while a batch is installed (the reader's epoch odd) it waits for the lock."""
+    _build(tmp_path / "idx")
+    with Index(tmp_path / "idx") as ix:
+        ix.warm()
+        assert ix.check("user:alice", "group:all")  # first ask: deserializes, remembers
+        assert not ix.check("user:carol", "group:eng")
+        answers: list[bool] = []
+
+        def ask() -> None:
+            answers.append(ix.check("user:alice", "group:all"))
+            answers.append(ix.check("user:carol", "group:eng"))
+
+        with ix.lock:  # another thread holds the lock, between batches
+            asker = threading.Thread(target=ask)
+            asker.start()
+            asker.join(10)
+            assert not asker.is_alive() and answers == [True, False]
+        answers.clear()
+        with ix.lock:  # the same while a batch is being installed
+            ix.reader.epoch += 1
+            asker = threading.Thread(target=ask)
+            asker.start()
+            asker.join(0.3)
+            assert asker.is_alive() and answers == []
+            ix.reader.epoch += 1
+        asker.join(10)
+        assert answers == [True, False]
+
+
+def test_held_meets_answers_as_held_answer_or_not_at_all(tmp_path: Path) -> None:
+    _build(tmp_path / "idx")
+    with Index(tmp_path / "idx") as ix:
+        ix.warm()
+        c = ix._c
+        names = ["user:alice", "user:bob", "user:carol", "user:nobody", "user:*"]
+        groups = ["group:all", "group:eng", "group:ops", "group:none"]
+        assert held_meets is not None
+        seen = 0
+        for rounds in range(2):  # before and after the first asks fill the caches
+            for s in names:
+                for g in groups:
+                    held = held_meets(c.subjects, c.reaches, c.wildcards, s, g)
+                    if held is not None:
+                        seen += 1
+                        assert held == c.held_answer(s, g) == ix.check(s, g), (s, g)
+                    elif rounds == 0:
+                        ix.check(s, g)
+        assert seen >= 9  # alice, bob, carol against the three groups, once asked
+        for bad in ((b"user:alice", "group:all"), ("user:alice", b"group:all"), (1, 2)):
+            assert held_meets(c.subjects, c.reaches, c.wildcards, *bad) is None
+        with pytest.raises(TypeError):
+            held_meets(c.subjects, c.reaches)
