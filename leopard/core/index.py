@@ -291,18 +291,17 @@ class Index:
     def check(self, subject: str, group: str) -> bool:
         """Whether ``subject`` is in ``group``, directly or through nested groups."""
         # After warm(), a pair whose sets are held in memory is answered without the
-        # lock: one call that probes three dictionaries and intersects (``held_meets``,
-        # which runs no Python code, so no batch is installed halfway through it). The
+        # lock, by one call in C that reads them where they are (``held_meets``). The
         # reader's epoch is odd while a batch is installed and moves with each one: an
-        # answer read across a move is not taken, and the pair takes the lock.
+        # answer read across a move is not taken (nor anything remembered), and the
+        # pair takes the lock, as does one whose sets are not all held.
         c = self._c
-        held = c.subjects
-        if held is not None and held_meets is not None:
-            reader = c.reader
-            epoch = reader.epoch
+        if c.subjects is not None and held_meets is not None:
+            r = c.reader
+            epoch = r.epoch
             if not epoch & 1:
-                found = held_meets(held, c.reaches, c.wildcards, subject, group)
-                if found is not None and reader.epoch == epoch:
+                found = held_meets(c, epoch, subject, group)
+                if found is not None and r.epoch == epoch:
                     return found
         with self._lock:
             if type(subject) is str and type(group) is str:

@@ -15,8 +15,8 @@
  *   unpack(raw: bytes, start=0) -> bytes  the roaring form of raw[start:]
  *   load(raw: bytes, start=0) -> BitMap   BitMap.deserialize(unpack(raw, start))
  *   set_deserialize(f)                    the function load calls (BitMap.deserialize)
- *   held_meets(subjects, reaches, wildcards, subject, group) -> True, False or None
- *       a check answered from sets already in memory (see held_meets below)
+ *   held_meets(cache, epoch, subject, group) -> True, False or None
+ *       a check answered from the sets an index holds in memory (see held_meets below)
  *
  * Malformed input raises ValueError saying what is wrong; nothing is read outside the
  * buffer given.
@@ -318,9 +318,42 @@ static PyObject *set_deserialize(PyObject *self, PyObject *fn) {
     Py_RETURN_NONE;
 }
 
+/* -- a check answered from the sets an index holds in memory ------------------------- */
+
 static PyObject *intersect_name = NULL;
 
-/* Whether a.intersect(b), or -1 with an exception set. */
+/* Closures remembered by name at most (caches.py's CLOSURE_LIMIT; beyond it, the
+ * whole path starts the dictionary over) */
+#define REACHES_HELD 2000000
+
+/* The set held in dict[key] as a BitMap (a new reference): a value held as stored
+ * (bytes: its set from byte `start` on) is deserialized, and put back in its place
+ * unless the place changed meanwhile (what a deserialization can run lets another
+ * thread in). NULL with no exception: not held, or no stored set (ValueError cleared:
+ * the caller's slower path reads it again and reports it). NULL with one: an error. */
+static PyObject *held_set(PyObject *dict, PyObject *key, Py_ssize_t start) {
+    PyObject *value = PyDict_GetItemWithError(dict, key);
+    if (value == NULL || !PyBytes_Check(value)) {
+        Py_XINCREF(value);
+        return value;
+    }
+    Py_INCREF(value);
+    PyObject *roaring = unpack_at(value, start);
+    PyObject *bm = roaring == NULL ? NULL : PyObject_CallOneArg(deserialize_fn, roaring);
+    Py_XDECREF(roaring);
+    if (bm == NULL) {
+        Py_DECREF(value);
+        if (PyErr_ExceptionMatches(PyExc_ValueError)) PyErr_Clear();
+        return NULL;
+    }
+    PyObject *now = PyDict_GetItemWithError(dict, key);
+    int same = now == value;
+    Py_DECREF(value);
+    if ((same && PyDict_SetItem(dict, key, bm) < 0) || (!same && PyErr_Occurred())) Py_CLEAR(bm);
+    return bm;
+}
+
+/* Whether a.intersect(b): 1, 0, or -1 with an exception. */
 static int meets(PyObject *a, PyObject *b) {
     PyObject *r = PyObject_CallMethodOneArg(a, intersect_name, b);
     if (r == NULL) return -1;
@@ -329,74 +362,170 @@ static int meets(PyObject *a, PyObject *b) {
     return truth;
 }
 
-/* held_meets(subjects, reaches, wildcards, subject, group): the answer of a check from
- * three dictionaries of deserialized sets, or None when any of them does not hold what
- * the answer needs (then the caller takes its whole path). subjects: the subject's
- * UTF-8 name (surrogates passed) -> its direct groups; reaches: a group name -> its
- * closure; wildcards: a namespace -> the direct groups of "namespace:*" (None: none).
- * True when the subject's direct groups meet the closure, else when its namespace's
- * wildcard groups do. A stored value not yet deserialized (bytes), an unknown name or
- * namespace, a name that is not a str: None. It reads and changes nothing else, and
- * runs no Python code: under the GIL it sees the three dictionaries at one moment. */
+/* Whether the sets `direct` are in the resource-tier set whose closure is `reach` and
+ * whose group-tier sets are `groups`: they meet the closure, or the closure of one of
+ * those (taken in ascending order, as CachedSets._tier_meets does). 1, 0, -1 with an
+ * exception, -2 when a closure it needs is not held or no stored set. */
+static int in_tier_set(PyObject *direct, PyObject *reach, PyObject *groups, PyObject *closures) {
+    int res = meets(direct, reach);
+    if (res != 0) return res;
+    PyObject *it = PyObject_GetIter(groups), *gid;
+    if (it == NULL) return -1;
+    while (res == 0 && (gid = PyIter_Next(it)) != NULL) {
+        PyObject *closure = held_set(closures, gid, 0);
+        Py_DECREF(gid);
+        if (closure == NULL) {
+            res = PyErr_Occurred() ? -1 : -2; /* not held: read by the whole path */
+        } else {
+            res = meets(closure, direct);
+            Py_DECREF(closure);
+        }
+    }
+    Py_DECREF(it);
+    return res == 0 && PyErr_Occurred() ? -1 : res;
+}
+
+/* Names of what held_meets reads (interned at import). */
+static PyObject *n_subjects, *n_reaches, *n_wildcards, *n_group_ids, *n_closures, *n_reader,
+    *n_base_group_ids, *n_resource_ids, *n_tier_reaches, *n_tier_groups, *n_tier_wild, *n_epoch;
+
+/* A dictionary attribute of `obj` (borrowed: obj holds it), NULL with no exception
+ * when it is not a dictionary. */
+static PyObject *dict_attr(PyObject *obj, PyObject *name) {
+    PyObject *d = PyObject_GetAttr(obj, name);
+    if (d == NULL) return NULL;
+    Py_DECREF(d);
+    return PyDict_CheckExact(d) ? d : NULL;
+}
+
+/* Whether the reader's epoch is still `epoch` (nothing installed since the caller
+ * read it): 1, 0, -1 with an exception. Remembering is done only then. */
+static int still(PyObject *reader, PyObject *epoch) {
+    PyObject *now = PyObject_GetAttr(reader, n_epoch);
+    if (now == NULL) return -1;
+    int same = PyObject_RichCompareBool(now, epoch, Py_EQ);
+    Py_DECREF(now);
+    return same;
+}
+
+/* dict[key] = value unless the dictionary holds REACHES_HELD entries already (the
+ * whole path starts it over then): 0 or -1. */
+static int remember(PyObject *dict, PyObject *key, PyObject *value) {
+    return PyDict_GET_SIZE(dict) > REACHES_HELD ? 0 : PyDict_SetItem(dict, key, value);
+}
+
+/* held_meets(cache, epoch, subject, group) -> True, False or None
+ *
+ * A check answered from what a CachedSets (`cache`) holds in memory after warm()
+ * (caches.py names each dictionary), or None when it does not hold all the answer
+ * needs: then the caller takes the whole path, which reads, parses, reports damage
+ * and remembers. The subject's direct groups come from `subjects` (by its UTF-8 name,
+ * surrogates passed). The group's closure from `reaches` or `tier_reaches` (by name),
+ * or by the group's id (`group_ids`, then the reader's `base_group_ids`) from
+ * `closures`, then remembered by name as remember_reach does. A value held as stored
+ * is deserialized and kept, as the whole path does. A set of the resource tier (the
+ * reader's `resource_ids`) holds the subject when the subject's groups meet its
+ * closure or the closure of a group-tier set in it (`tier_groups`); another set when
+ * they meet its closure. When they do not, the subject's namespace's wildcard groups
+ * (`wildcards`; None: no wildcard) are asked the same (for a resource-tier set, the
+ * answer is remembered in `_tier_wild`). Nothing is remembered unless the reader's
+ * epoch is still `epoch`, read by the caller before: an answer read while another
+ * thread installed a batch is dropped by the caller, which reads the epoch again. */
 static PyObject *held_meets(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "held_meets(subjects, reaches, wildcards, subject, group)");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "held_meets(cache, epoch, subject, group)");
         return NULL;
     }
-    PyObject *subjects = args[0], *reaches = args[1], *wildcards = args[2];
-    PyObject *subject = args[3], *group = args[4];
-    if (!PyDict_CheckExact(subjects) || !PyDict_CheckExact(reaches) || !PyDict_CheckExact(wildcards) ||
-        !PyUnicode_CheckExact(subject) || !PyUnicode_CheckExact(group))
+    PyObject *cache = args[0], *epoch = args[1], *subject = args[2], *group = args[3];
+    if (!PyUnicode_CheckExact(subject) || !PyUnicode_CheckExact(group) || deserialize_fn == NULL)
         Py_RETURN_NONE;
-    PyObject *reach = PyDict_GetItemWithError(reaches, group);
-    if (reach == NULL) {
-        if (PyErr_Occurred()) return NULL;
-        Py_RETURN_NONE;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(subject);
+    Py_ssize_t colon = PyUnicode_FindChar(subject, ':', 0, n, 1);
+    if (colon < 0) Py_RETURN_NONE; /* no subject: the whole path says why */
+    PyObject *subjects = dict_attr(cache, n_subjects), *reaches = NULL, *tier_reaches = NULL;
+    PyObject *tier_groups = NULL, *closures = NULL, *reader = NULL, *reach = NULL, *groups = NULL;
+    PyObject *key = NULL, *direct = NULL;
+    int res = -2;
+    if (subjects == NULL || (reaches = dict_attr(cache, n_reaches)) == NULL) goto done;
+    if ((reach = PyDict_GetItemWithError(reaches, group)) != NULL) { /* the common case */
+        Py_INCREF(reach);
+    } else if (PyErr_Occurred() || (tier_reaches = dict_attr(cache, n_tier_reaches)) == NULL ||
+               (tier_groups = dict_attr(cache, n_tier_groups)) == NULL ||
+               (closures = dict_attr(cache, n_closures)) == NULL ||
+               (reader = PyObject_GetAttr(cache, n_reader)) == NULL) {
+        goto done;
+    } else if ((reach = PyDict_GetItemWithError(tier_reaches, group)) != NULL) {
+        Py_INCREF(reach);
+        if ((groups = PyDict_GetItemWithError(tier_groups, group)) == NULL) goto done;
+        Py_INCREF(groups);
+    } else if (PyErr_Occurred()) {
+        goto done;
+    } else { /* by the group's id, then remembered by name */
+        PyObject *group_ids = dict_attr(cache, n_group_ids), *base_ids, *gid = NULL;
+        if (group_ids == NULL || (base_ids = dict_attr(reader, n_base_group_ids)) == NULL) goto done;
+        if ((gid = PyDict_GetItemWithError(group_ids, group)) == NULL && !PyErr_Occurred())
+            gid = PyDict_GetItemWithError(base_ids, group);
+        if (gid == NULL || !PyLong_CheckExact(gid) || PyLong_AsLong(gid) < 0) goto done; /* -1: no group */
+        Py_INCREF(gid);
+        PyObject *tier = PyObject_GetAttr(reader, n_resource_ids);
+        int resource = tier == NULL ? -1 : PySequence_Contains(tier, gid);
+        reach = resource < 0 ? NULL : held_set(closures, gid, 0);
+        Py_DECREF(gid);
+        if (reach != NULL && resource) groups = PyNumber_Subtract(reach, tier);
+        Py_XDECREF(tier);
+        if (reach == NULL || (resource && groups == NULL)) goto done;
+        int same = still(reader, epoch);
+        if (same < 0 || (same && remember(resource ? tier_reaches : reaches, group, reach) < 0) ||
+            (same && resource && remember(tier_groups, group, groups) < 0))
+            goto done;
     }
-    PyObject *key = PyUnicode_AsEncodedString(subject, "utf-8", "surrogatepass");
-    if (key == NULL) return NULL;
-    PyObject *direct = PyDict_GetItemWithError(subjects, key);
-    Py_DECREF(key);
-    if (direct == NULL) {
-        if (PyErr_Occurred()) return NULL;
-        Py_RETURN_NONE;
+    key = PyUnicode_AsEncodedString(subject, "utf-8", "surrogatepass");
+    if (key == NULL) { /* no name the index holds: the whole path says why */
+        PyErr_Clear();
+        goto done;
     }
-    if (PyBytes_Check(direct)) Py_RETURN_NONE; /* held as stored: not deserialized here */
-    Py_INCREF(reach);
-    Py_INCREF(direct);
-    int truth = meets(direct, reach);
-    Py_DECREF(direct);
-    if (truth != 0) {
-        Py_DECREF(reach);
-        if (truth < 0) return NULL;
-        Py_RETURN_TRUE;
-    }
-    Py_ssize_t colon = PyUnicode_FindChar(subject, ':', 0, PyUnicode_GET_LENGTH(subject), 1);
-    PyObject *wild = NULL;
-    if (colon >= 0) {
-        PyObject *ns = PyUnicode_Substring(subject, 0, colon);
-        if (ns == NULL) {
-            Py_DECREF(reach);
-            return NULL;
+    /* a MEMBER2GROUP value: the subject's id (4 bytes), then its set */
+    if ((direct = held_set(subjects, key, 4)) == NULL) goto done;
+    res = groups ? in_tier_set(direct, reach, groups, closures) : meets(direct, reach);
+    int wildcard = n >= 2 && PyUnicode_READ_CHAR(subject, n - 2) == ':' &&
+                   PyUnicode_READ_CHAR(subject, n - 1) == '*'; /* its namespace's own */
+    if (res != 0 || wildcard) goto done;
+    PyObject *wildcards = dict_attr(cache, n_wildcards), *answers = NULL, *tier_wild = NULL;
+    PyObject *ns = PyUnicode_Substring(subject, 0, colon);
+    PyObject *wild = ns == NULL || wildcards == NULL ? NULL : PyDict_GetItemWithError(wildcards, ns);
+    if (wild != NULL && wild != Py_None && groups != NULL && (tier_wild = dict_attr(cache, n_tier_wild)) != NULL)
+        answers = PyDict_GetItemWithError(tier_wild, ns); /* made by the whole path */
+    Py_XDECREF(ns);
+    if (wild == NULL || (groups != NULL && wild != Py_None && answers == NULL)) {
+        res = -2;
+    } else if (wild != Py_None && groups == NULL) {
+        Py_INCREF(wild);
+        res = meets(wild, reach);
+        Py_DECREF(wild);
+    } else if (wild != Py_None) {
+        PyObject *found = PyDict_GetItemWithError(answers, group);
+        if (found != NULL) {
+            res = PyObject_IsTrue(found);
+        } else if (!PyErr_Occurred()) {
+            Py_INCREF(wild);
+            Py_INCREF(answers);
+            res = in_tier_set(wild, reach, groups, closures);
+            int same = res < 0 ? 0 : still(reader, epoch);
+            if (same < 0 || (same && remember(answers, group, res ? Py_True : Py_False) < 0))
+                res = -1;
+            Py_DECREF(answers);
+            Py_DECREF(wild);
         }
-        wild = PyDict_GetItemWithError(wildcards, ns);
-        Py_DECREF(ns);
     }
-    if (wild == NULL) {
-        Py_DECREF(reach);
-        if (PyErr_Occurred()) return NULL;
-        Py_RETURN_NONE;
-    }
-    if (wild == Py_None) {
-        Py_DECREF(reach);
-        Py_RETURN_FALSE;
-    }
-    Py_INCREF(wild);
-    truth = meets(wild, reach);
-    Py_DECREF(wild);
-    Py_DECREF(reach);
-    if (truth < 0) return NULL;
-    return PyBool_FromLong(truth);
+done:
+    Py_XDECREF(reader);
+    Py_XDECREF(reach);
+    Py_XDECREF(groups);
+    Py_XDECREF(key);
+    Py_XDECREF(direct);
+    if (PyErr_Occurred()) return NULL;
+    if (res < 0) Py_RETURN_NONE;
+    return PyBool_FromLong(res);
 }
 
 static PyMethodDef methods[] = {
@@ -413,7 +542,14 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "leopard.model._sets", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__sets(void) {
-    intersect_name = PyUnicode_InternFromString("intersect");
-    if (intersect_name == NULL) return NULL;
+    PyObject **names[] = {&intersect_name, &n_subjects,       &n_reaches,        &n_wildcards,
+                          &n_group_ids,    &n_closures,       &n_reader,         &n_base_group_ids,
+                          &n_resource_ids, &n_tier_reaches,   &n_tier_groups,    &n_tier_wild,
+                          &n_epoch};
+    const char *texts[] = {"intersect",    "subjects",    "reaches",     "wildcards", "group_ids",
+                           "closures",     "reader",      "base_group_ids", "resource_ids",
+                           "tier_reaches", "tier_groups", "_tier_wild",  "epoch"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if ((*names[i] = PyUnicode_InternFromString(texts[i])) == NULL) return NULL;
     return PyModule_Create(&module);
 }

@@ -35,10 +35,10 @@ except ImportError:  # the extension was not compiled (setup.py: optional)
 
 COMPILED = _c is not None
 
-#: ``held_meets(subjects, reaches, wildcards, subject, group)``: a check answered from
-#: deserialized sets held in memory, or None when they do not hold what it needs
-#: (``Index.check`` after ``warm()``; _sets.c says exactly what it reads). None where
-#: the module is not compiled: there every check takes the index's lock.
+#: ``held_meets(cache, epoch, subject, group)``: a check answered from the sets a
+#: ``CachedSets`` holds in memory after ``warm()``, or None when it does not hold all
+#: the answer needs (``Index.check``; _sets.c says exactly what it reads and keeps).
+#: None where the module is not compiled: there every check takes the index's lock.
 held_meets: Callable[..., bool | None] | None = _c.held_meets if _c is not None else None
 
 
