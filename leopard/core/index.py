@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -385,10 +386,12 @@ class Index:
             return [self._check(s, g, prefetched) for s, g in pairs]
 
     def _check_many_warm(self, pairs: list[Any]) -> list[bool]:
-        """``check_many`` after ``warm()``: ``CachedSets.held_answer`` for each pair,
-        ``_check`` for what it leaves (which resolves the group and remembers its
-        closure)."""
-        held, check = self._c.held_answer, self._check
+        """``check_many`` after ``warm()``, under the lock: ``held_meets`` (or where it
+        is not compiled ``CachedSets.held_answer``) for each pair, ``_check`` for what
+        it leaves (which resolves the group and remembers its closure)."""
+        c, check = self._c, self._check
+        # the reader's epoch is still while the lock is held
+        held = c.held_answer if held_meets is None else partial(held_meets, c, c.reader.epoch)
         out: list[bool] = []
         append = out.append
         for s, g in pairs:
