@@ -477,3 +477,61 @@ def test_checks_in_other_threads_see_every_batch_applied_before_them(tmp_path: P
             writer.close()
         assert not wrong, wrong[:5]
         assert all(ix.check("user:bob", g) and ix.check("user:alice", g) for g in groups)
+
+
+def test_document_checks_in_other_threads_see_every_batch_applied_before_them(
+    tmp_path: Path,
+) -> None:
+    """The same for a resource tier: a writer opens document k to everyone (its
+    folder's viewers get user:*) and to a group, readers ask as a subject in no group
+    (answered through the wildcard, whose answer per document is remembered) and as
+    one in that group."""
+    n = 30
+    lines = [
+        *DOCS,
+        *(f"doc:k{j}#parent@folder:f{j}" for j in range(n)),
+        *(f"folder:f{j}#viewer@user:x{j}" for j in range(n)),
+    ]
+    (tmp_path / "s.zed").write_text(FOLDERS)
+    build_index([lines], tmp_path / "idx", schema_config(tmp_path / "s.zed"))
+    docs = [f"doc:k{j}#view" for j in range(n)]
+    with Index(tmp_path / "idx") as ix:
+        ix.warm()
+        for d in docs:  # held, and the wildcard's answer remembered for each document
+            assert not ix.check("user:bob", d) and not ix.check("user:alice", d)
+        applied = 0
+        done = threading.Event()
+        wrong: list[tuple[str, int, int, bool]] = []
+
+        def read(subject: str) -> None:
+            j = 0
+            while not done.is_set():
+                before = applied
+                j = (j + 7) % n
+                found = ix.check(subject, docs[j])
+                if (j < before and not found) or (j > applied and found):
+                    wrong.append((subject, j, before, found))
+
+        readers = [threading.Thread(target=read, args=(s,)) for s in ("user:bob", "user:alice")]
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-5)
+        writer = DeltaWriter(ix.reader)
+        try:
+            for t in readers:
+                t.start()
+            for j in range(n):
+                writer.apply(
+                    [
+                        ("touch", parse_tuple(f"folder:f{j}#viewer@user:*")),
+                        ("touch", parse_tuple(f"doc:k{j}#viewer@group:eng#member")),
+                    ]
+                )
+                applied = j + 1
+        finally:
+            done.set()
+            for t in readers:
+                t.join(30)
+            sys.setswitchinterval(interval)
+            writer.close()
+        assert not wrong, wrong[:5]
+        assert all(ix.check("user:bob", d) and ix.check("user:alice", d) for d in docs)
