@@ -428,6 +428,48 @@ def test_a_damaged_value_held_as_stored_fails_the_check_that_reads_it(tmp_path: 
         assert ix.check("user:carol", "group:ops#member")  # the rest answers
 
 
+def _race(ix: Index, sets: list[str], batches: list[list[str]]) -> list[Any]:
+    """Readers (user:bob, user:alice) check ``sets`` round and round while a writer
+    applies batch j, after which both are in set j and in no later one. What a reader
+    saw wrongly: set j out after batch j had been applied before the check began, or
+    set j in before batch j began."""
+    ix.warm()
+    for s in sets:  # held: the checks below take the lockless path when they can
+        assert not ix.check("user:bob", s) and not ix.check("user:alice", s)
+    n = len(sets)
+    applied = 0  # batches whose apply returned
+    done = threading.Event()
+    wrong: list[tuple[str, int, int, bool]] = []
+
+    def read(subject: str) -> None:
+        j = 0
+        while not done.is_set():
+            before = applied
+            j = (j + 7) % n
+            found = ix.check(subject, sets[j])
+            if (j < before and not found) or (j > applied and found):
+                wrong.append((subject, j, before, found))
+
+    readers = [threading.Thread(target=read, args=(s,)) for s in ("user:bob", "user:alice")]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    writer = DeltaWriter(ix.reader)
+    try:
+        for t in readers:
+            t.start()
+        for j, batch in enumerate(batches):
+            writer.apply([("touch", parse_tuple(line)) for line in batch])
+            applied = j + 1
+    finally:
+        done.set()
+        for t in readers:
+            t.join(30)
+        sys.setswitchinterval(interval)
+        writer.close()
+    assert all(ix.check("user:bob", s) and ix.check("user:alice", s) for s in sets)
+    return wrong
+
+
 def test_checks_in_other_threads_see_every_batch_applied_before_them(tmp_path: Path) -> None:
     """Readers check while a writer applies batches: once a batch is applied, no check
     begun after it answers from before it, and none sees a batch not yet begun."""
@@ -437,46 +479,11 @@ def test_checks_in_other_threads_see_every_batch_applied_before_them(tmp_path: P
         [table_from_tuples(parse_tuple(t) for t in lines)], tmp_path / "idx", Config()
     )
     groups = [f"group:g{j}#member" for j in range(n)]
+    # batch j: bob through group:eng, alice directly
+    batches = [[f"{g}@group:eng#member", f"{g}@user:alice"] for g in groups]
     with Index(tmp_path / "idx") as ix:
-        ix.warm()
-        for g in groups:  # held: the checks below take the lockless path when they can
-            assert not ix.check("user:bob", g) and not ix.check("user:alice", g)
-        applied = 0  # batches whose apply returned
-        done = threading.Event()
-        wrong: list[tuple[str, int, int, bool]] = []
-
-        def read(subject: str) -> None:
-            j = 0
-            while not done.is_set():
-                before = applied
-                j = (j + 7) % n
-                found = ix.check(subject, groups[j])
-                if (j < before and not found) or (j > applied and found):
-                    wrong.append((subject, j, before, found))
-
-        readers = [threading.Thread(target=read, args=(s,)) for s in ("user:bob", "user:alice")]
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(1e-5)
-        writer = DeltaWriter(ix.reader)
-        try:
-            for t in readers:
-                t.start()
-            for j in range(n):  # batch j: bob through group:eng, alice directly
-                writer.apply(
-                    [
-                        ("touch", parse_tuple(f"{groups[j]}@group:eng#member")),
-                        ("touch", parse_tuple(f"{groups[j]}@user:alice")),
-                    ]
-                )
-                applied = j + 1
-        finally:
-            done.set()
-            for t in readers:
-                t.join(30)
-            sys.setswitchinterval(interval)
-            writer.close()
-        assert not wrong, wrong[:5]
-        assert all(ix.check("user:bob", g) and ix.check("user:alice", g) for g in groups)
+        wrong = _race(ix, groups, batches)
+    assert not wrong, wrong[:5]
 
 
 def test_document_checks_in_other_threads_see_every_batch_applied_before_them(
@@ -495,43 +502,9 @@ def test_document_checks_in_other_threads_see_every_batch_applied_before_them(
     (tmp_path / "s.zed").write_text(FOLDERS)
     build_index([lines], tmp_path / "idx", schema_config(tmp_path / "s.zed"))
     docs = [f"doc:k{j}#view" for j in range(n)]
+    batches = [
+        [f"folder:f{j}#viewer@user:*", f"doc:k{j}#viewer@group:eng#member"] for j in range(n)
+    ]
     with Index(tmp_path / "idx") as ix:
-        ix.warm()
-        for d in docs:  # held, and the wildcard's answer remembered for each document
-            assert not ix.check("user:bob", d) and not ix.check("user:alice", d)
-        applied = 0
-        done = threading.Event()
-        wrong: list[tuple[str, int, int, bool]] = []
-
-        def read(subject: str) -> None:
-            j = 0
-            while not done.is_set():
-                before = applied
-                j = (j + 7) % n
-                found = ix.check(subject, docs[j])
-                if (j < before and not found) or (j > applied and found):
-                    wrong.append((subject, j, before, found))
-
-        readers = [threading.Thread(target=read, args=(s,)) for s in ("user:bob", "user:alice")]
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(1e-5)
-        writer = DeltaWriter(ix.reader)
-        try:
-            for t in readers:
-                t.start()
-            for j in range(n):
-                writer.apply(
-                    [
-                        ("touch", parse_tuple(f"folder:f{j}#viewer@user:*")),
-                        ("touch", parse_tuple(f"doc:k{j}#viewer@group:eng#member")),
-                    ]
-                )
-                applied = j + 1
-        finally:
-            done.set()
-            for t in readers:
-                t.join(30)
-            sys.setswitchinterval(interval)
-            writer.close()
-        assert not wrong, wrong[:5]
-        assert all(ix.check("user:bob", d) and ix.check("user:alice", d) for d in docs)
+        wrong = _race(ix, docs, batches)
+    assert not wrong, wrong[:5]
