@@ -40,6 +40,7 @@ import ctypes
 import json
 import re
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from ctypes import POINTER, byref, c_char_p, c_int, c_ulonglong, c_void_p
@@ -289,6 +290,21 @@ class SpiceDBFront:
         if batch:
             self._write(batch)
         return self.token
+
+    def settle(self, relationship: str, timeout: float = 20.0) -> None:
+        """Wait until a read at SpiceDB's default consistency (minimize_latency, which
+        reads a snapshot rounded down to its quantization interval, 5 s) sees the
+        relationship written last: then it sees every earlier write too."""
+        rel = parse_relationship(relationship)
+        request = v1.CheckPermissionRequest(
+            resource=rel.resource, permission=rel.relation, subject=rel.subject
+        )
+        has = v1.CheckPermissionResponse.PERMISSIONSHIP_HAS_PERMISSION
+        deadline = time.monotonic() + timeout
+        while self.call(_PERM + "CheckPermission", request).permissionship != has:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"SpiceDB's default reads do not see {relationship!r}")
+            time.sleep(0.1)
 
     def _write(self, updates: list[Any]) -> None:
         request = v1.WriteRelationshipsRequest(updates=updates)
