@@ -291,18 +291,18 @@ class Index:
 
     def check(self, subject: str, group: str) -> bool:
         """Whether ``subject`` is in ``group``, directly or through nested groups."""
-        # After warm(), a pair whose sets are held in memory is answered without the
-        # lock, by one call in C that reads them where they are (``held_meets``). The
-        # reader's epoch is odd while a batch is installed and moves with each one: an
-        # answer read across a move is not taken (nor anything remembered), and the
-        # pair takes the lock, as does one whose sets are not all held.
+        # After warm(), held sets answer without the lock (``held_meets``, in C); an
+        # answer read across a batch's install (the reader's epoch moved) is dropped.
         c = self._c
         if c.subjects is not None and held_meets is not None:
             r = c.reader
             epoch = r.epoch
             if not epoch & 1:
                 found = held_meets(c, epoch, subject, group)
-                if found is not None and r.epoch == epoch:
+                if found is None:  # not all held (held_answer would say the same)
+                    with self._lock:
+                        return self._check(subject, group)
+                if r.epoch == epoch:
                     return found
         with self._lock:
             if type(subject) is str and type(group) is str:

@@ -20,7 +20,8 @@ import json
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -142,13 +143,20 @@ class SetReader:
             fresh.group_ids[name] = len(self.base_groups) + i
             if self.is_resource_name(name):
                 resource.add(len(self.base_groups) + i)
+        with self._installing():
+            self.overlay = fresh
+            self.resource_ids = resource
+            for listener in self.listeners:  # before a query can see the layer
+                listener({})
+
+    @contextmanager
+    def _installing(self) -> Iterator[None]:
+        """Hold the lock, the epoch odd: a check without the lock (``Index.check``)
+        that read the epoch before sees it moved after."""
         with self.lock:
             self.epoch += 1
             try:
-                self.overlay = fresh
-                self.resource_ids = resource
-                for listener in self.listeners:  # before a query can see the layer
-                    listener({})
+                yield
             finally:
                 self.epoch += 1
 
@@ -214,26 +222,22 @@ class SetReader:
     ) -> None:
         """Install one persisted batch in memory, atomically for readers holding the lock."""
         ov = self.overlay
-        with self.lock:
-            self.epoch += 1
-            try:
-                for family, entries in updates.items():
-                    ov.sets.setdefault(family, {}).update(entries)
-                first = self.group_count()
-                for i, name in enumerate(new_groups):
-                    ov.group_names.append(name)
-                    ov.group_ids[name] = first + i
-                    if self.is_resource_name(name):
-                        self.resource_ids.add(first + i)
-                ov.next_subject = next_subject
-                ov.position = position
-                if source_state is not None:
-                    ov.source_state = source_state
-                ov.seq = seq
-                for listener in self.listeners:
-                    listener(updates)
-            finally:
-                self.epoch += 1
+        with self._installing():
+            for family, entries in updates.items():
+                ov.sets.setdefault(family, {}).update(entries)
+            first = self.group_count()
+            for i, name in enumerate(new_groups):
+                ov.group_names.append(name)
+                ov.group_ids[name] = first + i
+                if self.is_resource_name(name):
+                    self.resource_ids.add(first + i)
+            ov.next_subject = next_subject
+            ov.position = position
+            if source_state is not None:
+                ov.source_state = source_state
+            ov.seq = seq
+            for listener in self.listeners:
+                listener(updates)
 
     def is_resource_name(self, name: str) -> bool:
         """Whether a set name is of a schema's resource tier (no schema: never)."""
