@@ -19,7 +19,11 @@ cache           holds                                       bound
 ``reaches``     tier sets it stops at in ``tier_groups``),
                 for the path of a check after ``warm()``
                 that parses nothing (``held_answer``)
+``tier_``       resource-tier set name -> its small         ``CLOSURE_LIMIT`` names (made
+``stored``      GROUP2GROUP value as stored, which          by ``held_meets``)
+                ``held_meets`` reads in place each time
 ``wildcards``   namespace -> the groups of ``ns:*``         one entry per namespace asked
+                (``wild_ids``: the same as an array)
 ``tier_wild``   namespace -> resource-tier set name ->      ``CLOSURE_LIMIT`` names each,
                 whether ``ns:*`` is in it (``tier_meets``)  then starts over; dropped with
                                                             any closure or wildcard change
@@ -78,7 +82,12 @@ class CachedSets:
         # at every check that made one)
         self.tier_reaches: dict[str, BitMap] = {}
         self.tier_groups: dict[str, BitMap] = {}
+        # a small one as stored, read in place by held_meets (setcodec.SMALL_IDS)
+        self.tier_stored: dict[str, bytes] = {}
         self.wildcards: dict[str, BitMap | None] = {}
+        # the same groups as native 32-bit ids in ascending order, which held_meets
+        # searches where a BitMap would be asked for each id of a small set
+        self.wild_ids: dict[str, bytes] = {}
         # namespace -> resource-tier set name -> whether its wildcard is in the set
         self._tier_wild: dict[str, dict[str, bool]] = {}
         self._members: dict[int, BitMap] = {}
@@ -172,6 +181,8 @@ class CachedSets:
             return self.wildcards[namespace]
         found = self.reader.m2g(f"{namespace}:*")
         bm = found[1] if found else None
+        if bm is not None:  # before ``wildcards``: held_meets takes it with that
+            self.wild_ids[namespace] = bm.to_array().tobytes()
         self.wildcards[namespace] = bm
         return bm
 
@@ -325,16 +336,22 @@ class CachedSets:
             self.reaches.clear()
             self.tier_reaches.clear()
             self.tier_groups.clear()
+            self.tier_stored.clear()
             self.parents.clear()
         elif g2g:
             gids = [gid_of(key) for key in g2g]
             for gid in gids:
                 self.closures.pop(gid, None)
-            if self.reaches or self.tier_reaches:
+            if self.reaches or self.tier_reaches or self.tier_stored:
                 # a group is asked by its name, or without the relation when its
                 # namespace has one set: drop both
                 for name in reader.group_names(gids):
-                    for held in (self.reaches, self.tier_reaches, self.tier_groups):
+                    for held in (
+                        self.reaches,
+                        self.tier_reaches,
+                        self.tier_groups,
+                        self.tier_stored,
+                    ):
                         held.pop(name, None)
                         held.pop(name[: name.rfind("#")], None)
         for family in ("parent", "dparent"):
@@ -344,6 +361,7 @@ class CachedSets:
         wild_changed = m2g is not None and any(key.endswith(b":*") for key in m2g)
         if not updates or wild_changed:
             self.wildcards.clear()
+            self.wild_ids.clear()
         if not updates or wild_changed or g2g:
             # a wildcard, a set's closure or one that its closure stops at changed
             self._tier_wild.clear()

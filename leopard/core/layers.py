@@ -90,6 +90,12 @@ class SetReader:
             self.decode("default", RESOURCE_KEY, raw, decode_bitmap) if raw else BitMap()
         )
         self.resource_ids = BitMap(self.base_resource_ids)
+        # the base's resource tier as one span of ids (first, end) when it is one, as
+        # the build numbers the group tier first: a check tells a tier by comparing
+        # (held_meets); None: by resource_ids
+        first = self.base_resource_ids.min() if self.base_resource_ids else len(groups)
+        span = (first, len(groups))
+        self.resource_span = span if len(self.base_resource_ids) == span[1] - span[0] else None
         self.base_subjects = int(meta.get("subjects", 0))
         self.overlay = Overlay()
         self.overlay.position = dict(meta.get("position", {}))

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 
 from pyroaring import BitMap
 
-__all__ = ["COMPILED", "TAG", "compact_form", "held_meets", "load", "pack", "unpack"]
+__all__ = ["COMPILED", "SMALL_IDS", "TAG", "compact_form", "held_meets", "load", "pack", "unpack"]
 
 TAG = 0x01  # first byte of the compact form
 
@@ -40,6 +40,9 @@ COMPILED = _c is not None
 #: the answer needs (``Index.check``; _sets.c says exactly what it reads and keeps).
 #: None where the module is not compiled: there every check takes the index's lock.
 held_meets: Callable[..., bool | None] | None = _c.held_meets if _c is not None else None
+#: ``held_meets`` reads a value held as stored in place, each time, when it holds at
+#: most this many ids; a larger one it deserializes once and holds (0: not compiled)
+SMALL_IDS: int = getattr(_c, "SMALL_IDS", 0)
 
 
 def compact_form(ids: Iterable[int]) -> bytes:

@@ -26,7 +26,7 @@ from leopard.core.index import Index
 from leopard.errors import InvalidInput, InvalidTuple, StorageError
 from leopard.model.config import Config, schema_config
 from leopard.model.names import parse_tuple
-from leopard.model.setcodec import held_meets
+from leopard.model.setcodec import SMALL_IDS, held_meets
 from leopard.store.layout import gkey
 
 BASE = [
@@ -158,14 +158,17 @@ def test_cached_names_and_closures_follow_each_batch(tmp_path: Path) -> None:
 
 
 def test_warm_holds_sets_as_stored_until_asked(tmp_path: Path) -> None:
-    """warm() keeps each subject's direct groups as stored and deserializes them when
-    a query first reads them; any name a query may hold (not ASCII, or not even
-    encodable as UTF-8) answers as before warm()."""
-    lines = [*BASE, "group:eng#member@user:zoë", "group:ops#member@user:日本"]
+    """warm() keeps each subject's direct groups as stored: a check reads a small set
+    in place each time and deserializes a larger one once, when first asked; any name
+    a query may hold (not ASCII, or not even encodable as UTF-8) answers as before
+    warm()."""
+    many = [f"group:g{i:03d}#member@user:many" for i in range(SMALL_IDS + 1)]
+    lines = [*BASE, "group:eng#member@user:zoë", "group:ops#member@user:日本", *many]
     build_from_batches(
         [table_from_tuples(parse_tuple(t) for t in lines)], tmp_path / "idx", Config()
     )
     asked = ["user:alice", "user:zoë", "user:日本", "user:\udc80", "user:\ud800x", "user:nobody"]
+    asked.append("user:many")
     groups = ["group:all", "group:eng", "group:ops"]
     with Index(tmp_path / "idx") as cold, Index(tmp_path / "idx") as ix:
         ix.warm()
@@ -180,7 +183,10 @@ def test_warm_holds_sets_as_stored_until_asked(tmp_path: Path) -> None:
         assert ix.check_many(pairs) == [cold.check(s, g) for s, g in pairs]
         for bad in asked[3:5]:  # lone surrogates: no name, refused as before warm()
             assert "lone surrogate" in outcome(ix.check_many, [*pairs, (bad, "group:all")])
-        assert not isinstance(held.subjects[b"user:zo\xc3\xab"], bytes)  # kept deserialized
+        # small: read in place (where the codec is compiled; else deserialized)
+        assert isinstance(held.subjects[b"user:zo\xc3\xab"], bytes) == bool(SMALL_IDS)
+        assert isinstance(held.subjects[b"user:many"], BitMap)  # large: kept deserialized
+        assert ix.check("user:many", "group:g064") and not ix.check("user:many", "group:eng")
         eng = ix.reader.group_id("group:eng#member")
         assert isinstance(held.closures[eng], BitMap)
         assert ix.check("user:zoë", "group:all") and ix.check("user:日本", "group:ops")
@@ -275,6 +281,54 @@ def test_a_documents_check_after_warm_reads_nothing(tmp_path: Path) -> None:
         assert [ix.check(s, g) for s, g in DOCS_ASKED] == want
         assert [ix.check(s, g) for s, g in DOCS_ASKED] == want  # from what was remembered
         assert ix.check_many(DOCS_ASKED) == want
+
+
+def test_document_closures_read_in_place_or_deserialized_answer_alike(tmp_path: Path) -> None:
+    """After warm(), a document's closure of at most SMALL_IDS ids is read in place at
+    each check and remembered as stored (``tier_stored``); a longer one (a document
+    under a deep folder chain) is deserialized and remembered as a BitMap with the
+    group-tier sets it stops at. Both answer as the cold index, through their groups
+    and through a folder open to ``user:*`` (searched in ``wild_ids``)."""
+    depth = SMALL_IDS // 2 + 8  # a folder's view and viewer sets a level: over SMALL_IDS
+    lines = [
+        "group:eng#member@user:alice",
+        "group:all#member@group:eng#member",
+        "group:ops#member@user:carol",
+        "folder:c0#viewer@group:all#member",
+        *(f"folder:c{i}#parent@folder:c{i - 1}" for i in range(1, depth)),
+        f"folder:c{depth - 4}#viewer@user:*",
+        f"folder:c{depth - 4}#viewer@group:ops#member",
+        "doc:shallow#parent@folder:c2",
+        f"doc:deep#parent@folder:c{depth - 1}",
+        "doc:lone#viewer@user:dave",
+    ]
+    (tmp_path / "s.zed").write_text(FOLDERS)
+    build_index([lines], tmp_path / "idx", schema_config(tmp_path / "s.zed"))
+    subjects = ["user:alice", "user:carol", "user:dave", "user:erin", "user:*"]
+    docs = ["doc:shallow#view", "doc:deep#view", "doc:lone#view"]
+    asked = [(s, d) for s in subjects for d in docs]
+    with Index(tmp_path / "idx") as cold, Index(tmp_path / "idx") as ix:
+        want = [cold.check(s, d) for s, d in asked]
+        assert want == [
+            *(True, True, False),  # alice: through group:all at the top of the chain
+            *(False, True, False),  # carol: group:ops, near the bottom
+            *(False, True, True),  # dave: the lone document's viewer, and user:*
+            *(False, True, False),  # erin: in no set, user:* near the bottom
+            *(False, True, False),
+        ]
+        ix.warm()
+        c = ix._c
+        # held: every subject the index holds (erin, in no set, takes the whole path)
+        known = [(s, d, w) for (s, d), w in zip(asked, want, strict=True) if s != "user:erin"]
+        for rounds in range(3):  # resolved, then remembered, then answered from memory
+            assert [ix.check(s, d) for s, d in asked] == want, rounds
+            if rounds and held_meets is not None:
+                assert [held(ix, s, d) for s, d, _ in known] == [w for *_, w in known]
+        if SMALL_IDS:  # compiled: read in place, or deserialized when longer
+            assert isinstance(c.tier_stored["doc:shallow#view"], bytes)
+            assert "doc:deep#view" in c.tier_reaches and "doc:deep#view" not in c.tier_stored
+            assert len(c.tier_reaches["doc:deep#view"]) > SMALL_IDS
+            assert c.wild_ids["user"] == c.wildcards["user"].to_array().tobytes()  # type: ignore[union-attr]
 
 
 def test_a_damaged_group_closure_fails_the_document_check_that_meets_it(
