@@ -85,7 +85,7 @@ def decode_message(format: str, value: bytes | None, *, options: dict | None = N
     if format == "native" and value:
         changes = decode_plain(value)
         if changes is not None:
-            return Decoded(changes)
+            return tuple.__new__(Decoded, (changes, (), None))  # Decoded(changes), sooner
     try:
         if not value:
             if format == "debezium":

@@ -22,6 +22,8 @@ __all__ = ["decode_native", "decode_plain", "encode_native", "message_key"]
 # (JSON would have escaped those), so its bytes are the string; anything else, and a
 # tuple that does not parse, takes the general path and its precise error.
 _NATIVE_PLAIN = re.compile(rb'\{"op":"(touch|delete)","tuple":"([^"\\\x00-\x1f]*)"\}')
+_OP = {b"touch": "touch", b"delete": "delete"}
+_new = tuple.__new__
 
 
 def decode_plain(value: bytes) -> list[Change] | None:
@@ -34,7 +36,8 @@ def decode_plain(value: bytes) -> list[Change] | None:
         t = parse_tuple(m[2].decode())
     except (UnicodeDecodeError, InvalidTuple):
         return None
-    return [Change("touch" if m[1] == b"touch" else "delete", t)]
+    # Change(op, t), made as its tuple is (its generated __new__ is a Python call)
+    return [_new(Change, (_OP[m[1]], t, None))]
 
 
 def decode_native(doc: dict[str, Any], options: dict[str, str]) -> Decoded:

@@ -141,6 +141,12 @@ _NS_RE = re.compile(_PY.namespace)
 _REL_RE = re.compile(rf"(?!\.\.\.\Z){_PY.relation}")
 _SPICEDB_NAME_RE = re.compile(_SPICEDB_NAME)
 _TUPLE_RE = re.compile(_PY.tuple)
+# The common tuple (printable ASCII but '*' and brackets, parts within every peer's
+# limits) as the grammar reads it, without its alternations: a third of the time.
+_N, _I = r'[!"$-)+-9;-?A-Z\\^-~]', r'[!"$-)+-9;-Z\\^-~]'  # a name's, an id's character
+_COMMON_RE = re.compile(
+    rf"({_N}{{1,254}}):({_I}{{1,1024}})#({_N}{{1,50}})@({_N}{{1,254}}):({_I}{{1,1024}})(?:#({_N}{{1,50}}))?"
+)
 _BAD_CHAR_RE = re.compile(rf"[{_CONTROL}{_SURROGATES}]")
 _BAD_NAME_CHAR_RE = re.compile(rf"[{_CONTROL}{_SURROGATES}:#@]")
 _BAD_ID_CHAR_RE = re.compile(rf"[{_CONTROL}{_SURROGATES}:#]")
@@ -254,6 +260,9 @@ def format_tuple(t: RelationTuple) -> str:
 
 def parse_tuple(text: str) -> RelationTuple:
     """Parse ``ns:id#relation@subject``; raise InvalidTuple naming what is wrong."""
+    m = _COMMON_RE.fullmatch(text)
+    if m is not None and "..." not in (parts := m.groups()):  # a tuple's fields, in order
+        return tuple.__new__(RelationTuple, parts)
     m = _TUPLE_RE.fullmatch(text) if len(text) <= MAX_TUPLE_BYTES else None
     if m is not None:
         rid, rel, sid, srel = m.group("rid", "rel", "uid", "urel")

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leopard.errors import InvalidTuple, LeopardError
+from leopard.model import names
 from leopard.model.names import (
     GROUP_RE,
     MAX_ID_BYTES,
@@ -816,3 +817,72 @@ def test_one_character_changed_parses_or_explains(
         assert "is not a valid tuple" not in str(exc)
     else:
         assert format_tuple(t) in (mutated, mutated.removesuffix("#..."))
+
+
+# -- the common tuple's shortcut -----------------------------------------------------
+
+# separators, what ends the shortcut ('*', brackets, space, non-ASCII, the ellipsis's
+# dots) and ordinary characters, so that drawn texts land on both sides of it
+_PARTS = st.sampled_from([":", "#", "@", "*", "[", "]", " ", ".", "...", "é", "\x7f", '"'])
+_WORDS = st.text(alphabet="abzAZ09_-/|=+", min_size=1, max_size=6)
+
+
+def _outcome(text: str) -> object:
+    try:
+        return parse_tuple(text)
+    except InvalidTuple as exc:
+        return str(exc)
+
+
+def _by_the_grammar(text: str) -> object:
+    """What ``parse_tuple`` answers without its shortcut for the common tuple."""
+    never = re.compile(r"(?!)")
+    original = names._COMMON_RE
+    names._COMMON_RE = never
+    try:
+        return _outcome(text)
+    finally:
+        names._COMMON_RE = original
+
+
+def _shaped(words: list[str], part: int, special: str, at: int, userset: bool) -> str:
+    """A tuple of ``words`` (the userset's relation last, when ``userset``), one of its
+    parts with ``special`` put in at ``at``."""
+    words[part] = words[part][:at] + special + words[part][at:]
+    rns, rid, rel, sns, sid, srel = words
+    return f"{rns}:{rid}#{rel}@{sns}:{sid}" + (f"#{srel}" if userset else "")
+
+
+# tuple-shaped texts with one odd character in one part: each boundary of the shortcut
+_SHAPED = st.builds(
+    _shaped,
+    st.lists(_WORDS, min_size=6, max_size=6),
+    st.integers(0, 5),
+    _PARTS,
+    st.integers(0, 6),
+    st.booleans(),
+)
+
+
+@settings(max_examples=1000)
+@given(
+    st.one_of(st.lists(st.one_of(_PARTS, _WORDS), min_size=1, max_size=12).map("".join), _SHAPED)
+)
+def test_the_common_tuples_shortcut_answers_as_the_grammar(text: str) -> None:
+    """Any text, taken by the shortcut or not, parses (or fails) as the full grammar
+    alone has it."""
+    assert _outcome(text) == _by_the_grammar(text)
+
+
+@settings(max_examples=300)
+@given(
+    st.tuples(_WORDS, _WORDS, _WORDS, _WORDS, _WORDS, st.none() | _WORDS | st.just("...")),
+    st.sampled_from(["", "a@b"]),
+)
+def test_common_tuples_take_the_shortcut(parts: tuple, at: str) -> None:
+    """Tuples of ordinary names (ids may hold '@') are what the shortcut is for: it
+    takes them, and the fields are the grammar's."""
+    rns, rid, rel, sns, sid, srel = parts
+    text = f"{rns}:{rid}{at}#{rel}@{sns}:{sid}{at}" + (f"#{srel}" if srel else "")
+    assert names._COMMON_RE.fullmatch(text) is not None
+    assert _outcome(text) == _by_the_grammar(text)
