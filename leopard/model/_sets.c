@@ -588,36 +588,48 @@ static PyObject *n_subjects, *n_reaches, *n_wildcards, *n_group_ids, *n_closures
     *n_base_group_ids, *n_resource_ids, *n_resource_span, *n_tier_reaches, *n_tier_groups,
     *n_tier_stored, *n_tier_wild, *n_wild_ids, *n_epoch;
 
-/* A dictionary attribute of `obj` (borrowed: obj holds it), NULL with no exception
- * when it is not a dictionary. */
-static PyObject *dict_attr(PyObject *obj, PyObject *name) {
-    PyObject *d = PyObject_GetAttr(obj, name);
-    if (d == NULL) return NULL;
-    Py_DECREF(d);
-    return PyDict_CheckExact(d) ? d : NULL;
+/* The dictionary `attrs[name]` (borrowed), NULL with no exception when it is none:
+ * `attrs` is an object's attributes (its __dict__, read once for all it is asked). */
+static PyObject *dict_attr(PyObject *attrs, PyObject *name) {
+    PyObject *d = PyDict_GetItemWithError(attrs, name);
+    return d != NULL && PyDict_CheckExact(d) ? d : NULL;
 }
 
-/* The reader's resource tier into `tier` (a new reference in tier->ids): 0, -1 with an
- * exception. `resource_span` is (first, end) or None. */
+/* The attributes of `obj` (a new reference to its __dict__), NULL with an exception. */
+static PyObject *attrs_of(PyObject *obj) {
+    PyObject *attrs = PyObject_GenericGetDict(obj, NULL);
+    if (attrs != NULL && !PyDict_CheckExact(attrs)) {
+        Py_DECREF(attrs);
+        PyErr_SetString(PyExc_TypeError, "held_meets reads the attributes of plain objects");
+        return NULL;
+    }
+    return attrs;
+}
+
+/* The resource tier of a reader (its attributes `reader`) into `tier` (a new reference
+ * in tier->ids): 0; -1, with an exception or not. `resource_span` is (first, end) or
+ * None. */
 static int tier_of(PyObject *reader, tier_t *tier) {
     tier->first = tier->end = -1;
-    PyObject *span = PyObject_GetAttr(reader, n_resource_span);
+    PyObject *span = PyDict_GetItemWithError(reader, n_resource_span);
     if (span == NULL) return -1;
     if (PyTuple_CheckExact(span) && PyTuple_GET_SIZE(span) == 2) {
         tier->first = PyLong_AsLong(PyTuple_GET_ITEM(span, 0));
         tier->end = PyLong_AsLong(PyTuple_GET_ITEM(span, 1));
     }
-    Py_DECREF(span);
     if (PyErr_Occurred()) return -1;
-    tier->ids = PyObject_GetAttr(reader, n_resource_ids);
+    tier->ids = PyDict_GetItemWithError(reader, n_resource_ids);
+    Py_XINCREF(tier->ids);
     return tier->ids == NULL ? -1 : 0;
 }
 
-/* Whether the reader's epoch is still `epoch` (nothing installed since the caller
- * read it): 1, 0, -1 with an exception. Remembering is done only then. */
+/* Whether the reader's epoch (in its attributes `reader`) is still `epoch` (nothing
+ * installed since the caller read it): 1, 0, -1 with an exception. Remembering is done
+ * only then. */
 static int still(PyObject *reader, PyObject *epoch) {
-    PyObject *now = PyObject_GetAttr(reader, n_epoch);
-    if (now == NULL) return -1;
+    PyObject *now = PyDict_GetItemWithError(reader, n_epoch);
+    if (now == NULL) return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(now);
     int same = PyObject_RichCompareBool(now, epoch, Py_EQ);
     Py_DECREF(now);
     return same;
@@ -660,20 +672,23 @@ static PyObject *held_meets(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_ssize_t n = PyUnicode_GET_LENGTH(subject);
     Py_ssize_t colon = PyUnicode_FindChar(subject, ':', 0, n, 1);
     if (colon < 0) Py_RETURN_NONE; /* no subject: the whole path says why */
-    PyObject *subjects = dict_attr(cache, n_subjects), *reaches = NULL, *tier_reaches = NULL;
-    PyObject *tier_groups = NULL, *tier_stored = NULL, *closures = NULL, *reader = NULL;
+    PyObject *attrs = attrs_of(cache), *reader = NULL, *reader_obj = NULL;
+    if (attrs == NULL) return NULL;
+    PyObject *subjects = dict_attr(attrs, n_subjects), *reaches = NULL, *tier_reaches = NULL;
+    PyObject *tier_groups = NULL, *tier_stored = NULL, *closures = NULL;
     PyObject *groups = NULL, *key = NULL;
     held_t reach = {.bm = NULL}, direct = {.bm = NULL};
     tier_t tier = {NULL, -1, -1};
     int res = -2, resource = 0;
-    if (subjects == NULL || (reaches = dict_attr(cache, n_reaches)) == NULL) goto done;
+    if (subjects == NULL || (reaches = dict_attr(attrs, n_reaches)) == NULL) goto done;
     if ((reach.bm = PyDict_GetItemWithError(reaches, group)) != NULL) { /* the common case */
         Py_INCREF(reach.bm);
-    } else if (PyErr_Occurred() || (tier_reaches = dict_attr(cache, n_tier_reaches)) == NULL ||
-               (tier_groups = dict_attr(cache, n_tier_groups)) == NULL ||
-               (tier_stored = dict_attr(cache, n_tier_stored)) == NULL ||
-               (closures = dict_attr(cache, n_closures)) == NULL ||
-               (reader = PyObject_GetAttr(cache, n_reader)) == NULL || tier_of(reader, &tier) < 0) {
+    } else if (PyErr_Occurred() || (tier_reaches = dict_attr(attrs, n_tier_reaches)) == NULL ||
+               (tier_groups = dict_attr(attrs, n_tier_groups)) == NULL ||
+               (tier_stored = dict_attr(attrs, n_tier_stored)) == NULL ||
+               (closures = dict_attr(attrs, n_closures)) == NULL ||
+               (reader_obj = PyDict_GetItemWithError(attrs, n_reader)) == NULL ||
+               (reader = attrs_of(reader_obj)) == NULL || tier_of(reader, &tier) < 0) {
         goto done;
     } else if ((reach.bm = PyDict_GetItemWithError(tier_reaches, group)) != NULL) {
         Py_INCREF(reach.bm);
@@ -683,7 +698,7 @@ static PyObject *held_meets(PyObject *self, PyObject *const *args, Py_ssize_t na
     } else if (PyErr_Occurred() || (resource = held_op(tier_stored, group, 0, &reach)) < 0) {
         goto done;
     } else if (resource == 0) { /* by the group's id, then remembered by name */
-        PyObject *group_ids = dict_attr(cache, n_group_ids), *base_ids, *gid = NULL;
+        PyObject *group_ids = dict_attr(attrs, n_group_ids), *base_ids, *gid = NULL;
         if (group_ids == NULL || (base_ids = dict_attr(reader, n_base_group_ids)) == NULL) goto done;
         if ((gid = PyDict_GetItemWithError(group_ids, group)) == NULL && !PyErr_Occurred())
             gid = PyDict_GetItemWithError(base_ids, group);
@@ -723,12 +738,12 @@ static PyObject *held_meets(PyObject *self, PyObject *const *args, Py_ssize_t na
     int wildcard = n >= 2 && PyUnicode_READ_CHAR(subject, n - 2) == ':' &&
                    PyUnicode_READ_CHAR(subject, n - 1) == '*'; /* its namespace's own */
     if (res != 0 || wildcard) goto done;
-    PyObject *wildcards = dict_attr(cache, n_wildcards), *answers = NULL, *tier_wild = NULL;
+    PyObject *wildcards = dict_attr(attrs, n_wildcards), *answers = NULL, *tier_wild = NULL;
     PyObject *ns = PyUnicode_Substring(subject, 0, colon), *wild_ids = NULL, *flat = NULL;
     PyObject *wild = ns == NULL || wildcards == NULL ? NULL : PyDict_GetItemWithError(wildcards, ns);
-    if (wild != NULL && wild != Py_None && resource && (tier_wild = dict_attr(cache, n_tier_wild)) != NULL)
+    if (wild != NULL && wild != Py_None && resource && (tier_wild = dict_attr(attrs, n_tier_wild)) != NULL)
         answers = PyDict_GetItemWithError(tier_wild, ns); /* made by the whole path */
-    if (wild != NULL && wild != Py_None && (wild_ids = dict_attr(cache, n_wild_ids)) != NULL)
+    if (wild != NULL && wild != Py_None && (wild_ids = dict_attr(attrs, n_wild_ids)) != NULL)
         flat = PyDict_GetItemWithError(wild_ids, ns); /* made with `wild` */
     Py_XDECREF(ns);
     if (wild == NULL || (resource && wild != Py_None && answers == NULL)) {
@@ -761,6 +776,7 @@ static PyObject *held_meets(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
 done:
     Py_XDECREF(reader);
+    Py_DECREF(attrs);
     Py_XDECREF(tier.ids);
     release(&reach);
     Py_XDECREF(groups);
