@@ -65,6 +65,7 @@ __all__ = ["ApplyReport", "DeltaWriter", "collector_paused"]
 TOUCH = "touch"
 DELETE = "delete"
 _OPS = frozenset((TOUCH, DELETE))
+_new = tuple.__new__
 
 
 @dataclass
@@ -234,9 +235,11 @@ class DeltaWriter:
             add = op == TOUCH
             if t.subject_relation is None and len(feeding) == 1:
                 # the common change, a plain subject in one set: ``edges_of``'s edge
+                # (made as its tuple is: Edge's generated __new__ is a Python call)
                 set_rel, bit = feeding[0]
                 group = f"{t.resource_type}:{t.resource_id}#{set_rel}"
-                append((Edge(group, f"{t.subject_type}:{t.subject_id}", False, bit), add))
+                edge = (group, f"{t.subject_type}:{t.subject_id}", False, bit)
+                append((_new(Edge, edge), add))
             else:
                 for e in edges_of(feeding, config, t):
                     append((e, add))
