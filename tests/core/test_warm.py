@@ -162,7 +162,7 @@ def test_warm_holds_sets_as_stored_until_asked(tmp_path: Path) -> None:
     in place each time and deserializes a larger one once, when first asked; any name
     a query may hold (not ASCII, or not even encodable as UTF-8) answers as before
     warm()."""
-    many = [f"group:g{i:03d}#member@user:many" for i in range(SMALL_IDS + 1)]
+    many = [f"group:g{i:03d}#member@user:many" for i in range(max(SMALL_IDS, 64) + 1)]
     lines = [*BASE, "group:eng#member@user:zoë", "group:ops#member@user:日本", *many]
     build_from_batches(
         [table_from_tuples(parse_tuple(t) for t in lines)], tmp_path / "idx", Config()
@@ -289,7 +289,7 @@ def test_document_closures_read_in_place_or_deserialized_answer_alike(tmp_path: 
     under a deep folder chain) is deserialized and remembered as a BitMap with the
     group-tier sets it stops at. Both answer as the cold index, through their groups
     and through a folder open to ``user:*`` (searched in ``wild_ids``)."""
-    depth = SMALL_IDS // 2 + 8  # a folder's view and viewer sets a level: over SMALL_IDS
+    depth = max(SMALL_IDS, 64) // 2 + 8  # a view and a viewer set a level: over SMALL_IDS
     lines = [
         "group:eng#member@user:alice",
         "group:all#member@group:eng#member",
