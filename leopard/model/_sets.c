@@ -697,7 +697,8 @@ static PyObject *held_meets(PyObject *self, PyObject *const *args, Py_ssize_t na
         Py_INCREF(groups);
     } else if (PyErr_Occurred() || (resource = held_op(tier_stored, group, 0, &reach)) < 0) {
         goto done;
-    } else if (resource == 0) { /* by the group's id, then remembered by name */
+    } else if (resource == 0 || reach.at == NULL) { /* by the group's id, then remembered */
+        release(&reach); /* tier_stored holds only values read in place */
         PyObject *group_ids = dict_attr(attrs, n_group_ids), *base_ids, *gid = NULL;
         if (group_ids == NULL || (base_ids = dict_attr(reader, n_base_group_ids)) == NULL) goto done;
         if ((gid = PyDict_GetItemWithError(group_ids, group)) == NULL && !PyErr_Occurred())
