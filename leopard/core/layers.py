@@ -90,12 +90,14 @@ class SetReader:
             self.decode("default", RESOURCE_KEY, raw, decode_bitmap) if raw else BitMap()
         )
         self.resource_ids = BitMap(self.base_resource_ids)
-        # the base's resource tier as one span of ids (first, end) when it is one, as
-        # the build numbers the group tier first: a check tells a tier by comparing
+        # the base's first resource-tier id (the build numbers the group tier first; no
+        # resource tier: the base's group count), and the tier as that one span of ids
+        # (first, end) when it is one, so that a check tells a tier by comparing
         # (held_meets); None: by resource_ids
-        first = self.base_resource_ids.min() if self.base_resource_ids else len(groups)
-        span = (first, len(groups))
-        self.resource_span = span if len(self.base_resource_ids) == span[1] - span[0] else None
+        tier = self.base_resource_ids
+        self.first_resource_id = int(tier.min()) if tier else len(groups)
+        span = (self.first_resource_id, len(groups))
+        self.resource_span = span if len(tier) == span[1] - span[0] else None
         self.base_subjects = int(meta.get("subjects", 0))
         self.overlay = Overlay()
         self.overlay.position = dict(meta.get("position", {}))

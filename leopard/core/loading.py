@@ -97,12 +97,6 @@ def _held_parents(r: SetReader) -> dict[int, BitMap | bytes]:
     return held
 
 
-def _first_resource_id(r: SetReader, none: int) -> int:
-    """The base's first resource-tier id: its group tier is the ids below (``none``
-    when it has no resource tier)."""
-    return int(r.base_resource_ids.min()) if r.base_resource_ids else none
-
-
 def _stored(r: SetReader, family: str) -> tuple[np.ndarray, list[bytes]]:
     """The group ids and values of the base's ``family`` in one pass, but those the
     overlay holds (to be read through the layers) and keys not of four bytes (damage,
@@ -143,7 +137,7 @@ def _closures(
     # kept: ids of the base's groups, with a value (an empty one is damage, read below)
     sizes = np.fromiter(map(len, values), np.int64, len(values))
     keep = (ids < len(r.base_groups)) & (sizes > 0)
-    first = _first_resource_id(r, count)
+    first = r.first_resource_id  # the base's group tier is the ids below
     small = keep & (sizes <= np.where(ids < first, _HELD_AS_STORED, _HELD_AS_STORED_RESOURCE))
     big = keep & ~small
     same_ids: list[int] | range = list(r.base_group_ids.values())

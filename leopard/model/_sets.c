@@ -431,8 +431,7 @@ static int decode_small(PyObject *raw, Py_ssize_t start, held_t *op) {
     op->n = 0;
     op->at = op->ids;
     if (len > 0 && p[0] == TAG) return walk_compact(p, len, collect_id, op);
-    int rc = walk_roaring(p, len, collect_id, op);
-    return rc; /* an id out of order is -1 with ValueError set by the walk */
+    return walk_roaring(p, len, collect_id, op); /* ids out of order: -1, ValueError */
 }
 
 /* dict[key] as an operand: 1; 0 when not held or no stored set (no exception); -1 with
@@ -707,9 +706,13 @@ static PyObject *held_meets(PyObject *self, PyObject *const *args, Py_ssize_t na
         long id = PyLong_AsLong(gid);
         if (id < 0 || id > 0xFFFFFFFFL) goto done; /* -1: no group */
         Py_INCREF(gid);
-        resource = in_resource_tier(&tier, (uint32_t)id);
-        int got = resource < 0 ? -1 : resource ? held_op(closures, gid, 0, &reach) : 1;
-        if (got > 0 && !resource && (reach.bm = held_set(closures, gid, 0)) == NULL) got = 0;
+        int got = resource = in_resource_tier(&tier, (uint32_t)id);
+        if (resource > 0) { /* a small one read in place, a larger one deserialized */
+            got = held_op(closures, gid, 0, &reach);
+        } else if (resource == 0) { /* a group's: deserialized, and remembered below */
+            reach.bm = held_set(closures, gid, 0);
+            got = reach.bm != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
+        }
         Py_DECREF(gid);
         if (got <= 0) goto done;
         if (reach.bm != NULL) { /* a BitMap: remembered by name */
