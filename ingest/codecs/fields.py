@@ -95,6 +95,10 @@ def load_json(value: bytes) -> dict[str, Any]:
         raise DecodeError(
             f"the message is not JSON ({exc.msg} at character {exc.pos}): {_preview(value)}"
         ) from None
+    except RecursionError:
+        raise DecodeError(
+            f"the message nests JSON arrays or objects too deeply to read: {_preview(value)}"
+        ) from None
     if not isinstance(doc, dict):
         raise DecodeError(f"the message is a JSON {_json_type(doc)}; expected an object")
     return doc

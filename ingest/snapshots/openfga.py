@@ -200,6 +200,8 @@ def json_records(data: bytes | str, name: str) -> Iterator[Record]:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{name}: not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InvalidInput(f"{name}: JSON arrays or objects nested too deeply to read") from None
     elements = _json_elements(doc, name)
     for number, element in enumerate(elements, 1):
         yield number, _json_record(element, _json_text(element))
@@ -289,8 +291,9 @@ def jsonl_records(lines: Iterable[str | bytes], *, ends: bool = False) -> Iterat
             continue
         try:
             element = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as exc:
-            yield number, Bad(text, f"{clip(text)!r} is not valid JSON: {exc}", raw)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+            yield number, Bad(text, f"{clip(text)!r} is not valid JSON: {why}", raw)
             continue
         result = _json_record(element, text)
         if isinstance(result, Bad):

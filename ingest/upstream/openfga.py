@@ -167,7 +167,7 @@ class OpenFGASource:
             conn.close()
         try:
             doc = json.loads(raw) if raw else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             doc = None
         if status != 200:
             code = doc.get("code", "") if isinstance(doc, dict) else ""

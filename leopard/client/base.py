@@ -333,7 +333,7 @@ class Client:
     def _answer(self, method: str, url: str, status: int, raw: bytes) -> dict[str, Any]:
         try:
             data = json.loads(raw) if raw else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             data = {}
         if not isinstance(data, dict):
             data = {}

@@ -28,7 +28,7 @@ from leopard.grpc.consistency import AT_LEAST, INVALID_REVISION, Foreign, Freshn
 from leopard.grpc.forward import Upstream, for_upstream
 from leopard.grpc.names import Catalog
 from leopard.grpc.status import Refusal
-from leopard.model.plan import Plan
+from leopard.model.plan import same_object
 from leopard.model.zedtoken import SPICEDB_KEY, zedtoken_position
 
 __all__ = ["Answering", "Forward", "same_object"]
@@ -39,26 +39,6 @@ PERMISSIONS = "/authzed.api.v1.PermissionsService/"
 
 class Forward(Exception):
     """This request is for the SpiceDB behind Leopard (raised where that is decided)."""
-
-
-def same_object(plan: Plan | None, type: str, permission: str, relation: str) -> bool:
-    """Whether ``type:X#relation`` is in ``type:X#permission`` for every object ``X``:
-    the same relation, or one ``permission`` includes through computed terms alone."""
-    if relation == permission:
-        return True
-    if plan is None:
-        return False
-    seen = {permission}
-    todo = [permission]
-    while todo:
-        sp = plan.sets.get((type, todo.pop()))
-        for feed in sp.feeds if sp is not None else ():
-            if feed.kind == "computed" and feed.relation not in seen:
-                if feed.relation == relation:
-                    return True
-                seen.add(feed.relation)
-                todo.append(feed.relation)
-    return False
 
 
 class Answering:

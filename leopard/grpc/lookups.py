@@ -75,6 +75,8 @@ def decode_cursor(token: str) -> tuple[str, str]:
         data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"it is damaged ({exc})") from None
+    except RecursionError:
+        raise ValueError("it is damaged (nested too deeply)") from None
     if not (isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data)):
         raise ValueError("it is damaged")
     return data[0], data[1]

@@ -313,7 +313,7 @@ class AuthZen:
         try:
             data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
             after, given, size = data["a"], data["s"], data["l"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise _bad(f"page.token {token[:40]!r} is not a token this server gave") from None
         if given != stamp or not isinstance(after, str) or not after:
             raise _bad(

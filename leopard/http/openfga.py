@@ -44,6 +44,7 @@ from leopard.http.reply import PeerRequest, Reply, parse_body
 from leopard.http.types import RunningConsumer, Scope
 from leopard.http.upstream import Upstream, UpstreamUnreachable
 from leopard.model.config import Config
+from leopard.model.plan import same_object
 from leopard.model.schema import to_openfga_json
 
 __all__ = [
@@ -233,7 +234,9 @@ class OpenFga:
         except Unanswerable as why:
             return await self._elsewhere(request, why)
         await self._consistent(body.consistency)
-        return Reply(200, _ALLOWED[self.index.check(subject, group)])
+        return Reply(
+            200, _ALLOWED[self._itself(subject, group) or self.index.check(subject, group)]
+        )
 
     async def batch_check(self, request: PeerRequest) -> Reply:
         raw = await request.body()
@@ -278,12 +281,14 @@ class OpenFga:
         """Every check from one version; when one name is refused, each on its own."""
         try:
             found = self.index.check_many(targets.values())
-            return [(c, None, a) for c, a in zip(targets, found, strict=True)]
+            pairs = zip(targets.items(), found, strict=True)
+            return [(c, None, a or self._itself(*target)) for (c, target), a in pairs]
         except (ValueError, TypeError):  # InvalidTuple, InvalidInput: find which
             out: list[tuple[str, F.CheckError | None, bool | None]] = []
             for cid, (subject, group) in targets.items():
                 try:
-                    out.append((cid, None, self.index.check(subject, group)))
+                    allowed = self._itself(subject, group) or self.index.check(subject, group)
+                    out.append((cid, None, allowed))
                 except (ValueError, TypeError) as exc:
                     out.append(
                         (cid, F.CheckError(input_error="validation_error", message=str(exc)), None)
@@ -417,6 +422,17 @@ class OpenFga:
                 f"relation {otype}#{relation} is not indexed: {config.why_not(otype, relation)}"
             )
         return user, f"{obj}#{relation}"
+
+    def _itself(self, subject: str, group: str) -> bool:
+        """Whether ``subject`` is a userset of the object of ``group`` that the group's
+        relation includes by the model alone (``doc:1#viewer`` in ``doc:1#viewer``, and
+        in ``doc:1#view`` when ``view`` is ``viewer or ...``): OpenFGA answers such a
+        check true even for an object with no tuples, which the index does not hold."""
+        sobj, has_relation, srel = subject.rpartition("#")
+        obj, _, relation = group.rpartition("#")
+        if not has_relation or sobj != obj:
+            return False
+        return same_object(self.index.config.plan, obj.partition(":")[0], relation, srel)
 
     async def _consistent(self, consistency: str) -> None:
         if consistency == "HIGHER_CONSISTENCY":

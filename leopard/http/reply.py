@@ -87,5 +87,5 @@ _INVALID: Any = object()
 def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _INVALID

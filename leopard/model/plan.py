@@ -41,7 +41,7 @@ from leopard.model.schema.ast import (
     Union,
 )
 
-__all__ = ["Feed", "SetPlan", "Plan", "compile_schema"]
+__all__ = ["Feed", "SetPlan", "Plan", "compile_schema", "same_object"]
 
 SetKey = tuple[str, str]  # (type, relation)
 
@@ -298,3 +298,23 @@ def compile_schema(schema: Schema, only: Iterable[str] = ()) -> Plan:
             tier.add(key)
             todo += [k for k in below.get(key, ()) if k in candidates]
     return Plan(candidates, refused, schema, group_tier=frozenset(tier))
+
+
+def same_object(plan: Plan | None, type: str, permission: str, relation: str) -> bool:
+    """Whether ``type:X#relation`` is in ``type:X#permission`` for every object ``X``:
+    the same relation, or one ``permission`` includes through computed terms alone."""
+    if relation == permission:
+        return True
+    if plan is None:
+        return False
+    seen = {permission}
+    todo = [permission]
+    while todo:
+        sp = plan.sets.get((type, todo.pop()))
+        for feed in sp.feeds if sp is not None else ():
+            if feed.kind == "computed" and feed.relation not in seen:
+                if feed.relation == relation:
+                    return True
+                seen.add(feed.relation)
+                todo.append(feed.relation)
+    return False

@@ -39,7 +39,7 @@ def decode_token(token: str) -> dict[str, int]:
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         data = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise InvalidInput(f"{token!r} is not a valid Leopard version token") from exc
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in data.items()

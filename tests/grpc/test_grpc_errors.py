@@ -19,6 +19,7 @@ then ignores it, answering every subject).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,8 @@ def subjects(resource: Any, permission: str, type: str, **kw: Any) -> Any:
 U1 = subj("user", "u1")
 D1 = obj("doc", "d1")
 CP, CB, LR, LS = "CheckPermission", "CheckBulkPermissions", "LookupResources", "LookupSubjects"
+#: a cursor of Leopard's form whose JSON nests past the reader's depth
+DEEP_CURSOR = "leopard.lr1." + base64.urlsafe_b64encode(b"[" * 5000).decode()
 
 #: (method, request, whether the messages must be equal too)
 BAD: dict[str, tuple[str, Any, bool]] = {
@@ -184,6 +187,8 @@ BAD: dict[str, tuple[str, Any, bool]] = {
     "lr: garbage token": (LR, resources("doc", "view", U1, consistency=token("garbage")), True),
     "lr: garbage cursor": (LR, resources("doc", "view", U1, optional_cursor=v1.Cursor(
         token="garbage")), False),
+    "lr: cursor nested past the JSON reader's depth": (LR, resources(
+        "doc", "view", U1, optional_cursor=v1.Cursor(token=DEEP_CURSOR)), False),
     # LookupSubjects
     "ls: subject type malformed": (LS, subjects(D1, "view", "User"), True),
     "ls: subject type empty": (LS, subjects(D1, "view", ""), True),
@@ -207,6 +212,8 @@ BAD: dict[str, tuple[str, Any, bool]] = {
     "ls: garbage token": (LS, subjects(D1, "view", "user", consistency=token("garbage")), True),
     "ls: garbage cursor": (LS, subjects(D1, "view", "user", optional_cursor=v1.Cursor(
         token="garbage")), False),
+    "ls: cursor nested past the JSON reader's depth": (LS, subjects(
+        D1, "view", "user", optional_cursor=v1.Cursor(token=DEEP_CURSOR)), False),
 }  # fmt: skip
 
 

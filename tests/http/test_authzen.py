@@ -19,6 +19,7 @@ message as text, and no request, however mangled, a 5xx.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import random
@@ -146,6 +147,11 @@ def post(base: str, path: str, body: Any, ctype: str | None = "application/json"
     a = call(base, "POST", path, data, headers)
     assert a.headers.get("x-request-id") == rid, (path, a.status, a.headers)
     return a
+
+
+def _deep_token() -> str:
+    """A page token of the right form whose JSON nests past the readers' depth."""
+    return base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=")
 
 
 def ok(a: Answer) -> Any:
@@ -512,6 +518,7 @@ def test_page_tokens_hold_for_their_own_request_only(served: str, world: World) 
         ({**body, "context": {"x": 1}, "page": {"token": token}}, "another request"),
         ({**body, "page": {"token": "not-a-token"}}, "not a token this server gave"),
         ({**body, "page": {"token": token[:-4]}}, "not a token this server gave"),
+        ({**body, "page": {"token": _deep_token()}}, "not a token this server gave"),
     ]
     for request, says in refused:
         a = post(served, RESOURCES, request)
@@ -624,6 +631,8 @@ BAD: list[tuple[str, Any, str | None, int, str]] = [
     (SUBJECTS, _with(_SS, page={"token": 5}), "application/json", 400, "'page.token' = 5"),
     (SUBJECTS, _with(_SS, page={"token": "abc"}), "application/json", 400, "not a token"),
     (SUBJECTS, "null", "application/json", 400, "must be a JSON object"),
+    (EVALUATION, "[" * 1000, "application/json", 400, "recursion limit"),
+    (EVALUATIONS, '{"a":' * 1000, "application/json", 400, "recursion limit"),
     (RESOURCES, _with(_RS, subject=_DROP), "application/json", 400, "'subject' is missing"),
     (RESOURCES, _with(_RS, subject={"type": "user"}), "application/json", 400, "'subject.id'"),
     (RESOURCES, _with(_RS, subject={"type": "user", "id": "a b"}), "application/json", 400,

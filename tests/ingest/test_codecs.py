@@ -644,3 +644,11 @@ def test_debezium_bad_options_are_not_decode_errors(options: dict, match: str) -
 )
 def test_debezium_errors(value: bytes, match: str, options: dict | None) -> None:
     bad("debezium", value, match, options)
+
+
+@pytest.mark.parametrize("fmt", CODECS)
+@pytest.mark.parametrize("value", [b"[" * 100_000, b'{"a":' * 100_000])
+def test_json_nested_past_the_readers_depth_is_a_decode_error(fmt: str, value: bytes) -> None:
+    # a poison message goes to the dead-letter topic like any undecodable one; it must
+    # not escape as a RecursionError that stops the consumer on every restart
+    bad(fmt, value, "the message nests JSON arrays or objects too deeply to read")

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from leopard.errors import InvalidSchema
 
 __all__ = [
+    "MAX_NESTING",
     "Arrow",
     "Dialect",
     "Kind",
@@ -52,6 +53,11 @@ __all__ = [
 
 Dialect = Literal["spicedb", "openfga"]
 Kind = Literal["relation", "permission"]
+
+
+#: how deep parentheses (or a JSON model's usersets) may nest in one rewrite: deeper is
+#: refused with its place, not read until Python's recursion limit stops the reader
+MAX_NESTING = 100
 
 
 def fail(filename: str, line: int | None, column: int | None, message: str) -> InvalidSchema:

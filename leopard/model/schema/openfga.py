@@ -33,6 +33,7 @@ from typing import Any
 
 from leopard.errors import InvalidSchema
 from leopard.model.schema.ast import (
+    MAX_NESTING,
     Arrow,
     Computed,
     Condition,
@@ -78,12 +79,16 @@ def parse_openfga_json(
             data = json.loads(source, object_pairs_hook=_unique_keys(filename))
         except json.JSONDecodeError as exc:
             raise fail(filename, exc.lineno, exc.colno, f"not valid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise fail(filename, None, None, "JSON arrays or objects nested too deeply") from None
     else:
         data = text_or_dict
         try:
             source = json.dumps(data, indent=2)
         except (TypeError, ValueError) as exc:
             raise fail(filename, None, None, f"not a JSON model: {exc}") from None
+        except RecursionError:
+            raise fail(filename, None, None, "JSON arrays or objects nested too deeply") from None
     return _Reader(filename).model(data, source)
 
 
@@ -211,7 +216,10 @@ class _Reader:
             self.string(condition, f"{path}.condition", "the condition name")
         return SubjectType(type_name, relation, wildcard, condition)
 
-    def userset(self, raw: Any, path: str) -> Rewrite:
+    def userset(self, raw: Any, path: str, depth: int = 0) -> Rewrite:
+        if depth > MAX_NESTING:
+            where = f"{path[:60]}...{path[-60:]}"
+            raise self.error(where, f"usersets nested more than {MAX_NESTING} deep")
         raw = self.obj(raw, path, "a userset")
         keys = [k for k, v in raw.items() if v is not None]
         if len(keys) != 1 or keys[0] not in _USERSET_KEYS:
@@ -237,13 +245,15 @@ class _Reader:
         value = self.obj(value, inner, f"a {keys[0]}")
         if key == "difference":
             return Exclusion(
-                self.userset(value.get("base"), f"{inner}.base"),
-                self.userset(value.get("subtract"), f"{inner}.subtract"),
+                self.userset(value.get("base"), f"{inner}.base", depth + 1),
+                self.userset(value.get("subtract"), f"{inner}.subtract", depth + 1),
             )
         children = value.get("child")
         if not isinstance(children, list) or not children:
             raise self.error(f"{inner}.child", "expected a non-empty list of usersets")
-        built = tuple(self.userset(c, f"{inner}.child[{i}]") for i, c in enumerate(children))
+        built = tuple(
+            self.userset(c, f"{inner}.child[{i}]", depth + 1) for i, c in enumerate(children)
+        )
         return Union(built) if key == "union" else Intersection(built)
 
     def object_relation(self, raw: Any, path: str) -> str:

@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass
 
 from leopard.model.schema.ast import (
+    MAX_NESTING,
     Arrow,
     Computed,
     Condition,
@@ -97,6 +98,7 @@ def parse_openfga_dsl(text: str, filename: str = "<schema>") -> Schema:
 
 class _Parser:
     def __init__(self, text: str, filename: str) -> None:
+        self.depth = 0  # parentheses open around the token read
         self.text = text
         self.filename = filename
         self.lines = clean_lines(text)
@@ -372,7 +374,13 @@ class _Parser:
             return This(tok.line, tok.column)
         if tok.kind == "(":
             self.advance()
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise self.error(
+                    tok.line, tok.column, f"parentheses nested more than {MAX_NESTING} deep"
+                )
             inner = self.expression(direct=direct)
+            self.depth -= 1
             self.expect(")", "')' to close the '('")
             return inner
         name = self.name("a relation name, '[' or '('")

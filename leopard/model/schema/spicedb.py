@@ -41,6 +41,7 @@ import re
 from dataclasses import dataclass, replace
 
 from leopard.model.schema.ast import (
+    MAX_NESTING,
     Arrow,
     Computed,
     Condition,
@@ -98,6 +99,7 @@ def parse_spicedb(text: str, filename: str = "<schema>") -> Schema:
 class _Parser(TokenReader):
     def __init__(self, text: str, filename: str) -> None:
         super().__init__(text, filename, KEYWORDS)
+        self.depth = 0  # parentheses open around the token read
 
     # -- top level --------------------------------------------------------------
 
@@ -323,7 +325,11 @@ class _Parser(TokenReader):
         tok = self.tok
         if tok.kind == "(":
             self.advance()
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise self.error(f"parentheses nested more than {MAX_NESTING} deep", tok)
             inner = self.expression(permission)
+            self.depth -= 1
             self.expect(")", "')' to close the '('")
             return replace(inner, line=tok.line, column=tok.column)
         if self.is_keyword("nil"):

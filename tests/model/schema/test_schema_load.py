@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,4 +56,53 @@ def test_a_parse_error_names_the_path(tmp_path: Path) -> None:
     path.write_text("definition user {}\ndefinition doc {\n  relation owner: usr\n}\n")
     assert load_error(path) == (
         f"{path}:3:19: relation 'owner' of 'doc': subject type 'usr' is not defined"
+    )
+
+
+def _nested_json(depth: int) -> str:
+    userset = '{"this": {}}'
+    for _ in range(depth):
+        userset = '{"union": {"child": [' + userset + "]}}"
+    return (
+        '{"schema_version": "1.1", "type_definitions": [{"type": "user"}, {"type": "doc", '
+        '"relations": {"viewer": ' + userset + '}, "metadata": {"relations": {"viewer": '
+        '{"directly_related_user_types": [{"type": "user"}]}}}}]}'
+    )
+
+
+def _nested_zed(depth: int) -> str:
+    return (
+        "definition user {}\ndefinition doc {\n  relation viewer: user\n"
+        f"  permission view = {'(' * depth}viewer{')' * depth}\n}}\n"
+    )
+
+
+def _nested_fga(depth: int) -> str:
+    return (
+        "model\n  schema 1.1\ntype user\ntype doc\n  relations\n    define viewer: [user]\n"
+        f"    define view: {'(' * depth}viewer{')' * depth}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("deep.zed", _nested_zed, ":4:121: parentheses nested more than 100 deep"),
+        ("deep.fga", _nested_fga, ":7:118: parentheses nested more than 100 deep"),
+        ("deep.json", _nested_json, ": type_definitions[1].relations.viewer.union.child[0]"),
+    ],
+)
+def test_rewrites_nested_past_the_limit_are_refused_with_their_place(
+    name: str, text: Callable[[int], str], where: str, tmp_path: Path
+) -> None:
+    path = tmp_path / name
+    path.write_text(text(100))
+    load_schema(path)  # as deep as allowed: read
+    path.write_text(text(101))
+    assert load_error(path).startswith(f"{path}{where}")
+    assert load_error(path).endswith("nested more than 100 deep")
+    path.write_text(text(5000))  # beyond Python's recursion limit: refused all the same
+    deepest = load_error(path)
+    assert deepest.startswith(f"{path}{where}") or deepest == (
+        f"{path}: JSON arrays or objects nested too deeply"  # too deep for the JSON reader
     )
