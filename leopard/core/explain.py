@@ -67,7 +67,8 @@ def describe(r: SetReader, chain: list[int], subject: str) -> list[Step]:
     for (p, c), child_name in zip(zip(chain, chain[1:], strict=False), names[1:], strict=True):
         steps.append(Step(child_name, _via(r, p, c, names[len(steps) - 1], child_name)))
     last = names[-1]
-    steps.append(Step(subject, f"tuple {last}@{_leaf(r, chain[-1], subject)}"))
+    if last != subject:  # a userset's chain may end at its own set: no tuple is left
+        steps.append(Step(subject, f"tuple {last}@{_leaf(r, chain[-1], subject)}"))
     return steps
 
 

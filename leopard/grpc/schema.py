@@ -4,7 +4,11 @@ The text is the schema as written (``Index.config.schema_source.text``: comments
 order and spacing kept, where SpiceDB prints its own canonical form), with the
 index's version as ``read_at``. An index built from a TOML set configuration has no
 schema: the request goes to the SpiceDB behind Leopard, or is NOT_FOUND in SpiceDB's
-words (``no schema has been defined``). ``WriteSchema`` and the reflection calls are
+words (``no schema has been defined``). An index built from an OpenFGA model answers
+the model printed in SpiceDB's language when that language can state it; otherwise
+(a relation with both direct types and a rewrite, say) the request goes upstream, or
+is FAILED_PRECONDITION saying why: an OpenFGA model's text is no answer a SpiceDB
+client can read. ``WriteSchema`` and the reflection calls are
 SpiceDB's alone (forwarded: see ``leopard.grpc.forward``).
 """
 
@@ -16,8 +20,10 @@ import grpc
 from authzed.api.v1 import core_pb2, schema_service_pb2
 from authzed.api.v1.schema_service_pb2_grpc import SchemaServiceServicer
 
+from leopard.errors import InvalidSchema
 from leopard.grpc.answering import Answering
 from leopard.grpc.status import Refusal
+from leopard.model.schema import format_spicedb
 
 __all__ = ["Schema"]
 
@@ -31,13 +37,24 @@ class Schema(Answering, SchemaServiceServicer):
     ANSWERS = ("ReadSchema",)
 
     def ReadSchema(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        source = self.index.config.schema_source
-        if source is None:
-            if self.upstream is not None:
-                return self.upstream.unary(
-                    "/authzed.api.v1.SchemaService/ReadSchema", request.SerializeToString(), context
-                )
-            raise Refusal(grpc.StatusCode.NOT_FOUND, NO_SCHEMA)
-        return schema_service_pb2.ReadSchemaResponse(
-            schema_text=source.text, read_at=core_pb2.ZedToken(token=self.index.version)
-        )
+        config = self.index.config
+        source = config.schema_source
+        text: str | None = None
+        if source is not None and source.dialect == "spicedb":
+            text = source.text
+        elif source is not None and config.plan is not None:
+            try:  # an OpenFGA model, in SpiceDB's language where that can state it
+                text = format_spicedb(config.plan.schema)
+            except InvalidSchema as exc:
+                why = f"the index was built from an OpenFGA model that SpiceDB cannot state: {exc}"
+        else:
+            why = NO_SCHEMA
+        if text is not None:
+            version = core_pb2.ZedToken(token=self.index.version)
+            return schema_service_pb2.ReadSchemaResponse(schema_text=text, read_at=version)
+        if self.upstream is not None:
+            return self.upstream.unary(
+                "/authzed.api.v1.SchemaService/ReadSchema", request.SerializeToString(), context
+            )
+        code = grpc.StatusCode.NOT_FOUND if source is None else grpc.StatusCode.FAILED_PRECONDITION
+        raise Refusal(code, why)

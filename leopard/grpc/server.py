@@ -62,7 +62,8 @@ class GrpcOptions:
     upstream: str | None = None
     upstream_preshared_key: str | None = None
     upstream_tls: bool = False
-    #: calls served at once (each stream and each wait holds one)
+    #: calls served at once (each stream and each wait holds one); streamed answers take
+    #: at most three quarters of them (see leopard.grpc.service)
     workers: int = 64
 
     def check(self) -> None:
@@ -165,7 +166,9 @@ class GrpcServer:
              reflection.SERVICE_NAME],
             self.server,
         )  # fmt: skip
-        self.server.add_generic_rpc_handlers((Router(servicers, self.upstream, check),))
+        streams = max(1, options.workers - max(8, options.workers // 4))
+        router = Router(servicers, self.upstream, check, streams=streams)
+        self.server.add_generic_rpc_handlers((router,))
         self._names = ["", *names]
         self.port = self._bind()
 

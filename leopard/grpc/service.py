@@ -13,11 +13,18 @@ Every call first shows the preshared key when one is set, as SpiceDB's
 UNAUTHENTICATED, a wrong one PERMISSION_DENIED, in SpiceDB's words. A request that
 does not parse is INVALID_ARGUMENT; a ``Refusal`` ends the call with its status; an
 error of the index is mapped by ``refusal_of``.
+
+A streamed answer (LookupResources, LookupSubjects) holds a worker thread until the
+client has read it all: a client that stops reading blocks its thread on the
+connection's flow control. So that such streams cannot take every thread (and every
+check and health probe with them), at most ``streams`` are answered at once; one more
+is RESOURCE_EXHAUSTED at once, saying so, and the other threads stay for the rest.
 """
 
 from __future__ import annotations
 
 import hmac
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -106,9 +113,13 @@ class Router(grpc.GenericRpcHandler):
         servicers: list[Any],
         upstream: Upstream | None,
         check: Check | None = None,
+        *,
+        streams: int = 48,
     ) -> None:
         self.upstream = upstream
         self.check = check
+        self.streams = streams
+        self._streaming = threading.BoundedSemaphore(streams)
         answers = {}
         for servicer in servicers:
             for name in servicer.ANSWERS:
@@ -159,13 +170,23 @@ class Router(grpc.GenericRpcHandler):
 
             return grpc.unary_unary_rpc_method_handler(unary, response_serializer=_serialize)
 
+        slots, most = self._streaming, self.streams
+
         def streamed(raw: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
+            if not slots.acquire(blocking=False):
+                Refusal(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{most} streamed answers are being sent already, the most this server "
+                    "sends at once; try again once a client has read its answer",
+                ).abort(context)
             try:
                 yield from run(_request(raw, context), context)
             except Refusal as refusal:
                 refusal.abort(context)
             except LeopardError as exc:
                 refusal_of(exc).abort(context)
+            finally:
+                slots.release()
 
         return grpc.unary_stream_rpc_method_handler(streamed, response_serializer=_serialize)
 

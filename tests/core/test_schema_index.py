@@ -143,6 +143,14 @@ def test_answers_through_arrows_and_computed_usersets(tmp_path: Path, zed: Path)
             "folder#edit includes owner",
             "tuple folder:sub#owner@user:bob",
         ]
+        # a userset's chain ends at its own set: no tuple is made up below it
+        steps = ix.explain("folder:sub#owner", "folder:sub#edit", steps=True)
+        assert [(s.set, s.via) for s in steps] == [  # type: ignore[union-attr]
+            ("folder:sub#edit", None),
+            ("folder:sub#owner", "folder#edit includes owner"),
+        ]
+        steps = ix.explain("folder:sub#owner", "folder:sub#owner", steps=True)
+        assert [(s.set, s.via) for s in steps] == [("folder:sub#owner", None)]  # type: ignore[union-attr]
 
 
 def test_a_query_on_a_set_not_indexed_names_it_and_why(tmp_path: Path, zed: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,6 +33,9 @@ from google.rpc import error_details_pb2, status_pb2
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from support.spicedb_front import SpiceDBFront, missing_reason
+
+import leopard
+from leopard.model.schema import parse_spicedb
 
 _MISSING = missing_reason()
 pytestmark = [
@@ -456,3 +460,38 @@ def test_random_requests_are_answered_or_refused_as_spicedb_does(
 
 
 HAS = v1.CheckPermissionResponse.PERMISSIONSHIP_HAS_PERMISSION
+
+
+# An OpenFGA model whose relations are each either tuples or a rewrite: SpiceDB's
+# language states it. One relation that is both (``[user] or owner``) it cannot.
+_FGA_STATED = """\
+model
+  schema 1.1
+type user
+type doc
+  relations
+    define owner: [user]
+    define reader: [user]
+    define view: owner or reader
+"""
+_FGA_UNSTATED = _FGA_STATED.replace("define view: owner or reader", "define view: [user] or owner")
+
+
+@pytest.mark.parametrize("model", [_FGA_STATED, _FGA_UNSTATED])
+def test_read_schema_of_an_openfga_model_is_spicedbs_language_or_refused(
+    model: str, tmp_path: Path
+) -> None:
+    (tmp_path / "model.fga").write_text(model)
+    path = tmp_path / "idx"
+    leopard.build_index([["doc:d1#owner@user:u1"]], path, schema=tmp_path / "model.fga")
+    with LeopardGrpc(path) as leo:
+        outcome = ask(leo.client(), "ReadSchema", v1.ReadSchemaRequest())
+    if model is _FGA_STATED:
+        assert outcome.code == "OK"
+        stated = parse_spicedb(outcome.answer.schema_text)  # what a SpiceDB client reads
+        assert stated.relation("doc", "view").kind == "permission"
+        assert sorted(stated.types) == ["doc", "user"]
+    else:
+        assert outcome.code == "FAILED_PRECONDITION"
+        assert "built from an OpenFGA model that SpiceDB cannot state" in outcome.details
+        assert "'view'" in outcome.details
