@@ -207,6 +207,13 @@ class OpenFga:
     async def read_authorization_model(self, request: PeerRequest) -> Reply:
         self._store_of(request)
         wanted = request.params["id"]
+        if not _ULID.fullmatch(wanted):
+            raise FgaError(
+                400,
+                "validation_error",
+                f"invalid id {wanted[:80]!r}: a ULID (26 characters of 0-9 and A-Z without "
+                "I, L, O, U) is expected",
+            )
         model = self.model()
         if model is None or model.id != wanted:
             raise FgaError(

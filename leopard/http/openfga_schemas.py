@@ -124,7 +124,8 @@ class BatchCheckItem(_Fga):
     tuple_key: CheckRequestTupleKey
     contextual_tuples: ContextualTupleKeys | None = None
     context: dict[str, Any] | None = None
-    correlation_id: str = Field(pattern=r"^[\w\d-]{1,36}$")
+    # OpenFGA's ``^[\w\d-]{1,36}$`` in Go, whose \w is ASCII (Python's is not)
+    correlation_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,36}$")
 
 
 class BatchCheckRequest(_Query):

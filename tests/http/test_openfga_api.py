@@ -391,6 +391,8 @@ BAD = [
     ("POST", "batch-check", json.dumps({"checks": [{"tuple_key": json.loads(_check())["tuple_key"],
      "correlation_id": "a b"}]}), 400, "validation_error", "correlation_id"),
     ("POST", "batch-check", json.dumps({"checks": [{"tuple_key": json.loads(_check())["tuple_key"],
+     "correlation_id": "\u00e9"}]}), 400, "validation_error", "correlation_id"),  # Go's \w: ASCII
+    ("POST", "batch-check", json.dumps({"checks": [{"tuple_key": json.loads(_check())["tuple_key"],
      "correlation_id": "x"}] * 2}), 400, "validation_error", "duplicate correlation_id"),
     ("POST", "batch-check", json.dumps({"checks": [{"tuple_key": json.loads(_check())["tuple_key"],
      "correlation_id": f"c{i}"} for i in range(MAX_BATCH + 1)]}),
@@ -415,6 +417,7 @@ BAD = [
      404, "unimplemented", "--upstream-openfga"),
     ("GET", "authorization-models/01ARZ3NDEKTSV4RRFFQ69G5FAV", None,
      400, "authorization_model_not_found", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+    ("GET", "authorization-models/bad", None, 400, "validation_error", "ULID"),
     ("GET", "authorization-models?page_size=0", None, 400, "validation_error", "page_size"),
     ("GET", "authorization-models?continuation_token=abc", None,
      400, "invalid_continuation_token", "continuation token"),
