@@ -25,6 +25,7 @@ Every change of one tuple must go to one partition so that its changes stay in o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,8 @@ __all__ = [
     "encode_native",
     "message_key",
 ]
+
+log = logging.getLogger("leopard.consumer")
 
 CODECS = ("native", "openfga", "spicedb", "debezium")
 
@@ -77,7 +80,10 @@ def decode_message(format: str, value: bytes | None, *, options: dict | None = N
 
     ``DecodeError`` when the message as a whole is malformed (not JSON, no list of
     items, a stream error); a bad item alone is ``Decoded.rejected``, its reason
-    prefixed like a ``DecodeError``'s (``spicedb event: updates[2]...``).
+    prefixed like a ``DecodeError``'s (``spicedb event: updates[2]...``). Whatever else
+    a codec raises on a message it was not written for is a ``DecodeError`` too, naming
+    the exception: such a message goes to the dead-letter topic like any undecodable
+    one, never stopping the stream at it on every restart.
     """
     if format not in _DECODERS:
         raise InvalidInput(f"unknown change format {format!r}; expected one of {CODECS}")
@@ -94,6 +100,13 @@ def decode_message(format: str, value: bytes | None, *, options: dict | None = N
         decoded = _DECODERS[format](load_json(value), opts)
     except DecodeError as exc:
         raise DecodeError(f"{format} event: {exc}") from None
+    except MemoryError:
+        raise  # the machine's state, not the message's
+    except Exception as exc:  # a message no codec rule foresaw
+        log.error("%s event not decodable (%s: %s)", format, type(exc).__name__, exc)
+        raise DecodeError(
+            f"{format} event: cannot be decoded ({type(exc).__name__}: {exc})"
+        ) from None
     if decoded.rejected:
         rejected = tuple(r._replace(reason=f"{format} event: {r.reason}") for r in decoded.rejected)
         decoded = decoded._replace(rejected=rejected)

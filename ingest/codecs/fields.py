@@ -99,6 +99,10 @@ def load_json(value: bytes) -> dict[str, Any]:
         raise DecodeError(
             f"the message nests JSON arrays or objects too deeply to read: {_preview(value)}"
         ) from None
+    except ValueError as exc:  # an integer of more digits than Python converts, say
+        raise DecodeError(
+            f"the message is JSON that cannot be read ({exc}): {_preview(value)}"
+        ) from None
     if not isinstance(doc, dict):
         raise DecodeError(f"the message is a JSON {_json_type(doc)}; expected an object")
     return doc
@@ -225,7 +229,10 @@ def timestamp(value: Any, where: str, *, scale: float = 1.0) -> float:
         return moment.timestamp()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DecodeError(f"{where!r} is {show(value)}; expected a number or an ISO 8601 time")
-    seconds = value / scale
+    try:
+        seconds = value / scale
+    except OverflowError:  # an integer beyond any float
+        raise DecodeError(f"{where!r} is {show(value)}, too large for a time") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise DecodeError(f"{where!r} is {show(value)}; expected a time after 1970")
     if seconds >= _MAX_TS_SECONDS:
@@ -238,7 +245,10 @@ def timestamp(value: Any, where: str, *, scale: float = 1.0) -> float:
 
 def show(value: Any) -> str:
     """A short, one-line rendering of a JSON value for a message."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of more digits than Python will print
+        return f"an integer of {value.bit_length()} bits"
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -145,6 +145,17 @@ class Bridge:
             raise InvalidInput(f"the topic {self.topic!r} does not exist at {brokers!r}")
         return len(partitions)
 
+    def _partitions_now(self) -> int:
+        """The topic's partitions as the producer knows them now (never fewer: Kafka
+        cannot take partitions away, and a failed look keeps the count)."""
+        try:
+            found = self.producer.partitions_for(self.topic)
+        except KafkaError as exc:
+            log.warning("counting the partitions of %r failed (%s); keeping %d",
+                        self.topic, exc, self.partitions)  # fmt: skip
+            return self.partitions
+        return max(self.partitions, len(found or ()))
+
     # -- the loop ---------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -203,6 +214,10 @@ class Bridge:
                 )
                 self.stats.changes += 1
             self.stats.revisions += 1
+        # Partitions added while the bridge runs get keyed changes (the producer routes
+        # by its fresh metadata) and must get markers too: a marker that counted fewer
+        # would let a consumer pass this revision before reading the new partition.
+        self.partitions = self._partitions_now()
         marker = [(REVISION, str(revision).encode()), (MARKER, str(self.partitions).encode())]
         for partition in range(self.partitions):
             futures.append(

@@ -59,7 +59,7 @@ class BridgedRevisions:
         if MARKER in found:
             try:
                 self.partitions[message.topic] = int(found[MARKER])
-            except ValueError:
+            except (TypeError, ValueError):  # no value, or not a count: not ours
                 pass
             return False
         return revision > self.applied

@@ -108,6 +108,14 @@ class ReadChangesSource(UpstreamSource):
             changes = page.get("changes") or []
             if not changes:
                 self._check_model(state)
+            elif (page.get("continuation_token") or token) == token:
+                # Applied, the page would be asked for and applied again after newer
+                # ones; skipped, it would be lost. Neither: asked again, with backoff.
+                said = "the same" if page.get("continuation_token") else "no"
+                raise UpstreamError(
+                    f"{self.upstream.name}: ReadChanges answered {len(changes)} changes with "
+                    f"{said} continuation token; not applied, asked for again"
+                )
         except UpstreamError as exc:
             self._failed(exc, token)
             if self.fatal is None:
@@ -118,7 +126,7 @@ class ReadChangesSource(UpstreamSource):
         following = page.get("continuation_token") or token
         self._behind = len(changes) >= self.page_size
         self._next = time.monotonic() + (0 if self._behind else self.interval)
-        if not changes or following == token:
+        if not changes:
             return empty_batch()
         stored = self.position_of().get(OPENFGA_KEY, 0)
         position = max([stored + 1, *(change_time(c) for c in changes)])

@@ -14,6 +14,8 @@ codec names, nothing that loads pyarrow, kafka-python or uvicorn.
 from __future__ import annotations
 
 import functools
+import hashlib
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -202,11 +204,29 @@ def broker_options(fn: F) -> F:
     )(fn)
 
 
+def default_group_id(command: str, index_dir: str | Path) -> str:
+    """A consumer group of this index's own.
+
+    Every index (every replica, every shard) must apply every partition; indexes sharing
+    a consumer group would split the partitions between them and each answer from part
+    of the stream. So, unless --group-id is given, the group is named after the command,
+    the host and the index directory (stable across restarts).
+    """
+    digest = hashlib.sha1(str(Path(index_dir).resolve()).encode()).hexdigest()[:10]
+    return f"leopard-{command}-{socket.gethostname()}-{digest}"
+
+
 def consumer_options(fn: F) -> F:
     """How a consumer reads the stream (``consume``, ``serve``); see ``consumer_settings``."""
     for decorator in reversed(
         [
-            click.option("--group-id", default="leopard", show_default=True),
+            click.option(
+                "--group-id",
+                metavar="NAME",
+                help="Kafka consumer group, for offsets shown to lag tools (default: one of "
+                "this index's own, leopard-COMMAND-HOST-DIGEST; indexes sharing a group "
+                "would each get part of the partitions).",
+            ),
             click.option(
                 "--format",
                 "fmt",

@@ -7,20 +7,18 @@ commands cannot disagree. ``python -m leopard.cli.serve`` runs this command alon
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import logging
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
 from leopard.cli.options import (
     consumer_options,
     consumer_settings,
+    default_group_id,
     fail_cleanly,
     index_option,
     interval_option,
@@ -179,18 +177,6 @@ def _grpc_companion(given: dict[str, Any], http_host: str) -> Companion | None:
     return start
 
 
-def default_group_id(index_dir: str) -> str:
-    """A consumer group of this server's own.
-
-    Every serving replica must apply every partition to its own index; replicas
-    sharing the consumer group ``leopard`` would split the partitions between them
-    and each answer from part of the stream. So, unless --group-id is given, the
-    group is named after the host and the index directory (stable across restarts).
-    """
-    digest = hashlib.sha1(str(Path(index_dir).resolve()).encode()).hexdigest()[:10]
-    return f"leopard-serve-{socket.gethostname()}-{digest}"
-
-
 @click.command("serve")
 @index_option
 @shard_options
@@ -330,7 +316,7 @@ def serve_command(
     index_path: str | None,
     brokers: str | None,
     topics: tuple[str, ...],
-    group_id: str,
+    group_id: str | None,
     fmt: str,
     codec_options: tuple[str, ...],
     dlq_topic: str | None,
@@ -366,7 +352,7 @@ def serve_command(
     stream to the served index, so answers follow it; pass the token from
     'leopard publish' as at_least to read your own write. Unless --group-id is
     given, the consumer group is this server's own (see the docs of
-    leopard.cli.serve.default_group_id). Nothing is ever written over HTTP.
+    leopard.cli.options.default_group_id). Nothing is ever written over HTTP.
 
     \b
     Example:
@@ -383,11 +369,8 @@ def serve_command(
     if brokers:
         if not topics:
             raise click.UsageError("--brokers needs at least one --topic")
-        if click.get_current_context().get_parameter_source("group_id") in (
-            ParameterSource.DEFAULT,
-            None,
-        ):
-            group_id = default_group_id(index_dir)
+        if group_id is None:
+            group_id = default_group_id("serve", index_dir)
         settings = consumer_settings(
             brokers,
             topics,

@@ -18,6 +18,7 @@ from leopard.cli.options import (
     broker_options,
     consumer_options,
     consumer_settings,
+    default_group_id,
     fail_cleanly,
     index_option,
     json_option,
@@ -39,7 +40,7 @@ def consume(
     index_path: str | None,
     brokers: str,
     topics: tuple[str, ...],
-    group_id: str,
+    group_id: str | None,
     fmt: str,
     codec_options: tuple[str, ...],
     dlq_topic: str | None,
@@ -64,10 +65,11 @@ def consume(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    index_dir = need_index(index_path)
     settings = consumer_settings(
         brokers,
         topics,
-        group_id,
+        group_id if group_id is not None else default_group_id("consume", index_dir),
         fmt,
         codec_options,
         dlq_topic,
@@ -84,7 +86,7 @@ def consume(
                 err=True,
             )
 
-    consumer = ChangeConsumer(need_index(index_path), settings, on_batch=progress)
+    consumer = ChangeConsumer(index_dir, settings, on_batch=progress)
     consumer.install_signal_handlers()
     stats = consumer.run(idle_exit=idle_exit)
     click.echo(

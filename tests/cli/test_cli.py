@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+import leopard.cli.stream as stream
 from leopard.cli import COMMANDS, main
 from leopard.cli.options import parse_position
 from leopard.errors import InvalidInput
@@ -542,3 +543,30 @@ def test_gen_json_and_gzip(tmp_path: Path) -> None:
     report = json.loads(ok("gen", "-n", "1000", "--out", snap, "--json"))
     assert isinstance(report, dict)
     assert len(gzip.decompress(snap.read_bytes()).splitlines()) == 1000
+
+
+def test_consume_reads_as_a_consumer_group_of_the_indexs_own(
+    tmp_path: Path, org: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Indexes sharing a consumer group would each get part of the partitions: without
+    --group-id, each index's consumer is in a group named after it (what the consumer
+    does with the group, on a real broker, is tests/ingest/test_consumer.py's)."""
+    groups: list[str] = []
+
+    class Stub:  # the consumer, only to see the settings it is given
+        def __init__(self, path: str, settings: object, **_: object) -> None:
+            groups.append(settings.group_id)  # type: ignore[attr-defined]
+
+        def install_signal_handlers(self) -> None: ...
+
+        def run(self, **_: object) -> object:
+            raise SystemExit(0)
+
+    monkeypatch.setattr(stream, "ChangeConsumer", Stub)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for path in (a, b, a):
+        ok("build", org, "--index", path)
+        cli("consume", "--index", path, "--brokers", "127.0.0.1:9", "--topic", "t")
+    cli("consume", "--index", a, "--brokers", "127.0.0.1:9", "--topic", "t", "--group-id", "g")
+    assert groups[0] == groups[2] != groups[1]  # its own, and the same after a restart
+    assert groups[0].startswith("leopard-consume-") and groups[3] == "g"

@@ -241,6 +241,50 @@ def test_a_refused_continuation_token_is_a_gap(tmp_path: Path) -> None:
             follower.run()
 
 
+class Stuck(OpenFGASource):
+    """The store through a proxy that, while ``stuck``, answers ReadChanges pages with the
+    token asked with (or none) instead of the next one: a misbehaving upstream."""
+
+    stuck = True
+    drop = False
+
+    def read_changes(self, token: str, page_size: int = 50) -> dict[str, Any]:
+        page = super().read_changes(token, page_size)
+        if self.stuck and page.get("changes"):
+            page["continuation_token"] = "" if self.drop else token
+        return page
+
+
+@pytest.mark.parametrize("drop", [False, True], ids=["same token", "no token"])
+def test_a_page_whose_token_does_not_move_is_asked_again_not_skipped(
+    tmp_path: Path, drop: bool
+) -> None:
+    with store_with_data(57, n=20) as store:
+        path = tmp_path / "ix"
+        bootstrap_openfga(path, OpenFGASource(store.url, store.store_id))
+        source = Stuck(store.url, store.store_id)
+        source.drop = drop
+        follower = OpenFGAFollower(path, source, interval=0.05, backoff=(0.05, 0.2))
+        run = Running.__new__(Running)  # a thread of this test, with this source
+        run.follower, run.error = follower, None
+        run.thread = threading.Thread(target=run._run, daemon=True)
+        run.thread.start()
+        try:
+            before = follower.index.version
+            store.write({"group:g1#member@user:stranger", "group:g3#member@user:stranger"})
+            deadline = time.monotonic() + 5
+            while follower.changes.reconnects < 2:  # asked again, with backoff
+                assert time.monotonic() < deadline, "the stuck page was not asked again"
+                time.sleep(0.02)
+            assert follower.index.version == before and not follower.stats.broker_up
+            source.stuck = False  # the upstream answers properly again: nothing was lost
+            caught_up(follower.index, store)
+            assert disagreements(follower.index, store) == []
+        finally:
+            run.stop()
+        assert run.error is None
+
+
 def test_build_from_and_follow_commands(tmp_path: Path) -> None:
     rng = random.Random(56)
     with store_with_data(56) as store:

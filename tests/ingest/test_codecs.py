@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import ingest.codecs as codecs
 from ingest.codecs import CODECS, Change, decode, encode_native, message_key
 from leopard.errors import DecodeError, InvalidInput, LeopardError
 from leopard.model.names import MAX_ID_BYTES, RelationTuple, parse_tuple
@@ -652,3 +653,37 @@ def test_json_nested_past_the_readers_depth_is_a_decode_error(fmt: str, value: b
     # a poison message goes to the dead-letter topic like any undecodable one; it must
     # not escape as a RecursionError that stops the consumer on every restart
     bad(fmt, value, "the message nests JSON arrays or objects too deeply to read")
+
+
+HUGE = b"1" + b"0" * 400  # an integer no float holds
+BEYOND = b"1" + b"0" * 5000  # more digits than Python converts at all
+
+
+@pytest.mark.parametrize(
+    ("fmt", "value", "says"),
+    [
+        ("native", b'{"op":"touch","tuple":"group:g#member@user:a","ts":' + HUGE + b"}",
+         "too large for a time"),
+        ("native", b'{"op":"touch","tuple":"group:g#member@user:a","ts":' + BEYOND + b"}",
+         "JSON that cannot be read"),
+        ("debezium", b'{"op":"c","ts_ms":' + HUGE + b',"after":{"resource_type":"group",'
+         b'"resource_id":"g","relation":"member","subject_type":"user","subject_id":"a"}}',
+         "too large for a time"),
+        ("spicedb", b'{"updates":[],"changesThrough":{"token":' + BEYOND + b"}}",
+         "JSON that cannot be read"),
+    ],
+)  # fmt: skip
+def test_integers_past_what_python_reads_are_decode_errors(
+    fmt: str, value: bytes, says: str
+) -> None:
+    # each stopped the consumer with a traceback, on every restart, instead of going to
+    # the dead-letter topic
+    bad(fmt, value, says)
+
+
+def test_a_codec_fault_is_a_decode_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(doc: object, options: object) -> object:
+        raise ZeroDivisionError("a rule no codec foresaw")
+
+    monkeypatch.setitem(codecs._DECODERS, "openfga", broken)
+    bad("openfga", b"{}", r"cannot be decoded \(ZeroDivisionError: a rule no codec foresaw\)")

@@ -1,0 +1,67 @@
+"""The revision headers of a bridged topic, read record by record (BridgedRevisions).
+
+The bridge's own records are tested end to end in tests/follow/test_bridge.py; here the
+headers any producer may write: a record whose headers are not the bridge's, or are
+malformed, is decoded as any record, never a stop of the consumer.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from ingest.kafka.client import KafkaError
+from ingest.upstream.bridge import Bridge
+from ingest.upstream.headers import MARKER, REVISION, BridgedRevisions
+
+
+def record(partition: int, headers: list[tuple[str, bytes | None]]) -> SimpleNamespace:
+    return SimpleNamespace(topic="changes", partition=partition, headers=headers)
+
+
+def revisions(applied: int = 100) -> BridgedRevisions:
+    reader = SimpleNamespace(source_state={}, position={"spicedb": applied})
+    return BridgedRevisions(reader)
+
+
+@pytest.mark.parametrize("marker", [None, b"", b"two", b"9" * 5000])
+def test_a_marker_without_a_count_is_not_taken_as_one(marker: bytes | None) -> None:
+    seen = revisions()
+    assert not seen.take(record(0, [(REVISION, b"101"), (MARKER, marker)]))  # a marker
+    assert seen.partitions == {} and seen.through() is None  # no count: nothing passed
+
+
+@pytest.mark.parametrize("revision", [None, b"x", b"9" * 5000])
+def test_a_record_without_a_readable_revision_is_decoded_as_any(revision: bytes | None) -> None:
+    seen = revisions()
+    assert seen.take(record(0, [(REVISION, revision)]))
+    assert not seen.seen
+
+
+def test_a_change_is_taken_once_past_the_applied_revision() -> None:
+    seen = revisions(applied=100)
+    assert not seen.take(record(0, [(REVISION, b"100")]))  # the index has it
+    assert seen.take(record(0, [(REVISION, b"101")]))
+    assert not seen.take(record(0, [(REVISION, b"101"), (MARKER, b"2")]))
+    assert seen.through() is None  # partition 1 has said nothing yet
+    assert not seen.take(record(1, [(REVISION, b"101"), (MARKER, b"2")]))
+    assert seen.through() == 101
+
+
+def test_the_bridge_counts_partitions_added_while_it_runs() -> None:
+    """Markers go to every partition the producer routes changes to (one added while
+    the bridge runs included); Tansu cannot add partitions, so the producer's metadata
+    is a stand-in here, as kafka-python's partitions_for reads it."""
+
+    def failing(topic: str) -> set[int]:
+        raise KafkaError("no metadata")
+
+    bridge = Bridge.__new__(Bridge)  # its count alone, without an upstream or a broker
+    bridge.topic, bridge.partitions = "changes", 1
+    bridge.producer = SimpleNamespace(partitions_for=lambda topic: {0, 1})
+    assert bridge._partitions_now() == 2
+    bridge.partitions = 2
+    for answer in (lambda topic: {0}, lambda topic: None, failing):
+        bridge.producer = SimpleNamespace(partitions_for=answer)
+        assert bridge._partitions_now() == 2  # never fewer
