@@ -245,13 +245,10 @@ static PyObject *flip_rows(PyObject *self, PyObject *args) {
             PyObject *mask = PyDict_GetItemWithError(support, key);
             if (mask != NULL) {
                 Py_INCREF(mask);
-            } else if (PyErr_Occurred()) {
-                goto fail;
-            } else if (!present) {  /* as mask_of answers: an absent edge is fed by nothing */
-                mask = PyLong_FromLong(0);
-                if (mask == NULL) goto fail;
             } else {
-                mask = PyObject_CallFunctionObjArgs(mask_of, key, Py_True, NULL);
+                if (PyErr_Occurred()) goto fail;
+                mask = PyObject_CallFunctionObjArgs(mask_of, key, present ? Py_True : Py_False,
+                                                    NULL);
                 if (mask == NULL) goto fail;
             }
             PyObject *moved = moved_mask(mask, PyTuple_GET_ITEM(edge, 3), add);
