@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from importlib.util import find_spec
 from typing import Any
 
 import click
@@ -99,10 +98,7 @@ def _unavailable(name: str, exc: ModuleNotFoundError) -> click.Command:
 @click.version_option(
     package_name="leopard-index",
     # which codec of stored sets is in use (setup.py builds the compiled one)
-    message=(
-        f"%(prog)s, version %(version)s ({'compiled' if COMPILED else 'Python'} set codec, "
-        f"{'compiled' if find_spec('leopard.core._apply') else 'Python'} apply loops)"
-    ),
+    message=f"%(prog)s, version %(version)s ({'compiled' if COMPILED else 'Python'} set codec)",
 )
 def main() -> None:
     """Leopard: a group membership index with precomputed nested-group closures.

@@ -16,15 +16,7 @@ from leopard.core.layers import SetReader
 from leopard.model.edges import Edge
 from leopard.store.layout import split_m2g, support_key
 
-try:
-    from leopard.core import _apply
-except ImportError:  # not compiled (setup.py: optional): the loops below run in Python
-    _apply = None  # type: ignore[assignment]
-
-__all__ = ["COMPILED_LOOPS", "Work"]
-
-#: whether ``members`` and ``_flip_members`` run their loops compiled (_apply.c)
-COMPILED_LOOPS = _apply is not None
+__all__ = ["Work"]
 
 # a member edge of a batch resolved: (edge, touched, group id, subject id, the subject's
 # direct groups, support key or None)
@@ -122,9 +114,8 @@ class Work:
         edges' too: ``_nested`` finds them made). What the member edges read comes
         with a few multi-gets, not a point read each: the subjects' direct groups,
         the groups' member sets (into the writer's cache, through ``read_many``) and
-        the support masks of the edges stored already. Its two loops are the hottest
-        of a stream of member changes: compiled where built (_apply.c), else in
-        ``_member_rows`` and ``_flip_members`` with local names.
+        the support masks of the edges stored already. The loops below are the
+        hottest of a stream of member changes, hence their local names.
         """
         r, m2g = self.r, self.m2g
         names = list({e.subject for e, _ in work if not e.nested} - m2g.keys())
@@ -132,23 +123,6 @@ class Work:
         for name, key, raw in zip(names, keys, r.raw_many("m2g", keys), strict=True):
             if raw is not None:
                 m2g[name] = r.decode("m2g", key, raw, split_m2g)
-        if _apply is not None:
-            rows, stored, self.next_subject = _apply.member_rows(
-                work, m2g, r.base_group_ids, r.overlay.group_ids, self.new_group_ids,
-                self.ensure_group, self.new_subjects, self.next_subject, BitMap,
-            )  # fmt: skip
-        else:
-            rows, stored = self._member_rows(work)
-        known = r.group_count()  # the batch's new groups have no stored members
-        read_many("g2m", {row[2] for row in rows if row[2] < known})
-        if stored:
-            self.stored_support.update(zip(stored, r.raw_many("support", stored), strict=True))
-        return self._flip_members(rows)
-
-    def _member_rows(self, work: list[tuple[Edge, bool]]) -> tuple[list[_Row], list[bytes]]:
-        """``members``' loop in Python (_apply.c's ``member_rows`` where compiled): each
-        member edge resolved, and the support keys of those the index holds already."""
-        r, m2g = self.r, self.m2g
         base_id, overlay_id = r.base_group_ids.get, r.overlay.group_ids.get
         new_id, ensure = self.new_group_ids.get, self.ensure_group
         new_subjects = self.new_subjects
@@ -184,15 +158,14 @@ class Work:
                 if gid in got[1]:
                     stored.append(skey)
             rows.append((e, add, gid, got[0], got[1], skey))
-        return rows, stored
+        known = r.group_count()  # the batch's new groups have no stored members
+        read_many("g2m", {row[2] for row in rows if row[2] < known})
+        if stored:
+            self.stored_support.update(zip(stored, r.raw_many("support", stored), strict=True))
+        return self._flip_members(rows)
 
     def _flip_members(self, rows: list[_Row]) -> list[_Row]:
-        """The member edges resolved by ``members``, applied in order (compiled where
-        built: _apply.c's ``flip_rows``, the same loop)."""
-        if _apply is not None:
-            return _apply.flip_rows(
-                rows, self.support, self.mask, self.sets, self.take, self.dirty, self.m2g_dirty
-            )
+        """The member edges resolved by ``members``, applied in order."""
         flipped: list[_Row] = []
         support, mask_of = self.support, self.mask
         sets, take, dirty = self.sets, self.take, self.dirty
