@@ -25,6 +25,7 @@ store that is not this one ``store_id_not_found`` (404).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import re
@@ -334,7 +335,12 @@ class OpenFga:
         await self._consistent(body.consistency)
         tail = len(body.relation) + 1
         found = self.index.groups_of(body.user, type=body.type, permission=body.relation)
-        return [name[:-tail] for name in found]
+        objects = [name[:-tail] for name in found]
+        own = body.user.rpartition("#")[0]  # a userset's object: listed as check has it
+        if own.partition(":")[0] == body.type and own not in objects:
+            if self._itself(body.user, f"{own}#{body.relation}"):
+                bisect.insort(objects, own)
+        return objects
 
     async def list_users(self, request: PeerRequest) -> Reply:
         raw = await request.body()

@@ -157,8 +157,8 @@ def fga(served: str, store_id: str) -> Iterator[OpenFgaClient]:
 def oracle() -> dict[str, Any]:
     """OpenFGA's answers to every question the comparison asks, from one run."""
     checks = [(s, r, o) for s in [*SUBJECTS, *OWN_USERSETS] for r in RELATIONS for o in OBJECTS]
-    lists = [(s, r, t) for s in SUBJECTS if s != "user:nobody" for r in RELATIONS
-             for t in ("doc", "folder")]  # fmt: skip
+    lists = [(s, r, t) for s in [*SUBJECTS, *OWN_USERSETS] if s != "user:nobody"
+             for r in RELATIONS for t in ("doc", "folder")]  # fmt: skip
     users = [(o, r, "user") for o in OBJECTS for r in RELATIONS]
     run = fga_run(MODEL, TUPLES, checks, lists, users)
     run.raise_errors()
