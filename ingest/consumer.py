@@ -179,12 +179,12 @@ class ChangeConsumer:
 
     def _outage(self, exc: Exception | str) -> None:
         if self.stats.broker_up:
-            log.warning("broker unavailable (%s); retrying with backoff", exc)
+            log.warning("change source unavailable (%s); retrying with backoff", exc)
             self.stats.broker_up = False
 
     def _up(self) -> None:
         if not self.stats.broker_up:
-            log.warning("broker reachable again; resuming")
+            log.warning("change source reachable again; resuming")
             self.stats.broker_up = True
 
     def _poll_once(self) -> int:

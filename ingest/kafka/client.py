@@ -17,6 +17,7 @@ try:
         from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
         from kafka.admin import KafkaAdminClient
         from kafka.errors import (
+            CorruptRecordError,
             KafkaError,
             KafkaTimeoutError,
             MessageSizeTooLargeError,
@@ -48,6 +49,7 @@ logging.getLogger("kafka.net.transport").addFilter(_not_a_closed_socket)
 
 __all__ = [
     "ConsumerRebalanceListener",
+    "CorruptRecordError",
     "KafkaAdminClient",
     "KafkaConsumer",
     "KafkaError",

@@ -46,6 +46,7 @@ from typing import Any
 
 from ingest.kafka.client import (
     ConsumerRebalanceListener,
+    CorruptRecordError,
     KafkaConsumer,
     KafkaError,
     KafkaProducer,
@@ -202,6 +203,15 @@ class KafkaSource:
             for tp in offsets:
                 self._gap(tp, "the broker says the offset is out of range for the log")
             return Batch([], {}, {})
+        except CorruptRecordError as exc:
+            # kafka-python cannot parse a record (a header key that is not UTF-8, which
+            # the protocol allows, say) and does not say which: it is asked again, and
+            # nothing after it is applied until it reads
+            topics = ", ".join(s.topics)
+            raise BrokerError(
+                f"a record of {topics} at {s.brokers} cannot be read by the Kafka client "
+                f"({exc}); nothing after it is applied until it can be"
+            ) from exc
         except KafkaError as exc:
             topics = ", ".join(s.topics)
             raise BrokerError(f"polling {topics} at {s.brokers} failed: {exc}") from exc
