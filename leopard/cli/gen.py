@@ -93,15 +93,32 @@ def gen(
         max_depth=max_depth,
         shape=shape,
     )
-    if out == "-":
-        report = generate(spec, sys.stdout.buffer)
-    else:
-        report = generate(spec, out)
-    if config_out:
-        Path(config_out).write_text(config_toml(spec))
-    if schema_out:
-        Path(schema_out).write_text(docs_schema(spec.namespace_prefix))
-    if fga_out:
-        Path(fga_out).write_text(docs_model(spec.namespace_prefix))
+    outputs = {"--out": None if out == "-" else out, "--config-out": config_out,
+               "--schema-out": schema_out, "--fga-out": fga_out}  # fmt: skip
+    for option, path in outputs.items():
+        if path is not None:
+            _writable(option, path)  # all of them before anything is written
+    try:
+        if out == "-":
+            report = generate(spec, sys.stdout.buffer)
+        else:
+            report = generate(spec, out)
+        if config_out:
+            Path(config_out).write_text(config_toml(spec))
+        if schema_out:
+            Path(schema_out).write_text(docs_schema(spec.namespace_prefix))
+        if fga_out:
+            Path(fga_out).write_text(docs_model(spec.namespace_prefix))
+    except OSError as exc:  # the disk filled, say
+        raise InvalidInput(f"cannot write {exc.filename or out!r}: {exc.strerror}") from None
     text = json.dumps(report.to_dict(), indent=2) if as_json else format_gen_report(report)
     click.echo(text, err=out == "-")
+
+
+def _writable(option: str, path: str) -> None:
+    """InvalidInput naming ``option`` when ``path`` cannot be a file written here."""
+    p = Path(path)
+    if p.is_dir():
+        raise InvalidInput(f"{option} {path!r} is a directory; give a file name")
+    if not p.parent.is_dir():
+        raise InvalidInput(f"{option} {path!r}: the directory {str(p.parent)!r} does not exist")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import socket
 import sys
 from collections.abc import Callable
@@ -120,12 +121,26 @@ def parse_position(text: str | None) -> dict[str, int]:
         item = item.strip()
         topic, _, rest = item.rpartition(":")
         part, eq, offset = rest.partition("=")
-        if not topic or not eq or not part.isdigit() or not offset.isdigit():
+        if not (topic and eq and _DIGITS.fullmatch(part) and _DIGITS.fullmatch(offset)):
             raise InvalidInput(
                 f"--position: {item!r} is not topic:partition=offset (e.g. changes:0=1500)"
             )
-        out[f"{topic}:{int(part)}"] = int(offset)
+        if int(offset) > _MAX_OFFSET:
+            raise InvalidInput(f"--position: {item!r}: the offset must be 0 to {_MAX_OFFSET}")
+        if int(part) > _MAX_PARTITION:
+            raise InvalidInput(f"--position: {item!r}: the partition must be 0 to {_MAX_PARTITION}")
+        key = f"{topic}:{int(part)}"
+        if key in out:
+            raise InvalidInput(f"--position: {key} is given twice")
+        out[key] = int(offset)
     return out
+
+
+# Kafka's limits: 32-bit partitions, 64-bit offsets (ASCII digits only: str.isdigit
+# takes '²', which int() refuses)
+_DIGITS = re.compile(r"[0-9]+")
+_MAX_PARTITION = 2**31 - 1
+_MAX_OFFSET = 2**63 - 1
 
 
 GIB = 1 << 30

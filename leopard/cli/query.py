@@ -151,7 +151,9 @@ def explain(subject: str, group: str, index_path: str | None, steps: bool, as_js
     elif as_json:
         click.echo(json.dumps(chain))
     else:
-        click.echo(" -> ".join(chain) + f" -> {subject}")  # type: ignore[arg-type]
+        # a userset's chain ends at its own set: it is not named twice
+        tail = [] if chain[-1] == subject else [subject]  # type: ignore[index]
+        click.echo(" -> ".join([*chain, *tail]))  # type: ignore[misc]
 
 
 @click.command()

@@ -334,8 +334,17 @@ def test_parse_position() -> None:
     assert parse_position(None) == {}
     assert parse_position("") == {}
     assert parse_position("t:00=007") == {"t:0": 7}
-    with pytest.raises(InvalidInput):
-        parse_position("t:0=x")
+    assert parse_position("a.b_c-d:1=0, t:0=5") == {"a.b_c-d:1": 0, "t:0": 5}
+    for bad, says in [
+        ("t:0=x", "is not topic"),
+        ("changes:\u00b2=1", "is not topic"),  # a digit to str.isdigit, not to int()
+        ("changes:0=\u00b2", "is not topic"),
+        ("t:0=" + "9" * 26, "the offset must be 0 to 9223372036854775807"),
+        ("t:4294967296=1", "the partition must be"),
+        ("t:0=1,t:0=2", "t:0 is given twice"),
+    ]:
+        with pytest.raises(InvalidInput, match=says):
+            parse_position(bad)
 
 
 def test_build_id_order_input(tmp_path: Path, org: Path) -> None:
@@ -410,6 +419,9 @@ def test_explain(index: Path) -> None:
     out = ok("explain", "user:carol", "group:eng", "--index", index)
     assert out == "user:carol is not a member of group:eng\n"
     assert ok("explain", "user:carol", "group:eng", "--index", index, "--json") == "null\n"
+    # a nested group's chain ends at its own set, named once
+    out = ok("explain", "group:backend#member", "group:all", "--index", index)
+    assert out == "group:all#member -> group:eng#member -> group:backend#member\n"
 
 
 def test_stats(index: Path) -> None:
@@ -569,3 +581,19 @@ def test_consume_reads_as_a_consumer_group_of_the_indexs_own(
     cli("consume", "--index", a, "--brokers", "127.0.0.1:9", "--topic", "t", "--group-id", "g")
     assert groups[0] == groups[2] != groups[1]  # its own, and the same after a restart
     assert groups[0].startswith("leopard-consume-") and groups[3] == "g"
+
+
+def test_gen_refuses_outputs_it_cannot_write_before_writing_any(tmp_path: Path) -> None:
+    out = tmp_path / "org.txt"
+    missing = tmp_path / "nowhere" / "x"
+    assert fails("gen", "-n", "1000", "--out", tmp_path) == (
+        f"--out {str(tmp_path)!r} is a directory; give a file name"
+    )
+    said = fails("gen", "-n", "1000", "--out", out, "--config-out", missing)
+    assert (
+        said
+        == f"--config-out {str(missing)!r}: the directory {str(missing.parent)!r} does not exist"
+    )
+    assert not out.exists()  # nothing written before the refusal
+    said = fails("gen", "-n", "1000", "--shape", "docs", "--out", out, "--fga-out", tmp_path)
+    assert said.startswith("--fga-out") and not out.exists()
