@@ -211,7 +211,8 @@ def _json_elements(doc: Any, name: str) -> list[Any]:
     if isinstance(doc, list):
         return doc
     if isinstance(doc, dict):
-        if doc.get("deletes"):
+        deletes = doc.get("deletes")  # a Write body: refused when it lists any
+        if deletes.get("tuple_keys") if isinstance(deletes, dict) else deletes:
             raise InvalidInput(f"{name}: has 'deletes'; a snapshot holds only tuples to write")
         if "tuples" in doc and isinstance(doc["tuples"], list):
             return doc["tuples"]

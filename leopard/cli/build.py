@@ -222,7 +222,7 @@ def build(
             index_dir,
             key=source_key,
             tls=source_tls,
-            only=[s.strip() for s in only.split(",") if s.strip()] if only else [],
+            only=_only_sets(only),
             max_shrink=None if force else max_shrink / 100,
             wait=wait,
             as_json=as_json,
@@ -263,7 +263,7 @@ def build(
         raise click.UsageError("give --config or --schema, not both")
     if only and not schema_path:
         raise click.UsageError("--only needs --schema")
-    only_sets = [s.strip() for s in only.split(",") if s.strip()] if only else []
+    only_sets = _only_sets(only)
     if rejects and not skip_invalid:
         raise click.UsageError("--rejects needs --skip-invalid")
     pos = parse_position(position)
@@ -340,7 +340,7 @@ def _build_on_spark(
         raise click.UsageError("--only needs --schema")
     if rejects:
         raise click.UsageError("--engine spark counts rejected records; --rejects is local only")
-    only_sets = [s.strip() for s in only.split(",") if s.strip()] if only else []
+    only_sets = _only_sets(only)
     config = schema_config(schema_path, only_sets) if schema_path else load_config(config_path)
     show = sys.stderr.isatty() and not as_json
     report = build_on_spark(
@@ -387,3 +387,13 @@ def compact(index_path: str | None, wait: bool, as_json: bool, memory: float | N
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         click.echo(format_report(report.to_dict(), index_dir))
+
+
+def _only_sets(only: str | None) -> list[str]:
+    """The sets ``--only`` names (none given: every set); UsageError if it names none."""
+    if only is None:
+        return []
+    sets = [s.strip() for s in only.split(",") if s.strip()]
+    if not sets:
+        raise click.UsageError(f"--only {only!r} names no set; give TYPE#PERMISSION[,...]")
+    return sets

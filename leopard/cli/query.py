@@ -58,7 +58,7 @@ def check(
       leopard check group:backend#member group:eng#member
     """
     with open_any(need_index(index_path)) as ix:
-        if at_least:
+        if at_least is not None:  # an empty one is refused, not taken as none
             ix.wait_for(at_least, max_wait)
         member = ix.check(subject, group)
         if as_json:

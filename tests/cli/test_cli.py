@@ -597,3 +597,14 @@ def test_gen_refuses_outputs_it_cannot_write_before_writing_any(tmp_path: Path) 
     assert not out.exists()  # nothing written before the refusal
     said = fails("gen", "-n", "1000", "--shape", "docs", "--out", out, "--fga-out", tmp_path)
     assert said.startswith("--fga-out") and not out.exists()
+
+
+def test_empty_lists_and_tokens_are_refused_not_taken_as_none(
+    tmp_path: Path, org: Path, index: Path
+) -> None:
+    schema = tmp_path / "s.zed"
+    schema.write_text("definition user {}\ndefinition group {\n  relation member: user\n}\n")
+    said = fails("build", org, "--index", tmp_path / "x", "--schema", schema, "--only", ",", code=2)
+    assert "--only ',' names no set" in said
+    said = fails("check", "user:alice", "group:eng", "--at-least", "", "--index", index)
+    assert said.startswith("'' is neither a Leopard version token (expected 'v1.…') nor")

@@ -485,9 +485,13 @@ def test_json_wrappers(tmp_path: Path) -> None:
     expected = [("group", "eng", "member", "user", "anne", None)]
     read_output = {"tuples": [{"key": key, "timestamp": "2024-01-01T00:00:00Z"}]}
     write_body = {"writes": {"tuple_keys": [key]}}
-    for i, doc in enumerate([read_output, write_body, {"writes": [key]}, [key]]):
+    no_deletes = {**write_body, "deletes": {"tuple_keys": []}}  # as SDKs send it
+    for i, doc in enumerate([read_output, write_body, no_deletes, {"writes": [key]}, [key]]):
         path = write(tmp_path / f"snap{i}.json", json.dumps(doc))
         assert rows_of(read_snapshots([path])) == expected, doc
+    path = write(tmp_path / "del.json", json.dumps({**write_body, "deletes": write_body["writes"]}))
+    with pytest.raises(InvalidInput, match="has 'deletes'; a snapshot holds only tuples"):
+        list(read_snapshots([path]))
 
 
 def test_json_bad_documents(tmp_path: Path) -> None:
