@@ -144,11 +144,8 @@ class Index:
 
     def switch_to(self, reader: SetReader) -> None:
         """Serve another generation from now on, and close the one served until now.
-
-        ``reader`` must have been opened with this index's ``lock``. A warmed index
-        loads it into memory first, while queries still read the old one, so that it
-        serves at full speed from the first query.
-        """
+        ``reader`` must have been opened with this index's ``lock``. A warmed index loads
+        it into memory first, while queries still read the old one: full speed at once."""
         if reader.lock is not self._lock:
             raise InvalidInput("a reader to be served must be opened with the index's lock")
         loaded = load_all(reader, self._warm) if self._warm is not None else None
@@ -404,14 +401,17 @@ class Index:
     ) -> list[str]:
         """Every set the subject is in, transitively, sorted by name; with ``type`` and
         ``permission``, only those of that type and relation or permission (SpiceDB's
-        LookupResources: ``groups_of("user:anne", type="doc", permission="view")``)."""
+        LookupResources: ``groups_of("user:anne", type="doc", permission="view")``; no
+        indexed set of that name: refused, as ``check`` refuses it)."""
+        cfg = self.config
+        if type is not None and permission is not None and not cfg.is_set(type, permission):
+            raise InvalidInput(f"{type}#{permission} {_not_a_set(cfg, type, permission)}")
         with self._lock:
             names = self._groups_of(subject)
         if type is not None:
             names = [n for n in names if n.startswith(type + ":")]
         if permission is not None:
-            tail = "#" + permission
-            names = [n for n in names if n.endswith(tail)]
+            names = [n for n in names if n.endswith("#" + permission)]
         return names
 
     def _groups_of(self, subject: str) -> list[str]:

@@ -155,6 +155,11 @@ def test_answers_through_arrows_and_computed_usersets(tmp_path: Path, zed: Path)
 
 def test_a_query_on_a_set_not_indexed_names_it_and_why(tmp_path: Path, zed: Path) -> None:
     with Index(build(tmp_path, zed)) as ix:
+        # as check, LookupResources of a set not indexed is refused, not answered empty
+        with pytest.raises(InvalidInput, match=r"doc#view_ok is not indexed: uses an exclusion"):
+            ix.groups_of("user:anne", type="doc", permission="view_ok")
+        with pytest.raises(InvalidInput, match=r"doc#nope is not indexed"):
+            ix.groups_of("user:anne", type="doc", permission="nope")
         with pytest.raises(InvalidInput, match=r"doc#view_ok is not indexed: uses an exclusion"):
             ix.check("user:anne", "doc:d1#view_ok")
         with pytest.raises(InvalidInput, match=r"doc#nope is not indexed: the type 'doc' has"):
