@@ -152,6 +152,19 @@ def test_members_over_a_damaged_block_prints_nothing_but_the_error(tmp_path: Pat
     assert sname.name in result.stdout
 
 
+def test_a_damaged_header_block_is_told_once(small: Path) -> None:
+    """A bad block of the header's family is the damage, not a sign of no index."""
+    header = table_file(base_dir(small), b"checksum")
+    with open(header, "r+b") as fh:
+        fh.seek(20)
+        fh.write(b"\xa5" * 8)
+    result = cli("verify", "--index", small)
+    assert result.exit_code == 1
+    assert result.stdout.startswith(f"index at {small} is damaged: scan of ")
+    assert header.name in result.stdout
+    assert "not a Leopard index" not in result.output, result.output
+
+
 def test_a_damaged_index_fails_cleanly_in_a_real_process(small: Path) -> None:
     _current_garbage(small)
     env = {k: v for k, v in os.environ.items() if k != "LEOPARD_INDEX"}
