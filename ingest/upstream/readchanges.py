@@ -106,9 +106,10 @@ class ReadChangesSource(UpstreamSource):
             page = self.upstream.read_changes(token, self.page_size)
             self.polls += 1
             changes = page.get("changes") or []
+            following = page.get("continuation_token") or token
             if not changes:
                 self._check_model(state)
-            elif (page.get("continuation_token") or token) == token:
+            elif following == token:
                 # Applied, the page would be asked for and applied again after newer
                 # ones; skipped, it would be lost. Neither: asked again, with backoff.
                 said = "the same" if page.get("continuation_token") else "no"
@@ -123,7 +124,6 @@ class ReadChangesSource(UpstreamSource):
             return empty_batch()
         self.connected = True
         self._failures = 0
-        following = page.get("continuation_token") or token
         self._behind = len(changes) >= self.page_size
         self._next = time.monotonic() + (0 if self._behind else self.interval)
         if not changes:

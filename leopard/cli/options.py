@@ -125,14 +125,15 @@ def parse_position(text: str | None) -> dict[str, int]:
             raise InvalidInput(
                 f"--position: {item!r} is not topic:partition=offset (e.g. changes:0=1500)"
             )
-        if int(offset) > _MAX_OFFSET:
+        at, number = int(offset), int(part)
+        if at > _MAX_OFFSET:
             raise InvalidInput(f"--position: {item!r}: the offset must be 0 to {_MAX_OFFSET}")
-        if int(part) > _MAX_PARTITION:
+        if number > _MAX_PARTITION:
             raise InvalidInput(f"--position: {item!r}: the partition must be 0 to {_MAX_PARTITION}")
-        key = f"{topic}:{int(part)}"
+        key = f"{topic}:{number}"
         if key in out:
             raise InvalidInput(f"--position: {key} is given twice")
-        out[key] = int(offset)
+        out[key] = at
     return out
 
 

@@ -11,8 +11,8 @@ would.
 SpiceDB counts a userset in its own set, and in every set of the same object that
 includes its relation through plain ``+ relation`` terms, even with no relationship
 stored (``doc:d#viewer`` is in ``doc:d#view = viewer + ...``). The index knows such
-inclusions only for objects that have tuples; ``same_object`` answers them from the
-schema, as SpiceDB does.
+inclusions only for objects that have tuples; ``leopard.model.plan.same_object``
+answers them from the schema, as SpiceDB does.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from leopard.grpc.consistency import AT_LEAST, INVALID_REVISION, Foreign, Freshn
 from leopard.grpc.forward import Upstream, for_upstream
 from leopard.grpc.names import Catalog
 from leopard.grpc.status import Refusal
-from leopard.model.plan import same_object
 from leopard.model.zedtoken import SPICEDB_KEY, zedtoken_position
 
-__all__ = ["Answering", "Forward", "same_object"]
+__all__ = ["Answering", "Forward"]
 
 #: the methods whose answers Leopard forwards when it cannot give them
 PERMISSIONS = "/authzed.api.v1.PermissionsService/"

@@ -32,9 +32,10 @@ import grpc
 from authzed.api.v1 import core_pb2
 from authzed.api.v1 import permission_service_pb2 as pb
 
-from leopard.grpc.answering import Answering, Forward, same_object
+from leopard.grpc.answering import Answering, Forward
 from leopard.grpc.names import Fields, group_name, subject_name
 from leopard.grpc.status import Refusal, wildcard
+from leopard.model.plan import same_object
 
 __all__ = ["Lookups", "MAX_LOOKUP_LIMIT", "decode_cursor", "encode_cursor"]
 

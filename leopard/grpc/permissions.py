@@ -24,7 +24,7 @@ from authzed.api.v1 import core_pb2
 from authzed.api.v1 import permission_service_pb2 as pb
 from authzed.api.v1.permission_service_pb2_grpc import PermissionsServiceServicer
 
-from leopard.grpc.answering import Forward, same_object
+from leopard.grpc.answering import Forward
 from leopard.grpc.consistency import AT_LEAST
 from leopard.grpc.forward import for_upstream
 from leopard.grpc.lookups import Lookups
@@ -37,6 +37,7 @@ from leopard.grpc.names import (
     wildcard_userset,
 )
 from leopard.grpc.status import Refusal, wildcard
+from leopard.model.plan import same_object
 
 __all__ = ["MAX_CHECKS", "Permissions"]
 

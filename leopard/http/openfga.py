@@ -243,7 +243,7 @@ class OpenFga:
             return await self._elsewhere(request, why)
         await self._consistent(body.consistency)
         return Reply(
-            200, _ALLOWED[self._itself(subject, group) or self.index.check(subject, group)]
+            200, _ALLOWED[self.index.check(subject, group) or self._itself(subject, group)]
         )
 
     async def batch_check(self, request: PeerRequest) -> Reply:
@@ -337,9 +337,10 @@ class OpenFga:
         found = self.index.groups_of(body.user, type=body.type, permission=body.relation)
         objects = [name[:-tail] for name in found]
         own = body.user.rpartition("#")[0]  # a userset's object: listed as check has it
-        if own.partition(":")[0] == body.type and own not in objects:
-            if self._itself(body.user, f"{own}#{body.relation}"):
-                bisect.insort(objects, own)
+        if own.partition(":")[0] == body.type and self._itself(body.user, f"{own}#{body.relation}"):
+            at = bisect.bisect_left(objects, own)  # sorted: no scan of a long list
+            if at == len(objects) or objects[at] != own:
+                objects.insert(at, own)
         return objects
 
     async def list_users(self, request: PeerRequest) -> Reply:
