@@ -154,7 +154,7 @@ class CachedSets:
         None when the pair needs the whole path of ``Index._check`` (which remembers
         the group's closure here, ``remember_reach``)."""
         mem = self.subjects
-        if mem is None:
+        if mem is None or "#" in s:  # a userset: Index._check (leopard.core.usersets)
             return None
         found = self.reaches.get(g)
         tier = found is None
@@ -186,18 +186,25 @@ class CachedSets:
         self.wildcards[namespace] = bm
         return bm
 
-    def direct_groups(self, key: str) -> BitMap:
-        """Groups the leaf ``key`` is directly in, its namespace's wildcard included."""
+    def direct_groups(self, key: str, by_wild: bool = True) -> BitMap:
+        """Groups the leaf ``key`` is directly in, its namespace's wildcard included
+        (unless not ``by_wild``)."""
         found = self.reader.m2g(key)
         direct = found[1] if found else BitMap()
-        if not key.endswith(":*"):
+        if by_wild and not key.endswith(":*"):
             wild = self.wildcard_groups(key[: key.index(":")])
             if wild:
                 direct = direct | wild
         return direct
 
     def tier_meets(
-        self, key: str, direct: BitMap, reach: BitMap, groups: BitMap, name: str | None = None
+        self,
+        key: str,
+        direct: BitMap,
+        reach: BitMap,
+        groups: BitMap,
+        name: str | None = None,
+        by_wild: bool = True,
     ) -> bool:
         """Whether the subject ``key`` whose direct sets are ``direct`` is in a
         resource-tier set whose closure is ``reach``; ``groups`` are the group-tier sets
@@ -206,10 +213,11 @@ class CachedSets:
         ``direct``); or, ``key`` not a wildcard itself, when its namespace's wildcard
         is. A few intersections: no set above the subject is formed (``bench/schema.py``
         times the first checks of new subjects). The wildcard's answer is the same for
-        every subject of the namespace: held under the set's ``name`` when given."""
+        every subject of the namespace: held under the set's ``name`` when given; not
+        asked unless ``by_wild``."""
         if self._tier_meets(direct, reach, groups):
             return True
-        if key.endswith(":*"):
+        if not by_wild or key.endswith(":*"):
             return False
         ns = key[: key.index(":")]
         answers = self._tier_wild.get(ns)
@@ -227,10 +235,14 @@ class CachedSets:
             answers[name] = found
         return found
 
-    def set_in_tier(self, sgid: int, reach: BitMap) -> bool:
-        """Whether the set ``sgid`` is in a resource-tier set whose closure is
-        ``reach``: in it, or below a group-tier set it stops at."""
-        return self._tier_meets(BitMap([sgid]), reach, reach - self.reader.resource_ids)
+    def meets_set(self, sets: BitMap, gid: int) -> bool:
+        """Whether one of ``sets`` is in the set ``gid``: in its closure, or for a
+        resource-tier set below a group-tier set its closure stops at."""
+        reach = self.closure(gid)
+        rset = self.reader.resource_ids
+        if not rset or gid not in rset:
+            return sets.intersect(reach)
+        return self._tier_meets(sets, reach, reach - rset)
 
     def _tier_meets(self, direct: BitMap, reach: BitMap, groups: BitMap) -> bool:
         if direct.intersect(reach):

@@ -18,8 +18,10 @@ from pyroaring import BitMap
 
 from leopard.core.caches import CachedSets
 from leopard.core.layers import SetReader
+from leopard.core.usersets import full_set, holds_own, own_sets
+from leopard.model.config import Config
 
-__all__ = ["Step", "shortest_chain", "describe"]
+__all__ = ["Step", "shortest_chain", "describe", "own_chain"]
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,38 @@ def describe(r: SetReader, chain: list[int], subject: str) -> list[Step]:
         steps.append(Step(child_name, _via(r, p, c, names[len(steps) - 1], child_name)))
     last = names[-1]
     if last != subject:  # a userset's chain may end at its own set: no tuple is left
-        steps.append(Step(subject, f"tuple {last}@{_leaf(r, chain[-1], subject)}"))
+        if last in own_sets(r.config, subject):  # a set of its object including it
+            steps.append(Step(subject, _includes(last, subject)))
+        else:
+            steps.append(Step(subject, f"tuple {last}@{_leaf(r, chain[-1], subject)}"))
     return steps
+
+
+def own_chain(
+    config: Config, userset: str, group: str, steps: bool
+) -> list[str] | list[Step] | None:
+    """The chain of a userset in a set of its own object that includes its relation
+    by the schema alone (``leopard.core.usersets``), where no edge leads: None when
+    ``group`` is no such set."""
+    full = full_set(config, group)
+    if full is None or not holds_own(config, userset, full):
+        return None
+    if not steps:
+        return [full]
+    out = [Step(full, None)]
+    if full != userset:
+        out.append(Step(userset, _includes(full, userset)))
+    return out
+
+
+def _includes(full: str, userset: str) -> str:
+    obj, _, relation = full.rpartition("#")
+    return f"{obj[: obj.index(':')]}#{relation} includes {userset.rpartition('#')[2]}"
 
 
 def _leaf(r: SetReader, gid: int, subject: str) -> str:
     """The member of ``gid`` that puts ``subject`` in it: itself or its wildcard."""
-    if subject.endswith(":*") or "#" in subject:
+    if subject.endswith(":*"):
         return subject
     found = r.m2g(subject)
     if found is not None and gid in found[1]:

@@ -23,8 +23,9 @@ from typing import Any
 
 from pyroaring import BitMap
 
+from leopard.core import usersets as us
 from leopard.core.caches import CachedSets
-from leopard.core.explain import Step, describe, shortest_chain
+from leopard.core.explain import Step, describe, own_chain, shortest_chain
 from leopard.core.freshness import POLL, wait_steps
 from leopard.core.layers import SetReader
 from leopard.core.loading import load_all
@@ -331,12 +332,11 @@ class Index:
             key = subject
         else:
             kind, sgid, key = self._parse_subject(subject)
-            if kind == "set":
-                if gid is None or sgid is None:
-                    return False
-                if gid in self._r.resource_ids:  # in it, or below a group it stops at
-                    return c.set_in_tier(sgid, c.closure(gid))
-                return sgid in c.closure(gid)
+            if kind == "set":  # as the peers count usersets (leopard.core.usersets)
+                starts = us.userset_starts(self.config, c, self._live_group, key, sgid)
+                if gid is not None and c.meets_set(starts, gid):
+                    return True
+                return us.holds_own(self.config, key, group)
             direct = self._r.m2g_groups(key)
         if gid is None:
             return False
@@ -357,10 +357,13 @@ class Index:
             if groups is None:
                 groups = g2g - rset
             name = group if held else None
-            return c.tier_meets(key, direct if direct is not None else _NONE, g2g, groups, name)
+            held_by_wild = us.wildcard_holds(self.config, key)
+            return c.tier_meets(
+                key, direct if direct is not None else _NONE, g2g, groups, name, held_by_wild
+            )
         if direct is not None and direct.intersect(g2g):
             return True
-        if key.endswith(":*"):
+        if key.endswith(":*") or not us.wildcard_holds(self.config, key):
             return False
         wild = c.wildcard_groups(key[: key.index(":")])
         return wild is not None and wild.intersect(g2g)
@@ -416,15 +419,14 @@ class Index:
 
     def _groups_of(self, subject: str) -> list[str]:
         kind, sgid, key = self._parse_subject(subject)
-        if kind == "set":
-            if sgid is None:
-                return []
-            seeds = BitMap([sgid])
+        if kind == "set":  # as the peers count usersets (leopard.core.usersets)
+            seeds = us.userset_starts(self.config, self._c, self._live_group, key, sgid, False)
+            own = us.own_sets(self.config, key)
         else:
-            seeds = self._c.direct_groups(key)
-            if not seeds:
-                return []
-        return sorted(self._r.group_names(self._c.above(seeds)))
+            seeds, own = self._c.direct_groups(key, us.wildcard_lists(self.config, key)), []
+        if not seeds:
+            return sorted(own)
+        return sorted({*self._r.group_names(self._c.above(seeds)), *own})
 
     def members_of(
         self, group: str, limit: int | None = None, after: str | None = None
@@ -461,15 +463,13 @@ class Index:
         with self._lock:
             gid = self._group_id(group)
             kind, sgid, key = self._parse_subject(subject)
-            if gid is None:
-                return None
             if kind == "set":
-                targets = BitMap([sgid]) if sgid is not None else BitMap()
+                targets = us.userset_starts(self.config, self._c, self._live_group, key, sgid)
             else:
-                targets = self._c.direct_groups(key)
-            chain = shortest_chain(self._r, self._c, gid, targets)
-            if chain is None:
-                return None
+                targets = self._c.direct_groups(key, us.wildcard_holds(self.config, key))
+            chain = None if gid is None else shortest_chain(self._r, self._c, gid, targets)
+            if chain is None:  # a userset's own object's set may hold it by the schema
+                return own_chain(self.config, key, group, steps) if kind == "set" else None
             if steps:
                 return describe(self._r, chain, key if kind == "leaf" else subject)
             return self._r.group_names(chain)

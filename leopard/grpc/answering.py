@@ -10,9 +10,9 @@ would.
 
 SpiceDB counts a userset in its own set, and in every set of the same object that
 includes its relation through plain ``+ relation`` terms, even with no relationship
-stored (``doc:d#viewer`` is in ``doc:d#view = viewer + ...``). The index knows such
-inclusions only for objects that have tuples; ``leopard.model.plan.same_object``
-answers them from the schema, as SpiceDB does.
+stored (``doc:d#viewer`` is in ``doc:d#view = viewer + ...``). The index counts them
+so (``leopard.core.usersets``); ``leopard.model.plan.same_object`` answers them from
+the schema alone where a method asks before the index (a bulk check, a lookup).
 """
 
 from __future__ import annotations

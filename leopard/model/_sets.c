@@ -671,6 +671,8 @@ static PyObject *held_meets(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_ssize_t n = PyUnicode_GET_LENGTH(subject);
     Py_ssize_t colon = PyUnicode_FindChar(subject, ':', 0, n, 1);
     if (colon < 0) Py_RETURN_NONE; /* no subject: the whole path says why */
+    Py_ssize_t hash = PyUnicode_FindChar(subject, '#', colon, n, 1);
+    if (hash != -1) Py_RETURN_NONE; /* a userset: as leopard/core/usersets.py says */
     PyObject *attrs = attrs_of(cache), *reader = NULL, *reader_obj = NULL;
     if (attrs == NULL) return NULL;
     PyObject *subjects = dict_attr(attrs, n_subjects), *reaches = NULL, *tier_reaches = NULL;

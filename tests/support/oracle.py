@@ -22,7 +22,11 @@ With a schema (``config.plan``), three more kinds of edges, added as plainly:
 * an arrow ``P = ... + t->R`` of type ``T``: for every indexed tuple ``T:X#t@S:Y``
   (a plain object, ``S#R`` an indexed set), ``T:X#P -> S:Y#R``;
 * a computed ``P = ... + R``: for every object ``T:X`` with an indexed tuple,
-  ``T:X#P -> T:X#R``.
+  ``T:X#P -> T:X#R``;
+* a set subject ``T:X#R`` is also held by every set ``T:X#P`` whose relation includes
+  ``R`` through computed terms alone, tuples or not (as both peers count it); a
+  namespace's wildcard ``T:*`` holds usersets of ``T`` (indexed or opaque) with a
+  SpiceDB schema, none with an OpenFGA model.
 """
 
 from __future__ import annotations
@@ -32,8 +36,13 @@ from collections.abc import Iterable
 
 from leopard.model.config import Config
 from leopard.model.names import RelationTuple, parse_tuple
+from leopard.model.plan import same_object
 
 __all__ = ["Oracle", "NotASet"]
+
+
+def _type(obj: str) -> str:
+    return obj.split(":", 1)[0]
 
 
 class NotASet(Exception):
@@ -175,24 +184,48 @@ class Oracle:
         return found
 
     def holds(self, group: str, subject: str) -> bool:
-        """Whether ``group`` holds ``subject`` directly (a set subject: is that group)."""
+        """Whether ``group`` holds ``subject`` directly (a set subject: is that group,
+        or with a schema a set of its object whose relation includes it)."""
         kind, key = self.subject_kind(subject)
-        if kind == "set":
-            return group == key
         direct = self.leaves.get(group, set())
+        wild = self.wildcard_of(key)
+        source = self.config.schema_source
+        if kind == "set" or "#" in key:  # a userset: wildcards by the schema's peer
+            if source is not None and source.dialect != "spicedb":
+                wild = None
+        if kind == "set":
+            if group == key:
+                return True
+            plan = self.config.plan
+            obj, _, rel = key.rpartition("#")
+            gobj, _, grel = group.rpartition("#")
+            if plan is not None and gobj == obj and same_object(plan, _type(obj), grel, rel):
+                return True
+            return source is not None and wild is not None and wild in direct
         if key in direct:
             return True
-        wild = self.wildcard_of(key)
         return wild is not None and wild in direct
 
     # -- queries ----------------------------------------------------------------------
 
     def check(self, subject: str, group: str) -> bool:
         g = self.full_group(group)
-        return any(self.holds(d, subject) for d in self.reach(g))
+        return any(self.holds(d, subject) for d in self._nodes(g))
 
     def groups_of(self, subject: str) -> list[str]:
-        return sorted(g for g in self.groups if any(self.holds(d, subject) for d in self.reach(g)))
+        kind, key = self.subject_kind(subject)
+        own: set[str] = set()
+        if kind == "set" and self.config.plan is not None:  # sets its object may hold
+            obj = key.rpartition("#")[0]
+            own = {f"{obj}#{rel}" for rel in self.config.sets_of(_type(obj))}
+        return sorted(
+            g for g in self.groups | own if any(self.holds(d, subject) for d in self._nodes(g))
+        )
+
+    def _nodes(self, g: str) -> frozenset[str]:
+        """The groups reachable from ``g``; with a schema ``g`` itself always (a userset
+        of its object may be in it by the schema alone, without a tuple)."""
+        return self.reach(g) or (frozenset([g]) if self.config.plan is not None else frozenset())
 
     def members_of(
         self, group: str, limit: int | None = None, after: str | None = None
@@ -208,7 +241,7 @@ class Oracle:
         """The number of groups on a shortest chain from ``group`` to a holder of ``subject``."""
         g = self.full_group(group)
         if g not in self.groups:
-            return None
+            return 1 if self.config.plan is not None and self.holds(g, subject) else None
         dist = {g: 1}
         queue = deque([g])
         while queue:
