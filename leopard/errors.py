@@ -15,6 +15,7 @@ catch ``LeopardError`` and know the message is meant for a person::
     ├── BrokerError         the Kafka broker cannot be reached or refused a request
     │   └── UpstreamError   the followed SpiceDB or OpenFGA cannot be reached or refused
     │       └── UpstreamGap the upstream no longer has the changes after the index's revision
+    ├── StreamGap           a bridged change stream starts after the index's revision
     └── ServiceError        the HTTP service failed or could not be reached (client side)
         ├── Unauthorized    the service wants a bearer token, or refused the one given
         └── ShardUnavailable a shard server of a sharded index cannot be reached
@@ -45,6 +46,7 @@ __all__ = [
     "BrokerError",
     "UpstreamError",
     "UpstreamGap",
+    "StreamGap",
     "ServiceError",
     "Unauthorized",
     "ShardUnavailable",
@@ -113,6 +115,12 @@ class UpstreamError(BrokerError):
 class UpstreamGap(UpstreamError):
     """The upstream no longer serves the changes after the index's revision (older than
     its watch window, or its schema changed): the index must be rebuilt from it."""
+
+
+class StreamGap(LeopardError):
+    """The change stream starts after what the index has applied: changes between were
+    never published (a bridge started at a later revision than the index's), so the
+    consumer stops rather than go on without them."""
 
 
 class ServiceError(LeopardError):

@@ -16,7 +16,9 @@ So nothing is lost, and nothing applied twice changes an index.
 
 Without a checkpoint the bridge starts at ``start_token`` if given (say, the revision
 of an index built with ``leopard build --from``), else at SpiceDB's current revision
-(``ReadSchema``'s ``read_at``).
+(``ReadSchema``'s ``read_at``). Every record says where its run started (``FROM``): a
+consumer whose index (or partition) is behind that stops there, since the changes in
+between are in no record (``ingest.upstream.headers``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from authzed.api.v1 import schema_service_pb2, schema_service_pb2_grpc
 
 from ingest.codecs import decode_message, encode_native, message_key
 from ingest.kafka.client import KafkaError, KafkaProducer
-from ingest.upstream.headers import MARKER, REVISION, TOKEN
+from ingest.upstream.headers import FROM, MARKER, REVISION, TOKEN
 from ingest.upstream.spicedb import CALL_TIMEOUT, SpiceDBSource, upstream_error
 from ingest.upstream.watch import WatchSource
 from leopard.errors import BrokerError, InvalidInput, UpstreamError
@@ -104,6 +106,7 @@ class Bridge:
             token = start_token or self._current_token()
         self._token = token
         self._revision = revision_number(decode_zedtoken(token).revision)
+        self._from = str(self._revision).encode()  # where this run starts: on every record
         try:
             self.producer = producer or KafkaProducer(
                 bootstrap_servers=brokers.split(","),
@@ -193,6 +196,7 @@ class Bridge:
             headers = [
                 (REVISION, str(m.offset).encode()),
                 (TOKEN, (decoded.through or "").encode()),
+                (FROM, self._from),
             ]
             for rejected in decoded.rejected:
                 self.stats.refused += 1
@@ -218,7 +222,11 @@ class Bridge:
         # by its fresh metadata) and must get markers too: a marker that counted fewer
         # would let a consumer pass this revision before reading the new partition.
         self.partitions = self._partitions_now()
-        marker = [(REVISION, str(revision).encode()), (MARKER, str(self.partitions).encode())]
+        marker = [
+            (REVISION, str(revision).encode()),
+            (MARKER, str(self.partitions).encode()),
+            (FROM, self._from),
+        ]
         for partition in range(self.partitions):
             futures.append(
                 self.producer.send(self.topic, value=b"", partition=partition, headers=marker)

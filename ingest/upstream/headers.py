@@ -13,19 +13,29 @@ in the write batch of the changes. The index's tokens then carry SpiceDB's revis
 and a ZedToken is waited for as with ``leopard follow``. A record at or below the
 revision the index already has (the snapshot of ``build --from``, or a change the bridge
 sent again after a restart) is not applied again.
+
+Every record of one run of the bridge also carries ``FROM``: the revision the run
+started after (its checkpoint's, ``--start-token``'s, or SpiceDB's current one). A
+partition's records must go on from where that partition's last ones stopped (each
+run writes markers to every partition before it checkpoints), and the first records
+of a topic from where the index is (the revision of ``build --from``): a run starting
+after that skipped changes nobody published, and the consumer stops at it
+(``StreamGap``) rather than apply what follows and answer without them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from leopard.errors import StreamGap
 from leopard.model.zedtoken import SPICEDB_KEY
 
-__all__ = ["MARKER", "REVISION", "STATE", "TOKEN", "BridgedRevisions"]
+__all__ = ["FROM", "MARKER", "REVISION", "STATE", "TOKEN", "BridgedRevisions"]
 
 REVISION = "leopard.upstream.revision"
 TOKEN = "leopard.upstream.token"
 MARKER = "leopard.upstream.marker"
+FROM = "leopard.upstream.from"
 #: the source-state section: {"revisions": {"topic:partition": rev}, "partitions": {topic: n}}
 STATE = "bridged"
 
@@ -55,6 +65,7 @@ class BridgedRevisions:
             return True  # not ours: decoded (and dead-lettered, if need be) as any record
         self.seen = True
         key = f"{message.topic}:{message.partition}"
+        self._check_start(key, found.get(FROM), message)
         self.revisions[key] = max(self.revisions.get(key, -1), revision)
         if MARKER in found:
             try:
@@ -63,6 +74,32 @@ class BridgedRevisions:
                 pass
             return False
         return revision > self.applied
+
+    def _check_start(self, key: str, start: bytes | None, message: Any) -> None:
+        """Refuse a record of a bridge run that started after where this partition's
+        records stopped (or, before any, after the index's revision)."""
+        if start is None:
+            return  # a bridge that does not say where it started
+        try:
+            after = int(start)
+        except ValueError:
+            return
+        if key in self.revisions:
+            before, what = (
+                self.revisions[key],
+                f"the partition's records stopped at {self.revisions[key]}",
+            )
+        elif not self.revisions and self.applied >= 0:
+            before, what = self.applied, f"the index is at revision {self.applied}"
+        else:
+            return  # a partition added since: it held nothing before
+        if after > before:
+            raise StreamGap(
+                f"{key} offset {message.offset}: the bridge's records start after revision "
+                f"{after} but {what}: any change between was never published. "
+                "Rebuild the index (leopard build --from), and start a bridge from the "
+                "revision of the indexes that consume it (--start-token)"
+            )
 
     def through(self) -> int | None:
         """The revision every partition has passed (None until each has a revision)."""

@@ -39,7 +39,10 @@ __all__ = ["bridge"]
 @click.option(
     "--start-token",
     metavar="ZEDTOKEN",
-    help="Without a checkpoint, start after this revision (default: SpiceDB's current one).",
+    help="Without a checkpoint, start after this revision (default: SpiceDB's current one). "
+    "Give the ZedToken of the indexes that will consume the topic (their build --from): "
+    "a consumer whose index is older than the bridge's start stops, as the changes "
+    "between are in no record.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @fail_cleanly

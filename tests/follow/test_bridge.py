@@ -30,9 +30,10 @@ from ingest.kafka.client import KafkaConsumer, TopicPartition
 from ingest.kafka.local_broker import LocalBroker
 from ingest.settings import ConsumerSettings
 from ingest.upstream.bridge import Bridge, read_checkpoint
-from ingest.upstream.headers import MARKER, REVISION, TOKEN
+from ingest.upstream.headers import FROM, MARKER, REVISION, TOKEN
 from ingest.upstream.spicedb import SpiceDBSource, bootstrap
 from leopard.core.index import Index
+from leopard.errors import StreamGap
 from leopard.model.tokens import decode_token
 from leopard.model.zedtoken import SPICEDB_KEY, zedtoken_position
 
@@ -171,6 +172,51 @@ def test_bridge_to_consumers_carrying_spicedb_revisions(
         assert int(headers[REVISION]) == zedtoken_position(headers[TOKEN].decode())[SPICEDB_KEY]
     assert {int(dict(r.headers)[MARKER]) for r in markers} == {3}
     assert {r.partition for r in markers} == {0, 1, 2}
+    assert all(FROM in dict(r.headers) for r in published)
+
+
+def test_a_bridge_started_after_the_index_stops_its_consumer(
+    broker: LocalBroker, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """The README's order gone wrong: the index is built from SpiceDB, changes are
+    written, and only then a bridge starts (no checkpoint, no --start-token: at
+    SpiceDB's current revision). The changes in between are in no record; the consumer
+    stops at the first record rather than apply later ones and answer without them.
+    An index rebuilt from SpiceDB then goes on from the same records."""
+    rng = random.Random(62)
+    topic = new_topic(partitions=2)
+    with SpiceDBFront(SCHEMA) as front:
+        rels = {random_relationship(rng) for _ in range(30)}
+        front.write(sorted(rels))
+        path = tmp_path / "ix"
+        bootstrap(path, SpiceDBSource(front.target))
+        churn(front, rng, rels, 5)  # never published
+        bridge = Bridge(SpiceDBSource(front.target), broker.bootstrap, topic, tmp_path / "b.json")
+        bridged = Thread(bridge.run)
+        try:
+            token = churn(front, rng, rels, 5)
+            settings = ConsumerSettings(
+                brokers=broker.bootstrap, topics=[topic], group_id="g-gap", linger_ms=0
+            )
+            consumer = ChangeConsumer(path, settings)
+            with pytest.raises(StreamGap, match="never published"):
+                consumer.run(idle_exit=20)
+            assert (
+                decode_token(consumer.index.version).get(SPICEDB_KEY, 0)
+                < zedtoken_position(token.token)[SPICEDB_KEY]
+            )
+            consumer.index.close()
+            bootstrap(path, SpiceDBSource(front.target))  # rebuilt: at or past the bridge's start
+            consumer = ChangeConsumer(path, settings)
+            running = Thread(consumer.run)
+            token = churn(front, rng, rels, 5)
+            consumer.index.wait_for(token.token, timeout=20)
+            assert disagreements(consumer.index, front) == []
+            consumer.stop()
+            running.join()
+        finally:
+            bridge.stop()
+            bridged.join()
 
 
 def test_bridge_command(broker: LocalBroker, topic: str, tmp_path: Path) -> None:
