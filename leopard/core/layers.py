@@ -17,8 +17,6 @@ the family, the key and the database, never reads as an absent or empty set.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -52,6 +50,7 @@ from leopard.store.layout import (
     split_m2g,
 )
 from leopard.store.rocks import RocksDB
+from leopard.store.scratch import Scratch
 
 __all__ = ["SetReader", "Overlay", "Updates", "open_delta", "load_overlay"]
 
@@ -109,7 +108,7 @@ class SetReader:
         # Odd while a batch is being installed: a check that takes no lock
         # (``Index.check``) reads it before and after, and takes the lock when it moved.
         self.epoch = 0
-        self._secondary: tuple[RocksDB, str] | None = None
+        self._secondary: tuple[RocksDB, Scratch] | None = None
         self._token = ""
         self._token_key: tuple[int, int] | None = None
         self.listeners: list[Listener] = []
@@ -174,7 +173,7 @@ class SetReader:
             db, scratch = self._secondary
             self._secondary = None
             db.close()
-            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.remove()
 
     # -- versions -----------------------------------------------------------------------
 
@@ -203,14 +202,14 @@ class SetReader:
 
     def _follower(self) -> RocksDB | None:
         if self._secondary is None:
-            scratch = tempfile.mkdtemp(prefix="leopard-follow-")
+            scratch = Scratch("leopard-follow-")  # removed at close, or swept once dead
             try:
-                db = open_delta(self.generation, read_only=True, secondary=scratch)
+                db = open_delta(self.generation, read_only=True, secondary=scratch.path)
             except BaseException:
-                shutil.rmtree(scratch, ignore_errors=True)
+                scratch.remove()
                 raise
             if db is None:
-                shutil.rmtree(scratch, ignore_errors=True)
+                scratch.remove()
                 return None
             self._secondary = (db, scratch)
         return self._secondary[0]
