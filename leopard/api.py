@@ -65,7 +65,9 @@ def build_index(
 
     With ``shards`` (a number), ``path`` becomes a sharded index: that many ordinary
     indexes, each holding the graph of sets and its share of the subjects, and a
-    manifest (see ``leopard.model.shards``); ``open_index`` opens it as one.
+    manifest (see ``leopard.model.shards``); ``open_index`` opens it as one. The
+    refusals count over all shards, and no shard is swapped in before every shard is
+    built (``leopard.core.shardbuild.ShardSwap``).
 
     ``memory`` (GiB; default: half the machine's) is the budget beyond which the
     build spills its leaf memberships to disk and writes them a range of subjects at
@@ -109,6 +111,7 @@ def build_index(
                 wait=wait,
                 force=force,
                 refuse_empty=not force,
+                max_shrink=None if force else max_shrink,
                 memory=budget,
                 on_phase=on_phase,
             )

@@ -153,6 +153,7 @@ def build_from_batches(
     source_state: dict[str, dict[str, Any]] | None = None,
     shard: tuple[int, int] | None = None,
     memory: int | None = None,
+    publish: bool = True,
 ) -> BuildReport:
     """Build an index at ``path`` from tuple batches and swap it in.
 
@@ -169,6 +170,10 @@ def build_from_batches(
     hold only what that shard holds, and the changes applied to it later are filtered
     the same way. ``memory`` is the budget in bytes (default: half the machine's)
     beyond which the leaf memberships spill to disk (``leopard.core.spill``).
+    ``publish`` False builds the generation but does not swap it in: it stays
+    prepared, the lock held (``path`` is then the caller's ``IndexDir``, whose
+    ``prepared`` names it), for the caller to ``publish`` or ``abandon``. A sharded
+    build swaps in no shard before every shard is built, or none if one fails.
     """
     if id_order not in ("dfs", "input"):
         raise InvalidInput(f"id_order must be 'dfs' or 'input', not {id_order!r}")
@@ -185,6 +190,8 @@ def build_from_batches(
         if on_phase is not None:
             on_phase(name)
 
+    if not publish and not isinstance(path, IndexDir):
+        raise InvalidInput("publish=False needs path as an IndexDir, to publish it from")
     index_dir = path if isinstance(path, IndexDir) else IndexDir(path)
     with space_errors(index_dir.path, "starting a new generation"):
         tmp = index_dir.prepare(wait)
@@ -408,7 +415,8 @@ def build_from_batches(
         report.phases = phases
         report.seconds = round(time.perf_counter() - started, 3)
         _write_report(tmp, report)
-        index_dir.publish(tmp)
+        if publish:
+            index_dir.publish(tmp)
     except BaseException as exc:
         # Stop the child before removing its directory (and so that it is no zombie).
         # A failure of either is noted on the original error, which is the one raised.

@@ -17,14 +17,14 @@ end, so a failed or interrupted build leaves the previous index untouched and a
 half-built one is never visible.
 
 One build or compaction at a time: ``acquire`` takes an exclusive ``flock`` on
-``LOCK`` (and writes its pid there, for the message of the one turned away) before
-``prepare``, and ``publish`` or ``abandon`` lets it go; the kernel lets it go if the
-process dies. Under the lock nothing else writes, so ``prepare`` removes everything a
-killed writer left: temporary generations (``.gen-N.PID.tmp``), temporary links
-(``.CURRENT.PID.tmp``), and complete generations that never went live (killed
-between the rename and the swap). ``tidy`` does the same when an index is opened,
-only if the lock is free at that moment. A publish keeps exactly the generation that
-was live before it and removes every other.
+``LOCK`` (``DirLock``, which also locks a sharded index's root; it writes its pid
+there, for the message of the one turned away) before ``prepare``, and ``publish`` or
+``abandon`` lets it go; the kernel lets it go if the process dies. Under the lock
+nothing else writes, so ``prepare`` removes everything a killed writer left: temporary
+generations (``.gen-N.PID.tmp``), temporary links (``.CURRENT.PID.tmp``), and complete
+generations that never went live (killed between the rename and the swap). ``tidy``
+does the same when an index is opened, only if the lock is free at that moment. A
+publish keeps exactly the generation that was live before it and removes every other.
 """
 
 from __future__ import annotations
@@ -42,7 +42,15 @@ from typing import Any
 from leopard.errors import IndexNotFound, InvalidInput, StorageError
 from leopard.store.space import describe_os_error, format_bytes
 
-__all__ = ["IndexDir", "base_of", "delta_of", "dir_size", "report_of"]
+__all__ = [
+    "DirLock",
+    "IndexDir",
+    "base_of",
+    "delta_of",
+    "dir_size",
+    "refuse_shrink",
+    "report_of",
+]
 
 _GEN_RE = re.compile(r"^gen-(\d{6})$")
 _GEN_TMP_RE = re.compile(r"^\.gen-(\d{6})\.(\d+)\.tmp$")
@@ -68,7 +76,10 @@ class IndexDir:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._lock_fd: int | None = None
+        self._lock = DirLock(self.path)
+        #: the generation ``prepare`` made and no ``publish`` or ``abandon`` has ended
+        #: yet (a sharded build holds every shard's until all are built)
+        self.prepared: Path | None = None
 
     @property
     def current_link(self) -> Path:
@@ -134,58 +145,21 @@ class IndexDir:
     @property
     def locked(self) -> bool:
         """Whether this object holds the directory's lock."""
-        return self._lock_fd is not None
+        return self._lock.locked
 
     def acquire(self, wait: bool | float = False) -> None:
         """Take the directory's lock: at once, else StorageError naming the holder.
 
         ``wait`` True waits as long as it takes, a number that many seconds.
         """
-        if self._lock_fd is not None:
+        if self._lock.locked:
             return
         self._check_is_index()
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StorageError(f"cannot lock {str(self.path)!r}: {exc.strerror or exc}") from exc
-        deadline = None if wait is True or wait is False else time.monotonic() + float(wait)
-        try:
-            while not _try_flock(fd):
-                if wait is False or (deadline is not None and time.monotonic() >= deadline):
-                    raise StorageError(self._busy_message(fd, wait))
-                time.sleep(_POLL)
-        except BaseException:
-            os.close(fd)
-            raise
-        with contextlib.suppress(OSError):  # the pid is for messages only (and a full disk)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock.acquire(wait)
 
     def release(self) -> None:
         """Let the lock go (nothing if not held); never raises."""
-        fd, self._lock_fd = self._lock_fd, None
-        if fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-    def _busy_message(self, fd: int, wait: bool | float) -> str:
-        try:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        except OSError:
-            holder = ""
-        who = f"pid {holder}" if holder.isdigit() else "pid unknown"
-        waited = f" (waited {float(wait):g} s)" if wait is not False else ""
-        return (
-            f"{str(self.path)!r} is locked by another build or compaction ({who}){waited}; "
-            "try again when it has finished, or wait for it with --wait"
-        )
+        self._lock.release()
 
     # -- a new generation ---------------------------------------------------------------
 
@@ -193,12 +167,21 @@ class IndexDir:
         if self.path.exists() and not self.path.is_dir():
             raise StorageError(f"{str(self.path)!r} exists and is not a directory")
         if self.path.is_dir() and not self.exists():
-            foreign = [e.name for e in self.path.iterdir() if not _ours(e.name)]
-            if foreign:
+            foreign = self.foreign_entry()
+            if foreign is not None:
                 raise StorageError(
                     f"{str(self.path)!r} exists and is not a Leopard index "
-                    f"(it holds {foreign[0]!r}); name an empty or new directory"
+                    f"(it holds {foreign!r}); name an empty or new directory"
                 )
+
+    def foreign_entry(self) -> str | None:
+        """The first entry of the directory that no index directory holds (CURRENT
+        aside); None when there is none, or no directory."""
+        try:
+            names = sorted(e.name for e in self.path.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return next((name for name in names if not _ours(name)), None)
 
     def prepare(self, wait: bool | float = False) -> Path:
         """Take the lock (see ``acquire``) and create the directory of a new generation
@@ -215,12 +198,14 @@ class IndexDir:
             if took:
                 self.release()
             raise
+        self.prepared = tmp
         return tmp
 
     def publish(self, tmp: Path) -> Path:
         """Make a prepared generation the live one, atomically; drop every older one
         but the generation live before it; let the lock go."""
         final = self.path / self.generation_name(tmp)
+        self.prepared = None
         before = self._live_name()  # read before the swap: the one to keep
         (tmp / _PREVIOUS).write_text(f"{before or ''}\n")  # empty: it replaced none
         os.replace(tmp, final)
@@ -251,6 +236,7 @@ class IndexDir:
 
     def abandon(self, tmp: Path) -> None:
         """Remove a prepared generation and let the lock go; never raises."""
+        self.prepared = None
         try:
             shutil.rmtree(tmp, ignore_errors=True)
         except Exception:  # what is left, the next build or compaction removes
@@ -266,27 +252,14 @@ class IndexDir:
         live generation's build report counts."""
         live = self.live_report() if self.exists() else None
         before = live.get("tuples_indexed") if live else None
-        where = str(self.path)
-        force = "pass --force (force=True) to build it anyway"
-        if indexed == 0:
-            what = (
-                f"replace the live index at {where!r} with an empty one"
-                if self.exists()
-                else f"build an empty index at {where!r}"
-            )
-            if isinstance(before, int):
-                what += f" (it indexes {before:,} tuples)"
-            raise InvalidInput(
-                f"refusing to {what}: the snapshots hold no tuple to index "
-                f"({read:,} records read); {force}"
-            )
-        if isinstance(before, int) and before > 0 and before - indexed > max_shrink * before:
-            lost = 100 * (before - indexed) / before
-            raise InvalidInput(
-                f"refusing to replace the live index at {where!r}: {indexed:,} tuples "
-                f"indexed against {before:,} in the live generation, {lost:.0f}% fewer, over "
-                f"the limit of {100 * max_shrink:g}% (--max-shrink); {force}"
-            )
+        refuse_shrink(
+            str(self.path),
+            self.exists(),
+            before if isinstance(before, int) else None,
+            indexed,
+            read,
+            max_shrink,
+        )
 
     def no_space(self, exc: BaseException, tmp: Path) -> StorageError | None:
         """A full disk while writing the generation ``tmp``, as one line (else None)."""
@@ -353,6 +326,106 @@ class IndexDir:
                     entry.unlink()
             elif keep is not None and _GEN_RE.match(name) and name not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def refuse_shrink(
+    where: str,
+    live: bool,
+    before: int | None,
+    indexed: int,
+    read: int,
+    max_shrink: float,
+    counted: str = "in the live generation",
+) -> None:
+    """InvalidInput if an index of ``indexed`` tuples (of ``read`` records) should not
+    replace what is at ``where``: nothing indexed at all, or more than ``max_shrink``
+    (a share) fewer than the ``before`` the live index (``live``) counts. One index
+    counts its live generation's; a sharded index the sum over its shards, which
+    ``counted`` says in the message."""
+    force = "pass --force (force=True) to build it anyway"
+    if indexed == 0:
+        what = (
+            f"replace the live index at {where!r} with an empty one"
+            if live
+            else f"build an empty index at {where!r}"
+        )
+        if before is not None:
+            what += f" (it indexes {before:,} tuples)"
+        raise InvalidInput(
+            f"refusing to {what}: the snapshots hold no tuple to index "
+            f"({read:,} records read); {force}"
+        )
+    if before is not None and before > 0 and before - indexed > max_shrink * before:
+        lost = 100 * (before - indexed) / before
+        raise InvalidInput(
+            f"refusing to replace the live index at {where!r}: {indexed:,} tuples "
+            f"indexed against {before:,} {counted}, {lost:.0f}% fewer, over "
+            f"the limit of {100 * max_shrink:g}% (--max-shrink); {force}"
+        )
+
+
+class DirLock:
+    """The writers' lock of a directory: an exclusive ``flock`` on its ``LOCK`` file,
+    which holds the holder's pid for the message of the one turned away. An index
+    directory's (``IndexDir``), and a sharded index's root, which is no index: its
+    builds lock it so that two never split tuples into one ``.split`` at once."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def locked(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
+    def acquire(self, wait: bool | float = False) -> None:
+        """Take the lock (creating the directory): at once, else StorageError naming
+        the holder. ``wait`` True waits as long as it takes, a number that many seconds."""
+        if self._fd is not None:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot lock {str(self.path)!r}: {exc.strerror or exc}") from exc
+        deadline = None if wait is True or wait is False else time.monotonic() + float(wait)
+        try:
+            while not _try_flock(fd):
+                if wait is False or (deadline is not None and time.monotonic() >= deadline):
+                    raise StorageError(self._busy_message(fd, wait))
+                time.sleep(_POLL)
+        except BaseException:
+            os.close(fd)
+            raise
+        with contextlib.suppress(OSError):  # the pid is for messages only (and a full disk)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let the lock go (nothing if not held); never raises."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def _busy_message(self, fd: int, wait: bool | float) -> str:
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            holder = ""
+        who = f"pid {holder}" if holder.isdigit() else "pid unknown"
+        waited = f" (waited {float(wait):g} s)" if wait is not False else ""
+        return (
+            f"{str(self.path)!r} is locked by another build or compaction ({who}){waited}; "
+            "try again when it has finished, or wait for it with --wait"
+        )
 
 
 def _ours(name: str) -> bool:

@@ -50,3 +50,20 @@ def test_a_sharded_index_is_queried_as_one_and_named_where_one_index_is_needed(
     with leopard.open_index(sharded) as ix, leopard.open_index(one) as whole:
         assert ix.members_of("group:all") == whole.members_of("group:all")
     assert "--shards" in fails("build", src, "--index", tmp_path / "x", "--shards", "0")
+
+
+def test_max_shrink_and_the_empty_refusal_hold_for_a_sharded_build(tmp_path: Path) -> None:
+    src = tmp_path / "org.txt"
+    src.write_text("\n".join(LINES) + "\n")
+    small, skipped = tmp_path / "small.txt", tmp_path / "skipped.txt"
+    small.write_text("\n".join(LINES[3:6]) + "\n")
+    skipped.write_text("group:eng#owner@user:alice\n")
+    sharded = tmp_path / "sharded"
+    ok("build", src, "--index", sharded, "--shards", "2")
+    message = fails("build", small, "--index", sharded, "--shards", "2", "--max-shrink", "10")
+    assert "over the limit of 10% (--max-shrink)" in message, message
+    message = fails("build", skipped, "--index", sharded, "--shards", "2")
+    assert "with an empty one" in message and "(1 records read)" in message, message
+    assert ok("check", "user:u07", "group:all", "--index", sharded).strip() == "true"
+    ok("build", small, "--index", sharded, "--shards", "2", "--force")
+    assert ok("check", "user:u07", "group:all", "--index", sharded).strip() == "false"

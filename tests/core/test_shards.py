@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ from leopard.core.sharded import ShardedIndex, least_position, merge_pages
 from leopard.errors import IndexNotFound, InvalidInput, StorageError
 from leopard.model.names import parse_tuple
 from leopard.model.shards import EVERY, ShardRule, shard_of
-from leopard.store.generations import IndexDir
+from leopard.store.generations import DirLock, IndexDir
 from leopard.store.manifest import MANIFEST, read_manifest
 
 
@@ -73,7 +75,8 @@ def test_a_sharded_schema_index_answers_as_the_oracle(data: st.DataObject, shard
     edges between sets, on every shard, not a leaf membership on one."""
     with tempfile.TemporaryDirectory() as tmp:
         types, lines, config = schema_case(data, Path(tmp))
-        leopard.build_index([lines], Path(tmp) / "ix", config, shards=shards)
+        # force: a drawn case may index no tuple, which a build refuses (as one index's)
+        leopard.build_index([lines], Path(tmp) / "ix", config, shards=shards, force=True)
         oracle = Oracle(lines, config)
         with leopard.open_index(Path(tmp) / "ix") as ix:
             compare(ix, oracle, types)  # type: ignore[arg-type]
@@ -248,3 +251,120 @@ def test_wrong_targets_and_damaged_manifests_are_named(tmp_path: Path) -> None:
     manifest.write_text(json.dumps({**doc, "dirs": ["shard-0", "gone"]}))
     with pytest.raises(IndexNotFound):
         leopard.open_index(tmp_path / "ix")
+
+
+# -- one build at a time, all shards or none -----------------------------------------------
+
+CHANGED = [*ORG, "group:newgrp#member@group:backend#member"]
+
+
+def generations(root: Path, shards: int = 2) -> list[str]:
+    return [IndexDir(root / f"shard-{k}").current().name for k in range(shards)]
+
+
+def test_a_shard_that_cannot_be_built_swaps_in_no_shard(tmp_path: Path) -> None:
+    """Shard 1 busy (a consumer compacting it): the rebuild fails before anything is
+    built; shard 0 stays on the old snapshot, so the index never mixes two."""
+    root = tmp_path / "ix"
+    leopard.build_index([ORG], root, shards=2)
+    holder = IndexDir(root / "shard-1")
+    holder.acquire()
+    try:
+        with pytest.raises(StorageError, match="shard-1' is locked by another build"):
+            leopard.build_index([CHANGED], root, shards=2)
+    finally:
+        holder.release()
+    assert generations(root) == ["gen-000001", "gen-000001"]
+    with leopard.open_index(root) as ix:
+        assert not ix.check("user:alice", "group:newgrp")
+        assert ix.members_of("group:newgrp") == []
+
+
+def test_a_shard_build_that_fails_after_another_was_built_abandons_both(tmp_path: Path) -> None:
+    """Shard 0 built (unpublished), then shard 1's build fails: neither is swapped in,
+    and no new generation is left behind."""
+    root = tmp_path / "ix"
+    leopard.build_index([ORG], root, shards=2)
+
+    def fail_on_shard_1(k: int, report: leopard.BuildReport) -> None:
+        assert IndexDir(root / "shard-0").current().name == "gen-000001"  # not swapped in
+        if k == 1:
+            raise RuntimeError("shard 1 failed")
+
+    table = table_from_tuples([parse_tuple(t) for t in CHANGED])
+    with pytest.raises(RuntimeError, match="shard 1 failed"):
+        build_shards([table], root, leopard.Config(), 2, on_shard=fail_on_shard_1)
+    assert generations(root) == ["gen-000001", "gen-000001"]
+    for k in range(2):
+        assert sorted(p.name for p in (root / f"shard-{k}").iterdir()) == [
+            "CURRENT",
+            "LOCK",
+            "gen-000001",
+        ]
+    build_shards([table], root, leopard.Config(), 2)  # the locks were let go
+    assert generations(root) == ["gen-000002", "gen-000002"]
+    with leopard.open_index(root) as ix:
+        assert ix.check("user:alice", "group:newgrp") and ix.check("user:u3", "group:newgrp")
+
+
+def test_the_root_of_a_sharded_build_is_locked_and_wait_waits_for_it(tmp_path: Path) -> None:
+    """Two builds of one sharded root would split into one ``.split``: the second is
+    turned away at once, or waits with ``wait``."""
+    root = tmp_path / "ix"
+    leopard.build_index([ORG], root, shards=2)
+    holder = DirLock(root)
+    holder.acquire()
+    try:
+        with pytest.raises(StorageError, match=r"'.*/ix' is locked by another build .*\(pid "):
+            leopard.build_index([CHANGED], root, shards=2)
+        with pytest.raises(StorageError, match=r"\(waited 0.2 s\)"):
+            leopard.build_index([CHANGED], root, shards=2, wait=0.2)
+        assert not (root / ".split").exists()
+        threading.Timer(0.5, holder.release).start()
+        started = time.monotonic()
+        leopard.build_index([CHANGED], root, shards=2, wait=True)
+        assert time.monotonic() - started >= 0.4
+    finally:
+        holder.release()
+    assert generations(root) == ["gen-000002", "gen-000002"]
+    with leopard.open_index(root) as ix:
+        assert ix.check("user:alice", "group:newgrp")
+
+
+def test_a_failed_first_build_leaves_a_directory_a_retry_builds_in(tmp_path: Path) -> None:
+    root = tmp_path / "new"
+    (root / "shard-1").mkdir(parents=True)
+    holder = IndexDir(root / "shard-1")
+    holder.acquire()
+    try:
+        with pytest.raises(StorageError, match="locked"):
+            leopard.build_index([ORG], root, shards=2)
+    finally:
+        holder.release()
+    assert read_manifest(root) is None
+    leopard.build_index([ORG], root, shards=2)
+    with leopard.open_index(root) as ix:
+        assert ix.check("user:alice", "group:all")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "shard-0").mkdir()
+    (tmp_path / "other" / "shard-0" / "notes.txt").write_text("not an index")
+    with pytest.raises(InvalidInput, match="not empty and is not a sharded index"):
+        leopard.build_index([ORG], tmp_path / "other", shards=2)
+
+
+def test_max_shrink_and_nothing_indexed_are_counted_over_every_shard(tmp_path: Path) -> None:
+    root = tmp_path / "ix"
+    leopard.build_index([ORG], root, shards=2)
+    shrunk = r"5 tuples indexed against 49 in the live shards .*, 90% fewer, over the limit of 50%"
+    with pytest.raises(InvalidInput, match=shrunk):
+        leopard.build_index([ORG[:3]], root, shards=2)
+    with pytest.raises(InvalidInput, match="with an empty one"):
+        leopard.build_index([["group:eng#owner@user:alice"]], root, shards=2)  # skipped
+    with pytest.raises(InvalidInput, match="build an empty index"):
+        leopard.build_index([["group:eng#owner@user:alice"]], tmp_path / "new", shards=2)
+    assert generations(root) == ["gen-000001", "gen-000001"]
+    leopard.build_index([ORG[:-10]], root, shards=2)  # 10 of 46 fewer: within 50%
+    leopard.build_index([ORG[:3]], root, shards=2, max_shrink=0.9)
+    leopard.build_index([["group:eng#owner@user:alice"]], root, shards=2, force=True)
+    with leopard.open_index(root) as ix:
+        assert not ix.check("user:alice", "group:all")
