@@ -250,6 +250,8 @@ def build(
             position,
             id_order,
             force,
+            max_shrink,
+            wait,
             shards,
             master,
             as_json,
@@ -327,11 +329,14 @@ def _build_on_spark(
     position: str | None,
     id_order: str,
     force: bool,
+    max_shrink: float,
+    wait: bool,
     shards: int | None,
     master: str,
     as_json: bool,
 ) -> None:
-    """``build --engine spark``: the same options, the shards built by Spark."""
+    """``build --engine spark``: the same options (--max-shrink and --wait as a local
+    build's), the shards built by Spark."""
     if not snapshots:
         raise click.UsageError("give SNAPSHOT files (paths or URIs) to build from")
     if config_path and schema_path:
@@ -352,6 +357,8 @@ def _build_on_spark(
         format=fmt,
         skip_invalid=skip_invalid,
         force=force,
+        max_shrink=max_shrink / 100,
+        wait=wait,
         id_order=id_order,
         position=parse_position(position),
         on_progress=(lambda msg: click.echo(msg, err=True)) if show else None,

@@ -17,10 +17,15 @@ holds), so ``leopard.open_index`` and the shard servers read it alike. The steps
 4. **build** (one task per shard): ``build_from_batches(..., shard=(k, N))`` over the
    shard's rows as they stream in: interning, condensation, closures and the
    shard's sets on the executor (the graph of sets is on every shard by design);
-5. the driver writes the manifest last, so a reader that finds it finds every shard.
+5. the driver checks the refusals (no tuple, ``--max-shrink``) on the totals, swaps
+   every shard in, and writes the manifest last, so a reader that finds it finds every
+   shard.
 
-Where the shards go: straight into ``DIR/shard-k`` when ``DIR`` is a local path or a
-``file://`` URI (on a cluster, a file system every executor mounts at that path);
+Where the shards go: into ``DIR/.staging/shard-k`` first (``leopard.spark.target``),
+then swapped in together, so a failed or refused build leaves the live index as it
+was. When ``DIR`` is a local path or a ``file://`` URI (on a cluster, a file system
+every executor mounts at that path) the executors build there directly and the
+driver, holding the root's and every shard's lock, renames each into place;
 otherwise (``s3a://``, ``hdfs://``, anything ``pyarrow.fs`` reaches) each shard is
 built in a local temporary directory and copied there, the ``CURRENT`` symlink as a
 file naming the live generation (object stores hold no symlinks; recreate the link
@@ -34,11 +39,9 @@ import contextlib
 import functools
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -46,23 +49,33 @@ import pyarrow.fs as pafs
 from ingest.snapshots import SCHEMA, detect_format
 from ingest.snapshots.openfga import CSV_COLUMNS
 from ingest.snapshots.sources import check_readable
-from leopard.core.build import BuildReport, build_from_batches
-from leopard.core.shardbuild import check_shard_target, combine_reports
+from leopard.core.build import BuildReport
+from leopard.core.shardbuild import ShardSwap, check_shard_target, combine_reports
 from leopard.errors import InvalidInput
 from leopard.model.config import Config
 from leopard.model.shards import ShardRule, check_shards
 from leopard.spark.session import driver_errors, pyspark_modules, spark_session, stage_progress
+from leopard.spark.target import (
+    check_remote_target,
+    clear_staging,
+    empty_shard,
+    is_uri,
+    local_root,
+    publish_remote,
+    refuse_remote_shrink,
+    staging_of,
+    swap_in_local,
+)
 from leopard.spark.tasks import (
     EVERY_ROW,
     REPORT_SCHEMA,
     SHARD,
     build_shard_tasks,
     check_rows,
-    copy_tree,
     filesystem,
     read_files,
 )
-from leopard.store.manifest import MANIFEST, ShardManifest, read_manifest, write_manifest
+from leopard.store.manifest import ShardManifest
 
 __all__ = ["build_on_spark", "SPARK_FORMATS"]
 
@@ -80,6 +93,8 @@ def build_on_spark(
     format: str | None = None,
     skip_invalid: bool = False,
     force: bool = False,
+    max_shrink: float = 0.5,
+    wait: bool | float = False,
     id_order: str = "dfs",
     position: dict[str, int] | None = None,
     on_progress: Callable[[str], None] | None = None,
@@ -97,6 +112,13 @@ def build_on_spark(
     tasks. The target must be new, empty, or a sharded index of as many shards.
     ``position`` is the change-stream position the sources reflect, recorded in every
     shard (each shard's consumer starts there).
+
+    As ``build_index`` does, the build refuses (the live index untouched) sources that
+    hold or index no tuple, or that index more than ``max_shrink`` (a share) fewer
+    tuples than the live shards, counted over all shards, unless ``force``. A local
+    index is locked (root and shards) for the whole build: another build or
+    compaction at work makes this one fail before Spark starts, or with ``wait`` wait
+    for it (True: as long as it takes; or seconds).
     """
     started = time.perf_counter()
     check_shards(shards, "--shards")
@@ -104,18 +126,80 @@ def build_on_spark(
         raise InvalidInput(f"unknown snapshot format {format!r}; expected one of {SPARK_FORMATS}")
     if not sources:
         raise InvalidInput("give at least one source to build from")
+    if not 0 <= max_shrink <= 1:
+        raise InvalidInput(f"max_shrink is a share between 0 and 1, not {max_shrink!r}")
     say = on_progress or (lambda _msg: None)
     files, parquet = _plan_sources(sources, format)
-    local_root = _local_root(index)
-    if local_root is not None:
-        check_shard_target(local_root, shards, force=force)
-        local_root.mkdir(parents=True, exist_ok=True)
-        root = str(local_root)
+    local = local_root(index)
+    swap = None
+    if local is not None:
+        check_shard_target(local, shards, force=force)
+        swap = ShardSwap(local, shards, wait)
+        root = str(local)
     else:
-        _check_remote_target(index, shards, force)
+        check_remote_target(index, shards, force)
         root = index
     rule = ShardRule(config, shards)
 
+    with contextlib.ExitStack() as stack:
+        if swap is not None:
+            stack.enter_context(swap)
+            assert local is not None
+            check_shard_target(local, shards, force=force)  # again, under the lock
+        clear_staging(root)
+        stack.callback(clear_staging, root)
+        stage = staging_of(root)
+        reports, read, rejected, replicated = _run(
+            spark_args=(master, session, on_progress),
+            files=files,
+            parquet=parquet,
+            skip_invalid=skip_invalid,
+            rule=rule,
+            config=config,
+            stage=stage,
+            id_order=id_order,
+            position=position,
+        )
+        for k in range(shards):
+            if k not in reports:  # no row at all reached shard k: it holds nothing
+                reports[k] = empty_shard(stage, k, shards, config, id_order, position)
+        if read == 0 and not force:
+            raise InvalidInput("the sources hold no tuple: nothing to build the shards from")
+        ordered = [reports[k] for k in range(shards)]
+        if not force:
+            indexed = sum(r.tuples_indexed for r in ordered)
+            if swap is not None:
+                swap.refuse_shrink(indexed, read, max_shrink)
+            else:
+                refuse_remote_shrink(index, shards, indexed, read, max_shrink)
+        say("swapping the shards in and writing the manifest")
+        manifest = ShardManifest.new(shards, "spark", master=master)
+        if swap is not None:
+            swap_in_local(swap, manifest)
+        else:
+            publish_remote(index, shards, manifest)
+    for r in ordered:
+        r.rejected = rejected
+    return combine_reports(ordered, read, replicated, time.perf_counter() - started)
+
+
+def _run(
+    *,
+    spark_args: tuple[str, Any, Callable[[str], None] | None],
+    files: list[tuple[str, str, str]],
+    parquet: list[str],
+    skip_invalid: bool,
+    rule: ShardRule,
+    config: Config,
+    stage: str,
+    id_order: str,
+    position: dict[str, int] | None,
+) -> tuple[dict[int, BuildReport], int, int, int]:
+    """Spark's part: every shard that any row reaches built in ``stage``. Returns the
+    reports by shard and the rows read, rejected and replicated."""
+    master, session, on_progress = spark_args
+    say = on_progress or (lambda _msg: None)
+    shards = rule.shards
     say(f"starting Spark on {master}")
     with spark_session(master, session) as spark, stage_progress(spark, on_progress):
         _, F = pyspark_modules()
@@ -130,7 +214,7 @@ def build_on_spark(
                     build_shard_tasks,
                     shards=shards,
                     config_json=config.to_json(),
-                    root=root,
+                    root=stage,
                     id_order=id_order,
                     position_json=json.dumps(position or {}),
                 ),
@@ -145,31 +229,10 @@ def build_on_spark(
         read += row["rows"]
         rejected += row["rejected"]
         replicated += row["replicated"]
-    for k in range(shards):
-        if k not in reports:  # no row at all reached shard k: it holds nothing
-            reports[k] = _empty_shard(root, k, shards, config, id_order, position)
-    if read == 0 and not force:
-        raise InvalidInput("the sources hold no tuple: nothing to build the shards from")
-    say("writing the manifest")
-    _write_manifest(root, ShardManifest.new(shards, "spark", master=master))
-    ordered = [reports[k] for k in range(shards)]
-    for r in ordered:
-        r.rejected = rejected
-    return combine_reports(ordered, read, replicated, time.perf_counter() - started)
+    return reports, read, rejected, replicated
 
 
 # -- sources -----------------------------------------------------------------------------
-
-
-def _is_uri(source: str) -> bool:
-    return "://" in source and not source.startswith("file://")
-
-
-def _local_root(index: str) -> Path | None:
-    """The local directory of ``index``, or None for a Hadoop URI."""
-    if _is_uri(index):
-        return None
-    return Path(index.removeprefix("file://")).resolve()
 
 
 def _plan_sources(
@@ -193,7 +256,7 @@ def _files_of(source: str, format: str | None) -> list[str]:
     fmt = format or ("parquet" if source.rstrip("/").endswith(".parquet") else None)
     if fmt == "parquet":
         return [source]  # a Parquet directory is one dataset, read by Spark
-    if _is_uri(source):
+    if is_uri(source):
         fs, path = filesystem(source)
         try:
             if fs.get_file_info(path).type.name != "Directory":
@@ -230,7 +293,7 @@ def _plan_one(
 ) -> None:
     """Check that ``source`` can be read and add it to ``files`` or ``parquet``."""
     fmt = format or ("parquet" if source.rstrip("/").endswith(".parquet") else None)
-    if _is_uri(source):
+    if is_uri(source):
         fs, path = filesystem(source)
         try:
             info = fs.get_file_info(path)
@@ -246,7 +309,7 @@ def _plan_one(
         elif not os.path.exists(where):
             raise InvalidInput(f"cannot read {source!r}: No such file or directory")
     if fmt == "parquet":
-        parquet.append(source if _is_uri(source) else "file://" + where)
+        parquet.append(source if is_uri(source) else "file://" + where)
     else:
         files.append((source, where, fmt or detect_format(source)))
 
@@ -331,60 +394,3 @@ def _partition_keys(spark: Any, F: Any, n: int) -> list[int]:
             found.setdefault(r["p"], r["k"])
         start += size
     return [found[k] for k in range(n)]
-
-
-# -- the target --------------------------------------------------------------------------
-
-
-def _check_remote_target(index: str, shards: int, force: bool) -> None:
-    """``check_shard_target`` for a URI: a new or empty directory, or a sharded index
-    of as many shards (or ``force``)."""
-    fs, path = filesystem(index)
-    try:
-        manifest = fs.get_file_info(f"{path.rstrip('/')}/{MANIFEST}")
-        if manifest.type.name == "NotFound":
-            inside = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-            if inside:
-                raise InvalidInput(
-                    f"--index {index!r} is not empty and is not a sharded index: build the "
-                    "shards in a new directory"
-                )
-            return
-        with fs.open_input_stream(f"{path.rstrip('/')}/{MANIFEST}") as f:
-            held = json.loads(f.read()).get("shards")
-    except OSError as exc:
-        raise InvalidInput(f"cannot look at --index {index!r}: {exc}") from None
-    if held != shards and not force:
-        raise InvalidInput(
-            f"--index {index!r} holds {held} shards, not {shards}: build in a new directory "
-            "(or pass --force to replace them)"
-        )
-
-
-def _empty_shard(
-    root: str, k: int, shards: int, config: Config, id_order: str, position: dict[str, int] | None
-) -> BuildReport:
-    """Shard ``k`` built on the driver from no tuple (no row of the sources is its)."""
-    with tempfile.TemporaryDirectory(prefix="leopard-shard-") as tmp:
-        local = _local_root(root)
-        dest = local / f"shard-{k}" if local is not None else Path(tmp) / "ix"
-        report = build_from_batches(
-            [], dest, config, shard=(k, shards), id_order=id_order, position=position or None
-        )
-        if local is None:
-            copy_tree(dest, f"{root.rstrip('/')}/shard-{k}")
-    return report
-
-
-def _write_manifest(root: str, manifest: ShardManifest) -> None:
-    local = _local_root(root)
-    if local is not None:
-        write_manifest(local, manifest)
-        assert read_manifest(local) is not None
-        return
-    with tempfile.TemporaryDirectory(prefix="leopard-manifest-") as tmp:
-        write_manifest(tmp, manifest)
-        fs, path = filesystem(root)
-        with contextlib.ExitStack() as stack:
-            out = stack.enter_context(fs.open_output_stream(f"{path.rstrip('/')}/{MANIFEST}"))
-            out.write((Path(tmp) / MANIFEST).read_bytes())

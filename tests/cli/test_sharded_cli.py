@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 from test_cli import fails, ok
 
 import leopard
+from leopard.cli import build as cli_build
 
 LINES = [
     "group:all#member@group:eng#member",
@@ -67,3 +70,23 @@ def test_max_shrink_and_the_empty_refusal_hold_for_a_sharded_build(tmp_path: Pat
     assert ok("check", "user:u07", "group:all", "--index", sharded).strip() == "true"
     ok("build", small, "--index", sharded, "--shards", "2", "--force")
     assert ok("check", "user:u07", "group:all", "--index", sharded).strip() == "false"
+
+
+def test_the_spark_engine_is_given_wait_and_max_shrink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--wait`` and ``--max-shrink`` reach ``build_on_spark`` (no Spark runs here)."""
+    given: dict[str, Any] = {}
+
+    def fake(sources: list[str], index: str, config: Any, **kw: Any) -> leopard.BuildReport:
+        given.update(kw)
+        return leopard.BuildReport(shards=kw["shards"])
+
+    monkeypatch.setattr(cli_build, "build_on_spark", fake)
+    src = tmp_path / "org.txt"
+    src.write_text("\n".join(LINES) + "\n")
+    common = ("build", src, "--index", tmp_path / "sx", "--engine", "spark", "--shards", "2")
+    ok(*common, "--wait", "--max-shrink", "10")
+    assert given["wait"] is True and given["max_shrink"] == 0.1 and not given["force"]
+    ok(*common)
+    assert given["wait"] is False and given["max_shrink"] == 0.5

@@ -11,8 +11,10 @@ the answers are compared again.
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,14 @@ from support.oracle import Oracle
 import leopard
 from leopard.core.incremental import DeltaWriter
 from leopard.core.sharded import ShardedIndex
-from leopard.errors import InvalidInput
+from leopard.errors import InvalidInput, StorageError
 from leopard.gen import OrgSpec, config_toml, docs_schema, generate, generate_docs
 from leopard.model.config import Config, load_config, schema_config
 from leopard.model.names import parse_tuple
 from leopard.spark import build_on_spark
 from leopard.spark.session import spark_session
+from leopard.store.generations import IndexDir
+from leopard.store.manifest import MANIFEST
 
 pytestmark = pytest.mark.slow
 
@@ -335,3 +339,64 @@ def test_without_pyspark_the_engine_says_what_to_install() -> None:
     probe = "import sys, leopard, leopard.cli.build; print('pyspark' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert loaded.stdout.strip() == "False"  # importing leopard (and its CLI) loads no Spark
+
+
+# -- refusals and locks: the live shards untouched, all swapped in or none -----------------
+
+
+def test_a_refused_or_blocked_spark_build_leaves_the_live_shards_as_they_were(
+    spark: Any, org: tuple[Path, Config, list[str]], tmp_path: Path
+) -> None:
+    path, config, lines = org
+    live = tmp_path / "live"
+    build_on_spark([str(path)], str(live), config, shards=2, session=spark)
+
+    def generations() -> list[str]:
+        return [IndexDir(live / f"shard-{k}").current().name for k in range(2)]
+
+    def unchanged() -> None:
+        assert generations() == ["gen-000001", "gen-000001"]
+        assert sorted(p.name for p in live.iterdir()) == ["LOCK", "shard-0", "shard-1", MANIFEST]
+        with leopard.open_index(live) as ix:
+            assert ix.check("user:u000001", "group:all-employees")
+            assert ix.members_of("group:newgrp") == []
+
+    empty, skipped, small = (tmp_path / n for n in ("empty.txt", "skipped.txt", "small.txt"))
+    empty.write_text("")
+    skipped.write_text("group:eng#owner@user:alice\n")  # no set of the config's
+    small.write_text("\n".join(lines[:3]) + "\n")
+    for source, message in (
+        (empty, "the sources hold no tuple"),
+        (skipped, "with an empty one"),
+        (small, "over the limit of 50% (--max-shrink)"),
+    ):
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            build_on_spark([str(source)], str(live), config, shards=2, session=spark)
+        unchanged()
+
+    # shard 1 busy (a consumer compacting it): refused before Spark runs, or waited for
+    changed = tmp_path / "changed.txt"
+    changed.write_text("\n".join([*lines, "group:newgrp#member@group:eng#member"]) + "\n")
+    holder = IndexDir(live / "shard-1")
+    holder.acquire()
+    try:
+        with pytest.raises(StorageError, match="shard-1' is locked by another build"):
+            build_on_spark([str(changed)], str(live), config, shards=2, session=spark)
+        unchanged()
+        threading.Timer(1.0, holder.release).start()
+        build_on_spark([str(changed)], str(live), config, shards=2, session=spark, wait=True)
+    finally:
+        holder.release()
+    assert generations() == ["gen-000002", "gen-000002"]
+    with leopard.open_index(live) as ix:
+        eng = ix.members_of("group:eng")
+        assert eng and ix.members_of("group:newgrp") == eng
+
+    # a first build refused leaves its directory to a retry
+    new = tmp_path / "new"
+    with pytest.raises(InvalidInput, match="the sources hold no tuple"):
+        build_on_spark([str(empty)], str(new), config, shards=2, session=spark)
+    assert not (new / MANIFEST).exists()
+    build_on_spark([str(path)], str(new), config, shards=2, session=spark)
+    with leopard.open_index(new) as ix:
+        assert ix.check("user:u000001", "group:all-employees")
