@@ -213,7 +213,12 @@ def build(
             "--shards": shards,
             "--engine spark": engine == "spark",
         }
-        given = [name for name, value in refused.items() if value]
+        # --shards 0 is refused too (it is a value given, not a truth)
+        given = [
+            name
+            for name, value in refused.items()
+            if (value is not None if name == "--shards" else value)
+        ]
         if given:
             raise click.UsageError(f"--from reads the schema and data itself: drop {given}")
         # by name: only a build from an upstream loads grpc (the [grpc] extra)

@@ -72,6 +72,15 @@ def test_max_shrink_and_the_empty_refusal_hold_for_a_sharded_build(tmp_path: Pat
     assert ok("check", "user:u07", "group:all", "--index", sharded).strip() == "false"
 
 
+def test_shards_0_is_refused_with_from(tmp_path: Path) -> None:
+    for shards in ("0", "1"):
+        message = fails(
+            "build", "--index", tmp_path / "x", "--from", "spicedb:127.0.0.1:1",
+            "--shards", shards, code=2,
+        )  # fmt: skip
+        assert "--from reads the schema and data itself: drop ['--shards']" in message, shards
+
+
 def test_the_spark_engine_is_given_wait_and_max_shrink(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
