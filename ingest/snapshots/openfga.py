@@ -5,7 +5,9 @@ path, so they are read one record at a time in Python. A JSON record is OpenFGA'
 tuple key, ``{"user", "relation", "object"}``, read by the one grammar's
 ``parse_openfga``; a CSV row splits the user and the object into type, id and
 relation columns, each of which must be exactly its part of the parsed tuple.
-Conditional relationships are refused.
+Conditional relationships are refused, and so is what is not a whole store's tuples:
+a Write body with deletes, a change (a ReadChanges item) whose operation is not a
+write, and a Read page whose continuation token says more tuples follow.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from leopard.errors import InvalidInput, InvalidTuple
 from leopard.model.names import RelationTuple, parse_openfga
 
 __all__ = ["CSV_COLUMNS", "columns_record", "csv_records", "json_records", "jsonl_records"]
+
+#: what a record's "operation" may hold: OpenFGA's TupleOperation for a write, by name
+#: (TUPLE_OPERATION_WRITE), by number (0) or as its older SDKs spell it ("write")
+_WRITE_OPERATIONS = ("TUPLE_OPERATION_WRITE", "write", 0)
 
 _CSV_REQUIRED = ("user_type", "user_id", "user_relation", "relation", "object_type", "object_id")
 _CSV_OPTIONAL = ("condition_name", "condition_context")
@@ -204,6 +210,7 @@ def json_records(data: bytes | str, name: str) -> Iterator[Record]:
         raise InvalidInput(f"{name}: JSON arrays or objects nested too deeply to read") from None
     elements = _json_elements(doc, name)
     for number, element in enumerate(elements, 1):
+        _check_operation(element, name, number)
         yield number, _json_record(element, _json_text(element))
 
 
@@ -215,6 +222,7 @@ def _json_elements(doc: Any, name: str) -> list[Any]:
         if deletes.get("tuple_keys") if isinstance(deletes, dict) else deletes:
             raise InvalidInput(f"{name}: has 'deletes'; a snapshot holds only tuples to write")
         if "tuples" in doc and isinstance(doc["tuples"], list):
+            _check_last_page(doc, name)
             return doc["tuples"]
         writes = doc.get("writes")
         if isinstance(writes, dict) and isinstance(writes.get("tuple_keys"), list):
@@ -224,6 +232,39 @@ def _json_elements(doc: Any, name: str) -> list[Any]:
     raise InvalidInput(
         f"{name}: expected a JSON array of tuples, or an object whose 'tuples' or "
         f"'writes' holds one; got {_json_kind(doc)}"
+    )
+
+
+def _check_last_page(doc: dict[str, Any], name: str) -> None:
+    """Refuse a Read response that is not the last page: built, it would be taken for
+    the whole store, and every tuple on the pages after it would answer no."""
+    token = doc.get("continuation_token")
+    if token:
+        raise InvalidInput(
+            f"{name}: has the continuation_token {clip(json.dumps(token))}: the export "
+            "stopped at a page boundary and more tuples follow (the fga CLI stops after "
+            "--max-pages, 20 by default); export every page, e.g. "
+            "'fga tuple read --max-pages 0', and build from that"
+        )
+
+
+def _check_operation(element: Any, name: str, line: int) -> None:
+    """Refuse a change whose operation is not a write (a ReadChanges item of a delete).
+
+    Such a record is refused even with ``skip_invalid``: a file of changes is a log,
+    not a snapshot, and skipping its deletes would keep every tuple they removed.
+    """
+    if not isinstance(element, dict) or "operation" not in element:
+        return
+    operation = element["operation"]
+    if isinstance(operation, str | int) and not isinstance(operation, bool):
+        if operation in _WRITE_OPERATIONS:
+            return
+    raise InvalidInput(
+        f"{name}:{line}: the record's operation is {clip(json.dumps(operation))}, not a "
+        "write: it is a change (a ReadChanges item), and a snapshot holds only tuples "
+        "to write; build from the store's tuples ('fga tuple read --max-pages 0') and "
+        "let 'leopard follow' apply its changes"
     )
 
 
@@ -277,10 +318,13 @@ def _json_record(element: Any, text: str) -> RelationTuple | Bad:
         return Bad(text, str(exc))
 
 
-def jsonl_records(lines: Iterable[str | bytes], *, ends: bool = False) -> Iterator[Record]:
+def jsonl_records(
+    lines: Iterable[str | bytes], name: str, *, ends: bool = False
+) -> Iterator[Record]:
     """JSON lines: one record as in a JSON array per line (blank lines are skipped).
 
     With ``ends``, each line carries its line end. A bad line read as bytes keeps them.
+    ``name`` is the source's, for a change that is not a write (always refused).
     """
     for number, line in enumerate(lines, 1):
         raw = line if isinstance(line, bytes) else None
@@ -296,6 +340,7 @@ def jsonl_records(lines: Iterable[str | bytes], *, ends: bool = False) -> Iterat
             why = "nested too deeply" if isinstance(exc, RecursionError) else exc
             yield number, Bad(text, f"{clip(text)!r} is not valid JSON: {why}", raw)
             continue
+        _check_operation(element, name, number)
         result = _json_record(element, text)
         if isinstance(result, Bad):
             result.raw = raw

@@ -45,11 +45,15 @@ def detect_format(name: str | os.PathLike[str]) -> str:
 
     ``.csv`` is OpenFGA CSV, ``.json`` a JSON array, ``.jsonl``/``.ndjson`` JSON
     lines; anything else (``.txt``, ``.tuples``, no extension, ``-``) is text.
+    ``.parquet`` is Parquet, which is not one of ``FORMATS``: Spark reads it, and
+    ``read_snapshots`` refuses it by name rather than reading its bytes as text.
     """
     base = os.fspath(name).lower()
     if base.endswith(".gz"):
         base = base[:-3]
     ext = os.path.splitext(base)[1]
+    if ext == ".parquet":
+        return "parquet"
     if ext == ".csv":
         return "csv"
     if ext == ".json":
@@ -99,6 +103,11 @@ def read_snapshots(
                 f"a source must be a path, '-' or an iterable of lines, not {item!r}"
             )
         if isinstance(item, str | os.PathLike) and os.fspath(item) != "-":
+            if format is None and detect_format(item) == "parquet":
+                raise InvalidInput(
+                    f"{os.fspath(item)!r} is Parquet (by its name), which the local "
+                    "engine does not read: build it with --engine spark"
+                )
             check_readable(os.fspath(item))
     reader = _Reader(skip_invalid, on_reject, stats or ReadStats(), progress)
     batcher = Batcher(batch_rows)
@@ -177,7 +186,7 @@ class _Reader:
             yield from self._text_blocks(chunks, name)
         elif format == "jsonl":
             lines = split_lines(self._counted(chunks), keepends=True)
-            yield from self._records(name, jsonl_records(lines, ends=True))
+            yield from self._records(name, jsonl_records(lines, name, ends=True))
         elif format == "csv":
             raw = split_lines(self._counted(chunks), keepends=True)
             text = (line.decode("utf-8", "surrogateescape") for line in raw)
@@ -198,7 +207,7 @@ class _Reader:
         if format == "text":
             yield from self._records(name, text_records(lines))
         elif format == "jsonl":
-            yield from self._records(name, jsonl_records(lines))
+            yield from self._records(name, jsonl_records(lines, name))
         elif format == "csv":
             text_lines = (
                 line if isinstance(line, str) else line.decode("utf-8", "surrogateescape")

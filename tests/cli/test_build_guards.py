@@ -101,6 +101,38 @@ def test_a_first_build_of_nothing_is_refused_too(tmp_path: Path) -> None:
     assert members(index) == []
 
 
+def test_a_parquet_file_names_the_engine_that_reads_it(tmp_path: Path, index: Path) -> None:
+    # its bytes were read as text: "t.parquet:1: 'PAR1\\x15...' contains the control
+    # character", or, with --skip-invalid, an empty build
+    path = tmp_path / "t.parquet"
+    path.write_bytes(b"PAR1\x15\x04\x15\x10" + bytes(64) + b"PAR1")
+    for extra in ((), ("--skip-invalid",)):
+        message = refused(path, "--index", index, *extra)
+        assert message == (
+            f"{str(path)!r} is Parquet (by its name), which the local engine does not "
+            "read: build it with --engine spark"
+        )
+    assert live(index) == "gen-000001" and len(members(index)) == 100
+
+
+def test_a_change_log_is_not_a_snapshot(tmp_path: Path, index: Path) -> None:
+    # ReadChanges items ('fga tuple changes | jq .changes[]'): the delete was indexed
+    key = {"user": "user:u00000", "relation": "member", "object": "group:eng"}
+    log = tmp_path / "changes.jsonl"
+    log.write_text(
+        json.dumps({"tuple_key": key, "operation": "TUPLE_OPERATION_WRITE"})
+        + "\n"
+        + json.dumps({"tuple_key": key, "operation": "TUPLE_OPERATION_DELETE"})
+        + "\n"
+    )
+    for extra in ((), ("--skip-invalid",)):
+        message = refused(log, "--index", index, *extra)
+        assert message.startswith(
+            f'{log}:2: the record\'s operation is "TUPLE_OPERATION_DELETE", not a write'
+        )
+    assert live(index) == "gen-000001" and len(members(index)) == 100
+
+
 def test_a_snapshot_that_lost_60_percent_is_refused(tmp_path: Path, index: Path) -> None:
     message = refused(snapshot(tmp_path, "forty.txt", 40), "--index", index)
     assert message == (
