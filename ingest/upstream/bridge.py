@@ -14,6 +14,16 @@ rename publishes that poll's records again on restart: consumers skip a record a
 below the revision they have, and applying a change again in order is harmless anyway.
 So nothing is lost, and nothing applied twice changes an index.
 
+When the brokers stop answering, the bridge waits for them rather than exiting: it
+logs once that they are unavailable and goes on waiting for the poll's
+acknowledgements (the producer retries its requests meanwhile, in order). Records the
+producer gives up on (a delivery timeout, a retriable error) are not checkpointed:
+the Watch is rewound to the checkpoint and the poll published again after a backoff,
+every record in its order after whatever of the failed attempt reached a partition, so
+a partition holds at worst a replay of a prefix, which consumers skip or apply again
+harmlessly. When a poll is acknowledged again it logs that they are reachable. An
+error that retrying cannot help (a record the brokers refuse) still stops the bridge.
+
 Without a checkpoint the bridge starts at ``start_token`` if given (say, the revision
 of an index built with ``leopard build --from``), else at SpiceDB's current revision
 (``ReadSchema``'s ``read_at``). Every record says where its run started (``FROM``): a
@@ -27,6 +37,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +46,7 @@ import grpc
 from authzed.api.v1 import schema_service_pb2, schema_service_pb2_grpc
 
 from ingest.codecs import decode_message, encode_native, message_key
-from ingest.kafka.client import KafkaError, KafkaProducer
+from ingest.kafka.client import KafkaError, KafkaProducer, KafkaTimeoutError
 from ingest.upstream.headers import FROM, MARKER, REVISION, TOKEN
 from ingest.upstream.spicedb import CALL_TIMEOUT, SpiceDBSource, upstream_error
 from ingest.upstream.watch import WatchSource
@@ -46,8 +57,14 @@ __all__ = ["Bridge", "BridgeStats", "read_checkpoint"]
 
 log = logging.getLogger("leopard.bridge")
 
-#: seconds to wait for the brokers to acknowledge a poll's records
+#: seconds to wait for the brokers to acknowledge a poll's records before saying they
+#: are unavailable (the wait goes on)
 ACK_TIMEOUT = 30.0
+#: how long the producer goes on sending a record before giving up on it (ms): a week,
+#: so that the brokers being away never drops a batch while a later batch of the same
+#: partition may still go through (a gap a replay from the checkpoint could not fill,
+#: since consumers skip records at or below a revision every partition has passed)
+DELIVERY_TIMEOUT_MS = 7 * 24 * 3600 * 1000
 
 
 @dataclass
@@ -57,6 +74,8 @@ class BridgeStats:
     refused: int = 0  # updates that are not tuples (caveated, expiring), logged
     markers: int = 0
     revision: int = -1  # the last revision checkpointed
+    broker_up: bool = True  # False from a poll the brokers did not acknowledge in time
+    outages: int = 0  # times the brokers became unavailable
     errors: list[str] = field(default_factory=list)
 
 
@@ -73,6 +92,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any] | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("token"), str):
         raise InvalidInput(f"the bridge checkpoint {str(p)!r} holds no token: {doc!r}")
     return doc
+
+
+class _Unacknowledged(BrokerError):
+    """A poll the brokers did not acknowledge, for a reason retrying may cure."""
 
 
 class Bridge:
@@ -92,6 +115,7 @@ class Bridge:
         self.upstream = source
         self.topic = topic
         self.checkpoint = Path(checkpoint)
+        self.backoff = backoff
         self.stats = BridgeStats()
         self._stop = threading.Event()
         saved = read_checkpoint(self.checkpoint)
@@ -115,6 +139,7 @@ class Bridge:
                 # one request in flight per broker: a retried request cannot overtake the
                 # next, so each partition keeps the revision order
                 max_in_flight_requests_per_connection=1,
+                delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
                 client_id="leopard-bridge",
             )
         except KafkaError as exc:
@@ -166,7 +191,8 @@ class Bridge:
 
     def run(self) -> BridgeStats:
         """Publish until ``stop()``; raise the upstream's error that stopped it (a gap,
-        a refusal)."""
+        a refusal), or the brokers' that retrying cannot help."""
+        backoff = self.backoff[0]
         try:
             while not self._stop.is_set():
                 try:
@@ -180,7 +206,18 @@ class Bridge:
                     break
                 if not batch.position:
                     continue
-                self._publish(batch)
+                try:
+                    self._publish(batch)
+                except _Unacknowledged as exc:
+                    # not checkpointed, and the Watch is rewound: the poll is watched
+                    # again from the checkpoint and published again, in order
+                    self._outage(str(exc))
+                    log.info("%s; publishing again from revision %d (the checkpoint)",
+                             exc, self._revision)  # fmt: skip
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self.backoff[1])
+                    continue
+                backoff = self.backoff[0]
         finally:
             self.close()
         if self.watch.fatal is not None:
@@ -188,8 +225,31 @@ class Bridge:
         return self.stats
 
     def _publish(self, batch: Any) -> None:
+        """Publish a poll's records and markers and checkpoint it once every one is
+        acknowledged. The brokers' errors: ``_Unacknowledged`` (the Watch rewound) when
+        retrying can help, BrokerError when it cannot; stopped while waiting for the
+        acknowledgements, the poll is not checkpointed."""
         token = batch.state[SPICEDB_KEY]["token"]
         revision = batch.position[SPICEDB_KEY]
+        try:
+            futures = self._send(batch, revision)
+            acknowledged = self._acknowledged(futures, revision)
+        except KafkaError as exc:
+            self.watch.rewind()
+            if exc.retriable:
+                raise _Unacknowledged(
+                    f"publishing revision {revision} to {self.topic!r} failed: {exc!r}"
+                ) from exc
+            raise BrokerError(f"publishing to {self.topic!r} failed: {exc}") from exc
+        if not acknowledged:
+            return
+        self._save(token, revision)
+        if not self.stats.broker_up:
+            log.warning("brokers reachable again: revision %d published; resuming", revision)
+            self.stats.broker_up = True
+
+    def _send(self, batch: Any, revision: int) -> list[Any]:
+        """Hand the poll's changes and a marker per partition to the producer."""
         futures = []
         for m in batch.messages:
             decoded = decode_message("spicedb", m.value)
@@ -232,15 +292,37 @@ class Bridge:
                 self.producer.send(self.topic, value=b"", partition=partition, headers=marker)
             )
             self.stats.markers += 1
-        try:
-            self.producer.flush(timeout=ACK_TIMEOUT)
-            for fut in futures:
-                fut.get(timeout=ACK_TIMEOUT)
-        except KafkaError as exc:
-            # not checkpointed: the poll is watched and published again
-            self.watch.rewind()
-            raise BrokerError(f"publishing to {self.topic!r} failed: {exc}") from exc
-        self._save(token, revision)
+        return futures
+
+    def _acknowledged(self, futures: list[Any], revision: int) -> bool:
+        """Wait for every record's acknowledgement, in order; False if stopped first.
+
+        Past ``ACK_TIMEOUT`` the brokers are reported unavailable, and the wait goes on:
+        the producer is still sending these records (a record it gives up on fails
+        its future, raised here), and publishing them again meanwhile would only queue
+        copies behind them.
+        """
+        deadline = time.monotonic() + ACK_TIMEOUT
+        for fut in futures:
+            while not fut.is_done:
+                if self._stop.is_set():
+                    return False
+                if time.monotonic() >= deadline:
+                    self._outage(f"revision {revision} not acknowledged within {ACK_TIMEOUT:g} s")
+                try:
+                    fut.get(timeout=0.5)
+                except KafkaTimeoutError:
+                    if fut.is_done:  # failed by the producer, not a wait that ran out
+                        raise
+            fut.get()  # raises the record's error, if it failed
+        return True
+
+    def _outage(self, why: str) -> None:
+        if self.stats.broker_up:
+            log.warning("brokers unavailable (%s); waiting for them, nothing is "
+                        "checkpointed until they answer", why)  # fmt: skip
+            self.stats.broker_up = False
+            self.stats.outages += 1
 
     def _save(self, token: str, revision: int) -> None:
         doc = {
