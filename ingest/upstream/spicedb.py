@@ -61,14 +61,43 @@ BATCH_ROWS = 1 << 16
 CALL_TIMEOUT = 30.0
 #: how often a broken export stream is resumed from its cursor before giving up
 RESUMES = 5
-#: the channel's own reconnection backoff, bounded: gRPC's default grows to 120 s, and
-#: while it waits every call fails at once, so a SpiceDB back after a long outage
-#: would be seen up to two minutes late
-CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 5000),
-]
+#: keepalive (ms): a ping after this long without a frame from SpiceDB, and the
+#: connection given up when the ping is not answered within the timeout. Without it a
+#: Watch whose path went silent (a NAT or load balancer that dropped the flow, a host
+#: lost without a RST) waits forever and looks idle: nothing is applied, nothing is
+#: logged. With it the stream fails (UNAVAILABLE), and the follower reconnects and
+#: resumes from its stored revision. 30 s, since a gRPC server counts pings closer
+#: than its minimum as strikes (grpc-go's default is 5 minutes, unless it sends data in
+#: between) and answers too many with a GOAWAY: the stream then ends, is resumed the
+#: same way, and gRPC doubles the interval.
+KEEPALIVE_MS = (30_000, 10_000)
+
+
+def channel_options(keepalive_ms: tuple[int, int] = KEEPALIVE_MS) -> list[tuple[str, int]]:
+    """The options of a channel to SpiceDB.
+
+    The reconnection backoff is bounded: gRPC's default grows to 120 s, and while it
+    waits every call fails at once, so a SpiceDB back after a long outage would be seen
+    up to two minutes late. Keepalive pings are sent while a call is open (the Watch
+    always is) and not on an idle channel, which a server without
+    ``PermitWithoutStream`` (SpiceDB's, by grpc-go's default) takes for abuse; and
+    with no cap on pings while the client sends no data (gRPC's default stops after 2),
+    since a Watch sends nothing after its request. The ping timeout is the keepalive
+    timeout too: gRPC (1.85) closes the connection on a ping unanswered within
+    ``grpc.http2.ping_timeout_ms`` (a minute by default), which a keepalive timeout
+    alone does not shorten.
+    """
+    time_ms, timeout_ms = keepalive_ms
+    return [
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 5000),
+        ("grpc.keepalive_time_ms", time_ms),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        ("grpc.http2.ping_timeout_ms", timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
 
 
 @dataclass
@@ -78,6 +107,8 @@ class SpiceDBSource:
     target: str
     key: str | None = None
     tls: bool | None = None
+    #: gRPC keepalive (ms): ping interval and timeout (see ``KEEPALIVE_MS``)
+    keepalive_ms: tuple[int, int] = KEEPALIVE_MS
     _channel: grpc.Channel | None = field(default=None, repr=False)
 
     @property
@@ -91,15 +122,16 @@ class SpiceDBSource:
 
     def channel(self) -> grpc.Channel:
         if self._channel is None:
+            options = channel_options(self.keepalive_ms)
             if self.uses_tls():
                 creds = grpc.ssl_channel_credentials()
                 if self.key:
                     creds = grpc.composite_channel_credentials(
                         creds, grpc.access_token_call_credentials(self.key)
                     )
-                self._channel = grpc.secure_channel(self.target, creds, options=CHANNEL_OPTIONS)
+                self._channel = grpc.secure_channel(self.target, creds, options=options)
             else:
-                self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+                self._channel = grpc.insecure_channel(self.target, options=options)
         return self._channel
 
     def metadata(self) -> list[tuple[str, str]]:
