@@ -76,8 +76,9 @@ class BridgedRevisions:
         return revision > self.applied
 
     def _check_start(self, key: str, start: bytes | None, message: Any) -> None:
-        """Refuse a record of a bridge run that started after where this partition's
-        records stopped (or, before any, after the index's revision)."""
+        """Refuse a record of a bridge run that started after both where this
+        partition's records stopped (before any: nowhere) and the index's revision: the
+        changes between are in no record and in no snapshot."""
         if start is None:
             return  # a bridge that does not say where it started
         try:
@@ -85,21 +86,23 @@ class BridgedRevisions:
         except ValueError:
             return
         if key in self.revisions:
-            before, what = (
-                self.revisions[key],
-                f"the partition's records stopped at {self.revisions[key]}",
-            )
-        elif not self.revisions and self.applied >= 0:
-            before, what = self.applied, f"the index is at revision {self.applied}"
-        else:
+            before = self.revisions[key]
+        elif self.revisions:
             return  # a partition added since: it held nothing before
-        if after > before:
-            raise StreamGap(
-                f"{key} offset {message.offset}: the bridge's records start after revision "
-                f"{after} but {what}: any change between was never published. "
-                "Rebuild the index (leopard build --from), and start a bridge from the "
-                "revision of the indexes that consume it (--start-token)"
-            )
+        else:
+            before = -1  # nothing bridged read yet: only the index's own revision counts
+        covered = max(before, self.applied)
+        if covered < 0 or after <= covered:
+            return  # the index's snapshot or this partition's records reach the start
+        had = f"this partition's records stopped at {before}, " if before >= 0 else ""
+        index = f"revision {self.applied}" if self.applied >= 0 else "no SpiceDB revision"
+        raise StreamGap(
+            f"{key} offset {message.offset}: the bridge's records start after revision "
+            f"{after}, but {had}the index is at {index}: any change after {covered} and up "
+            f"to {after} was never published. Rebuild the index from SpiceDB (leopard build "
+            f"--from; one at revision {after} or later goes on from here), and start a "
+            "bridge from the revision of the indexes that consume it (--start-token)"
+        )
 
     def through(self) -> int | None:
         """The revision every partition has passed (None until each has a revision)."""

@@ -13,11 +13,18 @@ import pytest
 
 from ingest.kafka.client import KafkaError
 from ingest.upstream.bridge import Bridge
-from ingest.upstream.headers import MARKER, REVISION, BridgedRevisions
+from ingest.upstream.headers import FROM, MARKER, REVISION, BridgedRevisions
+from leopard.errors import StreamGap
 
 
 def record(partition: int, headers: list[tuple[str, bytes | None]]) -> SimpleNamespace:
-    return SimpleNamespace(topic="changes", partition=partition, headers=headers)
+    return SimpleNamespace(topic="changes", partition=partition, headers=headers, offset=7)
+
+
+def run(start: int, revision: int, partition: int = 0, marker: bool = False) -> SimpleNamespace:
+    """A record of a bridge run that started after revision ``start``."""
+    headers = [(REVISION, str(revision).encode()), (FROM, str(start).encode())]
+    return record(partition, headers + ([(MARKER, b"2")] if marker else []))
 
 
 def revisions(applied: int = 100) -> BridgedRevisions:
@@ -65,3 +72,32 @@ def test_the_bridge_counts_partitions_added_while_it_runs() -> None:
     for answer in (lambda topic: {0}, lambda topic: None, failing):
         bridge.producer = SimpleNamespace(partitions_for=answer)
         assert bridge._partitions_now() == 2  # never fewer
+
+
+def test_a_run_starting_past_the_index_and_the_partition_stops_the_consumer() -> None:
+    """Changes after both the index's revision and where the partition's records
+    stopped, up to where a bridge run started, are in no record and no snapshot."""
+    with pytest.raises(StreamGap, match="after revision 150, but the index is at revision 100"):
+        revisions(applied=100).take(run(150, 160))  # the first records of a topic
+    seen = revisions(applied=30)
+    assert seen.take(run(5, 40)) and not seen.take(run(5, 40, marker=True))
+    with pytest.raises(StreamGap, match="stopped at 40, the index is at revision 30"):
+        seen.take(run(100, 110))  # a later run, its checkpoint lost
+
+
+@pytest.mark.parametrize("applied", [100, 200])
+def test_a_run_the_index_covers_goes_on(applied: int) -> None:
+    """A gap between two runs of the bridge that the index's snapshot covers (the
+    index built from SpiceDB after it) loses nothing: the records go on."""
+    seen = revisions(applied=applied)
+    assert not seen.take(run(5, 10)) and not seen.take(run(5, 40, marker=True))
+    assert seen.take(run(100, 110)) == (110 > applied)
+
+
+def test_a_run_is_not_checked_without_a_revision_to_hold_it_to() -> None:
+    seen = revisions(applied=-1)  # an index not built from SpiceDB: where would it be
+    assert seen.take(run(150, 160))
+    seen = revisions(applied=100)  # a partition added since the others' records
+    assert not seen.take(run(100, 100, partition=0, marker=True))
+    assert seen.take(run(150, 160, partition=1))
+    assert seen.take(record(0, [(REVISION, b"170")]))  # a bridge that does not say
