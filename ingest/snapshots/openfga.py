@@ -257,6 +257,8 @@ def _check_operation(element: Any, name: str, line: int) -> None:
     if not isinstance(element, dict) or "operation" not in element:
         return
     operation = element["operation"]
+    if operation is None:  # protobuf's JSON: null is the enum's default, a write
+        return
     if isinstance(operation, str | int) and not isinstance(operation, bool):
         if operation in _WRITE_OPERATIONS:
             return

@@ -151,7 +151,7 @@ def build_from_batches(
     max_shrink: float | None = None,
     wait: bool | float = False,
     source_state: dict[str, dict[str, Any]] | None = None,
-    shard: tuple[int, int] | None = None,
+    shard: tuple[int, int] | tuple[int, int, str] | None = None,
     memory: int | None = None,
     publish: bool = True,
 ) -> BuildReport:
@@ -395,7 +395,8 @@ def build_from_batches(
             "id_order": id_order,
         }
         if shard is not None:
-            meta["shard"] = [int(shard[0]), int(shard[1])]
+            # (k, n), and the build's id that ShardedIndex holds every shard to
+            meta["shard"] = [int(shard[0]), int(shard[1]), *(str(s) for s in shard[2:3])]
         db = RocksDB(base_of(tmp), read_only=False, bulk=True)
         try:
             writer.store(db)

@@ -37,6 +37,7 @@ from leopard.store.generations import DirLock, IndexDir, refuse_shrink
 from leopard.store.manifest import (
     MANIFEST,
     ShardManifest,
+    new_build_id,
     read_manifest,
     shard_dir_name,
     write_manifest,
@@ -84,7 +85,7 @@ def _left_by_a_build(entry: Path) -> bool:
         _SHARD_DIR.match(entry.name) is not None
         and entry.is_dir()
         and not entry.is_symlink()
-        and IndexDir(entry).foreign_entry() is None
+        and IndexDir(entry).foreign_entry(current=True) is None  # swapped in, or not yet
     )
 
 
@@ -252,6 +253,7 @@ def build_shards(
     rule = ShardRule(config, shards)
     split = root / ".split"
     read = replicated = 0
+    build_id = new_build_id()  # in every shard and the manifest (ShardedIndex checks)
     with ShardSwap(root, shards, wait) as swap:
         # again, under the lock: a build waited for may have changed what is there
         check_shard_target(root, shards, force=force)
@@ -285,7 +287,7 @@ def build_shards(
                     _read_split(split / f"{k}.arrow"),
                     swap.dirs[k],
                     config,
-                    shard=(k, shards),
+                    shard=(k, shards, build_id),
                     rejected=rejected,
                     publish=False,
                     **build,
@@ -297,7 +299,7 @@ def build_shards(
             shutil.rmtree(split, ignore_errors=True)
         if max_shrink is not None:
             swap.refuse_shrink(sum(r.tuples_indexed for r in reports), read, max_shrink)
-        swap.publish(ShardManifest.new(shards, engine))
+        swap.publish(ShardManifest.new(shards, engine, build=build_id))
     return combine_reports(reports, read, replicated, time.perf_counter() - started)
 
 

@@ -17,6 +17,12 @@ Versions: every shard consumes every partition of the change stream, so offsets 
 the same on each. The index's ``version`` is what every shard has reached (per
 partition, the least of the shards' offsets); ``wait_for`` waits for each shard.
 
+Opening checks that every shard is of the build the manifest names (its id in each
+shard's header): a build swaps its shards in one after another and writes the manifest
+last, so shards of two builds mean one is swapping them in (waited for, up to
+``SWAP_WAIT`` seconds) or was stopped while doing so (refused: answers would mix two
+snapshots).
+
 This is the reference the routed servers are compared with, and what
 ``leopard.open_index`` returns for a sharded directory.
 """
@@ -30,7 +36,7 @@ from typing import Any
 
 from leopard.core.freshness import POLL
 from leopard.core.index import Index
-from leopard.errors import IndexNotFound, InvalidInput
+from leopard.errors import IndexNotFound, InvalidInput, StorageError
 from leopard.model.routing import (
     asks_every_shard,
     least_position,
@@ -44,24 +50,56 @@ from leopard.store.manifest import ShardManifest, read_manifest
 
 __all__ = ["ShardedIndex", "least_position", "merge_pages", "open_any", "read_manifest"]
 
+#: seconds an opening waits for a build swapping shards in to write its manifest
+SWAP_WAIT = 5.0
+
 
 class ShardedIndex:
     """The shards of a sharded index, answering as one ``Index`` (see the module)."""
 
     def __init__(self, path: str | Path, manifest: ShardManifest | None = None) -> None:
         self.path = Path(path)
-        found = manifest if manifest is not None else read_manifest(self.path)
-        if found is None:
-            raise IndexNotFound(f"no sharded index at {str(self.path)!r}: no shards.json")
-        self.manifest = found
-        self.n = found.shards
         self.shards: list[Index] = []
-        try:
-            for p in found.shard_paths(self.path):
-                self.shards.append(Index(p))
-        except BaseException:
+        deadline = time.monotonic() + SWAP_WAIT
+        while True:
+            found = manifest if manifest is not None else read_manifest(self.path)
+            if found is None:
+                raise IndexNotFound(f"no sharded index at {str(self.path)!r}: no shards.json")
+            self.manifest = found
+            self.n = found.shards
+            self.shards = []
+            try:
+                for p in found.shard_paths(self.path):
+                    self.shards.append(Index(p))
+            except BaseException:
+                self.close()
+                raise
+            others = self._other_builds()
+            if not others:
+                return
             self.close()
-            raise
+            if time.monotonic() >= deadline:
+                raise StorageError(
+                    f"the shards of {str(self.path)!r} are of two builds ({others}; the "
+                    f"manifest names {found.build}): a sharded build is swapping them in "
+                    f"and has not finished within {SWAP_WAIT:g} s, or was stopped while "
+                    "doing so. Build the index again"
+                )
+            manifest = None  # read again: the build writes it last
+            time.sleep(0.05)
+
+    def _other_builds(self) -> str:
+        """The shards of another build than the manifest's, told; '' when none."""
+        want = self.manifest.build
+        if want is None:
+            return ""  # a manifest from before builds were named
+        odd = []
+        for k, ix in enumerate(self.shards):
+            shard = ix.reader.meta.get("shard") or []
+            got = shard[2] if len(shard) > 2 else None
+            if got != want:
+                odd.append(f"shard {k} of {got or 'a build without an id'}")
+        return ", ".join(odd)
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -75,7 +75,7 @@ from leopard.spark.tasks import (
     filesystem,
     read_files,
 )
-from leopard.store.manifest import ShardManifest
+from leopard.store.manifest import ShardManifest, new_build_id
 
 __all__ = ["build_on_spark", "SPARK_FORMATS"]
 
@@ -149,6 +149,7 @@ def build_on_spark(
         clear_staging(root)
         stack.callback(clear_staging, root)
         stage = staging_of(root)
+        build_id = new_build_id()  # in every shard's header and the manifest
         reports, read, rejected, replicated = _run(
             spark_args=(master, session, on_progress),
             files=files,
@@ -159,10 +160,11 @@ def build_on_spark(
             stage=stage,
             id_order=id_order,
             position=position,
+            build_id=build_id,
         )
         for k in range(shards):
             if k not in reports:  # no row at all reached shard k: it holds nothing
-                reports[k] = empty_shard(stage, k, shards, config, id_order, position)
+                reports[k] = empty_shard(stage, (k, shards, build_id), config, id_order, position)
         if read == 0 and not force:
             raise InvalidInput("the sources hold no tuple: nothing to build the shards from")
         ordered = [reports[k] for k in range(shards)]
@@ -173,7 +175,7 @@ def build_on_spark(
             else:
                 refuse_remote_shrink(index, shards, indexed, read, max_shrink)
         say("swapping the shards in and writing the manifest")
-        manifest = ShardManifest.new(shards, "spark", master=master)
+        manifest = ShardManifest.new(shards, "spark", master=master, build=build_id)
         if swap is not None:
             swap_in_local(swap, manifest)
         else:
@@ -194,6 +196,7 @@ def _run(
     stage: str,
     id_order: str,
     position: dict[str, int] | None,
+    build_id: str,
 ) -> tuple[dict[int, BuildReport], int, int, int]:
     """Spark's part: every shard that any row reaches built in ``stage``. Returns the
     reports by shard and the rows read, rejected and replicated."""
@@ -217,6 +220,7 @@ def _run(
                     root=stage,
                     id_order=id_order,
                     position_json=json.dumps(position or {}),
+                    build_id=build_id,
                 ),
                 _ddl(REPORT_SCHEMA),
             )

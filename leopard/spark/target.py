@@ -98,15 +98,20 @@ def check_remote_target(index: str, shards: int, force: bool) -> None:
 
 
 def empty_shard(
-    stage: str, k: int, shards: int, config: Config, id_order: str, position: dict[str, int] | None
+    stage: str,
+    shard: tuple[int, int, str],
+    config: Config,
+    id_order: str,
+    position: dict[str, int] | None,
 ) -> BuildReport:
-    """Shard ``k`` built on the driver from no tuple (no row of the sources is its),
-    in the staging directory ``stage``."""
+    """Shard ``k`` of ``(k, n, build id)`` built on the driver from no tuple (no row of
+    the sources is its), in the staging directory ``stage``."""
+    k = shard[0]
     with tempfile.TemporaryDirectory(prefix="leopard-shard-") as tmp:
         local = local_root(stage)
         dest = local / f"shard-{k}" if local is not None else Path(tmp) / "ix"
         report = build_from_batches(
-            [], dest, config, shard=(k, shards), id_order=id_order, position=position or None
+            [], dest, config, shard=shard, id_order=id_order, position=position or None
         )
         if local is None:
             copy_tree(dest, f"{stage.rstrip('/')}/shard-{k}")

@@ -201,6 +201,7 @@ def build_shard_tasks(
     root: str,
     id_order: str,
     position_json: str = "{}",
+    build_id: str = "",
 ) -> Iterator[pa.RecordBatch]:
     """Build every shard whose rows are in ``batches`` (tagged by ``SHARD``) as
     ``root/shard-k``; yield ``(k, report JSON, rows read, rejected)`` per shard built
@@ -210,7 +211,8 @@ def build_shard_tasks(
         position = json.loads(position_json) or None
 
         def build(rows: Iterator[pa.Table], k: int) -> str:
-            return _build(rows, k, shards, config, root, id_order, position)
+            shard = (k, shards, build_id) if build_id else (k, shards)
+            return _build(rows, shard, config, root, id_order, position)
 
         spill_dir = Path(tempfile.mkdtemp(prefix="leopard-spill-"))
         try:
@@ -238,23 +240,23 @@ def build_shard_tasks(
 
 def _build(
     rows: Iterator[pa.Table],
-    k: int,
-    shards: int,
+    shard: tuple[int, int] | tuple[int, int, str],
     config: Config,
     root: str,
     id_order: str,
     position: dict[str, int] | None,
 ) -> str:
+    k = shard[0]
     if "://" not in root or root.startswith("file://"):
         dest = Path(root.removeprefix("file://")) / shard_dir_name(k)
         report = build_from_batches(
-            rows, dest, config, shard=(k, shards), id_order=id_order, position=position
+            rows, dest, config, shard=shard, id_order=id_order, position=position
         )
         return json.dumps(report.to_dict())
     staging = Path(tempfile.mkdtemp(prefix=f"leopard-shard-{k}-"))
     try:
         report = build_from_batches(
-            rows, staging / "ix", config, shard=(k, shards), id_order=id_order, position=position
+            rows, staging / "ix", config, shard=shard, id_order=id_order, position=position
         )
         copy_tree(staging / "ix", f"{root.rstrip('/')}/{shard_dir_name(k)}")
     finally:

@@ -174,14 +174,14 @@ class IndexDir:
                     f"(it holds {foreign!r}); name an empty or new directory"
                 )
 
-    def foreign_entry(self) -> str | None:
+    def foreign_entry(self, current: bool = False) -> str | None:
         """The first entry of the directory that no index directory holds (CURRENT
-        aside); None when there is none, or no directory."""
+        too unless ``current``); None when there is none, or no directory."""
         try:
             names = sorted(e.name for e in self.path.iterdir())
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return next((name for name in names if not _ours(name)), None)
+        return next((n for n in names if not _ours(n) and not (current and n == "CURRENT")), None)
 
     def prepare(self, wait: bool | float = False) -> Path:
         """Take the lock (see ``acquire``) and create the directory of a new generation

@@ -8,7 +8,11 @@ incremental layer and stream position. The manifest is JSON with a format versio
      "placement": "crc32", "dirs": ["shard-0", ...], "engine": "local", "built_at": ...}
 
 It is written once the shards are built (atomically: a temporary file renamed over
-it), so a reader that finds it finds every shard.
+it), so a reader that finds it finds every shard. A build names itself with an id
+(``extra.build``), which each shard's header holds too (the third item of its
+``shard``, kept by compactions): the shards are swapped in one after another, so a
+reader that finds a shard of another build than the manifest's has opened them while a
+build was swapping them in (or after one was killed doing so), and must not answer.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ __all__ = [
     "MANIFEST",
     "MANIFEST_VERSION",
     "ShardManifest",
+    "new_build_id",
     "read_manifest",
     "shard_dir_name",
     "write_manifest",
@@ -73,8 +79,19 @@ class ShardManifest:
             sort_keys=True,
         )
 
+    @property
+    def build(self) -> str | None:
+        """The id of the build that wrote it (None before builds had one)."""
+        found = self.extra.get("build")
+        return found if isinstance(found, str) else None
+
     def shard_paths(self, root: str | Path) -> list[Path]:
         return [Path(root) / d for d in self.dirs]
+
+
+def new_build_id() -> str:
+    """A sharded build's id, for its manifest and every shard's header."""
+    return uuid.uuid4().hex
 
 
 def read_manifest(root: str | Path) -> ShardManifest | None:

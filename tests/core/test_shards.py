@@ -13,6 +13,9 @@ keeps it a shard) are run here on sharded builds of 1 to 4 shards.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,6 +34,7 @@ from test_properties import SETTINGS, compare_everything
 from test_schema_properties import compare, schema_case
 
 import leopard
+from leopard.core import sharded as sharded_module
 from leopard.core.batches import table_from_tuples
 from leopard.core.compact import compact
 from leopard.core.incremental import ApplyReport, DeltaWriter
@@ -368,3 +372,95 @@ def test_max_shrink_and_nothing_indexed_are_counted_over_every_shard(tmp_path: P
     leopard.build_index([["group:eng#owner@user:alice"]], root, shards=2, force=True)
     with leopard.open_index(root) as ix:
         assert not ix.check("user:alice", "group:all")
+
+
+_KILL_AFTER_SHARD_0 = """
+import os, signal, sys
+import leopard
+from leopard.store.generations import IndexDir
+
+real = IndexDir.publish
+
+
+def publish(self, tmp):
+    out = real(self, tmp)
+    if self.path.name == "shard-0":  # kill -9 between two shards' swaps
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+
+IndexDir.publish = publish
+leopard.build_index([sys.argv[2]], sys.argv[1], shards=2)
+"""
+
+
+def _killed_between_swaps(root: Path, snapshot: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER_SHARD_0, str(root), str(snapshot)], check=False
+    )
+    assert done.returncode == -signal.SIGKILL
+
+
+def test_shards_of_two_builds_are_refused_and_a_retry_mends_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shards are swapped in one after another and the manifest written last, each
+    shard's header naming its build: a build killed between two swaps leaves shard 0
+    of the new build and shard 1 of the old, which no reader may answer from; the next
+    build mends it. The same for a first build, which leaves no manifest."""
+    monkeypatch.setattr(sharded_module, "SWAP_WAIT", 0.3)
+    old, new = tmp_path / "old.txt", tmp_path / "new.txt"
+    old.write_text("".join(f"group:a#member@user:u{i}\n" for i in range(40)))
+    new.write_text("".join(f"group:b#member@user:u{i}\n" for i in range(40)))
+    root = tmp_path / "ix"
+    leopard.build_index([old], root, shards=2)
+    _killed_between_swaps(root, new)
+    with pytest.raises(StorageError, match="are of two builds .*stopped while doing so"):
+        leopard.open_index(root)
+    leopard.build_index([new], root, shards=2)
+    with leopard.open_index(root) as ix:
+        assert all(ix.check(f"user:u{i}", "group:b#member") for i in range(40))
+        assert not any(ix.check(f"user:u{i}", "group:a#member") for i in range(40))
+    first = tmp_path / "first"
+    _killed_between_swaps(first, new)
+    assert read_manifest(first) is None
+    leopard.build_index([new], first, shards=2)  # over what the killed one left
+    with leopard.open_index(first) as ix:
+        assert ix.check("user:u3", "group:b#member")
+
+
+def test_an_opening_during_a_swap_waits_for_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader that opens the shards while a build swaps them in (shard 0 of the new
+    build, shard 1 still of the old) waits for the manifest, and answers from one."""
+    root = tmp_path / "ix"
+    one, two = tmp_path / "one.txt", tmp_path / "two.txt"
+    one.write_text("".join(f"group:a#member@user:u{i}\n" for i in range(40)))
+    two.write_text("".join(f"group:b#member@user:u{i}\n" for i in range(40)))
+    leopard.build_index([one], root, shards=2)
+    real = IndexDir.publish
+    opened: list[tuple[bool, bool]] = []
+    readers: list[threading.Thread] = []
+
+    def publish(self: IndexDir, tmp: Path) -> Path:
+        out = real(self, tmp)
+        if self.path.name == "shard-0":
+            reader = threading.Thread(target=lambda: opened.append(_answers(root)))
+            reader.start()
+            readers.append(reader)
+            time.sleep(0.3)  # the reader opens shard 0 of the new build, 1 of the old
+        return out
+
+    monkeypatch.setattr(IndexDir, "publish", publish)
+    leopard.build_index([two], root, shards=2)
+    readers[0].join(10)
+    assert opened == [(False, True)]
+
+
+def _answers(root: Path) -> tuple[bool, bool]:
+    with leopard.open_index(root) as ix:
+        a = {ix.check(f"user:u{i}", "group:a#member") for i in range(40)}
+        b = {ix.check(f"user:u{i}", "group:b#member") for i in range(40)}
+    assert len(a) == len(b) == 1, (a, b)  # every user alike: one build's answers
+    return a.pop(), b.pop()
