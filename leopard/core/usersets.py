@@ -27,7 +27,6 @@ from pyroaring import BitMap
 
 from leopard.core.caches import CachedSets
 from leopard.model.config import Config
-from leopard.model.plan import same_object
 
 __all__ = [
     "own_sets",
@@ -46,15 +45,17 @@ def own_sets(config: Config, name: str) -> list[str]:
     if plan is None or "#" not in name:
         return []
     obj, _, rel = name.rpartition("#")
-    ns = obj[: obj.index(":")]
-    return [f"{obj}#{p}" for p in plan.sets_of(ns) if same_object(plan, ns, p, rel)]
+    return [f"{obj}#{p}" for p in plan.including(obj[: obj.index(":")], rel)]
 
 
 def holds_own(config: Config, name: str, group: str) -> bool:
     """Whether the set ``group`` (a valid name, its relation left out where its
     namespace has one set) holds the userset ``name`` by the schema alone: the same
     object, and a relation that includes the userset's."""
-    full = full_set(config, group) if config.plan is not None else None
+    obj = name.rpartition("#")[0]
+    if config.plan is None or (group != obj and not group.startswith(obj + "#")):
+        return False  # no schema, or a set of another object
+    full = full_set(config, group)
     return full is not None and full in own_sets(config, name)
 
 

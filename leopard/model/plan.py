@@ -92,6 +92,7 @@ class Plan:
     _arrows: dict[SetKey, list[tuple[str, str, int]]] = field(default_factory=dict)
     _computed: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)
     _per_type: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _including: dict[SetKey, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         per_type: dict[str, list[str]] = {}
@@ -106,6 +107,15 @@ class Plan:
         self._per_type = {t: tuple(rs) for t, rs in per_type.items()}
 
     # -- lookups ------------------------------------------------------------------------
+
+    def including(self, type: str, relation: str) -> tuple[str, ...]:
+        """The sets of ``type`` that hold ``type:X#relation`` for every object ``X``
+        (``same_object``), in the order of ``sets_of``; remembered."""
+        found = self._including.get((type, relation))
+        if found is None:
+            found = tuple(p for p in self.sets_of(type) if same_object(self, type, p, relation))
+            self._including[(type, relation)] = found
+        return found
 
     def is_set(self, type: str, relation: str) -> bool:
         return (type, relation) in self.sets
