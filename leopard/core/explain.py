@@ -18,7 +18,7 @@ from pyroaring import BitMap
 
 from leopard.core.caches import CachedSets
 from leopard.core.layers import SetReader
-from leopard.core.usersets import full_set, holds_own, own_sets
+from leopard.core.usersets import full_set, own_sets
 from leopard.model.config import Config
 
 __all__ = ["Step", "shortest_chain", "describe", "own_chain"]
@@ -84,7 +84,7 @@ def own_chain(
     by the schema alone (``leopard.core.usersets``), where no edge leads: None when
     ``group`` is no such set."""
     full = full_set(config, group)
-    if full is None or not holds_own(config, userset, full):
+    if full is None or full not in own_sets(config, userset):
         return None
     if not steps:
         return [full]

@@ -273,8 +273,7 @@ class Index:
 
         A group whose every tuple was deleted keeps its id in the incremental layer
         until compaction drops it; answering as if it were unknown keeps answers the
-        same before and after compaction (and as after a rebuild).
-        """
+        same before and after compaction (and as after a rebuild)."""
         r = self._r
         gid = r.group_id(name)
         if gid is None:
@@ -333,9 +332,10 @@ class Index:
         else:
             kind, sgid, key = self._parse_subject(subject)
             if kind == "set":  # as the peers count usersets (leopard.core.usersets)
-                starts = us.userset_starts(self.config, c, self._live_group, key, sgid)
-                if gid is not None and c.meets_set(starts, gid):
-                    return True
+                if gid is not None:
+                    starts = us.userset_starts(self.config, c, self._live_group, key, sgid)
+                    if c.meets_set(starts, gid):
+                        return True
                 return us.holds_own(self.config, key, group)
             direct = self._r.m2g_groups(key)
         if gid is None:

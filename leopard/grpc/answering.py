@@ -11,8 +11,7 @@ would.
 SpiceDB counts a userset in its own set, and in every set of the same object that
 includes its relation through plain ``+ relation`` terms, even with no relationship
 stored (``doc:d#viewer`` is in ``doc:d#view = viewer + ...``). The index counts them
-so (``leopard.core.usersets``); ``leopard.model.plan.same_object`` answers them from
-the schema alone where a method asks before the index (a bulk check, a lookup).
+so (``leopard.core.usersets``).
 """
 
 from __future__ import annotations

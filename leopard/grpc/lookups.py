@@ -35,7 +35,6 @@ from authzed.api.v1 import permission_service_pb2 as pb
 from leopard.grpc.answering import Answering, Forward
 from leopard.grpc.names import Fields, group_name, subject_name
 from leopard.grpc.status import Refusal, wildcard
-from leopard.model.plan import same_object
 
 __all__ = ["Lookups", "MAX_LOOKUP_LIMIT", "decode_cursor", "encode_cursor"]
 
@@ -128,10 +127,6 @@ class Lookups(Answering):
             names = self.index.groups_of(subject_name(subject), type=rtype, permission=perm)
         start, end = len(rtype) + 1, -len(perm) - 1
         ids = [n[start:end] for n in names]
-        if srel and stype == rtype and same_object(self.catalog().plan, rtype, perm, srel):
-            at = bisect.bisect_left(ids, sid)
-            if at == len(ids) or ids[at] != sid:
-                ids.insert(at, sid)  # a userset is in its own object's sets (see answering)
         if after is not None:
             ids = ids[bisect.bisect_right(ids, after) :]
         if limit:

@@ -37,7 +37,6 @@ from leopard.grpc.names import (
     wildcard_userset,
 )
 from leopard.grpc.status import Refusal, wildcard
-from leopard.model.plan import same_object
 
 __all__ = ["MAX_CHECKS", "Permissions"]
 
@@ -138,14 +137,9 @@ class Permissions(Lookups, PermissionsServiceServicer):
         freshness = self.freshness
         freshness.reach(want)
         index = self.index
-        if srel and stype == rtype and subject.object.object_id == resource.object_id:
-            member = same_object(self.catalog().plan, rtype, perm, srel)
-        else:
-            member = None
         with index.lock:
             version = freshness.exact(want)
-            if member is None:
-                member = index.check(subject_name(subject), f"{rtype}:{resource.object_id}#{perm}")
+            member = index.check(subject_name(subject), f"{rtype}:{resource.object_id}#{perm}")
         return pb.CheckPermissionResponse(
             checked_at=core_pb2.ZedToken(token=version), permissionship=HAS if member else NO
         )
@@ -238,10 +232,6 @@ class Permissions(Lookups, PermissionsServiceServicer):
                 outcome[i] = wildcard("check on wildcard subject", "subject.object_id")
             elif rid == "*":
                 outcome[i] = NO  # as SpiceDB answers it
-            elif (
-                srel and stype == rtype and sid == rid and same_object(cat.plan, rtype, perm, srel)
-            ):
-                outcome[i] = HAS
             else:
                 local_at.append(i)
                 local.append(

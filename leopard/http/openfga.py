@@ -25,7 +25,6 @@ store that is not this one ``store_id_not_found`` (404).
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import re
@@ -45,7 +44,6 @@ from leopard.http.reply import PeerRequest, Reply, parse_body
 from leopard.http.types import RunningConsumer, Scope
 from leopard.http.upstream import Upstream, UpstreamUnreachable
 from leopard.model.config import Config
-from leopard.model.plan import same_object
 from leopard.model.schema import to_openfga_json
 
 __all__ = [
@@ -242,9 +240,7 @@ class OpenFga:
         except Unanswerable as why:
             return await self._elsewhere(request, why)
         await self._consistent(body.consistency)
-        return Reply(
-            200, _ALLOWED[self.index.check(subject, group) or self._itself(subject, group)]
-        )
+        return Reply(200, _ALLOWED[self.index.check(subject, group)])
 
     async def batch_check(self, request: PeerRequest) -> Reply:
         raw = await request.body()
@@ -289,13 +285,12 @@ class OpenFga:
         """Every check from one version; when one name is refused, each on its own."""
         try:
             found = self.index.check_many(targets.values())
-            pairs = zip(targets.items(), found, strict=True)
-            return [(c, None, a or self._itself(*target)) for (c, target), a in pairs]
+            return [(c, None, a) for c, a in zip(targets, found, strict=True)]
         except (ValueError, TypeError):  # InvalidTuple, InvalidInput: find which
             out: list[tuple[str, F.CheckError | None, bool | None]] = []
             for cid, (subject, group) in targets.items():
                 try:
-                    allowed = self._itself(subject, group) or self.index.check(subject, group)
+                    allowed = self.index.check(subject, group)
                     out.append((cid, None, allowed))
                 except (ValueError, TypeError) as exc:
                     out.append(
@@ -335,13 +330,7 @@ class OpenFga:
         await self._consistent(body.consistency)
         tail = len(body.relation) + 1
         found = self.index.groups_of(body.user, type=body.type, permission=body.relation)
-        objects = [name[:-tail] for name in found]
-        own = body.user.rpartition("#")[0]  # a userset's object: listed as check has it
-        if own.partition(":")[0] == body.type and self._itself(body.user, f"{own}#{body.relation}"):
-            at = bisect.bisect_left(objects, own)  # sorted: no scan of a long list
-            if at == len(objects) or objects[at] != own:
-                objects.insert(at, own)
-        return objects
+        return [name[:-tail] for name in found]
 
     async def list_users(self, request: PeerRequest) -> Reply:
         raw = await request.body()
@@ -436,17 +425,6 @@ class OpenFga:
                 f"relation {otype}#{relation} is not indexed: {config.why_not(otype, relation)}"
             )
         return user, f"{obj}#{relation}"
-
-    def _itself(self, subject: str, group: str) -> bool:
-        """Whether ``subject`` is a userset of the object of ``group`` that the group's
-        relation includes by the model alone (``doc:1#viewer`` in ``doc:1#viewer``, and
-        in ``doc:1#view`` when ``view`` is ``viewer or ...``): OpenFGA answers such a
-        check true even for an object with no tuples, which the index does not hold."""
-        sobj, has_relation, srel = subject.rpartition("#")
-        obj, _, relation = group.rpartition("#")
-        if not has_relation or sobj != obj:
-            return False
-        return same_object(self.index.config.plan, obj.partition(":")[0], relation, srel)
 
     async def _consistent(self, consistency: str) -> None:
         if consistency == "HIGHER_CONSISTENCY":

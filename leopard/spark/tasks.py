@@ -200,8 +200,8 @@ def build_shard_tasks(
     config_json: str,
     root: str,
     id_order: str,
+    build_id: str,
     position_json: str = "{}",
-    build_id: str = "",
 ) -> Iterator[pa.RecordBatch]:
     """Build every shard whose rows are in ``batches`` (tagged by ``SHARD``) as
     ``root/shard-k``; yield ``(k, report JSON, rows read, rejected)`` per shard built
@@ -211,8 +211,7 @@ def build_shard_tasks(
         position = json.loads(position_json) or None
 
         def build(rows: Iterator[pa.Table], k: int) -> str:
-            shard = (k, shards, build_id) if build_id else (k, shards)
-            return _build(rows, shard, config, root, id_order, position)
+            return _build(rows, (k, shards, build_id), config, root, id_order, position)
 
         spill_dir = Path(tempfile.mkdtemp(prefix="leopard-spill-"))
         try:
@@ -240,7 +239,7 @@ def build_shard_tasks(
 
 def _build(
     rows: Iterator[pa.Table],
-    shard: tuple[int, int] | tuple[int, int, str],
+    shard: tuple[int, int, str],
     config: Config,
     root: str,
     id_order: str,
