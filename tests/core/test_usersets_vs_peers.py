@@ -84,11 +84,11 @@ LOOKUPS = [
 ]
 
 
-def _build(tmp_path: Path, text: str, suffix: str) -> Path:
+def _build(tmp_path: Path, text: str, suffix: str, lines: list[str] = TUPLES) -> Path:
     schema = tmp_path / f"schema{suffix}"
     schema.write_text(text)
     tuples = tmp_path / "tuples.txt"
-    tuples.write_text("\n".join(TUPLES) + "\n")
+    tuples.write_text("\n".join(lines) + "\n")
     index = tmp_path / f"ix{suffix.replace('.', '-')}"
     leopard.build_index([tuples], index, schema=schema)
     return index
@@ -137,3 +137,46 @@ def test_usersets_answer_as_openfga(tmp_path: Path) -> None:
         checks, lookups = _leopard(index, warm)
         assert checks == want
         assert lookups == [set(found) for found in run.list_objects]
+
+
+# SpiceDB takes a wildcard through a userset of the relation's own definition (one of
+# another definition it refuses), and answers through it
+OWN_WILDCARD_ZED = """definition user {}
+definition doc {
+    relation viewer: doc#member | doc#mid | user
+    relation mid: doc#member
+    relation member: user | user:*
+    permission view = viewer
+}
+"""
+OWN_WILDCARD_TUPLES = [
+    "doc:d#viewer@doc:e#member",
+    "doc:e#member@user:*",
+    "doc:f#viewer@doc:g#mid",
+    "doc:g#mid@doc:h#member",
+    "doc:h#member@user:ann",
+    "doc:x#viewer@user:bob",
+]
+OWN_WILDCARD_USERS = ["user:ann", "user:bob", "user:zed"]
+
+
+def test_a_wildcard_through_a_userset_of_its_own_definition_answers_as_spicedb(
+    tmp_path: Path,
+) -> None:
+    index = _build(tmp_path, OWN_WILDCARD_ZED, ".zed", OWN_WILDCARD_TUPLES)
+    docs = sorted({t.split("#")[0] for t in OWN_WILDCARD_TUPLES})
+    asked = [(u, f"{d}#{p}") for u in OWN_WILDCARD_USERS for d in docs for p in ("view", "mid")]
+    with SpiceDBOracle(OWN_WILDCARD_ZED, OWN_WILDCARD_TUPLES) as peer:
+        want = [peer.check(s, *g.rsplit("#", 1)) for s, g in asked]
+        want_lookups = [peer.lookup_resources("doc", "view", u) for u in OWN_WILDCARD_USERS]
+    assert any(want) and not all(want)
+    with leopard.open_index(index) as ix:
+        for warm in (False, True):
+            if warm:
+                ix.warm()
+            assert [ix.check(s, g) for s, g in asked] == want
+            lookups = [
+                {n.rpartition("#")[0] for n in ix.groups_of(u, type="doc", permission="view")}
+                for u in OWN_WILDCARD_USERS
+            ]
+            assert lookups == want_lookups

@@ -1,13 +1,14 @@
 """The references of a parsed schema, checked as each peer's validation checks them.
 
 Both dialects refuse an allowed subject type or a ``type#relation`` that is not
-defined, an unknown caveat or condition, a subject type listed twice, a computed
-relation that the type does not define, and an arrow whose left side (the tupleset)
-is not a relation that stores tuples. Then each peer adds its own rules:
+defined, an unknown caveat or condition, a computed relation that the type does not
+define, and an arrow whose left side (the tupleset) is not a relation that stores
+tuples. Then each peer adds its own rules:
 
-* SpiceDB: no wildcard may be included through another relation (``group#member``
-  where ``member`` allows ``user:*``), nor sit on an arrow's left side; permissions
-  that are plain aliases of each other may not form a cycle.
+* SpiceDB: a subject type may not be listed twice; no wildcard may be included through
+  a relation of another definition (``group#member`` where ``member`` allows
+  ``user:*``; one of the relation's own definition is taken), nor sit on an arrow's
+  left side; permissions that are plain aliases of each other may not form a cycle.
 * OpenFGA: a tupleset's types must be plain types (no ``#relation``, no wildcard), the
   arrow's relation must be defined on at least one of them, a relation holds its own
   tuples exactly when it lists subject types, relations may not be computed from each
@@ -67,6 +68,8 @@ def openfga_name_problem(name: str, *, is_type: bool) -> str | None:
 
 def check_schema(schema: Schema) -> None:
     """Raise InvalidSchema for the first reference the schema's peer would refuse."""
+    if schema.dialect != "spicedb" and not schema.types:
+        raise fail(schema.filename, None, None, "the model defines no type; OpenFGA needs one")
     checker = _Checker(schema)
     for typedef in schema.types.values():
         for relation in typedef.relations.values():
@@ -92,8 +95,8 @@ class _Checker:
         owner = f"{rel.kind} {rel.name!r} of {typedef.name!r}"
         seen: set[SubjectType] = set()
         for subject in rel.types:
-            self.subject(owner, subject)
-            if subject in seen:
+            self.subject(typedef, owner, subject)
+            if subject in seen and self.spicedb:  # OpenFGA takes '[user, user]'
                 raise self.error(subject, owner, f"{str(subject)!r} is listed twice")
             seen.add(subject)
         reads_own = any(isinstance(node, This) for node in walk(rel.rewrite))
@@ -112,7 +115,7 @@ class _Checker:
             elif isinstance(node, Arrow):
                 self.arrow(typedef, owner, node)
 
-    def subject(self, owner: str, subject: SubjectType) -> None:
+    def subject(self, typedef: TypeDef, owner: str, subject: SubjectType) -> None:
         target = self.schema.types.get(subject.type)
         if target is None:
             raise self.error(subject, owner, f"subject type {subject.type!r} is not defined")
@@ -129,7 +132,10 @@ class _Checker:
             raise self.error(
                 subject, owner, f"no {self.caveat_word} named {subject.caveat!r} is defined{hint}"
             )
-        if self.spicedb and subject.relation is not None:
+        if self.spicedb and subject.relation is not None and subject.type != typedef.name:
+            # SpiceDB takes a wildcard through a userset of the relation's own definition
+            # (``relation viewer: doc#member`` in ``doc``, ``member: user:*``), and
+            # answers through it; only one of another definition is refused.
             found = self.wildcard_in(subject.type, subject.relation, set())
             if found:
                 raise self.error(
@@ -137,7 +143,7 @@ class _Checker:
                     owner,
                     f"{str(subject)!r} includes the wildcard {found[0]!r} through "
                     f"{found[1]!r}; SpiceDB does not allow a wildcard to be included through "
-                    "another relation",
+                    "a relation of another definition",
                 )
 
     def wildcard_in(self, type: str, relation: str, seen: set[str]) -> tuple[str, str] | None:

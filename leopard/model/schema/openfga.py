@@ -251,6 +251,9 @@ class _Reader:
         children = value.get("child")
         if not isinstance(children, list) or not children:
             raise self.error(f"{inner}.child", "expected a non-empty list of usersets")
+        if len(children) < 2:  # as OpenFGA's model validation
+            a = "an" if key == "intersection" else "a"
+            raise self.error(f"{inner}.child", f"{a} {key} needs at least 2 children, not 1")
         built = tuple(
             self.userset(c, f"{inner}.child[{i}]", depth + 1) for i, c in enumerate(children)
         )

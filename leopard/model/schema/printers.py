@@ -26,12 +26,46 @@ from leopard.model.schema.ast import (
     This,
     Union,
 )
+from leopard.model.schema.spicedb import RELATION_RE, TYPE_RE, parse_spicedb
 
 __all__ = ["format_spicedb", "format_openfga_dsl"]
 
 
 def format_spicedb(schema: Schema) -> str:
-    """The schema in SpiceDB's language."""
+    """The schema in SpiceDB's language; InvalidSchema where SpiceDB would refuse it.
+
+    A model of another dialect may use names or forms SpiceDB refuses (``can-read``,
+    a wildcard through another definition's relation, a condition named as a type):
+    its names are checked first, then the text is read back as SpiceDB's validation
+    reads it, so that what is printed is a schema SpiceDB takes.
+    """
+    if schema.dialect != "spicedb":
+        _spicedb_names(schema)
+    text = _format_spicedb(schema)
+    if schema.dialect != "spicedb":
+        try:
+            parse_spicedb(text, "the model in SpiceDB's language")
+        except InvalidSchema as exc:
+            raise InvalidSchema(f"{schema.filename}: SpiceDB would refuse it: {exc}") from None
+    return text
+
+
+def _spicedb_names(schema: Schema) -> None:
+    def refuse(what: str, name: str) -> InvalidSchema:
+        return InvalidSchema(f"{schema.filename}: SpiceDB does not take the {what} name {name!r}")
+
+    for typedef in schema.types.values():
+        if not TYPE_RE.fullmatch(typedef.name) or len(typedef.name.encode()) > 128:
+            raise refuse("type", typedef.name)
+        for rel in typedef.relations.values():
+            if not RELATION_RE.fullmatch(rel.name):
+                raise refuse("relation", rel.name)
+    for cond in schema.condition_defs:
+        if not TYPE_RE.fullmatch(cond.name):
+            raise refuse("condition", cond.name)
+
+
+def _format_spicedb(schema: Schema) -> str:
     parts: list[str] = []
     if any(
         s.expiration for t in schema.types.values() for r in t.relations.values() for s in r.types

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 from leopard.model.schema.ast import Condition, fail
 
-__all__ = ["Token", "TokenReader", "tokenize", "describe"]
+__all__ = ["CAVEAT_TYPES", "Token", "TokenReader", "tokenize", "describe"]
+
+#: the parameter types of SpiceDB's caveats; ``list`` and ``map`` take one type argument
+CAVEAT_TYPES = (
+    "any", "bool", "bytes", "double", "duration", "int", "ipaddress", "list", "map",
+    "string", "timestamp", "uint",
+)  # fmt: skip
 
 #: operators, longest first so that ``->`` is not read as ``-`` then ``>``
 _PUNCT = (
@@ -239,12 +245,29 @@ class TokenReader:
         return Condition(name, tuple(params), expression, first.line, first.column)
 
     def param_type(self, caveat: str) -> str:
-        """A parameter type as written: ``int``, ``map<string>``, ``list<map<int>>``."""
-        base = self.name(f"a parameter type in caveat {caveat!r}").value
-        if not self.accept("<"):
-            return base
-        inner = [self.param_type(caveat)]
-        while self.accept(","):
+        """A parameter type as written: ``int``, ``map<string>``, ``list<map<int>>``.
+
+        The types are SpiceDB's (``CAVEAT_TYPES``); ``list`` and ``map`` take exactly
+        one type argument, as SpiceDB says (it ignores arguments of the others).
+        """
+        token = self.name(f"a parameter type in caveat {caveat!r}")
+        base = token.value
+        if base not in CAVEAT_TYPES:
+            raise self.error(
+                f"unknown parameter type {base!r} in caveat {caveat!r} (SpiceDB's types: "
+                f"{', '.join(CAVEAT_TYPES)})",
+                token,
+            )
+        inner: list[str] = []
+        if self.accept("<"):
             inner.append(self.param_type(caveat))
-        self.expect(">", "'>' to close the type parameters")
-        return f"{base}<{', '.join(inner)}>"
+            while self.accept(","):
+                inner.append(self.param_type(caveat))
+            self.expect(">", "'>' to close the type parameters")
+        if base in ("list", "map") and len(inner) != 1:
+            raise self.error(
+                f"the type {base!r} in caveat {caveat!r} takes one type argument "
+                f"({base}<string>, say), not {len(inner)}",
+                token,
+            )
+        return f"{base}<{', '.join(inner)}>" if inner else base

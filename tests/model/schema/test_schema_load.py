@@ -62,7 +62,7 @@ def test_a_parse_error_names_the_path(tmp_path: Path) -> None:
 def _nested_json(depth: int) -> str:
     userset = '{"this": {}}'
     for _ in range(depth):
-        userset = '{"union": {"child": [' + userset + "]}}"
+        userset = '{"union": {"child": [' + userset + ', {"this": {}}]}}'
     return (
         '{"schema_version": "1.1", "type_definitions": [{"type": "user"}, {"type": "doc", '
         '"relations": {"viewer": ' + userset + '}, "metadata": {"relations": {"viewer": '

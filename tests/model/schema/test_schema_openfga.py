@@ -256,12 +256,17 @@ def test_kinds_types_and_positions() -> None:
     assert schema.condition_defs[0].line == 14
 
 
-def test_an_empty_model() -> None:
-    assert parse_openfga_dsl(MODEL) == Schema({}, (), "openfga", schema_version="1.1")
-    assert to_openfga_json(parse_openfga_dsl(MODEL)) == {
-        "schema_version": "1.1",
-        "type_definitions": [],
-    }
+def test_an_empty_model_is_refused_as_openfga_refuses_it() -> None:
+    # OpenFGA's WriteAuthorizationModel: "TypeDefinitions: value must contain at least 1"
+    assert dsl_error(MODEL) == "model.fga: the model defines no type; OpenFGA needs one"
+    empty = {"schema_version": "1.1", "type_definitions": []}
+    assert json_error(empty) == "model.json: the model defines no type; OpenFGA needs one"
+    assert to_openfga_json(Schema({}, (), "openfga", schema_version="1.1")) == empty
+
+
+def test_a_subject_type_listed_twice_is_taken_as_openfga_takes_it() -> None:
+    schema = parse_openfga_dsl(TYPES + "    define viewer: [user, user]\n")
+    assert [str(t) for t in schema.types["doc"].relations["viewer"].types] == ["user", "user"]
 
 
 TYPES = MODEL + "type user\ntype doc\n  relations\n    define owner: [user]\n"
@@ -418,7 +423,6 @@ def test_dsl_errors(text: str, expected: str) -> None:
         ("define viewer: [usr]", "relation 'viewer' of 'doc': subject type 'usr' is not defined"),
         ("define viewer: [doc#nope]", "'doc' has no relation 'nope' (in 'doc#nope')"),
         ("define viewer: [user with cond]", "no condition named 'cond' is defined"),
-        ("define viewer: [user, user]", "relation 'viewer' of 'doc': 'user' is listed twice"),
         ("define viewer: nope", "permission 'viewer' of 'doc': 'nope' is not defined on 'doc'"),
         (
             "define viewer: owner from nope",
@@ -641,6 +645,14 @@ def rel(userset: Any, types: Any = None, name: str = "viewer") -> dict[str, Any]
             " both",
         ),
         (rel({"this": {}}, [{"type": "usr"}]), "subject type 'usr' is not defined"),
+        (
+            rel({"union": {"child": [{"computedUserset": {"relation": "owner"}}]}}),
+            "relations.viewer.union.child: a union needs at least 2 children, not 1",
+        ),
+        (
+            rel({"intersection": {"child": [{"computedUserset": {"relation": "owner"}}]}}),
+            "relations.viewer.intersection.child: an intersection needs at least 2 children",
+        ),
         (
             rel({"this": {}}, [{"type": "user", "condition": "cond"}]),
             "no condition named 'cond' is defined",

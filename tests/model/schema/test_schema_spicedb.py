@@ -404,6 +404,17 @@ USER = "definition user {}\n"
         # caveats
         ("caveat cav() { true }", "1:12: expected a parameter name in caveat 'cav', found ')'"),
         ("caveat cav(a int) { }", "1:21: caveat 'cav' has an empty expression"),
+        ("caveat cav(a integer) { a }", "1:14: unknown parameter type 'integer' in caveat 'cav'"),
+        ("caveat cav(a list<foo>) { a }", "1:19: unknown parameter type 'foo' in caveat 'cav'"),
+        (
+            "caveat cav(a map) { a }",
+            "1:14: the type 'map' in caveat 'cav' takes one type argument (map<string>, say), "
+            "not 0",
+        ),
+        (
+            "caveat cav(a list<int, int>) { a }",
+            "takes one type argument (list<string>, say), not 2",
+        ),
         ("caveat cav(a int) { a == {1: 2}", "1:32: expected '}' to close caveat 'cav', found"),
         ("caveat cav(a map<int) { a }", "1:21: expected '>' to close the type parameters"),
         # references
@@ -497,3 +508,12 @@ def test_a_self_expression_without_the_flag_is_a_relation_name() -> None:
 
 def test_the_error_names_the_file() -> None:
     assert error("definition Doc {}", "acme/schema.zed").startswith("acme/schema.zed:1:12: ")
+
+
+def test_every_caveat_parameter_type_of_spicedb_is_read() -> None:
+    params = "a any, b bool, c bytes, d double, e duration, f int, g ipaddress, h list<int>, "
+    params += "i map<list<string>>, j string, k timestamp, l uint"
+    schema = parse_spicedb(f"caveat cav({params}) {{ b }}\n" + USER)
+    (cond,) = schema.condition_defs
+    assert [t for _, t in cond.parameters][7:9] == ["list<int>", "map<list<string>>"]
+    assert len(cond.parameters) == 12
