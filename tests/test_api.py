@@ -11,6 +11,7 @@ no child process unreaped.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from leopard import (
     open_index,
 )
 from leopard.model.config import SetConfig
+from leopard.model.tokens import encode_token
+from leopard.model.zedtoken import encode_zedtoken
 from leopard.store.layout import FORMAT_VERSION
 
 ORG = [
@@ -431,3 +434,25 @@ def test_a_list_of_tuple_strings_is_read_as_paths(tmp_path: Path) -> None:
     # sources are paths or iterables of lines: a bare list of lines names files
     with pytest.raises(InvalidInput, match="cannot read 'group:eng#member@user:a'"):
         build_index(["group:eng#member@user:a"], tmp_path / "idx")
+
+
+def test_lookups_and_waits_refuse_what_can_never_be_answered(tmp_path: Path) -> None:
+    """``groups_of`` with a type the configuration has no set of is refused, naming it
+    (as a relation that is no set is); a version of a topic the index does not follow,
+    or a SpiceDB ZedToken at an index that follows no SpiceDB, is refused at once, not
+    waited for; one of a partition not seen yet of the followed topic is waited for."""
+    config = Config(sets=[SetConfig(namespace="group", relation="member")])
+    build_index([["group:eng#member@user:alice"]], tmp_path / "idx", config,
+                position={"changes:0": 1})  # fmt: skip
+    with open_index(tmp_path / "idx") as ix:
+        assert ix.groups_of("user:alice", type="group") == ["group:eng#member"]
+        with pytest.raises(InvalidInput, match=r"namespace 'gruop' has no indexed set.*group"):
+            ix.groups_of("user:alice", type="gruop")
+        started = time.monotonic()
+        with pytest.raises(InvalidInput, match=r"topic 'other'.*it follows topic 'changes'"):
+            ix.wait_for(encode_token({"other:0": 1}), timeout=5)
+        with pytest.raises(InvalidInput, match="follows no SpiceDB"):
+            ix.wait_for(encode_zedtoken("42"), timeout=5)
+        assert time.monotonic() - started < 2
+        with pytest.raises(StaleIndex, match="applied nothing of changes:3"):
+            ix.wait_for(encode_token({"changes:3": 1}), timeout=0.2)

@@ -61,15 +61,12 @@ def _long(name: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
     return m if m is not None and len(m.group(2).encode()) <= MAX_ID_BYTES else None
 
 
-def _not_a_set(cfg: Config, ns: str, rel: str) -> str:
-    plan = cfg.plan
-    if plan is not None:
-        return f"is not indexed: {plan.why_not(ns, rel)}"
-    return f"is not an indexed set (sets of {ns!r}: {', '.join(cfg.sets_of(ns)) or 'none'})"
-
-
 class Index:
     """An open index. Cheap to query from one thread; open one per process."""
+
+    #: the topics a consumer of this index is set to follow (``leopard serve --topic``):
+    #: a token of one is waited for even before the index has applied any of it
+    topics: frozenset[str] = frozenset()
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -198,6 +195,7 @@ class Index:
             timeout,
             poll=poll,
             gaps=lambda: self._r.gaps,
+            topics=self.topics,
         )
         try:
             while True:
@@ -245,7 +243,7 @@ class Index:
             full = f"{ns}:{oid}#{rel}"
         else:
             if not cfg.is_set(ns, rel):
-                raise InvalidInput(f"group {name!r}: {ns}#{rel} {_not_a_set(cfg, ns, rel)}")
+                raise InvalidInput(f"group {name!r}: {ns}#{rel} {cfg.not_a_set(ns, rel)}")
             full = name
         found = self._r.group_id(full)
         self._c.remember_group(name, found)
@@ -405,10 +403,10 @@ class Index:
         """Every set the subject is in, transitively, sorted by name; with ``type`` and
         ``permission``, only those of that type and relation or permission (SpiceDB's
         LookupResources: ``groups_of("user:anne", type="doc", permission="view")``; no
-        indexed set of that name: refused, as ``check`` refuses it)."""
-        cfg = self.config
-        if type is not None and permission is not None and not cfg.is_set(type, permission):
-            raise InvalidInput(f"{type}#{permission} {_not_a_set(cfg, type, permission)}")
+        indexed set of that name, or a type the schema or configuration does not know:
+        refused, as ``check`` refuses a name it does not know)."""
+        if type is not None and (problem := self.config.lookup_problem(type, permission)):
+            raise InvalidInput(problem)
         with self._lock:
             names = self._groups_of(subject)
         if type is not None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from leopard.core.freshness import unreachable
 from leopard.core.index import Index
 from leopard.errors import InvalidInput
 from leopard.grpc.consistency import AT_LEAST, INVALID_REVISION, Foreign, Freshness, Want
@@ -69,7 +70,21 @@ class Answering:
                 return Want(AT_LEAST, token)
             if self.upstream is not None:
                 raise Forward() from None
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, INVALID_REVISION) from None
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, self._foreign(token)) from None
+
+    def _foreign(self, token: str) -> str:
+        """SpiceDB's words for a token that is no revision it has; for a genuine
+        ZedToken at an index that follows no SpiceDB, why (SpiceDB says no more for
+        garbage)."""
+        try:
+            wanted = zedtoken_position(token)
+        except InvalidInput:
+            return INVALID_REVISION
+        index = self.index
+        why = unreachable(token, wanted, {*index.position, *index.gaps}, index.topics)
+        if why is None:  # it follows SpiceDB: a snapshot of SpiceDB's own is not ours
+            return INVALID_REVISION
+        return f"{INVALID_REVISION}: {why}; or start Leopard with --upstream-spicedb HOST:PORT"
 
     def _follows_spicedb(self, request: Any, token: str) -> bool:
         if request.consistency.WhichOneof("requirement") != "at_least_as_fresh":

@@ -4,8 +4,11 @@
 the objects whose permission holds the subject, streamed in id order, one response
 each, with ``optional_limit`` (at most 1,000, as in SpiceDB) and a cursor on every
 response. SpiceDB's cursors are opaque; Leopard's, ``leopard.lr1.…``, hold the last
-id answered and a digest of the request's arguments, so the next page starts after
-that id, and a cursor of another request is refused in SpiceDB's words. A cursor that
+id answered and a digest of the request's arguments (``optional_limit`` among them, as
+SpiceDB's), so the next page starts after that id, and a cursor of another request,
+or of the same one with another limit, is refused in SpiceDB's words and with its
+``ErrorInfo`` reason (``ERROR_REASON_INVALID_CURSOR``; a limit over 1,000:
+``ERROR_REASON_EXCEEDS_MAXIMUM_ALLOWABLE_LIMIT``). A cursor that
 is not Leopard's (a SpiceDB one) is forwarded with its request to the SpiceDB behind
 Leopard, or refused (INVALID_ARGUMENT ``error decoding cursor``) without one.
 
@@ -50,6 +53,8 @@ MISMATCH = (
 
 
 def _digest(request: Any) -> str:
+    """The arguments a cursor is bound to: all but the cursor (the limit too, as
+    SpiceDB's cursors are)."""
     s = request.subject
     parts = (
         request.resource_object_type,
@@ -57,8 +62,14 @@ def _digest(request: Any) -> str:
         s.object.object_type,
         s.object.object_id,
         s.optional_relation,
+        str(request.optional_limit),
     )
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def bad_cursor(message: str) -> Refusal:
+    """A cursor refused, with the ``ErrorInfo`` reason SpiceDB gives."""
+    return Refusal(grpc.StatusCode.INVALID_ARGUMENT, message, "ERROR_REASON_INVALID_CURSOR")
 
 
 def encode_cursor(digest: str, after: str) -> str:
@@ -103,6 +114,8 @@ class Lookups(Answering):
             raise Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"provided limit {limit} is greater than maximum allowed of {MAX_LOOKUP_LIMIT}",
+                "ERROR_REASON_EXCEEDS_MAXIMUM_ALLOWABLE_LIMIT",
+                {"limit_provided": str(limit), "maximum_limit_allowed": str(MAX_LOOKUP_LIMIT)},
             )
         if self.needs_spicedb(request):
             raise Forward()
@@ -140,11 +153,9 @@ class Lookups(Answering):
         except ValueError as exc:
             if self.upstream is not None:
                 raise Forward() from None
-            raise Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT, f"error decoding cursor: {exc}"
-            ) from None
+            raise bad_cursor(f"error decoding cursor: {exc}") from None
         if theirs != digest:
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, MISMATCH)
+            raise bad_cursor(MISMATCH)
         return after
 
     def LookupSubjects(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:  # noqa: N802
@@ -170,9 +181,7 @@ class Lookups(Answering):
             except ValueError as exc:
                 if self.upstream is not None:
                     raise Forward() from None
-                raise Refusal(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"error decoding cursor: {exc}"
-                ) from None
+                raise bad_cursor(f"error decoding cursor: {exc}") from None
             raise Refusal(grpc.StatusCode.UNIMPLEMENTED, "cursor is not yet supported")
         if self.needs_spicedb(request):
             raise Forward()

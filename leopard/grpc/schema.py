@@ -23,11 +23,25 @@ from authzed.api.v1.schema_service_pb2_grpc import SchemaServiceServicer
 from leopard.errors import InvalidSchema
 from leopard.grpc.answering import Answering
 from leopard.grpc.status import Refusal
+from leopard.model.config import Config
 from leopard.model.schema import format_spicedb
 
-__all__ = ["Schema"]
+__all__ = ["Schema", "spicedb_text"]
 
 NO_SCHEMA = "no schema has been defined; please call WriteSchema to start"
+
+
+def spicedb_text(config: Config) -> tuple[str | None, str]:
+    """The index's schema in SpiceDB's language, or None and why there is none."""
+    source = config.schema_source
+    if source is not None and source.dialect == "spicedb":
+        return source.text, ""
+    if source is None or config.plan is None:
+        return None, NO_SCHEMA
+    try:  # an OpenFGA model, in SpiceDB's language where that can state it
+        return format_spicedb(config.plan.schema), ""
+    except InvalidSchema as exc:
+        return None, f"the index was built from an OpenFGA model that SpiceDB cannot state: {exc}"
 
 
 class Schema(Answering, SchemaServiceServicer):
@@ -39,16 +53,7 @@ class Schema(Answering, SchemaServiceServicer):
     def ReadSchema(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         config = self.index.config
         source = config.schema_source
-        text: str | None = None
-        if source is not None and source.dialect == "spicedb":
-            text = source.text
-        elif source is not None and config.plan is not None:
-            try:  # an OpenFGA model, in SpiceDB's language where that can state it
-                text = format_spicedb(config.plan.schema)
-            except InvalidSchema as exc:
-                why = f"the index was built from an OpenFGA model that SpiceDB cannot state: {exc}"
-        else:
-            why = NO_SCHEMA
+        text, why = spicedb_text(config)
         if text is not None:
             version = core_pb2.ZedToken(token=self.index.version)
             return schema_service_pb2.ReadSchemaResponse(schema_text=text, read_at=version)

@@ -7,7 +7,10 @@ in its words, so that code written against SpiceDB handles Leopard's the same wa
 INVALID_ARGUMENT            malformed input (``validation error: resource.object_id:
                             must be at most 1024 bytes``), a ZedToken that is no
                             version of this index (``invalid revision requested``),
+                            or one no wait can reach (``...: naming why``),
                             a wildcard subject, a cursor that is not one of ours
+                            or not of this request (``ERROR_REASON_INVALID_CURSOR``),
+                            a limit over 1,000 (``..._EXCEEDS_MAXIMUM_ALLOWABLE_LIMIT``)
 FAILED_PRECONDITION         an unknown definition, relation or permission (``object
                             definition `nope` not found``), carrying SpiceDB's
                             ``ErrorInfo`` reason

@@ -112,6 +112,8 @@ class AuthZen:
         oid = entity.id or ""
         if not isinstance(oid, str) or "#" in oid or ":" in oid:
             raise _bad(f"{what}.id {oid!r} cannot hold '#' or ':' (they separate Leopard's names)")
+        if oid == "*" and what == "resource":  # a subject's is every subject of its type
+            raise _bad(f"resource.id {oid!r}: a resource id cannot be a wildcard")
         return f"{typ}:{oid}"
 
     def _relation(self, typ: str, action: Z.Action) -> str:

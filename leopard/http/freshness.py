@@ -63,10 +63,15 @@ class Waits:
         """Return once the index has applied ``token``; StaleIndex after ``max_wait``."""
         ix = self.index
         steps = wait_steps(
-            lambda: ix.position, lambda: ix.version, token, max_wait, gaps=lambda: ix.gaps
+            lambda: ix.position,
+            lambda: ix.version,
+            token,
+            max_wait,
+            gaps=lambda: ix.gaps,
+            topics=ix.topics,
         )
         try:
-            pause = next(steps)  # a bad token raises InvalidInput here: a 400
+            pause = next(steps)  # a bad or unreachable token: InvalidInput here, a 400
         except StopIteration:
             return  # reached already, the common case
         self.bind()

@@ -407,6 +407,10 @@ class OpenFga:
         otype, sep, oid = obj.partition(":")
         if not (sep and otype and oid):
             raise FgaError(400, "validation_error", f"invalid 'object' field format {obj!r}")
+        if oid == "*":
+            raise FgaError(
+                400, "validation_error", f"object {obj!r}: an object id cannot be a wildcard"
+            )
         utype, sep, rest = user.partition(":")
         if not (sep and utype and rest):
             raise FgaError(400, "validation_error", f"invalid 'user' field format {user!r}")

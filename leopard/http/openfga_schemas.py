@@ -2,10 +2,13 @@
 
 The shapes and the validation rules are those of OpenFGA's API definitions
 (``openfga/v1/openfga_service.proto`` and ``openfga.proto`` of ``openfga/api``), in their
-JSON form: field names as written there (``tuple_key``, ``correlation_id``), enums by
-name (``HIGHER_CONSISTENCY``; their numbers are accepted too, as protobuf's JSON
-mapping allows), ids as ULIDs. Unknown fields are refused, so that a misspelt field is
-a ``validation_error`` naming it rather than a silently ignored one. An error answer is
+JSON form: enums by name (``HIGHER_CONSISTENCY``; their numbers are accepted too, as
+protobuf's JSON mapping allows), ids as ULIDs. A request is read as OpenFGA's HTTP
+gateway reads it (grpc-gateway's protojson, ``DiscardUnknown``): every field by its
+proto name (``tuple_key``, ``correlation_id``) or its JSON name (``tupleKey``,
+``correlationId``), and fields it does not know ignored (a newer client's). A field of
+the wrong type or a missing required one is a ``validation_error`` naming it. Answers
+use the proto names, as OpenFGA writes them. An error answer is
 ``OpenFgaError``: ``{"code": "validation_error", "message": "..."}`` with OpenFGA's codes
 (``errors_ignore.proto``).
 """
@@ -14,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
 
 __all__ = [
     "AuthorizationModel",
@@ -62,10 +66,27 @@ class _Fga(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _both_names(name: str) -> AliasChoices | str:
+    """A request field read by its proto name or its JSON (lowerCamelCase) name."""
+    camel = to_camel(name)
+    return AliasChoices(name, camel) if camel != name else name
+
+
+class _Request(BaseModel):
+    """A request, or a part of one: both names of a field, unknown fields ignored."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        allow_inf_nan=False,
+        populate_by_name=True,
+        alias_generator=AliasGenerator(validation_alias=_both_names),
+    )
+
+
 # -- requests -------------------------------------------------------------------------
 
 
-class TupleKey(_Fga):
+class TupleKey(_Request):
     """A relationship tuple: a contextual tuple of a request."""
 
     user: str = Field(max_length=512, examples=["user:anne"])
@@ -74,11 +95,11 @@ class TupleKey(_Fga):
     condition: dict[str, Any] | None = None
 
 
-class ContextualTupleKeys(_Fga):
+class ContextualTupleKeys(_Request):
     tuple_keys: list[TupleKey] = Field(max_length=100)
 
 
-class CheckRequestTupleKey(_Fga):
+class CheckRequestTupleKey(_Request):
     """The question: is `user` related to `object` by `relation`?"""
 
     user: str = Field(pattern=r"^[^\s]{2,512}$", examples=["user:anne"])
@@ -86,7 +107,7 @@ class CheckRequestTupleKey(_Fga):
     object: str = Field(pattern=r"^[^\s]{2,256}$", examples=["document:2021-budget"])
 
 
-class _Query(_Fga):
+class _Query(_Request):
     """What every query request may carry besides its question."""
 
     store_id: str | None = Field(None, description="The store of the path, if repeated here.")
@@ -120,7 +141,7 @@ class CheckRequest(_Query):
     trace: bool = False
 
 
-class BatchCheckItem(_Fga):
+class BatchCheckItem(_Request):
     tuple_key: CheckRequestTupleKey
     contextual_tuples: ContextualTupleKeys | None = None
     context: dict[str, Any] | None = None
@@ -144,12 +165,12 @@ class ListObjectsRequest(_Query):
     context: dict[str, Any] | None = None
 
 
-class FgaObject(_Fga):
+class FgaObject(_Request):
     type: str = Field(pattern=_TYPE, examples=["document"])
     id: str = Field(pattern=r"^[^#:\s]+$", examples=["2021-budget"])
 
 
-class UserTypeFilter(_Fga):
+class UserTypeFilter(_Request):
     type: str = Field(pattern=_TYPE, examples=["user"])
     relation: str | None = Field(None, pattern=r"^$|" + _RELATION[1:])
 
@@ -164,7 +185,7 @@ class ListUsersRequest(_Query):
     context: dict[str, Any] | None = None
 
 
-class ExpandRequestTupleKey(_Fga):
+class ExpandRequestTupleKey(_Request):
     relation: str = Field(pattern=_RELATION)
     object: str = Field(pattern=r"^[^\s]{2,256}$")
 
@@ -176,7 +197,7 @@ class ExpandRequest(_Query):
     contextual_tuples: ContextualTupleKeys | None = None
 
 
-class PageParams(_Fga):
+class PageParams(_Request):
     """Query of the listings: `page_size` and `continuation_token`."""
 
     page_size: int | None = Field(None, ge=1, le=100)

@@ -339,6 +339,8 @@ def _serve(o: _Options, worker: Worker | None) -> None:
     consumer_settings = o.consumer_settings if lead else None
     follower = o.follower if lead else None
     index = SharedIndex(o.index_path)
+    if o.consumer_settings is not None:  # every worker: they answer tokens alike
+        index.topics = frozenset(o.consumer_settings.topics)
     if consumer_settings is None and follower is None and o.refresh_interval > 0:
         # the first refresh opens the follower of another process's writes: here, not
         # in the middle of serving

@@ -209,12 +209,45 @@ class Config(BaseModel):
         sets = ", ".join(self.sets_of(namespace)) or "none"
         return f"{namespace}#{relation} is not an indexed set (sets of {namespace!r}: {sets})"
 
+    def not_a_set(self, namespace: str, relation: str) -> str:
+        """The end of a refusal of ``namespace#relation`` as a set: "is not indexed: ..."."""
+        plan = self.plan
+        if plan is not None:
+            return f"is not indexed: {plan.why_not(namespace, relation)}"
+        sets = ", ".join(self.sets_of(namespace)) or "none"
+        return f"is not an indexed set (sets of {namespace!r}: {sets})"
+
+    def lookup_problem(self, type: str, permission: str | None = None) -> str | None:
+        """Why the sets of ``type`` (and ``permission``) cannot be looked up: a type the
+        schema does not define, or that no configured set is of, or a relation that is
+        no indexed set; None when they can (a typo must not pass for "none")."""
+        if permission is not None:
+            if self.is_set(type, permission):
+                return None
+            return f"{type}#{permission} {self.not_a_set(type, permission)}"
+        plan = self.plan
+        if plan is not None:
+            if type in plan.schema.types:
+                return None
+            return f"type {type!r} is not defined in the schema (types: {_some(plan.schema.types)})"
+        if self.sets is None or self.sets_of(type):
+            return None  # the default configuration has a set in every namespace
+        namespaces = {s.namespace: None for s in self.sets}
+        return f"namespace {type!r} has no indexed set (namespaces with sets: {_some(namespaces)})"
+
     def to_json(self) -> str:
         return json.dumps(self.model_dump(by_alias=True, exclude_none=True), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Config:
         return cls.model_validate(json.loads(text))
+
+
+def _some(names: Iterable[str], most: int = 20) -> str:
+    """Names for a message, sorted, at most ``most`` of them."""
+    shown = sorted(names)
+    more = f", ... ({len(shown) - most} more)" if len(shown) > most else ""
+    return ", ".join(shown[:most]) + more
 
 
 def _describe(exc: ValidationError) -> str:

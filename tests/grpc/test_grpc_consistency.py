@@ -38,6 +38,7 @@ import leopard
 from leopard.core.incremental import DeltaWriter
 from leopard.model.names import parse_tuple
 from leopard.model.tokens import decode_token, encode_token
+from leopard.model.zedtoken import encode_zedtoken
 
 PARTITION = "changes:0"
 HAS = v1.CheckPermissionResponse.PERMISSIONSHIP_HAS_PERMISSION
@@ -392,3 +393,45 @@ def test_garbage_and_foreign_zedtokens_are_refused_as_spicedb_refuses_garbage(
                 assert (ours.code(), ours.details()) == (theirs.code(), theirs.details())  # type: ignore[attr-defined]
             foreign = refusal(lambda: ASK[method](world.client, at(written.token)))  # noqa: B023
             assert foreign.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+
+
+# -- versions no wait can reach -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_version_of_a_topic_not_followed_is_refused_at_once(world: World, method: str) -> None:
+    """The index follows topic ``changes``; a version of another topic can never be
+    reached: INVALID_ARGUMENT at once (SpiceDB's code for an unusable revision), naming
+    the topic asked for and the one followed, not OUT_OF_RANGE after the wait."""
+    other = encode_token({"other-topic:0": 1})
+    started = time.monotonic()
+    refused = refusal(lambda: ASK[method](world.client, at(other)))
+    assert time.monotonic() - started < 2.0  # the wait would be 5 s
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    said = refused.details()  # type: ignore[attr-defined]
+    assert said.startswith("invalid revision requested: "), said
+    assert "topic 'other-topic'" in said and "it follows topic 'changes'" in said, said
+
+
+def test_a_version_of_a_followed_topic_not_reached_still_waits(hasty: World) -> None:
+    """A partition of the followed topic that the index has not seen yet may be one the
+    topic gained (read from its start once assigned): waited for, then OUT_OF_RANGE
+    saying that nothing of it was applied."""
+    started = time.monotonic()
+    refused = refusal(lambda: check(hasty.client, at(encode_token({"changes:7": 1}))))
+    assert time.monotonic() - started >= 0.4
+    assert refused.code() == grpc.StatusCode.OUT_OF_RANGE  # type: ignore[attr-defined]
+    assert "applied nothing of changes:7" in refused.details()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_spicedb_zedtoken_says_the_index_follows_no_spicedb(world: World, method: str) -> None:
+    """A genuine SpiceDB ZedToken at an index that follows no SpiceDB (and has no
+    upstream): SpiceDB's code and words for an unusable revision, and why."""
+    zed = encode_zedtoken("1700000000000000000")
+    refused = refusal(lambda: ASK[method](world.client, at(zed)))
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    said = refused.details()  # type: ignore[attr-defined]
+    assert said.startswith("invalid revision requested: "), said
+    assert "is a SpiceDB ZedToken" in said and "follows no SpiceDB" in said, said
+    assert "--upstream-spicedb" in said, said

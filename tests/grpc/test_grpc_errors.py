@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 import pytest
 from authzed.api import v1
+from authzed.api.v1 import debug_pb2
 from docs_world import SCHEMA, LeopardGrpc, build, tuples
 from google.rpc import error_details_pb2, status_pb2
 from hypothesis import event, given, settings
@@ -513,3 +514,61 @@ def test_read_schema_of_an_openfga_model_is_spicedbs_language_or_refused(
         assert outcome.code == "FAILED_PRECONDITION"
         assert "built from an OpenFGA model that SpiceDB cannot state" in outcome.details
         assert why in outcome.details, outcome.details
+
+
+def test_limit_and_cursor_refusals_carry_spicedb_error_info(peers: Peers) -> None:
+    """A limit over 1,000 and a cursor that is not one: SpiceDB's ``ErrorInfo`` too
+    (``ERROR_REASON_EXCEEDS_MAXIMUM_ALLOWABLE_LIMIT`` with the limits,
+    ``ERROR_REASON_INVALID_CURSOR``)."""
+    garbage = v1.Cursor(token="garbage")
+    for request in (resources("doc", "view", U1, optional_limit=1001),
+                    resources("doc", "view", U1, optional_cursor=garbage),
+                    subjects(D1, "view", "user", optional_cursor=garbage)):  # fmt: skip
+        method = LR if isinstance(request, v1.LookupResourcesRequest) else LS
+        ours, theirs = ask(peers.leopard, method, request), ask(peers.spicedb, method, request)
+        assert ours.code == theirs.code == "INVALID_ARGUMENT", (ours, theirs)
+        mine, spicedb = _error_info(ours), _error_info(theirs)
+        assert mine is not None and spicedb is not None, (ours, theirs)
+        assert (mine.reason, mine.domain, dict(mine.metadata)) == (
+            spicedb.reason, spicedb.domain, dict(spicedb.metadata))  # fmt: skip
+
+
+def test_a_cursor_is_refused_with_another_limit_as_spicedb_refuses_it(peers: Peers) -> None:
+    """A LookupResources cursor is bound to the request's limit as well: the next page
+    asked with another limit (or none) is refused in SpiceDB's words and reason."""
+    for client in (peers.leopard, peers.spicedb):
+        first = list(client.LookupResources(resources("doc", "view", U1, optional_limit=2,
+                                                      consistency=FULL)))  # fmt: skip
+        cursor = first[-1].after_result_cursor
+        same = ask(client, LR, resources("doc", "view", U1, optional_limit=2,
+                                         optional_cursor=cursor, consistency=FULL))  # fmt: skip
+        assert same.code == "OK"
+        for other in (3, 0):
+            refused = ask(client, LR, resources("doc", "view", U1, optional_limit=other,
+                                                optional_cursor=cursor))  # fmt: skip
+            assert refused.code == "INVALID_ARGUMENT", (client, other, refused)
+            assert refused.details.startswith("the cursor provided does not have the same")
+            info = _error_info(refused)
+            assert info is not None and info.reason == "ERROR_REASON_INVALID_CURSOR"
+
+
+def test_with_tracing_answers_a_debug_trace_a_spicedb_client_reads(peers: Peers) -> None:
+    """``with_tracing``: the question and its answer as one node (the index walks no
+    graph: no sub-problems), its source Leopard's index, and the schema used; the
+    result is SpiceDB's."""
+    for subject in (U1, subj("user", "nobody")):
+        request = check(D1, "view", subject, with_tracing=True)
+        ours = peers.leopard.CheckPermission(request)
+        theirs = peers.spicedb.CheckPermission(check(D1, "view", subject, with_tracing=True,
+                                                     consistency=FULL))  # fmt: skip
+        assert ours.HasField("debug_trace") and theirs.HasField("debug_trace")
+        trace = ours.debug_trace.check
+        assert (trace.resource, trace.permission, trace.subject) == (D1, "view", subject)
+        assert trace.permission_type == debug_pb2.CheckDebugTrace.PERMISSION_TYPE_PERMISSION
+        assert int(trace.result) == int(ours.permissionship)  # the same numbering
+        assert int(theirs.debug_trace.check.result) == int(theirs.permissionship)
+        assert ours.permissionship == theirs.permissionship
+        assert trace.source == "leopard:index" and not trace.HasField("sub_problems")
+        assert "definition doc" in ours.debug_trace.schema_used
+    plain = peers.leopard.CheckPermission(check(D1, "view", U1))
+    assert not plain.HasField("debug_trace")

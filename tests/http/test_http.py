@@ -52,6 +52,7 @@ from leopard.http.openapi import ROUTES
 from leopard.http.server import listen
 from leopard.model.names import parse_tuple
 from leopard.model.tokens import encode_token
+from leopard.model.zedtoken import encode_zedtoken
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +306,76 @@ def test_stale_at_least_is_503_with_the_current_token(base: str, index_dir: Path
     assert call(base, "POST", "/v1/check", body).status == 503
 
 
+SCHEMA = """\
+definition user {}
+
+definition doc {
+    relation viewer: user
+    permission view = viewer
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def followed_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An index of a schema that follows topic ``changes`` (one partition, at 0)."""
+    directory = tmp_path_factory.mktemp("followed")
+    (directory / "docs.zed").write_text(SCHEMA)
+    leopard.build_index([["doc:d1#viewer@user:anne"]], directory / "idx",
+                        schema=directory / "docs.zed", position={"changes:0": 0})  # fmt: skip
+    with leopard.open_index(directory / "idx") as ix:
+        with running_server(LeopardService(ix)) as url:
+            yield url
+
+
+def test_a_version_no_wait_can_reach_is_refused_at_once(base: str, followed_base: str) -> None:
+    """A version of a topic the index does not follow, or a SpiceDB ZedToken at an index
+    that follows no SpiceDB: a 400 at once, naming what the token asks for and what the
+    index follows, not a 503 "stale" after the wait (which invites a retry)."""
+    other = encode_token({"other-topic:0": 1})
+    zed = encode_zedtoken("1700000000000000000")
+    for url, token, says in (
+        (
+            followed_base,
+            other,
+            ["topic 'other-topic' (other-topic:0)", "it follows topic 'changes'"],
+        ),
+        (followed_base, zed, ["is a SpiceDB ZedToken", "follows no SpiceDB", "topic 'changes'"]),
+        (base, zed, ["is a SpiceDB ZedToken", "follows no SpiceDB"]),
+    ):
+        started = time.monotonic()
+        a = call(url, "GET", "/v1/check?" + q(subject="user:anne", group="doc:d1#view",
+                                               at_least=token, max_wait="5"))  # fmt: skip
+        assert time.monotonic() - started < 2.0
+        assert (a.status, a.json["error"]) == (400, "invalid_input"), a.body
+        assert all(part in a.json["detail"] for part in says), a.json["detail"]
+        body = json.dumps({"checks": [], "at_least": token, "max_wait": 5})
+        assert call(url, "POST", "/v1/check", body).status == 400
+
+
+def test_a_partition_not_seen_of_a_followed_topic_is_waited_for(followed_base: str) -> None:
+    """A partition the followed topic may have gained is read from its start once
+    assigned: a version of it is waited for, then 503 saying nothing of it was applied."""
+    unseen = encode_token({"changes:5": 1})
+    started = time.monotonic()
+    a = call(followed_base, "GET", "/v1/check?" + q(subject="user:anne", group="doc:d1#view",
+                                                     at_least=unseen, max_wait="0.3"))  # fmt: skip
+    assert time.monotonic() - started >= 0.25
+    assert (a.status, a.json["error"]) == (503, "stale"), a.body
+    assert "applied nothing of changes:5" in a.json["detail"]
+
+
+def test_groups_of_a_type_the_schema_does_not_define_is_400(followed_base: str) -> None:
+    """As an unknown permission is: a typo must not pass for "in no group"."""
+    a = call(followed_base, "GET", "/v1/groups?" + q(subject="user:anne", type="dco"))
+    assert (a.status, a.json["error"]) == (400, "invalid_input"), a.body
+    assert "'dco'" in a.json["detail"] and "doc, user" in a.json["detail"]
+    a = call(followed_base, "GET", "/v1/groups?" + q(subject="user:anne", type="doc"))
+    assert (a.status, a.json["groups"]) == (200, ["doc:d1#view", "doc:d1#viewer"]), a.body
+    a = call(followed_base, "GET", "/v1/groups?" + q(subject="user:anne", type="user"))
+    assert (a.status, a.json["groups"]) == (200, []), a.body
+
+
 def test_a_waiting_request_does_not_block_others(base: str) -> None:
     future = encode_token({"changes:0": 10**9})
     waiter = threading.Thread(
@@ -520,6 +591,12 @@ def test_read_your_own_write_through_the_broker(
         client = Client(url)
         request.addfinalizer(client.close)
         assert client.check("user:newbie", "group:eng") is False
+        # nothing applied yet, but the server follows the topic: a version of another
+        # topic is refused at once (one of this topic is waited for: below)
+        elsewhere = encode_token({f"{topic}-elsewhere:0": 1})
+        a = call(url, "GET", "/v1/version?" + q(at_least=elsewhere, max_wait="5"))
+        assert (a.status, a.json["error"]) == (400, "invalid_input"), a.body
+        assert f"it follows topic {topic!r}" in a.json["detail"]
         written = publish(
             [Change("touch", parse_tuple("group:backend#member@user:newbie"))],
             broker.bootstrap,
