@@ -20,7 +20,10 @@ partition's records must go on from where that partition's last ones stopped (ea
 run writes markers to every partition before it checkpoints), and the first records
 of a topic from where the index is (the revision of ``build --from``): a run starting
 after that skipped changes nobody published, and the consumer stops at it
-(``StreamGap``) rather than apply what follows and answer without them.
+(``StreamGap``) rather than apply what follows and answer without them. An index built
+from files has no revision to hold a run to: its first bridged records are taken only
+on a partition it was given a position on (``build --position``: who built it says
+where its snapshot is in the stream), and stop the consumer otherwise.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class BridgedRevisions:
     def __init__(self, reader: Any) -> None:
         stored = reader.source_state.get(STATE) or {}
         self.applied: int = reader.position.get(SPICEDB_KEY, -1)
+        # partitions the index has a position on (``build --position``, or read before)
+        self.placed = {key for key in reader.position if key != SPICEDB_KEY}
         self.revisions: dict[str, int] = dict(stored.get("revisions") or {})
         self.partitions: dict[str, int] = dict(stored.get("partitions") or {})
         self.seen = False
@@ -92,7 +97,19 @@ class BridgedRevisions:
         else:
             before = -1  # nothing bridged read yet: only the index's own revision counts
         covered = max(before, self.applied)
-        if covered < 0 or after <= covered:
+        if covered < 0:
+            if key in self.placed:
+                return  # the snapshot was placed in this stream by who built it
+            raise StreamGap(
+                f"{key} offset {message.offset}: the bridge's records start after revision "
+                f"{after}, but the index holds no SpiceDB revision (it was built from "
+                "files) and no position on this partition: whether its snapshot holds "
+                f"every change up to {after} cannot be known. Rebuild it from SpiceDB "
+                "(leopard build --from), or, if its snapshot does hold them, build it with "
+                f"the position it reflects in this topic (leopard build --position "
+                f"{key}=OFFSET)"
+            )
+        if after <= covered:
             return  # the index's snapshot or this partition's records reach the start
         had = f"this partition's records stopped at {before}, " if before >= 0 else ""
         index = f"revision {self.applied}" if self.applied >= 0 else "no SpiceDB revision"

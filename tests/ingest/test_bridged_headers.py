@@ -27,8 +27,9 @@ def run(start: int, revision: int, partition: int = 0, marker: bool = False) -> 
     return record(partition, headers + ([(MARKER, b"2")] if marker else []))
 
 
-def revisions(applied: int = 100) -> BridgedRevisions:
-    reader = SimpleNamespace(source_state={}, position={"spicedb": applied})
+def revisions(applied: int = 100, placed: tuple[str, ...] = ()) -> BridgedRevisions:
+    position = {"spicedb": applied} if applied >= 0 else {}
+    reader = SimpleNamespace(source_state={}, position={**position, **dict.fromkeys(placed, 0)})
     return BridgedRevisions(reader)
 
 
@@ -94,9 +95,19 @@ def test_a_run_the_index_covers_goes_on(applied: int) -> None:
     assert seen.take(run(100, 110)) == (110 > applied)
 
 
-def test_a_run_is_not_checked_without_a_revision_to_hold_it_to() -> None:
-    seen = revisions(applied=-1)  # an index not built from SpiceDB: where would it be
+def test_an_index_built_from_files_takes_a_bridged_topic_only_where_it_was_placed() -> None:
+    """An index without a SpiceDB revision cannot tell whether its snapshot holds the
+    changes before a run's start: its first bridged records stop the consumer, but on
+    a partition the build was given a position on (who built it vouches for it)."""
+    with pytest.raises(StreamGap, match="holds no SpiceDB revision .* --position changes:0="):
+        revisions(applied=-1).take(run(150, 160))
+    seen = revisions(applied=-1, placed=("changes:0",))
     assert seen.take(run(150, 160))
+    with pytest.raises(StreamGap, match="no position on this partition"):
+        revisions(applied=-1, placed=("changes:0",)).take(run(150, 160, partition=1))
+
+
+def test_a_run_is_not_checked_without_a_revision_to_hold_it_to() -> None:
     seen = revisions(applied=100)  # a partition added since the others' records
     assert not seen.take(run(100, 100, partition=0, marker=True))
     assert seen.take(run(150, 160, partition=1))
