@@ -46,6 +46,7 @@ from leopard.store.layout import (
     RESOURCE_KEY,
     SEQ_KEY,
     SET_FAMILIES,
+    SOURCE_STATE_KEY,
     BadValue,
     check_header,
     count_of,
@@ -62,7 +63,7 @@ __all__ = ["VerifyReport", "verify_index", "LIMIT"]
 
 LIMIT = 20  # findings of one kind listed; the rest are counted
 _SETS = ("g2g", "g2m", "child", "parent", "dchild", "dparent")  # group id -> set
-_DELTA_KEYS = (POSITION_KEY, NEXT_SUBJECT_KEY, SEQ_KEY)
+_DELTA_KEYS = (POSITION_KEY, NEXT_SUBJECT_KEY, SEQ_KEY, SOURCE_STATE_KEY)
 _EMPTY = BitMap()
 
 

@@ -29,6 +29,9 @@ from support.damage import (
 )
 
 from leopard.cli import main
+from leopard.core.incremental import DeltaWriter
+from leopard.core.index import Index
+from leopard.model.names import parse_tuple
 from leopard.store.layout import GROUPS_KEY, META_KEY, gkey
 
 
@@ -59,6 +62,21 @@ def test_verify_a_sound_index(small: Path) -> None:
     assert result.stdout.count("\n") == 1
     report = json.loads(cli("verify", "--index", small, "--json").stdout)
     assert report["ok"] is True and report["problems"] == []
+
+
+def test_verify_an_index_a_consumer_wrote_to(small: Path) -> None:
+    """A consumer's batch stores its position and its source's state in the delta:
+    both are keys the delta holds, and the index is sound."""
+    with Index(small) as ix:
+        writer = DeltaWriter(ix.reader)
+        try:
+            change = ("touch", parse_tuple("group:eng#member@user:zoe"))
+            writer.apply([change], {"changes:0": 1}, source_state={"anchors": {"changes:0": 0}})
+        finally:
+            writer.close()
+    result = cli("verify", "--index", small)
+    assert result.exit_code == 0, result.output
+    assert "is sound" in result.stdout
 
 
 def _m2g_garbage(path: Path) -> str:
