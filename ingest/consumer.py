@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.codecs import decode_message
+from ingest.codecs.fields import Change, Op
 from ingest.kafka.deadletters import ItemMessage
 from ingest.kafka.source import Batch, Gap, KafkaSource, Message
 from ingest.settings import ConsumerSettings
@@ -46,6 +47,8 @@ from leopard.core.index import Index
 from leopard.core.layers import SetReader
 from leopard.core.successor import Successor, live_generation
 from leopard.errors import BrokerError, DecodeError
+from leopard.model.edges import schema_refusal
+from leopard.model.names import RelationTuple, format_tuple
 
 __all__ = ["ConsumerSettings", "ConsumerStats", "ChangeConsumer", "consume"]
 
@@ -62,7 +65,8 @@ class ConsumerStats:
     changes: int = 0
     member_changes: int = 0
     edge_changes: int = 0
-    skipped: int = 0
+    skipped: int = 0  # changes of relations that feed no indexed set
+    refused: int = 0  # changes the schema refuses (dead-lettered)
     dead_letters: int = 0
     compactions: int = 0
     last_batch_seconds: float = 0.0
@@ -92,6 +96,7 @@ class ChangeConsumer:
         self.index = index if index is not None else Index(self.path)
         self.index.expect_local_writer()
         self.writer = DeltaWriter(self.index.reader)
+        self._refusals: dict[tuple[object, ...], str | None] = {}  # by the writer's schema
         self.stats = ConsumerStats()
         self.on_batch = on_batch
         self.source = KafkaSource(
@@ -215,6 +220,7 @@ class ChangeConsumer:
         changes = []
         dead: list[tuple[Message, str]] = []
         bridged = BridgedRevisions(self._target())
+        refusal = self._refusal if self.writer.config.plan is not None else None
         for m in batch.messages:
             if not bridged.take(m):
                 continue  # a marker of the bridge, or a change the index already has
@@ -223,8 +229,12 @@ class ChangeConsumer:
             except DecodeError as exc:
                 dead.append((m, str(exc)))
                 continue
-            for c in decoded.changes:
-                changes.append((c.op, c.tuple))
+            if refusal is None:
+                for c in decoded.changes:
+                    changes.append((c.op, c.tuple))
+            else:
+                refused = self._refused(m, decoded.changes, changes, refusal)
+                dead.extend(refused)
             for r in decoded.rejected:
                 dead.append((ItemMessage.of(m, r.item, r.value), r.reason))
         if dead:
@@ -244,6 +254,37 @@ class ChangeConsumer:
         stats.last_batch_seconds = time.perf_counter() - started
         self._maybe_switch()
         self.source.commit(batch.position)
+
+    def _refusal(self, t: RelationTuple) -> str | None:
+        """Why the schema refuses ``t`` (remembered by the tuple's kind)."""
+        wild = t.subject_id == "*"
+        kind = (t.resource_type, t.relation, t.subject_type, t.subject_relation, wild)
+        cache = self._refusals
+        if kind not in cache:
+            cache[kind] = schema_refusal(self.writer.config, t)
+        return cache[kind]
+
+    def _refused(
+        self,
+        m: Message,
+        decoded: list[Change],
+        changes: list[tuple[Op, RelationTuple]],
+        refusal: Callable[[RelationTuple], str | None],
+    ) -> list[tuple[Message, str]]:
+        """Add the changes of ``m`` the schema takes to ``changes``; the dead letter of
+        those it refuses, if any: the message, each refused tuple named with why (a
+        message of several changes is dead-lettered whole, its other changes applied)."""
+        why = []
+        for c in decoded:
+            reason = refusal(c.tuple)
+            if reason is None:
+                changes.append((c.op, c.tuple))
+            else:
+                why.append(f"{format_tuple(c.tuple)}: {reason}")
+        if not why:
+            return []
+        self.stats.refused += len(why)
+        return [(m, "refused by the index's schema: " + "; ".join(why))]
 
     def _record_gaps(self, gaps: list[Gap]) -> None:
         """Persist what the source found: a partition stopped at a gap (so readers
@@ -277,6 +318,7 @@ class ChangeConsumer:
             self.path, target=self.index.reader.position, lock=self.index.lock
         )
         self.writer = DeltaWriter(self._pending.reader)
+        self._refusals = {}  # a rebuild may have brought another schema
         self.source.seek_to_stored()
         self._maybe_switch()
 

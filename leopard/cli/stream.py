@@ -91,7 +91,10 @@ def consume(
     stats = consumer.run(idle_exit=idle_exit)
     click.echo(
         f"consumed {stats.messages:,} messages ({stats.changes:,} changes) in "
-        f"{stats.batches:,} batches; {stats.dead_letters} dead letters; "
+        f"{stats.batches:,} batches; {stats.dead_letters} dead letters"
+        + (f" ({stats.refused:,} changes the schema refuses)" if stats.refused else "")
+        + (f"; {stats.skipped:,} changes feed no indexed set" if stats.skipped else "")
+        + "; "
         f"version {consumer.index.version}",
         err=True,
     )

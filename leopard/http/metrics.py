@@ -86,6 +86,8 @@ _INDEX_GAUGES = (
 )
 _CONSUMER_COUNTERS = (
     ("dead_letters_total", "dead_letters", "Messages sent to the DLQ."),
+    ("changes_refused_total", "refused", "Changes the schema refuses (sent to the DLQ)."),
+    ("changes_skipped_total", "skipped", "Changes of relations that feed no indexed set."),
     ("messages_total", "messages", "Messages consumed."),
     ("changes_total", "changes", "Tuple changes applied."),
     ("batches_total", "batches", "Batches applied."),

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from leopard.model.config import Config
 from leopard.model.names import RelationTuple
 
-__all__ = ["Edge", "classify", "feeding", "edges_of", "disallowed"]
+__all__ = ["Edge", "classify", "feeding", "edges_of", "disallowed", "schema_refusal"]
 
 
 class Edge(NamedTuple):
@@ -73,4 +73,33 @@ def disallowed(config: Config, t: RelationTuple) -> str | None:
         kind = t.subject_type
     if kind in sp.allowed:
         return None
+    return f"{t.resource_type}#{t.relation} does not allow subjects of type {kind}"
+
+
+def schema_refusal(config: Config, t: RelationTuple) -> str | None:
+    """Why the index's schema refuses this tuple outright, as its peer refuses to write
+    it: a type or relation the schema does not define, a relation that stores no
+    tuples (a permission), a subject type the relation does not allow. None without a
+    schema, or when the schema takes the tuple (indexed or not)."""
+    plan = config.plan
+    if plan is None:
+        return None
+    schema = plan.schema
+    rel = schema.relation(t.resource_type, t.relation)
+    if rel is None:
+        if t.resource_type not in schema.types:
+            return f"the schema defines no type {t.resource_type!r}"
+        return f"the schema defines no relation {t.relation!r} on {t.resource_type!r}"
+    if not rel.types:
+        return f"{t.resource_type}#{t.relation} stores no tuples (it is computed)"
+    if t.subject_relation is not None:
+        kind = f"{t.subject_type}#{t.subject_relation}"
+    elif t.subject_id == "*":
+        kind = f"{t.subject_type}:*"
+    else:
+        kind = t.subject_type
+    for allowed in rel.types:
+        base = allowed.type + (":*" if allowed.wildcard else "")
+        if (base if allowed.relation is None else f"{base}#{allowed.relation}") == kind:
+            return None
     return f"{t.resource_type}#{t.relation} does not allow subjects of type {kind}"

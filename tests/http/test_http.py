@@ -622,6 +622,8 @@ def test_read_your_own_write_through_the_broker(
         assert offsets == {topic: written.position[f"{topic}:0"]}
         assert samples["leopard_consumer_running"] == [({}, 1.0)]
         assert samples["leopard_consumer_dead_letters_total"] == [({}, 0.0)]
+        assert samples["leopard_consumer_changes_refused_total"] == [({}, 0.0)]
+        assert samples["leopard_consumer_changes_skipped_total"] == [({}, 0.0)]
         assert samples["leopard_consumer_changes_total"][0][1] >= 1
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down (stopping the consumer after its batch), then re-raises

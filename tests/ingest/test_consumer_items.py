@@ -19,9 +19,12 @@ import pytest
 from support.index_model import REWRITE, build
 from test_consumer import consume_until, produce, read_topic, settings
 
-from ingest.codecs import decode
+import leopard
+from ingest.codecs import decode, encode_native
+from ingest.codecs.fields import Change
 from ingest.kafka.local_broker import LocalBroker, create_topic
 from leopard.core.index import Index
+from leopard.model.names import parse_tuple
 
 pytestmark = pytest.mark.kafka
 
@@ -156,3 +159,53 @@ def test_openfga_page_item_dead_lettered_alone(
     assert json.loads(record.value) == conditional
     with pytest.raises(Exception, match="conditional relationships are not supported"):
         decode("openfga", record.value)
+
+
+SCHEMA = """definition user {}
+definition group {
+    relation member: user | group#member
+}
+definition doc {
+    relation viewer: user | group#member
+    permission view = viewer
+}
+"""
+
+
+def test_changes_a_schema_refuses_are_dead_lettered_with_why(
+    broker: LocalBroker, topic: str, tmp_path: Path
+) -> None:
+    """A change its schema's peer would refuse to write (a type or relation the schema
+    does not define, a write to a permission, a subject type the relation does not
+    allow) is dead-lettered with why, as an undecodable one is; the others apply."""
+    create_topic(broker.bootstrap, f"{topic}.dlq", 1)
+    (tmp_path / "s.zed").write_text(SCHEMA)
+    path = tmp_path / "ix"
+    leopard.build_index([["doc:d1#viewer@user:root"]], path, schema=tmp_path / "s.zed")
+    refused = {
+        b"typo": ("doc:x1#viewers@user:alice", "the schema defines no relation 'viewers' on 'doc'"),
+        b"type": ("dok:x1#viewer@user:alice", "the schema defines no type 'dok'"),
+        b"perm": ("doc:x1#view@user:alice", "doc#view stores no tuples (it is computed)"),
+        b"subj": ("doc:x1#viewer@doc:d1", "doc#viewer does not allow subjects of type doc"),
+        b"wild": ("doc:x1#viewer@user:*", "doc#viewer does not allow subjects of type user:*"),
+    }
+    good = ["doc:x1#viewer@user:bob", "group:g#member@user:carol", "doc:x1#viewer@group:g#member"]
+
+    def touch(text: str) -> bytes:
+        return encode_native(Change("touch", parse_tuple(text)))
+
+    messages = [(k, touch(t), []) for k, (t, _) in refused.items()]
+    messages += [(f"g{i}".encode(), touch(t), []) for i, t in enumerate(good)]
+    pub = produce(broker.bootstrap, topic, messages)
+    stats = consume_until(path, settings(broker, topic), pub.highwater())
+    assert (stats.refused, stats.dead_letters) == (5, 5)
+    with Index(path) as ix:
+        assert ix.position == pub.highwater()
+        assert ix.check("user:bob", "doc:x1#view") and ix.check("user:carol", "doc:x1#view")
+        assert not ix.check("user:alice", "doc:x1#view")
+    dead = {r.key: r for r in read_topic(broker.bootstrap, f"{topic}.dlq")}
+    assert set(dead) == set(refused)
+    for key, (text, why) in refused.items():
+        reason = dict(dead[key].headers)["leopard.reason"].decode()
+        assert reason == f"refused by the index's schema: {text}: {why}"
+        assert decode("native", dead[key].value)[0].tuple == parse_tuple(text)  # publishable again
