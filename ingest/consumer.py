@@ -11,7 +11,8 @@ A message that cannot be decoded goes to a dead-letter topic with the reason and
 source in headers, and the consumer carries on; one bad item of a message of several
 (a Watch response, a ReadChanges page) goes there alone, with its index in the
 message, and the message's other items are applied. A broker that stops answering is
-retried with backoff and logged once per outage.
+retried with backoff and logged once per outage; one that does not answer at the
+start is retried the same way, or ends ``run`` with one error (``stop_if_unreachable``).
 
 A topic fed by ``leopard bridge`` carries SpiceDB's revision in a header of each
 record (``ingest.upstream.headers``): the index's position then holds the revision all
@@ -90,8 +91,12 @@ class ChangeConsumer:
         *,
         index: Index | None = None,
         on_batch: Callable[[ConsumerStats], None] | None = None,
+        stop_if_unreachable: bool = False,
     ) -> None:
         self.path = Path(index_path)
+        #: brokers that do not answer at the start end ``run`` with the BrokerError
+        #: (``leopard consume``); else they are retried, as an outage later always is
+        self.stop_if_unreachable = stop_if_unreachable
         self.settings = settings
         self.index = index if index is not None else Index(self.path)
         self.index.expect_local_writer()
@@ -159,6 +164,8 @@ class ChangeConsumer:
                     with collector_paused():
                         got = self._poll_once()
                 except BrokerError as exc:
+                    if self.stop_if_unreachable and not getattr(self.source, "opened", True):
+                        raise
                     self._outage(exc)
                     # what was fetched and not applied is fetched again, never skipped
                     self.source.rewind()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import socket
 import struct
 
-__all__ = ["broker_answers"]
+from leopard.errors import BrokerError
+
+__all__ = ["broker_answers", "require_brokers"]
 
 _API_VERSIONS = 18
 _CLIENT_ID = b"leopard-probe"
@@ -50,3 +52,12 @@ def broker_answers(bootstrap: str, timeout: float, correlation_id: int = 1) -> b
         if port.isdigit() and _answers(host or "localhost", int(port), timeout, correlation_id):
             return True
     return False
+
+
+def require_brokers(bootstrap: str, timeout: float) -> None:
+    """``broker_answers``, or a BrokerError naming the brokers."""
+    if not broker_answers(bootstrap, timeout):
+        raise BrokerError(
+            f"cannot reach the brokers {bootstrap!r}: none answered a Kafka request "
+            f"within {timeout:g} s"
+        )

@@ -30,9 +30,15 @@ class PublishResult:
     position: dict[str, int]
 
 
-def parse_change_lines(lines: Iterable[str], source: str = "<stdin>") -> Iterator[Change]:
-    """Changes from ``+tuple``/``-tuple``/JSON lines; InvalidInput naming the line."""
+def parse_change_lines(lines: Iterable[str | bytes], source: str = "<stdin>") -> Iterator[Change]:
+    """Changes from ``+tuple``/``-tuple``/JSON lines; InvalidInput naming the line.
+
+    Lines read as bytes are decoded here, so that a byte that is not UTF-8 is named
+    with its line and offset, as ``leopard build`` names it.
+    """
     for number, raw in enumerate(lines, 1):
+        if isinstance(raw, bytes):
+            raw = _decoded(raw, source, number)
         line = raw.rstrip("\r\n")
         text = line.strip()
         if not text or text.startswith("#"):
@@ -52,6 +58,19 @@ def parse_change_lines(lines: Iterable[str], source: str = "<stdin>") -> Iterato
                 )
         except (InvalidTuple, DecodeError, InvalidInput) as exc:
             raise InvalidInput(f"{source}:{number}: {exc}") from None
+
+
+def _decoded(raw: bytes, source: str, number: int) -> str:
+    """A line read as bytes, as text; InvalidInput naming the line and the bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        shown = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+        shown = shown if len(shown) <= 120 else shown[:100] + "..."
+        raise InvalidInput(
+            f"{source}:{number}: {shown!r} is not valid UTF-8 "
+            f"(byte {raw[exc.start]:#04x} at offset {exc.start})"
+        ) from None
 
 
 def publish(

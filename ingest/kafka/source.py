@@ -55,7 +55,7 @@ from ingest.kafka.client import (
     TopicPartition,
 )
 from ingest.kafka.deadletters import DeadLetters, Message
-from ingest.kafka.probe import broker_answers
+from ingest.kafka.probe import broker_answers, require_brokers
 from ingest.settings import KafkaSettings
 from leopard.errors import BrokerError
 
@@ -145,24 +145,40 @@ class KafkaSource:
     def _client_config(self) -> dict[str, Any]:
         return {"bootstrap_servers": self.settings.brokers.split(","), "client_id": "leopard"}
 
+    @property
+    def opened(self) -> bool:
+        """Whether the consumer client was made (the brokers answered once)."""
+        return self._consumer is not None
+
     def _open(self) -> KafkaConsumer:
         if self._consumer is None:
             s = self.settings
-            consumer = KafkaConsumer(
-                **self._client_config(),
-                group_id=s.group_id,
-                enable_auto_commit=False,
-                # never reset silently: an offset out of range is a gap (see above)
-                auto_offset_reset="none",
-                max_poll_interval_ms=s.max_poll_interval_ms,
-                session_timeout_ms=s.session_timeout_ms,
-                heartbeat_interval_ms=s.heartbeat_interval_ms,
-                max_poll_records=s.max_batch,
-                fetch_max_wait_ms=max(10, s.poll_ms),
-            )
-            consumer.subscribe(topics=s.topics, listener=_Rebalance(self))
+            # asked first, within probe_timeout: kafka-python would try to bootstrap
+            # for 30 s, logging each attempt, and leak the sockets of a dead broker
+            require_brokers(s.brokers, s.probe_timeout)
+            try:
+                consumer = self._consumer_client()
+            except KafkaError as exc:
+                raise BrokerError(f"cannot reach the brokers {s.brokers!r}: {exc}") from exc
             self._consumer = consumer
         return self._consumer
+
+    def _consumer_client(self) -> KafkaConsumer:
+        s = self.settings
+        consumer = KafkaConsumer(
+            **self._client_config(),
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            # never reset silently: an offset out of range is a gap (see above)
+            auto_offset_reset="none",
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_records=s.max_batch,
+            fetch_max_wait_ms=max(10, s.poll_ms),
+        )
+        consumer.subscribe(topics=s.topics, listener=_Rebalance(self))
+        return consumer
 
     def _producer_client(self) -> KafkaProducer:
         if self._producer is None:

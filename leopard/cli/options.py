@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
 import socket
 import sys
@@ -39,6 +40,7 @@ __all__ = [
     "json_option",
     "need_index",
     "parse_position",
+    "quiet_kafka_client",
     "read_token_file",
     "wait_option",
 ]
@@ -62,6 +64,13 @@ def fail_cleanly(fn: F) -> F:
             sys.exit(0)
 
     return wrapper  # type: ignore[return-value]
+
+
+def quiet_kafka_client(verbose: bool) -> None:
+    """kafka-python logs every failed attempt to reach a broker (several a second while
+    one is away); the consumer says it once itself. Its warnings and errors are shown
+    with ``--verbose`` only."""
+    logging.getLogger("kafka").setLevel(logging.WARNING if verbose else logging.CRITICAL)
 
 
 def index_option(fn: F) -> F:

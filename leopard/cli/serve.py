@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from ingest.kafka.probe import require_brokers
 from leopard.cli.options import (
     consumer_options,
     consumer_settings,
@@ -23,6 +24,7 @@ from leopard.cli.options import (
     index_option,
     interval_option,
     need_index,
+    quiet_kafka_client,
     read_token_file,
     upstream_options,
 )
@@ -426,6 +428,9 @@ def serve_command(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if settings is not None:
+        quiet_kafka_client(verbose)
+        require_brokers(settings.brokers, settings.probe_timeout)  # one line, not a thread's
 
     def announce(url: str) -> None:
         following = f", following {', '.join(topics)} at {brokers}" if settings else ""

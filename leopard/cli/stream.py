@@ -23,6 +23,7 @@ from leopard.cli.options import (
     index_option,
     json_option,
     need_index,
+    quiet_kafka_client,
 )
 from leopard.errors import InvalidInput
 
@@ -55,7 +56,8 @@ def consume(
     Resumes from the offsets stored in the index (a fresh index starts where
     'leopard build --position' said, else at the beginning). Each batch and its
     offsets are written together, so a crash loses or doubles nothing. SIGTERM
-    finishes the batch in hand and exits.
+    finishes the batch in hand and exits. Brokers that do not answer at the start
+    are an error; an outage later is retried with backoff (and logged once).
 
     \b
     Example:
@@ -65,6 +67,7 @@ def consume(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    quiet_kafka_client(verbose)
     index_dir = need_index(index_path)
     settings = consumer_settings(
         brokers,
@@ -86,7 +89,7 @@ def consume(
                 err=True,
             )
 
-    consumer = ChangeConsumer(index_dir, settings, on_batch=progress)
+    consumer = ChangeConsumer(index_dir, settings, on_batch=progress, stop_if_unreachable=True)
     consumer.install_signal_handlers()
     stats = consumer.run(idle_exit=idle_exit)
     click.echo(
@@ -119,10 +122,10 @@ def publish(source: str, brokers: str, topics: tuple[str, ...], as_json: bool) -
     if len(topics) != 1:
         raise click.UsageError("publish writes to exactly one --topic")
     if source == "-":
-        changes = list(parse_change_lines(sys.stdin, "<stdin>"))
+        changes = list(parse_change_lines(sys.stdin.buffer, "<stdin>"))
     else:
         try:
-            with open(source, encoding="utf-8") as fh:
+            with open(source, "rb") as fh:
                 changes = list(parse_change_lines(fh, source))
         except OSError as exc:
             raise InvalidInput(f"cannot read {source!r}: {exc.strerror}") from exc
