@@ -133,10 +133,9 @@ memory_option = click.option(
 )
 @click.option(
     "--master",
-    default="local[*]",
-    show_default=True,
     metavar="URL",
-    help="With --engine spark: Spark's master, local[N] | spark://HOST:7077 | k8s://URL.",
+    help="With --engine spark: Spark's master, local[N] | spark://HOST:7077 | k8s://URL "
+    "[default: local[*]].",
 )
 @memory_option
 @wait_option
@@ -163,7 +162,7 @@ def build(
     as_json: bool,
     shards: int | None = None,
     engine: str = "local",
-    master: str = "local[*]",
+    master: str | None = None,
     memory: float | None = None,
 ) -> None:
     """Build an index from snapshot files and swap it in atomically.
@@ -212,6 +211,7 @@ def build(
             "--position": position,
             "--shards": shards,
             "--engine spark": engine == "spark",
+            "--master": master,
         }
         # --shards 0 is refused too (it is a value given, not a truth)
         given = [
@@ -237,6 +237,15 @@ def build(
         return
     if store_id:
         raise click.UsageError("--store-id needs --from openfga:URL")
+    if source_key is not None or source_tls is not None:
+        said = (
+            "--source-key"
+            if source_key is not None
+            else f"--source-{'tls' if source_tls else 'insecure'}"
+        )
+        raise click.UsageError(f"{said} needs --from spicedb:TARGET")
+    if master is not None and engine != "spark":
+        raise click.UsageError("--master needs --engine spark")
     if engine == "spark":
         if memory is not None:
             raise click.UsageError(
@@ -258,7 +267,7 @@ def build(
             max_shrink,
             wait,
             shards,
-            master,
+            master or "local[*]",
             as_json,
         )
         return

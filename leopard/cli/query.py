@@ -20,6 +20,8 @@ __all__ = ["check", "explain", "groups", "members", "stats"]
 
 
 def _emit(value: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    if not as_json and isinstance(value, list) and not value:
+        return  # no line at all: a blank one would read as one empty name
     click.echo(
         json.dumps(value, indent=None if not isinstance(value, dict) else 2)
         if as_json
@@ -37,7 +39,9 @@ def _emit(value: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     help="Wait (bounded by --max-wait) until the index has applied this version "
     "(a Leopard token, or the ZedToken of a SpiceDB write when the index follows SpiceDB).",
 )
-@click.option("--max-wait", type=float, default=1.0, show_default=True, help="Seconds.")
+@click.option(
+    "--max-wait", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Seconds."
+)
 @json_option
 @fail_cleanly
 def check(
@@ -99,7 +103,7 @@ def groups(
 @click.command()
 @click.argument("group")
 @index_option
-@click.option("--limit", type=click.IntRange(min=0), help="At most N subjects.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most N subjects (1 or more).")
 @click.option("--after", metavar="SUBJECT", help="Start after this subject name (paging).")
 @json_option
 @fail_cleanly

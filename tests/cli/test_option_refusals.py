@@ -1,0 +1,74 @@
+"""Options that would do nothing, or nothing sensible, are usage errors naming them;
+an empty list prints no line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from leopard.cli import main
+
+
+def cli(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Path:
+    snapshot = tmp_path / "t.txt"
+    snapshot.write_text("group:eng#member@user:alice\n")
+    result = cli("build", snapshot, "--index", tmp_path / "idx")
+    assert result.exit_code == 0, result.output
+    return tmp_path / "idx"
+
+
+def usage_error(*args: str | Path) -> str:
+    result = cli(*args)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stdout == ""
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [(["--source-key", "K"], "Error: --source-key needs --from spicedb:TARGET"),
+     (["--source-insecure"], "Error: --source-insecure needs --from spicedb:TARGET"),
+     (["--master", "spark://nowhere:7077"], "Error: --master needs --engine spark")],
+)  # fmt: skip
+def test_build_refuses_options_of_another_source_or_engine(
+    tmp_path: Path, extra: list[str], said: str
+) -> None:
+    snapshot = tmp_path / "t.txt"
+    snapshot.write_text("group:eng#member@user:alice\n")
+    assert usage_error("build", snapshot, "--index", tmp_path / "idx", *extra) == said
+    assert not (tmp_path / "idx").exists()
+
+
+def test_build_from_refuses_master(tmp_path: Path) -> None:
+    said = usage_error(
+        "build", "--index", tmp_path / "idx", "--from", "spicedb:127.0.0.1:1", "--master", "x"
+    )
+    assert said == "Error: --from reads the schema and data itself: drop ['--master']"
+
+
+def test_negative_max_wait_and_limit_0_are_refused(index: Path) -> None:
+    said = usage_error("check", "user:alice", "group:eng", "--index", index,
+                       "--at-least", "v1.x", "--max-wait", "-5")  # fmt: skip
+    assert said == "Error: Invalid value for '--max-wait': -5.0 is not in the range x>=0."
+    said = usage_error("members", "group:eng", "--index", index, "--limit", "0")
+    assert said == "Error: Invalid value for '--limit': 0 is not in the range x>=1."
+    assert cli("members", "group:eng", "--index", index, "--limit", "1").stdout == "user:alice\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("groups", "user:nobody"), ("members", "group:nosuch"),
+     ("members", "group:eng", "--after", "user:alice")],
+)  # fmt: skip
+def test_an_empty_list_prints_no_line(index: Path, args: tuple[str, ...]) -> None:
+    result = cli(*args, "--index", index)
+    assert result.exit_code == 0 and result.stdout == ""
+    result = cli(*args, "--index", index, "--json")
+    assert result.exit_code == 0 and result.stdout == "[]\n"
