@@ -21,7 +21,6 @@ as the Watch codec refuses them.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from leopard.errors import DecodeError, UpstreamError
 from leopard.model.config import Config, SchemaSource
 from leopard.model.names import RelationTuple
 from leopard.model.schema.spicedb import parse_spicedb
+from leopard.model.targets import uses_tls as tls_by_default
 from leopard.model.zedtoken import SPICEDB_KEY, decode_zedtoken, revision_number
 
 __all__ = [
@@ -116,9 +116,7 @@ class SpiceDBSource:
         return f"spicedb:{self.target}"
 
     def uses_tls(self) -> bool:
-        if self.tls is not None:
-            return self.tls
-        return not _is_local(self.target)
+        return tls_by_default(self.target, self.tls)
 
     def channel(self) -> grpc.Channel:
         if self._channel is None:
@@ -145,22 +143,6 @@ class SpiceDBSource:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-
-
-def _is_local(target: str) -> bool:
-    if target.startswith(("unix:", "unix-abstract:")):
-        return True
-    host = target.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:")
-    if host.startswith("["):
-        host = host[1 : host.find("]")]
-    elif host.count(":") == 1:
-        host = host.rpartition(":")[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def upstream_error(source: SpiceDBSource, what: str, exc: grpc.RpcError) -> UpstreamError:

@@ -104,9 +104,9 @@ _GRPC_OPTIONS = [
     ),
     click.option(
         "--upstream-tls/--upstream-insecure",
-        default=False,
-        show_default=True,
-        help="Reach the upstream SpiceDB over TLS (system roots), or in plain text.",
+        default=None,
+        help="Reach the upstream SpiceDB over TLS (system roots), or over plain gRPC "
+        "(default: plain for a Unix socket or a loopback address, TLS otherwise).",
     ),
 ]
 _GRPC_KEYS = (

@@ -26,6 +26,7 @@ from google.protobuf import message_factory
 
 from leopard.errors import InvalidInput
 from leopard.grpc.status import Refusal
+from leopard.model.targets import uses_tls
 from leopard.model.tokens import decode_token
 
 __all__ = ["Upstream", "for_upstream", "remaining"]
@@ -69,11 +70,13 @@ def for_upstream(request: Any) -> bool:
 class Upstream:
     """A channel to the SpiceDB behind Leopard, and calls over it as raw bytes."""
 
-    def __init__(self, target: str, *, preshared_key: str | None = None, tls: bool = False) -> None:
+    def __init__(
+        self, target: str, *, preshared_key: str | None = None, tls: bool | None = None
+    ) -> None:
         if not target or ":" not in target:
             raise InvalidInput(f"--upstream-spicedb {target!r}: expected HOST:PORT")
         self.target = target
-        self.tls = tls
+        self.tls = tls = uses_tls(target, tls)  # None: TLS unless local
         options = [("grpc.max_receive_message_length", 64 << 20)]
         self.channel = (
             grpc.secure_channel(target, grpc.ssl_channel_credentials(), options)

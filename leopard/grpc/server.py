@@ -61,7 +61,8 @@ class GrpcOptions:
     #: ``HOST:PORT`` of the SpiceDB that Leopard indexes: what the index cannot answer
     upstream: str | None = None
     upstream_preshared_key: str | None = None
-    upstream_tls: bool = False
+    #: None: TLS unless the upstream is a Unix socket or a loopback address
+    upstream_tls: bool | None = None
     #: calls served at once (each stream and each wait holds one); streamed answers take
     #: at most three quarters of them (see leopard.grpc.service)
     workers: int = 64
