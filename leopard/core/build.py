@@ -104,7 +104,8 @@ class BuildReport:
     """What a build read, indexed and skipped, and what it produced."""
 
     tuples_read: int = 0
-    tuples_indexed: int = 0
+    tuples_indexed: int = 0  # distinct: a record repeated is indexed once
+    duplicates: int = 0  # records that repeat one indexed before (in tuples_read)
     rejected: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     groups: int = 0
@@ -217,8 +218,10 @@ def build_from_batches(
             col.close()
         release_memory()  # what reading freed, kept by Arrow's pool and the C heap
         phase("read")
-        if max_shrink is not None:
-            index_dir.refuse_shrink(col.indexed, col.read, max_shrink)
+        if max_shrink is not None and col.indexed == 0:
+            index_dir.refuse_shrink(0, col.read, max_shrink, why=none_indexed(config, col))
+        # an edge row per set a record feeds; fewer distinct edges (and sources) are repeats
+        edge_rows = spill.rows + sum(len(a) for a in (*col.m_group, *col.n_parent))
         writing = True
 
         n_groups = len(col.group_names)
@@ -314,7 +317,12 @@ def build_from_batches(
         down = remap(down_tmp, new_id, new_id, swap=False)
         up = remap(down_tmp, new_id, new_id, swap=True)
         by_group = transposed(member[0], n_leaves, n_groups) if spilled is None else None
-        support = support_masks(col, nested, member, new_id, leaf_id)
+        support, more = support_masks(col, nested, member, new_id, leaf_id)
+        distinct = len(down_tmp) + (len(member[0]) if spilled is None else spilled.edges) + more
+        # exact where each record feeds one set (a relation feeding several: not counted)
+        duplicates = edge_rows - distinct if edge_rows == col.indexed else 0
+        if max_shrink is not None:
+            index_dir.refuse_shrink(col.indexed - duplicates, col.read, max_shrink, duplicates)
         subjects = distinct_heads(member[0]) if spilled is None else member[0][:0]
         del leaf_names
         d_down = remap(derived, new_id, new_id, swap=False)
@@ -365,7 +373,7 @@ def build_from_batches(
         phase("write subjects")
 
         report.tuples_read = col.read
-        report.tuples_indexed = col.indexed
+        report.tuples_indexed, report.duplicates = col.indexed - duplicates, duplicates
         report.skipped = dict(col.skipped.most_common())
         report.rejected = rejected() if rejected else 0
         report.groups = n_groups
@@ -467,6 +475,22 @@ def _write_subjects(
 def _names(leaf_names: pa.Array, by_name: np.ndarray) -> list[bytes]:
     """The leaves' names in id (= name) order, as UTF-8 bytes."""
     return pc.take(leaf_names, pa.array(by_name)).cast(pa.binary()).to_pylist()  # type: ignore[no-any-return]
+
+
+def none_indexed(config: Config, col: Collector, shown: int = 3) -> str | None:
+    """Why no record read was indexed, when records were read: the configuration
+    matches none of them (the commonest reasons it skipped them); else None."""
+    if not col.skipped:
+        return None
+    source = config.schema_source
+    what = f"the schema {config.origin}" if source else f"the set configuration {config.origin}"
+    reasons = [f"{n:,}: {why}" for why, n in col.skipped.most_common(shown)]
+    if len(col.skipped) > shown:
+        reasons.append(f"and {len(col.skipped) - shown} more reasons")
+    return (
+        f"{what} indexes none of the {col.read:,} tuples read (skipped {'; '.join(reasons)}); "
+        "check it against the snapshots"
+    )
 
 
 def _write_report(tmp: Path, report: BuildReport) -> None:

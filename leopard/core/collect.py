@@ -451,13 +451,14 @@ def support_masks(
     member: tuple[np.ndarray, np.ndarray],
     group_id: np.ndarray,
     leaf_id: np.ndarray,
-) -> list[tuple[bytes, bytes]]:
+) -> tuple[list[tuple[bytes, bytes]], int]:
     """Support masks of the edges that are not fed by their set's first source alone,
-    in key order. ``nested`` are ``edges_of``'s nesting edges (the collector's ids),
-    ``member`` are ``member_edges``' (final ids). Rows of one edge are OR-ed together
-    with numpy: there are as many rows as tuples of the sources after the first."""
+    in key order, and how many distinct tuples they hold beyond one an edge (the bits
+    of the masks beyond one each). ``nested`` are ``edges_of``'s nesting edges (the
+    collector's ids), ``member`` are ``member_edges``' (final ids). Rows of one edge are
+    OR-ed together with numpy: as many rows as tuples of the sources after the first."""
     if not col.extra_bits:
-        return []
+        return [], 0
     grp = concat([e[0] for e in col.extra_bits])
     is_nested = concat([e[1] for e in col.extra_bits], bool)
     oth = concat([e[2] for e in col.extra_bits])
@@ -492,6 +493,7 @@ def support_masks(
     packed["g"], packed["o"] = gid[starts], final[starts]
     packed["k"] = np.where(is_nested[starts], ord("g"), ord("s"))
     keys_blob, values_blob = packed.tobytes(), masks.astype("<u8").tobytes()
+    more = int(np.unpackbits(np.frombuffer(values_blob, np.uint8)).sum()) - len(starts)
     return [
         (keys_blob[9 * i : 9 * i + 9], values_blob[8 * i : 8 * i + 8]) for i in range(len(starts))
-    ]
+    ], more

@@ -153,6 +153,16 @@ class Config(BaseModel):
         object.__setattr__(self, "_per_ns", {k: tuple(v) for k, v in per_ns.items()})
 
     @property
+    def origin(self) -> str:
+        """Where the sets come from, for messages: the schema or TOML file, or the default."""
+        if self.schema_source is not None:
+            return repr(self.schema_source.filename)
+        origin = getattr(self, "_origin", None)
+        if origin:
+            return repr(origin)
+        return "given" if self.sets is not None else "(the default: every ns#member is a set)"
+
+    @property
     def plan(self) -> Plan | None:
         """The compiled schema, when the sets come from one."""
         return self._plan  # type: ignore[attr-defined,no-any-return]
@@ -279,9 +289,11 @@ def load_config(path: str | Path | None) -> Config:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidConfig(f"{p}: not valid TOML: {exc}") from exc
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise InvalidConfig(f"{p}: {_describe(exc)}") from None
+    object.__setattr__(config, "_origin", str(p))  # named in messages (``origin``)
+    return config
 
 
 def schema_config(path: str | Path, only: Iterable[str] = ()) -> Config:

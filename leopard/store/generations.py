@@ -246,12 +246,23 @@ class IndexDir:
 
     # -- refusals -------------------------------------------------------------------------
 
-    def refuse_shrink(self, indexed: int, read: int, max_shrink: float) -> None:
-        """InvalidInput if a new generation of ``indexed`` tuples would almost surely
-        be a mistake: none at all, or more than ``max_shrink`` (a share) fewer than the
-        live generation's build report counts."""
+    def refuse_shrink(
+        self,
+        indexed: int,
+        read: int,
+        max_shrink: float,
+        duplicates: int = 0,
+        why: str | None = None,
+    ) -> None:
+        """InvalidInput if a new generation of ``indexed`` distinct tuples would almost
+        surely be a mistake: none at all, or more than ``max_shrink`` (a share) fewer
+        than the live generation's build report counts (``why``: why none is indexed).
+        A report without ``duplicates`` (an older build's) counted repeated records too:
+        so are the ``duplicates`` here, to compare like with like."""
         live = self.live_report() if self.exists() else None
         before = live.get("tuples_indexed") if live else None
+        if live and "duplicates" not in live:
+            indexed += duplicates
         refuse_shrink(
             str(self.path),
             self.exists(),
@@ -259,6 +270,7 @@ class IndexDir:
             indexed,
             read,
             max_shrink,
+            why=why,
         )
 
     def no_space(self, exc: BaseException, tmp: Path) -> StorageError | None:
@@ -336,6 +348,8 @@ def refuse_shrink(
     read: int,
     max_shrink: float,
     counted: str = "in the live generation",
+    *,
+    why: str | None = None,
 ) -> None:
     """InvalidInput if an index of ``indexed`` tuples (of ``read`` records) should not
     replace what is at ``where``: nothing indexed at all, or more than ``max_shrink``
@@ -351,10 +365,8 @@ def refuse_shrink(
         )
         if before is not None:
             what += f" (it indexes {before:,} tuples)"
-        raise InvalidInput(
-            f"refusing to {what}: the snapshots hold no tuple to index "
-            f"({read:,} records read); {force}"
-        )
+        why = why or f"the snapshots hold no tuple to index ({read:,} records read)"
+        raise InvalidInput(f"refusing to {what}: {why}; {force}")
     if before is not None and before > 0 and before - indexed > max_shrink * before:
         lost = 100 * (before - indexed) / before
         raise InvalidInput(
