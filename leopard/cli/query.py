@@ -115,7 +115,7 @@ def members(
     \b
     Example:
       leopard members group:eng --limit 100 --index ./idx
-      leopard members group:eng --limit 100 --after user:u0000099
+      leopard members group:eng --limit 100 --after user:u000099
     """
     with open_any(need_index(index_path)) as ix:
         _emit(ix.members_of(group, limit=limit, after=after), as_json, "\n".join)
