@@ -94,7 +94,10 @@ memory_option = click.option(
 @click.option(
     "--position",
     metavar="TOPIC:PART=OFFSET,...",
-    help="Change-stream position the snapshot reflects; the consumer starts there.",
+    multiple=True,
+    callback=lambda ctx, param, given: ",".join(given) or None,
+    help="Change-stream position the snapshot reflects; the consumer starts there "
+    "(repeat it, or join partitions with commas).",
 )
 @click.option(
     "--id-order",

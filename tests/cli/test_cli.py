@@ -316,6 +316,12 @@ def test_position_is_recorded(tmp_path: Path, org: Path) -> None:
     ok("build", org, "--index", idx, "--position", "ns:changes:2=10, b:0=0")
     stats = json.loads(ok("stats", "--index", idx, "--json"))
     assert stats["position"] == {"ns:changes:2": 10, "b:0": 0}
+    # repeated, every one is kept (not the last alone); a partition given twice is refused
+    ok("build", org, "--index", idx, "--position", "t:0=5", "--position", "t:1=7,u:0=1")
+    stats = json.loads(ok("stats", "--index", idx, "--json"))
+    assert stats["position"] == {"t:0": 5, "t:1": 7, "u:0": 1}
+    msg = fails("build", org, "--index", idx, "--position", "t:0=5", "--position", "t:0=6")
+    assert msg == "--position: t:0 is given twice"
 
 
 @pytest.mark.parametrize(
