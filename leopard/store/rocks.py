@@ -12,6 +12,9 @@ cache, no bloom filter) on reopen and point reads get ~100x slower.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -57,6 +60,31 @@ def rocks_errors(what: str) -> Iterator[None]:
         raise
     except Exception as exc:  # rocksdict raises plain Exception subclasses
         raise describe_os_error(exc, None, what) or StorageError(f"{what}: {exc}") from exc
+
+
+def _refuse_if_held(path: Path) -> None:
+    """StorageError naming the process that writes the RocksDB at ``path``, if one
+    does: RocksDB takes one writer, and says only that its LOCK file is held."""
+    lock = path / "LOCK"
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return  # no LOCK yet (a new database), or unreadable: RocksDB says what is wrong
+    try:
+        # F_GETLK: who holds a write lock on the whole file (struct flock: type, whence,
+        # start, len, pid); the type comes back F_UNLCK when nobody does
+        asked = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        kind, _, _, _, pid = struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, asked))
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    if kind != fcntl.F_UNLCK:
+        raise StorageError(
+            f"{str(path)!r} is being written by another process (pid {pid}): an index takes "
+            "one writer at a time (one consumer, follower or serving consumer); stop that "
+            "one first, or read the index without writing"
+        )
 
 
 # How each family of a base is compressed, and its data block size (whether written
@@ -320,6 +348,8 @@ class RocksDB:
             access = AccessType.secondary(secondary)
         else:
             access = AccessType.read_only() if read_only else AccessType.read_write()
+        if not read_only and secondary is None:
+            _refuse_if_held(Path(self.where))
         with rocks_errors(f"cannot open RocksDB at {self.where!r}"):
             self._db: Rdict | None = Rdict(self.where, opt, column_families=cfs, access_type=access)
             self._families = {
