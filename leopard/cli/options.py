@@ -167,7 +167,11 @@ def format_report(r: dict[str, Any], index_dir: str) -> str:
     rows = [
         ("tuples read", f"{r['tuples_read']:,}"),
         ("indexed", f"{r['tuples_indexed']:,}"),
-        *((("duplicates", f"{r['duplicates']:,} (indexed once)"),) if r.get("duplicates") else ()),
+        *(
+            (("duplicates", f"{r['duplicates']:,} of those (each indexed once)"),)
+            if r.get("duplicates")
+            else ()
+        ),
         ("rejected (invalid)", f"{r['rejected']:,}"),
         ("skipped", f"{sum(r['skipped'].values()):,}"),
         ("groups", f"{r['groups']:,}"),

@@ -104,8 +104,8 @@ class BuildReport:
     """What a build read, indexed and skipped, and what it produced."""
 
     tuples_read: int = 0
-    tuples_indexed: int = 0  # distinct: a record repeated is indexed once
-    duplicates: int = 0  # records that repeat one indexed before (in tuples_read)
+    tuples_indexed: int = 0  # records indexed, repeats included
+    duplicates: int = 0  # of those, records repeating one before (indexed once)
     rejected: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     groups: int = 0
@@ -322,7 +322,7 @@ def build_from_batches(
         # exact where each record feeds one set (a relation feeding several: not counted)
         duplicates = edge_rows - distinct if edge_rows == col.indexed else 0
         if max_shrink is not None:
-            index_dir.refuse_shrink(col.indexed - duplicates, col.read, max_shrink, duplicates)
+            index_dir.refuse_shrink(col.indexed, col.read, max_shrink, duplicates)
         subjects = distinct_heads(member[0]) if spilled is None else member[0][:0]
         del leaf_names
         d_down = remap(derived, new_id, new_id, swap=False)
@@ -373,7 +373,7 @@ def build_from_batches(
         phase("write subjects")
 
         report.tuples_read = col.read
-        report.tuples_indexed, report.duplicates = col.indexed - duplicates, duplicates
+        report.tuples_indexed, report.duplicates = col.indexed, duplicates
         report.skipped = dict(col.skipped.most_common())
         report.rejected = rejected() if rejected else 0
         report.groups = n_groups

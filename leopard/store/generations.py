@@ -254,15 +254,16 @@ class IndexDir:
         duplicates: int = 0,
         why: str | None = None,
     ) -> None:
-        """InvalidInput if a new generation of ``indexed`` distinct tuples would almost
-        surely be a mistake: none at all, or more than ``max_shrink`` (a share) fewer
-        than the live generation's build report counts (``why``: why none is indexed).
-        A report without ``duplicates`` (an older build's) counted repeated records too:
-        so are the ``duplicates`` here, to compare like with like."""
+        """InvalidInput if a new generation of ``indexed`` tuples (``duplicates`` of
+        them repeats) would almost surely be a mistake: none at all, or more than
+        ``max_shrink`` (a share) fewer than the live generation's build report counts
+        (``why``: why none is indexed). Distinct tuples are compared where the live
+        report counts its repeats (a build from before, or of another engine, does
+        not: records are compared then, as it counted them)."""
         live = self.live_report() if self.exists() else None
         before = live.get("tuples_indexed") if live else None
-        if live and "duplicates" not in live:
-            indexed += duplicates
+        if live and isinstance(before, int) and isinstance(live.get("duplicates"), int):
+            before, indexed = before - live["duplicates"], indexed - duplicates
         refuse_shrink(
             str(self.path),
             self.exists(),
