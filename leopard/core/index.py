@@ -15,7 +15,6 @@ opaque leaf subject, like a user.
 
 from __future__ import annotations
 
-import re
 import threading
 from functools import partial
 from pathlib import Path
@@ -29,16 +28,12 @@ from leopard.core.explain import Step, describe, own_chain, shortest_chain
 from leopard.core.freshness import POLL, wait_steps
 from leopard.core.layers import SetReader
 from leopard.core.loading import load_all
+from leopard.core.naming import SHORT, full_group_name, subject_parts, subject_type_problem
 from leopard.core.successor import Successor, live_generation
-from leopard.errors import InvalidInput, InvalidTuple
+from leopard.errors import InvalidInput
 from leopard.model.config import Config
 from leopard.model.names import (
-    GROUP_RE,
-    MAX_ID_BYTES,
     PLAIN_SUBJECT_RE,
-    SUBJECT_RE,
-    parse_object,
-    parse_subject,
 )
 from leopard.model.setcodec import held_meets
 from leopard.store.layout import gkey
@@ -48,17 +43,8 @@ __all__ = ["Index", "SWAP_GRACE"]
 # How long refresh() keeps serving a generation while a newer one, swapped in behind
 # it, catches up (see Index.refresh).
 SWAP_GRACE = 30.0
-# The patterns check every limit but the id's, in bytes: no name this short (in
-# characters) can hold an id over it.
-_SHORT = MAX_ID_BYTES // 4
 #: the direct sets of a subject the index does not hold (never changed)
 _NONE = BitMap()
-
-
-def _long(name: str, pattern: re.Pattern[str]) -> re.Match[str] | None:
-    """Match a long name, refusing it (no match) when its id is over the byte limit."""
-    m = pattern.fullmatch(name)
-    return m if m is not None and len(m.group(2).encode()) <= MAX_ID_BYTES else None
 
 
 class Index:
@@ -221,50 +207,25 @@ class Index:
         gid = self._r.base_group_ids.get(name)
         if gid is not None:  # a name as the base stores it: valid, nothing to parse
             return gid
-        m = GROUP_RE.fullmatch(name) if len(name) <= _SHORT else _long(name, GROUP_RE)
-        if m is None:
-            parse_object(name, what="group")  # raises with the precise reason
-            raise InvalidTuple(f"{name!r} is not a valid group name")
-        ns, oid, rel = m.groups()
-        cfg = self._r.config
-        if rel is None:
-            sets = cfg.sets_of(ns)
-            if len(sets) != 1:
-                if not sets:
-                    raise InvalidInput(
-                        f"group {name!r}: namespace {ns!r} has no indexed set "
-                        "(see the set configuration)"
-                    )
-                raise InvalidInput(
-                    f"group {name!r}: namespace {ns!r} has several sets "
-                    f"({', '.join(sets)}); name one, e.g. {name}#{sets[0]}"
-                )
-            rel = sets[0]
-            full = f"{ns}:{oid}#{rel}"
-        else:
-            if not cfg.is_set(ns, rel):
-                raise InvalidInput(f"group {name!r}: {ns}#{rel} {cfg.not_a_set(ns, rel)}")
-            full = name
+        full = full_group_name(self._r.config, name)
         found = self._r.group_id(full)
         self._c.remember_group(name, found)
         return found
 
     def _parse_subject(self, name: str) -> tuple[str, int | None, str]:
         """``("leaf", None, key)`` or ``("set", gid, key)`` for a subject name."""
-        if not isinstance(name, str):
-            raise InvalidInput(f"subject must be a string, not {type(name).__name__}")
-        m = SUBJECT_RE.fullmatch(name) if len(name) <= _SHORT else _long(name, SUBJECT_RE)
-        if m is None:
-            parse_subject(name)  # raises with the precise reason
-            raise InvalidTuple(f"{name!r} is not a valid subject")
-        ns, oid, rel = m.groups()
+        ns, oid, rel = subject_parts(self._r.config, name)
         if rel is None or rel == "...":
             return "leaf", None, f"{ns}:{oid}" if rel else name
-        if oid == "*":
-            raise InvalidTuple(f"{name!r}: a wildcard subject cannot carry a relation")
         if self._r.config.is_set(ns, rel):
             return "set", self._live_group(name), name
         return "leaf", None, name
+
+    def _plain(self, subject: str) -> bool:
+        """Whether an unknown subject is plainly named, of a type the schema has."""
+        if PLAIN_SUBJECT_RE.fullmatch(subject) is None:
+            return False
+        return subject_type_problem(self.config, subject[: subject.index(":")], None) is None
 
     def _live_group(self, name: str) -> int | None:
         """The id of a group that has any edge; None for one unknown or emptied.
@@ -319,12 +280,12 @@ class Index:
             got = mem.get(skey := subject.encode("utf-8", "surrogatepass"))
             direct = c.subject_groups(skey, got) if isinstance(got, bytes) else got
         found = direct is not None
-        if not found and type(subject) is str and len(subject) <= _SHORT and "#" not in subject:
+        if not found and type(subject) is str and len(subject) <= SHORT and "#" not in subject:
             if prefetched is not None and subject in prefetched:
                 direct = prefetched[subject]
             else:
                 direct = self._r.m2g_groups(subject)
-            found = direct is not None or PLAIN_SUBJECT_RE.fullmatch(subject) is not None
+            found = direct is not None or self._plain(subject)
         if found:
             key = subject
         else:

@@ -5,6 +5,7 @@ answers and messages a user sees, in SpiceDB's language and in OpenFGA's DSL and
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -166,6 +167,40 @@ def test_a_query_on_a_set_not_indexed_names_it_and_why(tmp_path: Path, zed: Path
             ix.check("user:anne", "doc:d1#nope")
         with pytest.raises(InvalidInput, match=r"doc#audit is not indexed: depends on"):
             ix.members_of("doc:d1#audit")
+
+
+def test_a_subject_of_a_type_the_schema_does_not_define_is_refused(
+    tmp_path: Path, zed: Path
+) -> None:
+    """As SpiceDB refuses it ("object definition not found"): a typo in the subject's
+    type or in a userset's relation is an error, never a "no" (before and after warm)."""
+    cases = {
+        "usr:anne": "subject 'usr:anne': the schema defines no type 'usr'",
+        "usr:*": "subject 'usr:*': the schema defines no type 'usr'",
+        "group:eng#membr": "subject 'group:eng#membr': the schema defines no relation 'membr'",
+    }
+    with Index(build(tmp_path, zed)) as ix:
+        for warm in (False, True):
+            if warm:
+                ix.warm()
+            for subject, why in cases.items():
+                asks = (
+                    lambda s: ix.check(s, "doc:d1#view"),
+                    lambda s: ix.check_many([("user:anne", "doc:d1#view"), (s, "doc:d1#view")]),
+                    lambda s: ix.groups_of(s, type="doc", permission="view"),
+                    lambda s: ix.explain(s, "doc:d1#view"),
+                )
+                for ask in asks:
+                    with pytest.raises(InvalidInput, match=re.escape(why)):
+                        ask(subject)
+            # a subject of a defined type the index does not hold is a plain "no"
+            assert not ix.check("user:zed", "group:eng#member")
+            assert ix.check("user:zed", "doc:d1#view")  # folder:root holds user:*
+            assert not ix.check("group:new#member", "doc:d1#view")
+    org = tmp_path / "org"  # without a schema every namespace may hold subjects
+    leopard.build_index([["group:eng#member@user:anne"]], org)
+    with Index(org) as ix:
+        assert not ix.check("usr:anne", "group:eng") and ix.groups_of("usr:anne") == []
 
 
 def test_only_narrows_to_what_the_named_sets_depend_on(tmp_path: Path, zed: Path) -> None:
