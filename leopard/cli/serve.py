@@ -43,7 +43,7 @@ from leopard.http.connections import (
 )
 from leopard.http.openfga import check_store_id, default_store_id
 from leopard.http.schemas import DEFAULT_MAX_BATCH
-from leopard.http.server import Companion, serve
+from leopard.http.server import Companion, require_stream_client, serve
 from leopard.http.upstream import Upstream
 from leopard.http.workers import MAX_WORKERS, default_workers
 
@@ -430,6 +430,7 @@ def serve_command(
     )
     if settings is not None:
         quiet_kafka_client(verbose)
+        require_stream_client(settings)  # the missing extra named before the brokers asked
         require_brokers(settings.brokers, settings.probe_timeout)  # one line, not a thread's
 
     def announce(url: str) -> None:

@@ -58,6 +58,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installa
 
 __all__ = [
     "Companion",
+    "require_stream_client",
     "ConsumerThread",
     "SharedIndex",
     "fit_connections",
@@ -65,6 +66,14 @@ __all__ = [
     "serve",
     "uvicorn_config",
 ]
+
+
+def require_stream_client(settings: ConsumerSettings | None) -> None:
+    """InvalidInput naming the missing extra when following ``settings``' topics needs
+    the Kafka client and it is not installed."""
+    if settings is not None and _kafka_missing is not None:
+        raise InvalidInput(f"cannot follow {', '.join(settings.topics)}: {_kafka_missing}")
+
 
 log = logging.getLogger("leopard.http")
 
@@ -264,8 +273,7 @@ def serve(
     ``ServiceError`` is raised when a worker cannot serve.
     """
     limits = limits if limits is not None else ConnectionLimits()
-    if consumer_settings is not None and _kafka_missing is not None:
-        raise InvalidInput(f"cannot follow {', '.join(consumer_settings.topics)}: {_kafka_missing}")
+    require_stream_client(consumer_settings)
     options = _Options(
         index_path=index_path,
         host=host,
