@@ -6,15 +6,13 @@ this module is where the snapshot readers of ``ingest`` meet the core build.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import pyarrow as pa
-
-from ingest.snapshots import ReadStats, Reject, read_snapshots
-from leopard.core.build import BuildReport, Position, build_from_batches, space_errors
+from ingest.snapshots import ReadStats, read_snapshots
+from ingest.snapshots.rejects import RejectsFile
+from leopard.core.build import BuildReport, Position, build_from_batches
 from leopard.core.index import Index
 from leopard.core.shardbuild import build_shards
 from leopard.core.sharded import ShardedIndex, open_any
@@ -55,7 +53,11 @@ def build_index(
     depend on); giving both is an error. A malformed record raises InvalidInput
     naming its file and line unless ``skip_invalid``, which indexes everything valid
     and hands every rejected record to ``on_reject`` and writes it to the file
-    ``rejects`` (a ``#`` line with the reason, then the record's bytes as read).
+    ``rejects``, which once its records are fixed is a snapshot of their format: text
+    (each record after a ``#`` line with its reason), CSV (the snapshot's header
+    first), a JSON array or JSON lines; for the last three the reasons go to
+    ``<rejects>.reasons``, one line a record (``ingest.snapshots.rejects``, whose
+    ``rejects_targets`` names the files, one a format when the snapshots mix them).
 
     The build refuses (InvalidInput, the live index untouched) to index no tuple at
     all, or to replace the live index with one that lost more than ``max_shrink``
@@ -89,7 +91,7 @@ def build_index(
     else:
         cfg = config if isinstance(config, Config) else load_config(config)
     stats = ReadStats()
-    with _RejectsFile(rejects, on_reject) as sink:
+    with RejectsFile(rejects, sources, format, on_reject) as sink:
         batches = read_snapshots(
             sources,
             format=format,
@@ -133,46 +135,3 @@ def open_index(path: str | Path) -> Index | ShardedIndex:
     """Open the index at ``path`` for queries (a sharded index as one: every shard,
     each query routed as a router would route it)."""
     return open_any(path)
-
-
-class _RejectsFile:
-    """Where rejected records go: ``on_reject`` and the file ``rejects``, which is
-    complete (closed) once the snapshots are read, before anything is swapped in."""
-
-    def __init__(self, path: str | Path | None, on_reject: Callable[[Any], None] | None):
-        self.path = path
-        self.on_reject = on_reject
-        self.wanted = path is not None or on_reject is not None
-        self.file: IO[bytes] | None = None
-
-    def __enter__(self) -> _RejectsFile:
-        if self.path is not None:
-            with space_errors(self.path, "writing the rejected records"):
-                try:
-                    self.file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
-                except OSError as exc:
-                    raise InvalidInput(
-                        f"cannot write {str(self.path)!r}: {exc.strerror or exc}"
-                    ) from exc
-        return self
-
-    def write(self, reject: Reject) -> None:
-        if self.file is not None:
-            with space_errors(self.path or "", "writing the rejected records"):
-                self.file.write(reject.entry())
-        if self.on_reject is not None:
-            self.on_reject(reject)
-
-    def closed_after(self, batches: Iterable[pa.Table]) -> Iterator[pa.Table]:
-        yield from batches
-        self.close()
-
-    def close(self) -> None:
-        file, self.file = self.file, None
-        if file is not None:
-            with space_errors(self.path or "", "writing the rejected records"):
-                file.close()
-
-    def __exit__(self, *exc_info: object) -> None:
-        with contextlib.suppress(Exception):  # a failure here is already being raised
-            self.close()

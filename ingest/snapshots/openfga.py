@@ -56,6 +56,7 @@ def csv_records(lines: Iterable[str], name: str, *, ends: bool = False) -> Itera
     with ``surrogateescape``, so a bad row keeps the bytes it was read from.
     """
     raw: list[str] = []
+    header_read: bytes | None = None
 
     def feed() -> Iterator[str]:
         for line in lines:
@@ -65,7 +66,7 @@ def csv_records(lines: Iterable[str], name: str, *, ends: bool = False) -> Itera
 
     def bad(text: str, reason: str) -> Bad:
         read = "".join(raw).encode("utf-8", "surrogateescape") if ends else None
-        return Bad(text, reason, read)
+        return Bad(text, reason, read, header_read)
 
     reader = csv.reader(feed())
     try:
@@ -74,6 +75,7 @@ def csv_records(lines: Iterable[str], name: str, *, ends: bool = False) -> Itera
         return
     except csv.Error as exc:
         raise InvalidInput(f"{name}:1: the CSV header does not parse: {exc}") from exc
+    header_read = "".join(raw).encode("utf-8", "surrogateescape")
     columns = [h.strip().lstrip("\ufeff") for h in header]
     index: dict[str, int] = {}
     for i, col in enumerate(columns):

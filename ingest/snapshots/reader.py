@@ -140,12 +140,12 @@ class _Reader:
             if self.progress is not None:
                 self.progress(n)
 
-    def reject(self, source: str, line: int, bad: Bad) -> None:
+    def reject(self, source: str, line: int, bad: Bad, format: str) -> None:
         if not self.skip_invalid:
             raise InvalidInput(f"{source}:{line}: {bad.reason}")
         self.stats.rejected += 1
         if self.on_reject is not None:
-            self.on_reject(Reject(source, line, bad.text, bad.reason, bad.raw))
+            self.on_reject(Reject(source, line, bad.text, bad.reason, bad.raw, format, bad.header))
 
     # -- dispatch -------------------------------------------------------------------
 
@@ -186,14 +186,14 @@ class _Reader:
             yield from self._text_blocks(chunks, name)
         elif format == "jsonl":
             lines = split_lines(self._counted(chunks), keepends=True)
-            yield from self._records(name, jsonl_records(lines, name, ends=True))
+            yield from self._records(name, format, jsonl_records(lines, name, ends=True))
         elif format == "csv":
             raw = split_lines(self._counted(chunks), keepends=True)
             text = (line.decode("utf-8", "surrogateescape") for line in raw)
-            yield from self._records(name, csv_records(text, name, ends=True))
+            yield from self._records(name, format, csv_records(text, name, ends=True))
         else:
             data = b"".join(self._counted(chunks))
-            yield from self._records(name, json_records(data, name))
+            yield from self._records(name, format, json_records(data, name))
 
     def _counted(self, chunks: Iterator[tuple[bytes, int]]) -> Iterator[bytes]:
         # Progress is reported as each chunk is entered, which for these formats is
@@ -205,29 +205,29 @@ class _Reader:
     def _read_items(self, items: Iterable[Any], name: str, format: str) -> Iterator[pa.Table]:
         lines = (item_line(item) for item in items)
         if format == "text":
-            yield from self._records(name, text_records(lines))
+            yield from self._records(name, format, text_records(lines))
         elif format == "jsonl":
-            yield from self._records(name, jsonl_records(lines, name))
+            yield from self._records(name, format, jsonl_records(lines, name))
         elif format == "csv":
             text_lines = (
                 line if isinstance(line, str) else line.decode("utf-8", "surrogateescape")
                 for line in lines
             )
-            yield from self._records(name, csv_records(text_lines, name))
+            yield from self._records(name, format, csv_records(text_lines, name))
         else:
             parts = [line if isinstance(line, str) else line.decode("utf-8") for line in lines]
-            yield from self._records(name, json_records("\n".join(parts), name))
+            yield from self._records(name, format, json_records("\n".join(parts), name))
 
     # -- record-at-a-time formats -------------------------------------------------------
 
-    def _records(self, name: str, records: Iterator[Record]) -> Iterator[pa.Table]:
+    def _records(self, name: str, format: str, records: Iterator[Record]) -> Iterator[pa.Table]:
         rows: list[RelationTuple] = []
         for line, result in records:
             if result is None:
                 continue
             self.stats.records += 1
             if isinstance(result, Bad):
-                self.reject(name, line, result)
+                self.reject(name, line, result, format)
                 continue
             rows.append(result)
             if len(rows) >= _PY_BATCH:
@@ -243,7 +243,7 @@ class _Reader:
         for block in text_blocks(chunks):
             self.stats.records += block.records
             for line, bad in block.bad:
-                self.reject(name, line_base + line, bad)
+                self.reject(name, line_base + line, bad, "text")
             line_base += block.lines
             self.consumed(block.consumed)
             if block.table is not None and block.table.num_rows:

@@ -42,15 +42,22 @@ class Reject:
     #: the bytes read, line end included; None where they were not kept (a JSON
     #: array's element, an in-memory str line, a line over 16 MiB)
     raw: bytes | None = field(default=None, compare=False, repr=False)
+    #: the snapshot format it was read as (one of ``FORMATS``)
+    format: str = field(default="text", compare=False)
+    #: a CSV record's header line as read (line end included), else None
+    header: bytes | None = field(default=None, compare=False, repr=False)
 
     def entry(self) -> bytes:
-        """This reject in a rejects file: a ``#`` line with the reason, then the record
-        exactly as read (``text`` as UTF-8 where its bytes were not kept)."""
+        """This reject in a text rejects file: a ``#`` line with the reason, then the
+        record exactly as read (``body``)."""
         reason = " ".join(f"{self.source}:{self.line}: {self.reason}".splitlines())
+        return b"# " + reason.encode("utf-8", "backslashreplace") + b"\n" + self.body()
+
+    def body(self) -> bytes:
+        """The record exactly as read, ending in a line end (``text`` as UTF-8 where
+        its bytes were not kept: a JSON array's element is its object on one line)."""
         body = self.raw if self.raw is not None else self.text.encode("utf-8", "backslashreplace")
-        if not body.endswith(b"\n"):
-            body += b"\n"
-        return b"# " + reason.encode("utf-8", "backslashreplace") + b"\n" + body
+        return body if body.endswith(b"\n") else body + b"\n"
 
 
 @dataclass
@@ -69,6 +76,7 @@ class Bad:
     text: str
     reason: str
     raw: bytes | None = None
+    header: bytes | None = None  # a CSV record's: its file's header line as read
 
 
 #: a record's line (1-based) and what it holds

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from ingest.snapshots.rejects import rejects_targets
 from leopard.api import build_index
 from leopard.cli.options import (
     fail_cleanly,
@@ -88,8 +89,13 @@ memory_option = click.option(
 @click.option(
     "--rejects",
     type=click.Path(dir_okay=False, writable=True),
-    help="With --skip-invalid: write each rejected record here, byte for byte as read, "
-    "after a '#' line with the reason.",
+    help="With --skip-invalid: write the rejected records here as a snapshot of their format "
+    "that builds once they are fixed: text, each line as read after a '#' line with its "
+    "reason; CSV, each record as read after the snapshot's header; JSON, one array of the "
+    "elements (re-serialized, one a line); JSON lines, each line as read. For CSV, JSON and "
+    "JSON lines the reasons go to FILE.reasons ('record N (source SNAPSHOT:LINE): reason'). "
+    "Snapshots of several formats: each other format's records go to FILE.txt, "
+    ".csv, .json or .jsonl. The report names every file written.",
 )
 @click.option(
     "--position",
@@ -313,10 +319,18 @@ def build(
             memory=memory,
             on_phase=_PhaseLog() if show else None,
         )
+    targets = rejects_targets(rejects, list(snapshots), fmt) if rejects else {}
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        out = report.to_dict()
+        if rejects:
+            out["rejects_files"] = [
+                {"format": t.format, "file": t.path, "reasons": t.reasons} for t in targets.values()
+            ]
+        click.echo(json.dumps(out, indent=2))
         return
     click.echo(format_report(report.to_dict(), index_dir))
+    for target in targets.values():
+        click.echo(f"  rejects written to {target.describe()}")
 
 
 class _PhaseLog:
