@@ -25,8 +25,9 @@ def verify(index_path: str | None, as_json: bool) -> None:
 
     Checks that each value decodes, the checksums of the group names and metadata,
     and what the families say of each other (ids in range, closures against edges,
-    subject names both ways). Prints one line per finding and exits 1, or a summary
-    and exits 0. Run it while no consumer writes to the index.
+    subject names both ways; with a schema, its derived edges and their support
+    counts against those the stored tuples derive). Prints one line per finding and
+    exits 1, or a summary and exits 0. Run it while no consumer writes to the index.
 
     \b
     Example:

@@ -21,28 +21,18 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+from pyroaring import BitMap
 
-from leopard.core.batches import COLUMNS
 from leopard.core.build import BuildReport, build_from_batches
 from leopard.core.layers import SetReader
 from leopard.core.lifetime import die_with_parent
+from leopard.core.tuples import tuple_batches
 from leopard.errors import LeopardError
-from leopard.model.names import SPLIT_NAME_PATTERN
 from leopard.store.generations import IndexDir
-from leopard.store.layout import decode_name, gkey, mask_of, split_support_key
+from leopard.store.layout import decode_name, gkey, mask_of
 
 __all__ = ["compact", "export_batches", "start_compaction"]
-
-
-def _split_names(names: list[str]) -> tuple[pa.Array, pa.Array, pa.Array]:
-    arr = pa.array(names, pa.string())
-    parts = pc.extract_regex(arr, SPLIT_NAME_PATTERN)
-    rel = parts.field("rel")
-    rel = pc.if_else(pc.equal(rel, ""), pa.scalar(None, pa.string()), rel)
-    return parts.field("ns"), parts.field("id"), rel
 
 
 def _subject_names(reader: SetReader) -> list[str]:
@@ -73,61 +63,15 @@ def _support(reader: SetReader) -> dict[bytes, int]:
 
 def export_batches(reader: SetReader) -> Iterator[pa.Table]:
     """The stored tuples the current state stands for, as build batches."""
-    config = reader.config
     n_groups = reader.group_count()
-    group_names = reader.base_groups + reader.overlay.group_names
-    g_ns, g_id, g_rel = _split_names(group_names)
-    g_ns_py, g_rel_py = g_ns.to_pylist(), g_rel.to_pylist()
-    sources = [config.sources(g_ns_py[g], g_rel_py[g]) for g in range(n_groups)]
-    first_source = pa.array([s[0] for s in sources], pa.string())
     masks = _support(reader)
-
     subjects = _subject_names(reader)
-    s_ns, s_id, s_rel = _split_names(subjects)
 
-    for family, nested in (("g2m", False), ("child", True)):
-        heads: list[np.ndarray] = []
-        others: list[np.ndarray] = []
-        for g in range(n_groups):
-            bm = reader.bitmap(family, g)
-            if bm:
-                vals = np.frombuffer(bm.to_array(), dtype=np.uint32)
-                heads.append(np.full(len(vals), g, dtype=np.uint32))
-                others.append(vals)
-        if not heads:
-            continue
-        gids = np.concatenate(heads)
-        oids = np.concatenate(others)
-        rel = pc.take(first_source, pa.array(gids))
-        explicit = [
-            (g, o, m)
-            for key, m in masks.items()
-            for g, is_nested, o in [split_support_key(key)]
-            if is_nested == nested
-        ]
-        if explicit:
-            ekeys = np.array([(g << 32) | o for g, o, _ in explicit], dtype=np.uint64)
-            keys = (gids.astype(np.uint64) << np.uint64(32)) | oids.astype(np.uint64)
-            keep = ~np.isin(keys, ekeys)
-            gids, oids = gids[keep], oids[keep]
-            rel = pc.filter(rel, pa.array(keep))
-            extra_g, extra_o, extra_rel = [], [], []
-            for g, o, m in explicit:
-                for bit, src in enumerate(sources[g]):
-                    if m >> bit & 1:
-                        extra_g.append(g)
-                        extra_o.append(o)
-                        extra_rel.append(src)
-            gids = np.concatenate([gids, np.array(extra_g, dtype=np.uint32)])
-            oids = np.concatenate([oids, np.array(extra_o, dtype=np.uint32)])
-            rel = pa.concat_arrays([rel, pa.array(extra_rel, pa.string())])
-        gi, oi = pa.array(gids), pa.array(oids)
-        if nested:
-            sub = (pc.take(g_ns, oi), pc.take(g_id, oi), pc.take(g_rel, oi))
-        else:
-            sub = (pc.take(s_ns, oi), pc.take(s_id, oi), pc.take(s_rel, oi))
-        arrays = [pc.take(g_ns, gi), pc.take(g_id, gi), rel, *sub]
-        yield pa.Table.from_arrays(arrays, names=list(COLUMNS))
+    def sets_of(family: str) -> Iterator[tuple[int, BitMap]]:
+        return ((g, reader.bitmap(family, g)) for g in range(n_groups))
+
+    group_names = reader.base_groups + reader.overlay.group_names
+    yield from tuple_batches(reader.config, group_names, subjects, sets_of, masks)
 
 
 def compact(

@@ -4,7 +4,9 @@ Each family is read and decoded first (``leopard.core.verify``); these checks th
 the families to each other: every closure is its group and the closures below it (by
 a schema's tiers: a resource set's closure stops at the groups it reaches),
 ``child``/``parent`` and ``dchild``/``dparent`` mirror each other,
-``m2g`` and ``g2m`` too, support entries name edges that exist, names are well formed.
+``m2g`` and ``g2m`` too, support entries name edges that exist, names are well formed;
+with a schema, the derived edges are those the stored tuples derive
+(``leopard.core.rederive``).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 from pyroaring import BitMap
 
 from leopard.core.overlay import Overlay
+from leopard.core.rederive import DerivedChecks
 from leopard.model.config import Config
 from leopard.model.names import GROUP_RE
+from leopard.model.plan import Plan
 from leopard.store.layout import (
     NEW_GROUP_PREFIX,
     NEXT_SUBJECT_KEY,
@@ -32,7 +36,7 @@ __all__ = ["CrossChecks"]
 _EMPTY = BitMap()
 
 
-class CrossChecks:
+class CrossChecks(DerivedChecks):
     """Checks across families, mixed into the verifier (which holds what was read)."""
 
     # what the verifier read, and how it reports (it defines them)
@@ -66,19 +70,26 @@ class CrossChecks:
             reason = f"{n:,} is below the base's {meta['subjects']:,} subjects"
             self.value(self.delta, "default", NEXT_SUBJECT_KEY, reason)
         self.group_names(groups, overlay.group_names)
-        self.rset = self.resource_ids(meta, groups, overlay.group_names)
+        config: Config | None = None
+        plan: Plan | None = None
+        try:
+            config = Config.model_validate(meta.get("config", {}))
+            plan = config.plan
+        except Exception as exc:  # a configuration that no longer reads: said, and go on
+            self.error("default", exc)
+        if config is None:
+            self.rset = BitMap()
+        else:
+            self.rset = self.resource_ids(plan, groups, overlay.group_names)
         self.closures(n_groups)
         self.edges(n_groups, n_subjects)
         self.subjects(n_groups, n_subjects)
+        if config is not None and plan is not None:
+            self.derived_edges(plan, config, [*groups, *overlay.group_names], n_subjects)
 
-    def resource_ids(self, meta: dict[str, Any], base: list[str], added: list[str]) -> BitMap:
+    def resource_ids(self, plan: Plan | None, base: list[str], added: list[str]) -> BitMap:
         """The ids of a schema's resource-tier sets, by their names; the base's stored
         bitmap must say the same."""
-        try:
-            plan = Config.model_validate(meta.get("config", {})).plan
-        except Exception as exc:  # a configuration that no longer reads: said, and go on
-            self.error("default", exc)
-            return BitMap()
         rset = BitMap()
         if plan is not None:
             for gid, name in enumerate([*base, *added]):

@@ -27,6 +27,7 @@ from leopard.store.layout import count_value, pair_key
 __all__ = [
     "derived_edges",
     "derived_support",
+    "feed_counts",
     "split_sorted",
     "distinct_heads",
     "transposed",
@@ -47,6 +48,15 @@ def derived_edges(col: Collector) -> tuple[np.ndarray, np.ndarray]:
     if not len(parents):
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
     edge = (parents.astype(np.uint64) << np.uint64(32)) | children.astype(np.uint64)
+    return feed_counts(edge, bits)
+
+
+def feed_counts(edge: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``edge`` keys, sorted, and how many distinct feeds (``bits``, a
+    feed's index in its set's plan) derive each: the support counts of derived edges,
+    as the build stores them and ``leopard verify`` derives them again."""
+    if not len(edge):
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
     order = np.lexsort((bits, edge))
     edge, bits = edge[order], bits[order]
     new = np.empty(len(edge), dtype=bool)

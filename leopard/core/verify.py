@@ -13,7 +13,10 @@ single read can:
   group and the closures of its children;
   ``child`` and ``parent`` mirror each other, and so do ``m2g`` and ``g2m``; every
   subject name in ``m2g`` has the id whose ``sname`` names it back, the ids running
-  from 0 without a gap; every support mask belongs to an edge that exists.
+  from 0 without a gap; every support mask belongs to an edge that exists;
+* with a schema, the derived edges (``dchild``, and ``dparent`` as its mirror) and
+  their support counts (``dsupport``) are those the stored tuples derive, derived
+  again as the build derives them (``leopard.core.rederive``).
 
 Each finding is one line naming the family, the key and the database; past ``LIMIT``
 findings of one kind the rest are counted, not listed. Run it on an index no consumer
@@ -123,6 +126,8 @@ class _Stopped(Exception):
 
 
 class _Verifier(CrossChecks):
+    limit = LIMIT
+
     def __init__(self, index: Path) -> None:
         self.index = index
         self.report = VerifyReport(str(index))

@@ -18,9 +18,12 @@ import pytest
 from click.testing import CliRunner, Result
 from pyroaring import BitMap
 from support.damage import (
+    arrow_tuples,
     base_dir,
     build_big,
+    build_docs,
     build_small,
+    drop_member,
     group_id,
     overwrite_middle,
     put,
@@ -204,3 +207,26 @@ def test_a_damaged_index_fails_cleanly_in_a_real_process(small: Path) -> None:
 def test_verify_without_an_index(tmp_path: Path) -> None:
     msg = error_line(cli("verify", "--index", tmp_path / "nothing"))
     assert msg == f"no index at {str(tmp_path / 'nothing')!r}: the directory does not exist"
+
+
+def test_verify_names_derived_edges_no_tuple_supports(tmp_path: Path) -> None:
+    """The reviewer's damage (finding 6): an arrow tuple ``doc:X#parent@folder:F`` out
+    of the delta's member families, the derived edges it fed kept (the document keeps
+    the folder's viewers): exit 1, each derived edge named with what would derive it."""
+    path, lines = build_docs(tmp_path / "idx")
+    doc, folder = next(iter(arrow_tuples(lines).items()))
+    assert cli("verify", "--index", path).exit_code == 0
+    drop_member(path, f"{doc}#parent", folder)
+    result = cli("verify", "--index", path)
+    assert result.exit_code == 1, result.output
+    found = result.stdout.splitlines()
+    assert len(found) == 2, found
+    view = group_id(path, f"{doc}#view")
+    assert (
+        f"index at {path} is damaged: dchild key 0x{view:08x} in {base_dir(path)}: "
+        f"{doc}#view -> {folder}#view (id {group_id(path, f'{folder}#view')}) is stored, "
+        f"but nothing derives it: parent->view derives it only from a tuple "
+        f"{doc}#parent@{folder}, which is not stored"
+    ) in found
+    report = json.loads(cli("verify", "--index", path, "--json").stdout)
+    assert report["ok"] is False and report["problems"] == found

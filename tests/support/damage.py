@@ -7,6 +7,7 @@ a small index with these helpers, break one thing and assert the one clear error
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -14,10 +15,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pyroaring import BitMap
+
 import leopard
+from leopard.core.incremental import DeltaWriter
 from leopard.core.index import Index
+from leopard.gen import OrgSpec, docs_schema, generate
+from leopard.model.names import parse_tuple
+from leopard.model.setcodec import pack
 from leopard.store.generations import IndexDir, base_of, delta_of
-from leopard.store.layout import CHECKSUM_KEY, META_KEY
+from leopard.store.layout import CHECKSUM_KEY, META_KEY, gkey, m2g_value
 from leopard.store.rocks import RocksDB
 
 # a cycle (eng <-> backend), nesting three deep, a wildcard
@@ -160,3 +167,86 @@ def log_of(db_path: Path) -> Path:
 
 def truncate(file: Path, size: int) -> None:
     os.truncate(file, size)
+
+
+# -- a schema's derived edges -------------------------------------------------------------
+
+
+def build_docs(path: Path, tuples: int = 2_000, seed: int = 3) -> tuple[Path, list[str]]:
+    """An index of documents in nested folders (``leopard gen --shape docs``) built
+    with its schema, and its tuples."""
+    buf = io.BytesIO()
+    generate(OrgSpec(tuples=tuples, seed=seed, shape="docs", max_depth=5, cycles=False), buf)
+    lines = buf.getvalue().decode().splitlines()
+    schema = path.parent / f"{path.name}.zed"
+    schema.write_text(docs_schema())
+    leopard.build_index([lines], path, schema=schema)
+    return path, lines
+
+
+def arrow_tuples(lines: list[str]) -> dict[str, str]:
+    """``doc:X`` -> ``folder:F`` of every ``doc:X#parent@folder:F``, for documents
+    with another tuple too (their computed feeds' edges stay when the arrow goes)."""
+    parents = {}
+    for line in lines:
+        head, _, subject = line.partition("@")
+        obj, _, relation = head.partition("#")
+        if obj.startswith("doc:") and relation == "parent":
+            parents[obj] = subject
+    others = {line.partition("#")[0] for line in lines if "#parent@" not in line}
+    return {doc: folder for doc, folder in sorted(parents.items()) if doc in others}
+
+
+def make_delta(path: Path) -> Path:
+    """The delta of the index, made by a change of its own (a new group)."""
+    with Index(path) as ix:
+        writer = DeltaWriter(ix.reader)
+        writer.apply([("touch", parse_tuple("group:new#member@user:zed"))], {"t:0": 1})
+        writer.close()
+    return delta_dir(path)
+
+
+def set_value(bm: BitMap) -> bytes:
+    return pack(bm.serialize())
+
+
+def drop_member(path: Path, group: str, subject: str) -> None:
+    """``subject`` taken out of ``group``'s members in the delta, ``g2m`` and ``m2g``
+    alike (kept mirrors of each other), and nothing else: what a missed flip of the
+    incremental layer leaves (the derived edges the tuple fed stay)."""
+    delta = make_delta(path)
+    with Index(path) as ix:
+        gid = ix.reader.group_id(group)
+        found = ix.reader.m2g(subject)
+        assert gid is not None and found is not None
+        sid, groups = found
+        members = BitMap(ix.reader.bitmap("g2m", gid))
+    members.discard(sid)
+    put(delta, "g2m", gkey(gid), set_value(members))
+    put(delta, "m2g", subject.encode(), m2g_value(sid, BitMap(groups) - BitMap([gid])))
+
+
+def move_derived_edge(path: Path, parent: str, child: str, *, add: bool) -> Path:
+    """The derived edge ``parent -> child`` added (or taken away) in the delta with its
+    mirror, and ``parent``'s closure made again to match (no set includes ``parent``):
+    only the derivation itself is wrong. Returns the delta."""
+    delta = make_delta(path)
+    with Index(path) as ix:
+        r = ix.reader
+        p, c = r.group_id(parent), r.group_id(child)
+        assert p is not None and c is not None
+        assert not r.bitmap("dparent", p) and not r.bitmap("parent", p)
+        kids, parents = BitMap(r.bitmap("dchild", p)), BitMap(r.bitmap("dparent", c))
+        assert (c in kids) != add
+        if add:
+            kids.add(c)
+            parents.add(p)
+        else:
+            kids.discard(c)
+            parents.discard(p)
+        # a resource set's closure: its own id and the closures of what it holds
+        closure = BitMap.union(BitMap([p]), *(r.bitmap("g2g", k) for k in kids))
+    put(delta, "dchild", gkey(p), set_value(kids))
+    put(delta, "dparent", gkey(c), set_value(parents))
+    put(delta, "g2g", gkey(p), set_value(closure))
+    return delta
