@@ -217,6 +217,7 @@ def build(
             "--schema": schema_path,
             "--format": fmt,
             "--skip-invalid": skip_invalid,
+            "--rejects": rejects,
             "--position": position,
             "--shards": shards,
             "--engine spark": engine == "spark",

@@ -51,6 +51,10 @@ def test_build_from_refuses_master(tmp_path: Path) -> None:
         "build", "--index", tmp_path / "idx", "--from", "spicedb:127.0.0.1:1", "--master", "x"
     )
     assert said == "Error: --from reads the schema and data itself: drop ['--master']"
+    said = usage_error(
+        "build", "--index", tmp_path / "idx", "--from", "spicedb:127.0.0.1:1", "--rejects", "r"
+    )
+    assert said == "Error: --from reads the schema and data itself: drop ['--rejects']"
 
 
 def test_negative_max_wait_and_limit_0_are_refused(index: Path) -> None:
