@@ -65,12 +65,7 @@ def disallowed(config: Config, t: RelationTuple) -> str | None:
     sp = plan.direct(t.resource_type, t.relation)
     if sp is None:
         return None
-    if t.subject_relation is not None:
-        kind = f"{t.subject_type}#{t.subject_relation}"
-    elif t.subject_id == "*":
-        kind = f"{t.subject_type}:*"
-    else:
-        kind = t.subject_type
+    kind = _subject_kind(t)
     if kind in sp.allowed:
         return None
     return f"{t.resource_type}#{t.relation} does not allow subjects of type {kind}"
@@ -92,14 +87,18 @@ def schema_refusal(config: Config, t: RelationTuple) -> str | None:
         return f"the schema defines no relation {t.relation!r} on {t.resource_type!r}"
     if not rel.types:
         return f"{t.resource_type}#{t.relation} stores no tuples (it is computed)"
-    if t.subject_relation is not None:
-        kind = f"{t.subject_type}#{t.subject_relation}"
-    elif t.subject_id == "*":
-        kind = f"{t.subject_type}:*"
-    else:
-        kind = t.subject_type
+    kind = _subject_kind(t)
     for allowed in rel.types:
         base = allowed.type + (":*" if allowed.wildcard else "")
         if (base if allowed.relation is None else f"{base}#{allowed.relation}") == kind:
             return None
     return f"{t.resource_type}#{t.relation} does not allow subjects of type {kind}"
+
+
+def _subject_kind(t: RelationTuple) -> str:
+    """The tuple's subject as a schema allows it: ``user``, ``user:*``, ``group#member``."""
+    if t.subject_relation is not None:
+        return f"{t.subject_type}#{t.subject_relation}"
+    if t.subject_id == "*":
+        return f"{t.subject_type}:*"
+    return t.subject_type
