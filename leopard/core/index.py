@@ -16,6 +16,7 @@ opaque leaf subject, like a user.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,12 @@ class Index:
         old.listeners.clear()
         old.close()
 
-    def refresh(self) -> bool:
+    def refresh(self, accept: Callable[[SetReader, SetReader], bool] | None = None) -> bool:
         """Pick up what another process applied or compacted; whether anything changed.
 
         A newer generation is served once it has caught up with this one, or after
         ``SWAP_GRACE`` seconds all the same (a rebuild that no consumer follows): see
-        ``leopard.core.successor``.
+        ``leopard.core.successor``; and once ``accept(served, newer)`` says so, if given.
         """
         live = live_generation(self.path)
         nxt = self._next
@@ -162,7 +163,7 @@ class Index:
             nxt = self._next = Successor.open(self.path, target=self._r.position, lock=self._lock)
         else:
             nxt.reader.refresh()
-        if not nxt.caught_up(grace=SWAP_GRACE):
+        if not nxt.caught_up(grace=SWAP_GRACE) or (accept and not accept(self._r, nxt.reader)):
             return self._r.refresh()  # the served generation still answers meanwhile
         self._next = None
         self.switch_to(nxt.reader)

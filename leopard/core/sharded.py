@@ -36,6 +36,7 @@ from typing import Any
 
 from leopard.core.freshness import POLL
 from leopard.core.index import Index
+from leopard.core.layers import SetReader
 from leopard.errors import IndexNotFound, InvalidInput, StorageError
 from leopard.model.routing import (
     asks_every_shard,
@@ -95,8 +96,7 @@ class ShardedIndex:
             return ""  # a manifest from before builds were named
         odd = []
         for k, ix in enumerate(self.shards):
-            shard = ix.reader.meta.get("shard") or []
-            got = shard[2] if len(shard) > 2 else None
+            got = _build_of(ix.reader)
             if got != want:
                 odd.append(f"shard {k} of {got or 'a build without an id'}")
         return ", ".join(odd)
@@ -139,10 +139,26 @@ class ShardedIndex:
         return encode_token(self.position)
 
     def refresh(self) -> bool:
+        """Each shard's ``refresh``; a shard serves a newer generation of another build
+        only once the manifest names that build, which a sharded build writes after
+        swapping every shard in: meanwhile every shard answers from the build before,
+        never some from one build and some from the other."""
         changed = False
         for ix in self.shards:
-            changed = ix.refresh() or changed
+            changed = ix.refresh(accept=self._may_switch) or changed
         return changed
+
+    def _may_switch(self, served: SetReader, newer: SetReader) -> bool:
+        """Whether a shard may go from ``served`` to ``newer``: a compaction (the same
+        build), or a build whose shards are all swapped in (its manifest written)."""
+        build = _build_of(newer)
+        if build is None or build == _build_of(served):
+            return True
+        manifest = read_manifest(self.path)
+        if manifest is None or manifest.build != build:
+            return False
+        self.manifest = manifest
+        return True
 
     def wait_for(self, token: str, timeout: float = 1.0, *, poll: float = POLL) -> str:
         """Return once every shard has applied ``token``; StaleIndex on time-out."""
@@ -215,3 +231,9 @@ def open_any(path: str | Path) -> Index | ShardedIndex:
     if manifest is not None:
         return ShardedIndex(path, manifest)
     return Index(path)
+
+
+def _build_of(reader: SetReader) -> str | None:
+    """The id of the sharded build a shard's generation is of (None: not named)."""
+    shard = reader.meta.get("shard") or []
+    return shard[2] if len(shard) > 2 else None

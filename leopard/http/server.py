@@ -28,6 +28,7 @@ from typing import Any
 
 from ingest.settings import ConsumerSettings
 from leopard.core.index import Index
+from leopard.core.layers import SetReader
 from leopard.errors import InvalidInput
 from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG, LeopardService
 from leopard.http.schemas import DEFAULT_MAX_BATCH
@@ -102,9 +103,9 @@ class SharedIndex(Index):
         self._refreshing = threading.Lock()
         super().__init__(path)
 
-    def refresh(self) -> bool:
+    def refresh(self, accept: Callable[[SetReader, SetReader], bool] | None = None) -> bool:
         with self._refreshing:
-            return super().refresh()
+            return super().refresh(accept)
 
 
 class ConsumerThread:

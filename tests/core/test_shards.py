@@ -464,3 +464,26 @@ def _answers(root: Path) -> tuple[bool, bool]:
         b = {ix.check(f"user:u{i}", "group:b#member") for i in range(40)}
     assert len(a) == len(b) == 1, (a, b)  # every user alike: one build's answers
     return a.pop(), b.pop()
+
+
+def test_an_open_index_refreshed_during_a_swap_answers_from_one_build(tmp_path: Path) -> None:
+    """A sharded index kept open across a rebuild: a refresh while the build has swapped
+    in shard 0 and not shard 1 (its manifest not yet written) keeps every shard on the
+    old build, so a query asking every shard never mixes the two; once the build is
+    whole, the next refresh serves it on every shard."""
+    old, new = tmp_path / "old.txt", tmp_path / "new.txt"
+    old.write_text("".join(f"group:a#member@user:u{i}\n" for i in range(40)))
+    new.write_text("".join(f"group:b#member@user:u{i}\n" for i in range(40)))
+    root = tmp_path / "ix"
+    leopard.build_index([old], root, shards=2)
+    everyone = [f"user:u{i}" for i in range(40)]
+    with leopard.open_index(root) as ix:
+        assert sorted(ix.members_of("group:a#member")) == sorted(everyone)
+        _killed_between_swaps(root, new)  # shard 0 of the new build, shard 1 of the old
+        ix.refresh()
+        assert sorted(ix.members_of("group:a#member")) == sorted(everyone)
+        assert ix.members_of("group:b#member") == []
+        leopard.build_index([new], root, shards=2)
+        assert ix.refresh()
+        assert ix.members_of("group:a#member") == []
+        assert sorted(ix.members_of("group:b#member")) == sorted(everyone)
