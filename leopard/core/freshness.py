@@ -5,15 +5,12 @@ or the ZedToken SpiceDB returned for a write when the index follows SpiceDB, and
 for an answer at least that fresh, waiting a bounded time. The policy is the
 same wherever it is asked: decode the token (a bad one is ``InvalidInput`` at once),
 answer as soon as the applied position has reached it, and otherwise raise
-``StaleIndex`` naming the token, the wait and the version reached. A token that no
-wait can reach is ``InvalidInput`` at once, naming what it asks for and what the index
-follows (``unreachable``): a SpiceDB ZedToken (or revision) when the index follows no
-SpiceDB, or a topic (or source) the index does not follow while it follows some. The
-streams an index follows are the keys of its position (with the partitions stopped at
-a gap) and the topics its consumer is set to follow; a partition not seen yet of a
-followed topic is waited for, as a partition added to the topic is read from its start
-once assigned (it enters the position with its first batch), and an index whose
-position is empty may be about to follow anything. ``wait_steps``
+``StaleIndex`` naming the token, the wait and the version reached, and, where the
+token asks for a stream the index has applied nothing of (a SpiceDB revision, a topic),
+saying so (``unreachable``). Such a token is still waited for: a stream enters the
+position only with its first batch (a consumer of several topics applies one first, a
+bridged topic brings SpiceDB's revision with its first markers), so refusing it at
+once would refuse tokens a moment from being reached. ``wait_steps``
 holds that policy as a generator of pauses; ``Index.wait_for`` drives it with a
 blocking wait, the HTTP app with ``asyncio``, so neither writes it again.
 """
@@ -23,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Generator
 
-from leopard.errors import InvalidInput, StaleIndex
+from leopard.errors import StaleIndex
 from leopard.model.tokens import reached, wanted_position
 from leopard.model.zedtoken import SPICEDB_KEY
 
@@ -48,15 +45,12 @@ def wait_steps(
 
     Yields how long to wait before looking again (the driver may be woken earlier);
     returns the version once reached; raises ``StaleIndex`` after ``timeout`` seconds
-    and ``InvalidInput`` for a token that is not one, or that no wait can reach
-    (``unreachable``; ``topics``: the topics a consumer is set to follow, besides those
-    in the position). ``gaps`` names partitions stopped at a gap in their log (left out
-    of ``position()``): the message of a refusal says so for every one the token names.
+    and ``InvalidInput`` for a token that is not one (``topics``: the topics a consumer
+    is set to follow, besides those in the position, for the time-out's message).
+    ``gaps`` names partitions stopped at a gap in their log (left out of
+    ``position()``): the time-out's message says so for every one the token names.
     """
     wanted = wanted_position(token)
-    if not reached(position(), wanted):
-        if why_not := unreachable(token, wanted, {*position(), *gaps()}, topics):
-            raise InvalidInput(why_not)
     deadline = clock() + max(0.0, timeout)
     while True:
         if reached(position(), wanted):
@@ -72,6 +66,8 @@ def wait_steps(
                     f"; the index has applied nothing of {', '.join(unseen)} yet (a "
                     "partition the topic does not have is never reached)"
                 )
+            if hint := unreachable(token, wanted, {*now, *stopped}, topics):
+                why += f"; {hint}"
             raise StaleIndex(
                 f"the index has not reached version {token} within {timeout:g} s "
                 f"(it is at {current}){why}",
@@ -95,9 +91,12 @@ def _named(stream: str) -> str:
 def unreachable(
     token: str, wanted: dict[str, int], followed: Collection[str], topics: Collection[str] = ()
 ) -> str | None:
-    """Why no wait can bring an index to ``wanted`` (the position ``token`` asks for),
-    or None when one may: ``followed`` are the keys of the index's position (with the
-    partitions stopped at a gap), ``topics`` the topics its consumer is set to follow."""
+    """Why a wait may never bring an index to ``wanted`` (the position ``token`` asks
+    for), or None when nothing says so: ``followed`` are the keys of the index's
+    position (with the partitions stopped at a gap), ``topics`` the topics its consumer
+    is set to follow. Only a hint, told when a wait times out: a stream may yet enter
+    the position (a bridged topic brings SpiceDB's revision with its first markers, a
+    consumer of several topics applies one first), so no token is refused for it."""
     streams = {_stream(k) for k in followed} | set(topics)
     follows = ", ".join(map(_named, sorted(streams))) or "no change stream yet"
     if SPICEDB_KEY in wanted and SPICEDB_KEY not in followed:
@@ -108,9 +107,9 @@ def unreachable(
             else f"version {token} asks for a SpiceDB revision"
         )
         return (
-            f"{what} and this index follows no SpiceDB (its version carries no revision; "
-            f"it follows {follows}): no wait can reach it; pass a version token of this "
-            "index, or ask an index built with --from spicedb:..."
+            f"{what} and this index holds no SpiceDB revision (yet: it follows {follows}); "
+            "unless it consumes a bridged topic whose first markers have not come, pass "
+            "a version token of this index, or ask an index built with --from spicedb:..."
         )
     if not streams:
         return None  # nothing followed yet: a consumer may be about to start
@@ -120,5 +119,5 @@ def unreachable(
     asked = ", ".join(sorted(k for k in wanted if _stream(k) in foreign))
     return (
         f"version {token} asks for {', '.join(map(_named, foreign))} ({asked}), which "
-        f"this index does not follow (it follows {follows}): no wait can reach it"
+        f"this index has applied nothing of (it follows {follows})"
     )

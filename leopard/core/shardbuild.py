@@ -194,6 +194,7 @@ def combine_reports(
     )
     for r in reports:
         out.tuples_indexed += r.tuples_indexed
+        out.duplicates += r.duplicates
         out.subjects += r.subjects
         out.member_edges += r.member_edges
         out.bytes_on_disk += r.bytes_on_disk

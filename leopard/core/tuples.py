@@ -5,7 +5,8 @@ derives a schema's derived edges from them again, as the build derives them
 (``leopard.core.rederive``). A set's direct edges are ``g2m`` (a leaf subject) and
 ``child`` (a nested set); where several stored relations feed a set, its support
 masks say which of them hold an edge (one tuple per relation), else the set's first
-source stands for it.
+source stands for it. A relation feeding several sets stands for one tuple, however
+many sets its edges are in.
 """
 
 from __future__ import annotations
@@ -92,8 +93,27 @@ def tuple_batches(
             sub = (pc.take(g_ns, oi), pc.take(g_id, oi), pc.take(g_rel, oi))
         else:
             sub = (pc.take(s_ns, oi), pc.take(s_id, oi), pc.take(s_rel, oi))
-        arrays = [pc.take(g_ns, gi), pc.take(g_id, gi), rel, *sub]
-        yield pa.Table.from_arrays(arrays, names=list(COLUMNS))
+        ns = pc.take(g_ns, gi)
+        table = pa.Table.from_arrays([ns, pc.take(g_id, gi), rel, *sub], names=list(COLUMNS))
+        yield _once(config, table, ns, pc.take(g_rel, gi), rel)
+
+
+def _once(
+    config: Config, table: pa.Table, ns: pa.Array, set_rel: pa.Array, rel: pa.Array
+) -> pa.Table:
+    """The rows of ``table`` (one per set edge: namespace ``ns``, set ``set_rel``,
+    stored relation ``rel``) of the first set their stored relation feeds: a relation
+    feeding several sets (``manager`` in ``member`` and ``admins``) put an edge in each
+    for one tuple, which is that tuple once."""
+    kinds = pc.dictionary_encode(pc.binary_join_element_wise(ns, set_rel, rel, "#"))
+    first = []
+    for kind in kinds.dictionary.to_pylist():
+        namespace, set_name, source = (kind or "##").split("#", 2)
+        feeds = config.feeds(namespace, source) if source else ()
+        first.append(not feeds or feeds[0] == set_name)
+    if all(first):
+        return table
+    return table.filter(pc.take(pa.array(first), kinds.indices))
 
 
 def edge_arrays(sets: Iterable[tuple[int, BitMap]]) -> tuple[np.ndarray, np.ndarray]:

@@ -74,7 +74,7 @@ class Answering:
 
     def _foreign(self, token: str) -> str:
         """SpiceDB's words for a token that is no revision it has; for a genuine
-        ZedToken at an index that follows no SpiceDB, why (SpiceDB says no more for
+        ZedToken at an index that holds no SpiceDB revision, why (SpiceDB says no more for
         garbage)."""
         try:
             wanted = zedtoken_position(token)

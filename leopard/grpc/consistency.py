@@ -9,10 +9,9 @@ carries the index's version token in ``ZedToken.token`` (``v1.…``). A request'
 ``at_least_as_fresh``
     wait, at most ``max_wait`` seconds, until the index has applied that version;
     else ``OUT_OF_RANGE`` with SpiceDB's message for an unavailable revision
-    (``invalid zedtoken: revision was invalid``) followed by what was waited for. A
-    version no wait can reach (of a topic the index does not follow) is refused at once,
-    ``INVALID_ARGUMENT invalid revision requested: ...`` naming what it asks for and
-    what the index follows (``leopard.core.freshness.unreachable``).
+    (``invalid zedtoken: revision was invalid``) followed by what was waited for, and,
+    for a version of a stream the index has applied nothing of, what it follows
+    (``leopard.core.freshness.unreachable``).
 ``fully_consistent``
     wait, as long in all, until the index has applied the change stream's head as of
     the request: the high watermarks of a fetch the consumer in this process sent
@@ -28,8 +27,8 @@ carries the index's version token in ``ZedToken.token`` (``v1.…``). A request'
 A token that is no Leopard version (garbage, or a real SpiceDB's) is ``Foreign``:
 forwarded to the SpiceDB behind Leopard when there is one, which understands its own
 tokens, and refused as SpiceDB refuses garbage (``INVALID_ARGUMENT invalid revision
-requested``) otherwise; for a genuine ZedToken at an index that follows no SpiceDB, the
-message says so. ``minimize_latency: false`` and ``fully_consistent: false``
+requested``) otherwise; for a genuine ZedToken at an index that holds no SpiceDB
+revision, the message says so. ``minimize_latency: false`` and ``fully_consistent: false``
 are ``INVALID_ARGUMENT`` (SpiceDB answers them with an internal error).
 """
 
@@ -188,7 +187,7 @@ class Freshness:
                 raise Refusal(
                     grpc.StatusCode.OUT_OF_RANGE, f"invalid zedtoken: revision was invalid: {exc}"
                 ) from None
-            except InvalidInput as exc:  # no wait can reach it: SpiceDB's unusable revision
+            except InvalidInput as exc:  # no version: SpiceDB's unusable revision
                 raise Refusal(
                     grpc.StatusCode.INVALID_ARGUMENT, f"{INVALID_REVISION}: {exc}"
                 ) from None

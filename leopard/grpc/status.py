@@ -6,8 +6,8 @@ in its words, so that code written against SpiceDB handles Leopard's the same wa
 ==========================  ===================================================
 INVALID_ARGUMENT            malformed input (``validation error: resource.object_id:
                             must be at most 1024 bytes``), a ZedToken that is no
-                            version of this index (``invalid revision requested``),
-                            or one no wait can reach (``...: naming why``),
+                            version of this index (``invalid revision requested``,
+                            naming why for a SpiceDB ZedToken),
                             a wildcard subject, a cursor that is not one of ours
                             or not of this request (``ERROR_REASON_INVALID_CURSOR``),
                             a limit over 1,000 (``..._EXCEEDS_MAXIMUM_ALLOWABLE_LIMIT``)

@@ -71,7 +71,7 @@ class Waits:
             topics=ix.topics,
         )
         try:
-            pause = next(steps)  # a bad or unreachable token: InvalidInput here, a 400
+            pause = next(steps)  # a bad token: InvalidInput here, a 400
         except StopIteration:
             return  # reached already, the common case
         self.bind()
