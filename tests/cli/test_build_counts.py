@@ -148,3 +148,15 @@ def test_a_config_that_indexes_nothing_is_named_with_the_reasons(tmp_path: Path)
     said = refused(empty, "--index", tmp_path / "z", "--config", typo)
     assert said.endswith("the snapshots hold no tuple to index (0 records read); pass --force "
                          "(force=True) to build it anyway")  # fmt: skip
+
+
+def test_a_sharded_build_reports_the_duplicates_of_its_shards(tmp_path: Path) -> None:
+    clean, schema = files(tmp_path)
+    dump = tmp_path / "dump.txt"
+    dump.write_text(TUPLES * 2)
+    one = built(dump, "--index", tmp_path / "one", "--schema", schema)
+    sharded = built(dump, "--index", tmp_path / "three", "--schema", schema, "--shards", "3")
+    assert (one["tuples_indexed"], one["duplicates"]) == (12, 6)
+    # every record is there twice, on each shard that holds it (some on every shard)
+    assert sharded["tuples_indexed"] >= 12
+    assert sharded["duplicates"] * 2 == sharded["tuples_indexed"]
