@@ -64,7 +64,8 @@ def rocks_errors(what: str) -> Iterator[None]:
 
 def _refuse_if_held(path: Path) -> None:
     """StorageError naming the process that writes the RocksDB at ``path``, if one
-    does: RocksDB takes one writer, and says only that its LOCK file is held."""
+    does: RocksDB takes one writer, and says only that its LOCK file is held. Never
+    called by a process that may hold that lock (closing the file would drop it)."""
     lock = path / "LOCK"
     try:
         fd = os.open(lock, os.O_RDWR)
@@ -348,20 +349,29 @@ class RocksDB:
             access = AccessType.secondary(secondary)
         else:
             access = AccessType.read_only() if read_only else AccessType.read_write()
-        if not read_only and secondary is None:
+        try:
+            with rocks_errors(f"cannot open RocksDB at {self.where!r}"):
+                self._db: Rdict | None = Rdict(
+                    self.where, opt, column_families=cfs, access_type=access
+                )
+                self._families = {
+                    name: Family(name, self.where, self._db.get_column_family(name))
+                    for name in families
+                    if name != "default"
+                }
+                self._handles = (
+                    {}
+                    if read_only or secondary is not None
+                    else {n: self._db.get_column_family_handle(n) for n in families}
+                )
+        except StorageError as exc:
+            # RocksDB only says its LOCK is held; by another process (in this one it
+            # says so), which is named: asking it here opens and closes the LOCK file,
+            # which would drop a lock this process held (POSIX locks are per process)
+            if read_only or "Resource temporarily unavailable" not in str(exc):
+                raise
             _refuse_if_held(Path(self.where))
-        with rocks_errors(f"cannot open RocksDB at {self.where!r}"):
-            self._db: Rdict | None = Rdict(self.where, opt, column_families=cfs, access_type=access)
-            self._families = {
-                name: Family(name, self.where, self._db.get_column_family(name))
-                for name in families
-                if name != "default"
-            }
-            self._handles = (
-                {}
-                if read_only or secondary is not None
-                else {n: self._db.get_column_family_handle(n) for n in families}
-            )
+            raise
 
     @property
     def raw(self) -> Rdict:

@@ -49,3 +49,32 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path: Path) -> None:
         holder.wait(30)
         holder.stdout.close()
     RocksDB(path, read_only=False).close()  # once it has let go
+
+
+CHILD = """
+import sys
+from leopard.store.rocks import RocksDB
+try:
+    RocksDB(sys.argv[1], read_only=False).close()
+    print("opened")
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_a_second_open_in_the_writer_process_keeps_its_lock(tmp_path: Path) -> None:
+    """Naming the holder opens the LOCK file, and closing it would drop every lock this
+    process holds on it (POSIX locks are per process): a mistaken second open in the
+    writer's own process must leave other processes refused."""
+    path = tmp_path / "delta"
+    writer = RocksDB(path, read_only=False)
+    try:
+        with pytest.raises(StorageError, match="lock hold by current process"):
+            RocksDB(path, read_only=False)
+        other = subprocess.run(
+            [sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True
+        )
+        assert other.stdout.startswith("StorageError "), other.stdout
+        assert "is being written by another process" in other.stdout
+    finally:
+        writer.close()
