@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ingest.kafka.probe import require_brokers
+from ingest.kafka.probe import broker_answers
 from leopard.cli.options import (
     consumer_options,
     consumer_settings,
@@ -431,7 +431,13 @@ def serve_command(
     if settings is not None:
         quiet_kafka_client(verbose)
         require_stream_client(settings)  # the missing extra named before the brokers asked
-        require_brokers(settings.brokers, settings.probe_timeout)  # one line, not a thread's
+        if not broker_answers(settings.brokers, settings.probe_timeout):
+            # served meanwhile: the consumer retries them, as an outage later
+            click.echo(
+                f"leopard: warning: the brokers {settings.brokers!r} do not answer yet; "
+                "serving the index as it is while the consumer retries them",
+                err=True,
+            )
 
     def announce(url: str) -> None:
         following = f", following {', '.join(topics)} at {brokers}" if settings else ""

@@ -12,6 +12,7 @@ import sys
 import click
 
 from ingest.consumer import ChangeConsumer, ConsumerStats
+from ingest.kafka.probe import broker_answers
 from ingest.kafka.publish import parse_change_lines, result_json
 from ingest.kafka.publish import publish as run_publish
 from leopard.cli.options import (
@@ -89,7 +90,13 @@ def consume(
                 err=True,
             )
 
-    consumer = ChangeConsumer(index_dir, settings, on_batch=progress, stop_if_unreachable=True)
+    if not broker_answers(settings.brokers, settings.probe_timeout):  # retried, as later
+        click.echo(
+            f"leopard: the brokers {settings.brokers!r} do not answer yet; retrying until "
+            "they do (Ctrl-C stops)",
+            err=True,
+        )
+    consumer = ChangeConsumer(index_dir, settings, on_batch=progress)
     consumer.install_signal_handlers()
     stats = consumer.run(idle_exit=idle_exit)
     click.echo(
