@@ -279,8 +279,10 @@ class ChangeConsumer:
         refusal: Callable[[RelationTuple], str | None],
     ) -> list[tuple[Message, str]]:
         """Add the changes of ``m`` the schema takes to ``changes``; the dead letter of
-        those it refuses, if any: the message, each refused tuple named with why (a
-        message of several changes is dead-lettered whole, its other changes applied)."""
+        the one it refuses, if any. A message of several changes (a Watch response, a
+        ReadChanges page) is not dead-lettered for a change the schema refuses: published
+        again it would apply its other changes a second time, after later ones; each
+        such change is logged (naming the message and why) and counted instead."""
         why = []
         for c in decoded:
             reason = refusal(c.tuple)
@@ -291,7 +293,15 @@ class ChangeConsumer:
         if not why:
             return []
         self.stats.refused += len(why)
-        return [(m, "refused by the index's schema: " + "; ".join(why))]
+        if len(decoded) > 1:
+            for said in why:
+                log.warning(
+                    "%s:%d offset %d: a change refused by the index's schema, not applied "
+                    "(the message's others are): %s",
+                    m.topic, m.partition, m.offset, said,
+                )  # fmt: skip
+            return []
+        return [(m, "refused by the index's schema: " + why[0])]
 
     def _record_gaps(self, gaps: list[Gap]) -> None:
         """Persist what the source found: a partition stopped at a gap (so readers

@@ -86,7 +86,7 @@ _INDEX_GAUGES = (
 )
 _CONSUMER_COUNTERS = (
     ("dead_letters_total", "dead_letters", "Messages sent to the DLQ."),
-    ("changes_refused_total", "refused", "Changes the schema refuses (sent to the DLQ)."),
+    ("changes_refused_total", "refused", "Changes the schema refuses (not applied)."),
     ("changes_skipped_total", "skipped", "Changes of relations that feed no indexed set."),
     ("messages_total", "messages", "Messages consumed."),
     ("changes_total", "changes", "Tuple changes applied."),

@@ -209,3 +209,25 @@ def test_changes_a_schema_refuses_are_dead_lettered_with_why(
         reason = dict(dead[key].headers)["leopard.reason"].decode()
         assert reason == f"refused by the index's schema: {text}: {why}"
         assert decode("native", dead[key].value)[0].tuple == parse_tuple(text)  # publishable again
+
+
+def test_a_refused_change_of_a_message_of_several_is_not_dead_lettered(
+    broker: LocalBroker, topic: str, tmp_path: Path
+) -> None:
+    """A Watch response whose one update the schema refuses: its other update applies,
+    and no dead letter is written (the response published again would apply that
+    other update a second time, after later changes); the refusal is counted."""
+    create_topic(broker.bootstrap, f"{topic}.dlq", 1)
+    (tmp_path / "s.zed").write_text(SCHEMA)
+    path = tmp_path / "ix"
+    leopard.build_index([["doc:d1#viewer@user:root"]], path, schema=tmp_path / "s.zed")
+    response = watch(
+        {"operation": "OPERATION_TOUCH", "relationship": rel("group:eng", "user:alice")},
+        {"operation": "OPERATION_TOUCH", "relationship": rel("group:eng", "doc:d1")},
+    )
+    pub = produce(broker.bootstrap, topic, [(b"w", response, [])])
+    stats = consume_until(path, settings(broker, topic, format="spicedb"), pub.highwater())
+    assert (stats.refused, stats.dead_letters) == (1, 0)
+    with Index(path) as ix:
+        assert ix.check("user:alice", "group:eng#member")
+    assert read_topic(broker.bootstrap, f"{topic}.dlq", timeout=2) == []
