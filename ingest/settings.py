@@ -6,6 +6,7 @@ options, a server's configuration) needs no Kafka client installed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ingest.codecs import CODECS
@@ -13,6 +14,8 @@ from leopard.errors import InvalidInput
 
 __all__ = ["KafkaSettings", "ConsumerSettings", "ON_GAP", "parse_codec_options"]
 
+#: Kafka's rule for topic names (the local broker does not enforce it)
+_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 #: what a consumer may do at a gap in a partition (see ``KafkaSettings.on_gap``)
 ON_GAP = ("stop", "earliest")
 
@@ -45,6 +48,12 @@ class KafkaSettings:
     def __post_init__(self) -> None:
         if not self.topics:
             raise InvalidInput("at least one --topic is needed")
+        for option, names in (("--topic", self.topics), ("--dlq-topic", [self.dlq_topic])):
+            for name in names:
+                if name is not None and (not _TOPIC_RE.fullmatch(name) or name in (".", "..")):
+                    raise InvalidInput(
+                        f"{option} {name!r} is no Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
+                    )
         if self.on_gap not in ON_GAP:
             raise InvalidInput(f"--on-gap {self.on_gap!r} is not one of {', '.join(ON_GAP)}")
 

@@ -76,3 +76,19 @@ def test_an_empty_list_prints_no_line(index: Path, args: tuple[str, ...]) -> Non
     assert result.exit_code == 0 and result.stdout == ""
     result = cli(*args, "--index", index, "--json")
     assert result.exit_code == 0 and result.stdout == "[]\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [(["--topic", "bad topic"], "--topic 'bad topic' is no Kafka topic name"),
+     (["--topic", "t", "--dlq-topic", "dead/letters"], "--dlq-topic 'dead/letters' is no Kafka"),
+     (["--topic", "t", "--dlq-topic", ".."], "--dlq-topic '..' is no Kafka topic name")],
+)  # fmt: skip
+def test_a_topic_kafka_would_refuse_is_refused_at_the_start(
+    index: Path, extra: list[str], said: str
+) -> None:
+    """Not at the first dead letter, with a traceback, after changes were read."""
+    result = cli("consume", "--index", index, "--brokers", "127.0.0.1:1", *extra)
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert result.stderr.startswith(f"Error: {said}"), result.stderr
+    assert result.stderr.count("\n") == 1
