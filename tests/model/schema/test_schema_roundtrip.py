@@ -299,3 +299,21 @@ def test_what_a_printer_cannot_write() -> None:
     expiring = Relation("view", "relation", (SubjectType("doc", expiration=True),), This())
     with pytest.raises(InvalidSchema, match="expiring subjects"):
         format_openfga_dsl(one(expiring, "openfga"))
+
+
+@pytest.mark.parametrize(("name", "prints"), [("c", True), ("Cond", True), ("c1", True),
+                                              ("x" * 70, True), ("c-d", False)])  # fmt: skip
+def test_an_openfga_condition_in_spicedbs_language_takes_spicedbs_caveat_names(
+    name: str, prints: bool
+) -> None:
+    """A caveat's name follows a wider rule than a definition's (SpiceDB 1.54 takes
+    ``c`` and ``Cond``); one it cannot read (``c-d``) is refused."""
+    model = parse_openfga_dsl(
+        "model\n  schema 1.1\ntype user\ntype doc\n  relations\n"
+        f"    define viewer: [user with {name}]\ncondition {name}(x: int) {{\n  x < 5\n}}\n"
+    )
+    if prints:
+        assert parse_spicedb(format_spicedb(model)).conditions == (name,)
+    else:
+        with pytest.raises(InvalidSchema, match="SpiceDB would refuse it"):
+            format_spicedb(model)
