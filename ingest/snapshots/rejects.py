@@ -97,6 +97,24 @@ def rejects_targets(
     return out
 
 
+def _refuse_a_snapshot(targets: Iterable[RejectsTarget], sources: Sequence[Any]) -> None:
+    """InvalidInput when a file the rejects would be written to is a snapshot read: it
+    would be emptied before it is read."""
+    items = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
+    read = {
+        os.path.realpath(item)
+        for item in items
+        if isinstance(item, str | os.PathLike) and os.fspath(item) != "-"
+    }
+    for target in targets:
+        for file in (target.path, target.reasons):
+            if file is not None and os.path.realpath(file) in read:
+                raise InvalidInput(
+                    f"--rejects {target.path!r}: {file!r} would be written over, and it is "
+                    "a snapshot this build reads; name the rejects file another way"
+                )
+
+
 class _Sink:
     """One rejects file (and its reasons' side file) of one format."""
 
@@ -186,11 +204,13 @@ class RejectsFile:
         on_reject: Callable[[Any], None] | None,
     ) -> None:
         self.targets = {} if path is None else rejects_targets(path, sources, format)
+        self.sources = sources
         self.on_reject = on_reject
         self.wanted = path is not None or on_reject is not None
         self.sinks: dict[str, _Sink] = {}
 
     def __enter__(self) -> RejectsFile:
+        _refuse_a_snapshot(self.targets.values(), self.sources)
         try:
             for fmt, target in self.targets.items():
                 self.sinks[fmt] = _Sink(target)

@@ -181,3 +181,19 @@ def test_a_rejects_name_of_another_format_is_read_back_with_format(tmp_path: Pat
     fix(rejects, "csv")
     run("build", rejects, "--index", tmp_path / "again", "--format", "csv")
     assert members(tmp_path / "again") == [FIXED[0]]
+
+
+def test_a_rejects_file_that_is_a_snapshot_read_is_refused(tmp_path: Path) -> None:
+    """``build dump.txt dump.csv --rejects dump``: the CSV's rejects would go to
+    ``dump.csv``, the snapshot itself, emptied before it is read; refused, both
+    snapshots as they were, nothing built. So is a rejects file named as a snapshot."""
+    text, table = tmp_path / "dump.txt", tmp_path / "dump.csv"
+    write(text, "txt", [*GOOD, BAD[0]])
+    write(table, "csv", GOOD)
+    before = table.read_bytes(), text.read_bytes()
+    for rejects in (tmp_path / "dump", text):
+        _, err = run("build", text, table, "--index", tmp_path / "idx", "--skip-invalid",
+                     "--rejects", rejects, code=1)  # fmt: skip
+        assert "is a snapshot this build reads" in err, err
+        assert (table.read_bytes(), text.read_bytes()) == before
+        assert not (tmp_path / "idx").exists()
