@@ -157,7 +157,7 @@ class Permissions(Lookups, PermissionsServiceServicer):
             answer.debug_trace.CopyFrom(self._trace(request, member, started))
         return answer
 
-    def _trace(self, request: Any, member: bool, started: int) -> Any:
+    def _trace(self, request: Any, member: bool, started: int, used: str | None = None) -> Any:
         """The debug trace of a check answered from the index: the question and its
         answer as one node, with no sub-problems (the index meets precomputed sets, it
         walks no graph), its source ``leopard:index``, and the schema it was built with."""
@@ -178,7 +178,8 @@ class Permissions(Lookups, PermissionsServiceServicer):
             source="leopard:index",
         )
         node.duration.FromNanoseconds(time.perf_counter_ns() - started)
-        used = spicedb_text(self.index.config)[0] or ""
+        if used is None:
+            used = spicedb_text(self.index.config)[0] or ""
         return debug_pb2.DebugInformation(check=node, schema_used=used)
 
     def CheckBulkPermissions(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
@@ -209,11 +210,19 @@ class Permissions(Lookups, PermissionsServiceServicer):
         if forward_at:
             self._forward_items(request, forward_at, outcome, context)
         if version is None:
+            started = time.perf_counter_ns()
             with self.index.lock:
                 version = freshness.exact(want)
                 answers = self.index.check_many(local) if local else ()
+            used = (spicedb_text(self.index.config)[0] or "") if request.with_tracing else ""
             for i, member in zip(local_at, answers, strict=True):
                 outcome[i] = HAS if member else NO
+                if request.with_tracing:  # a pair of its own, with its one-node trace
+                    item = pb.CheckBulkPermissionsResponseItem(
+                        permissionship=outcome[i],
+                        debug_trace=self._trace(items[i], member, started, used),
+                    )
+                    outcome[i] = pb.CheckBulkPermissionsPair(request=items[i], item=item)
         return _bulk_response(version, items, outcome)
 
     def _sort_items(

@@ -572,3 +572,21 @@ def test_with_tracing_answers_a_debug_trace_a_spicedb_client_reads(peers: Peers)
         assert "definition doc" in ours.debug_trace.schema_used
     plain = peers.leopard.CheckPermission(check(D1, "view", U1))
     assert not plain.HasField("debug_trace")
+
+
+def test_with_tracing_in_a_bulk_check_traces_each_pair(peers: Peers) -> None:
+    """CheckBulkPermissions with ``with_tracing``: each pair answered carries its one
+    trace, as SpiceDB's do; the answers are SpiceDB's."""
+    items = [Item(resource=D1, permission="view", subject=s) for s in (U1, subj("user", "x"))]
+    ours = peers.leopard.CheckBulkPermissions(bulk(*items, with_tracing=True))
+    theirs = peers.spicedb.CheckBulkPermissions(bulk(*items, with_tracing=True,
+                                                     consistency=FULL))  # fmt: skip
+    for mine, spicedb, item in zip(ours.pairs, theirs.pairs, items, strict=True):
+        assert mine.item.permissionship == spicedb.item.permissionship
+        assert mine.item.HasField("debug_trace") and spicedb.item.HasField("debug_trace")
+        trace = mine.item.debug_trace.check
+        assert (trace.resource, trace.subject) == (item.resource, item.subject)
+        assert int(trace.result) == int(mine.item.permissionship)
+        assert "definition doc" in mine.item.debug_trace.schema_used
+    plain = peers.leopard.CheckBulkPermissions(bulk(*items))
+    assert not any(p.item.HasField("debug_trace") for p in plain.pairs)
