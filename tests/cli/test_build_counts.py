@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from click.testing import CliRunner, Result
-
-from leopard.cli import main
+from test_build_guards import built, cli, refused
 
 TUPLES = """\
 group:eng#member@user:alice
@@ -41,23 +39,6 @@ namespace = "group"
 relation = "member"
 from = ["member", "manager"]
 """
-
-
-def cli(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def built(*args: str | Path) -> dict:
-    result = cli("build", *args, "--json")
-    assert result.exit_code == 0, (result.output, result.exception)
-    return json.loads(result.stdout)
-
-
-def refused(*args: str | Path) -> str:
-    result = cli("build", *args)
-    assert result.exit_code == 1, (result.output, result.exception)
-    assert result.stdout == "" and result.stderr.count("\n") == 1, result.stderr
-    return result.stderr.removeprefix("Error: ").strip()
 
 
 def files(tmp_path: Path) -> tuple[Path, Path]:
