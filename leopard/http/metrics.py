@@ -175,9 +175,9 @@ class Collector(_Collector):
                 value=gap_events,
             )
         for name, attr, help_text in _CONSUMER_COUNTERS:
-            yield CounterMetricFamily(
-                f"leopard_consumer_{name}", help_text, value=getattr(cs, attr)
-            )
+            value = getattr(cs, attr, None)
+            if value is not None:  # a follower's stats count no refused or skipped
+                yield CounterMetricFamily(f"leopard_consumer_{name}", help_text, value=value)
         yield GaugeMetricFamily(
             "leopard_consumer_last_batch_seconds",
             "Time to apply the last batch.",
