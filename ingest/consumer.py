@@ -67,7 +67,7 @@ class ConsumerStats:
     member_changes: int = 0
     edge_changes: int = 0
     skipped: int = 0  # changes of relations that feed no indexed set
-    refused: int = 0  # changes the schema refuses (dead-lettered)
+    refused: int = 0  # changes the schema refuses (dead-lettered, or logged: see _refused)
     dead_letters: int = 0
     compactions: int = 0
     last_batch_seconds: float = 0.0

@@ -58,6 +58,14 @@ def tuple_batches(
         for kind in kinds.dictionary.to_pylist()
     ]
     first_source = pc.take(pa.array(firsts, pa.string()), kinds.indices)
+    # whether a stored relation feeds several sets: only then can a tuple be in two
+    shared = False
+    for kind in kinds.dictionary.to_pylist():
+        if kind and "#" in kind:
+            ns, set_rel = kind.split("#", 1)
+            shared = shared or any(
+                len(config.feeds(ns, r)) > 1 for r in config.sources(ns, set_rel)
+            )
     s_ns, s_id, s_rel = split_names(subjects)
 
     for family, nested in (("g2m", False), ("child", True)):
@@ -95,7 +103,7 @@ def tuple_batches(
             sub = (pc.take(s_ns, oi), pc.take(s_id, oi), pc.take(s_rel, oi))
         ns = pc.take(g_ns, gi)
         table = pa.Table.from_arrays([ns, pc.take(g_id, gi), rel, *sub], names=list(COLUMNS))
-        yield _once(config, table, ns, pc.take(g_rel, gi), rel)
+        yield _once(config, table, ns, pc.take(g_rel, gi), rel) if shared else table
 
 
 def _once(
