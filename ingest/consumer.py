@@ -207,6 +207,12 @@ class ChangeConsumer:
         if batch.messages:
             self._up()
             self._apply(batch)
+        elif batch.position:
+            # A followed upstream's checkpoint: no change, but its revision moved on.
+            # Persisted, so that the token of a write that changed nothing (a touch of a
+            # present relationship) is reached, and a restart resumes from there.
+            self._up()
+            self._advance(batch)
         else:
             answered = self.source.probe()
             if answered is True:
@@ -260,6 +266,13 @@ class ChangeConsumer:
         stats.skipped += report.skipped
         stats.last_batch_seconds = time.perf_counter() - started
         self._maybe_switch()
+        self.source.commit(batch.position)
+
+    def _advance(self, batch: Batch) -> None:
+        """Persist the position (and resume state) of a batch without changes."""
+        self.writer.apply(
+            [], batch.position, source_state={"anchors": batch.anchors, **batch.state}
+        )
         self.source.commit(batch.position)
 
     def _refusal(self, t: RelationTuple) -> str | None:

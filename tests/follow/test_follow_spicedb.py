@@ -10,9 +10,8 @@ asked of both and compared; a write's ZedToken is waited for through Leopard
 a revision older than SpiceDB's watch window stops it with a clear error (SpiceDB
 embedded never expires one: that answer is emulated by a labelled stand-in), as does a
 schema change, or with ``rebuild_on_gap`` the index is rebuilt; ``leopard build
---from`` and ``leopard follow`` run as commands. SpiceDB's memory datastore sends a
-checkpoint only with a change, so the token of a write that changed nothing is
-honoured at the next change.
+--from`` and ``leopard follow`` run as commands. The token of a write that changed
+nothing is honoured by the checkpoint Watch sends for its revision.
 """
 
 from __future__ import annotations
@@ -153,21 +152,34 @@ def test_a_token_not_yet_applied_is_refused_in_time(front: SpiceDBFront, tmp_pat
             ix.wait_for(token.token, timeout=0.2)
 
 
-def test_a_noop_write_token_is_honoured_at_the_next_change(
+def test_a_noop_write_token_is_honoured_by_its_checkpoint(
     front: SpiceDBFront, tmp_path: Path
 ) -> None:
+    from authzed.api import v1
+
     rels = initial(front, random.Random(4))
     path = tmp_path / "ix"
     bootstrap(path, SpiceDBSource(front.target))
     run = Running(path, front)
     try:
         ix = run.follower.index
-        noop = front.write(rels[:1])  # present already: no Watch update
-        later = front.write(["group:g4#member@user:u6"])
-        ix.wait_for(later.token, timeout=15)
-        ix.wait_for(noop.token, timeout=0)
+        ix.wait_for(front.write(["group:g4#member@user:u6"]).token, timeout=15)
+        # present already: Watch sends a checkpoint of its revision and no update
+        noop = front.write(rels[:1])
+        ix.wait_for(noop.token, timeout=15)
+        nothing = front.client().DeleteRelationships(
+            v1.DeleteRelationshipsRequest(
+                relationship_filter=v1.RelationshipFilter(
+                    resource_type="group", optional_resource_id="absent"
+                )
+            )
+        )
+        ix.wait_for(nothing.deleted_at.token, timeout=15)
     finally:
         run.stop()
+    # the checkpoint's revision is stored: a restart resumes from there
+    with Index(path) as ix:
+        ix.wait_for(nothing.deleted_at.token, timeout=0)
 
 
 def test_restart_resumes_from_the_stored_revision(front: SpiceDBFront, tmp_path: Path) -> None:
