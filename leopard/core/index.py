@@ -54,6 +54,11 @@ class Index:
     #: the topics a consumer of this index is set to follow (``leopard serve --topic``):
     #: a token of one is waited for even before the index has applied any of it
     topics: frozenset[str] = frozenset()
+    #: whether a consumer in another process (``serve --workers``' worker 0) applies to
+    #: this index: a rebuilt generation is then served only once it has caught up, as
+    #: that consumer switches to it, never after ``SWAP_GRACE`` (which would serve it
+    #: behind what the consumer's process serves)
+    follows_consumer: bool = False
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -147,8 +152,9 @@ class Index:
         """Pick up what another process applied or compacted; whether anything changed.
 
         A newer generation is served once it has caught up with this one, or after
-        ``SWAP_GRACE`` seconds all the same (a rebuild that no consumer follows): see
-        ``leopard.core.successor``; and once ``accept(served, newer)`` says so, if given.
+        ``SWAP_GRACE`` seconds all the same (a rebuild that no consumer follows; not when
+        ``follows_consumer``): see ``leopard.core.successor``; and once
+        ``accept(served, newer)`` says so, if given.
         """
         live = live_generation(self.path)
         nxt = self._next
@@ -163,7 +169,8 @@ class Index:
             nxt = self._next = Successor.open(self.path, target=self._r.position, lock=self._lock)
         else:
             nxt.reader.refresh()
-        if not nxt.caught_up(grace=SWAP_GRACE) or (accept and not accept(self._r, nxt.reader)):
+        grace = None if self.follows_consumer else SWAP_GRACE
+        if not nxt.caught_up(grace=grace) or (accept and not accept(self._r, nxt.reader)):
             return self._r.refresh()  # the served generation still answers meanwhile
         self._next = None
         self.switch_to(nxt.reader)

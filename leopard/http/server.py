@@ -348,6 +348,9 @@ def _serve(o: _Options, worker: Worker | None) -> None:
     consumer_settings = o.consumer_settings if lead else None
     follower = o.follower if lead else None
     index = SharedIndex(o.index_path)
+    # worker 0's consumer switches to a rebuilt generation once it has caught up with
+    # the stream: the other workers follow it then, not after a grace of their own
+    index.follows_consumer = worker is not None and worker.wake_fd is not None
     if o.consumer_settings is not None:  # every worker: they answer tokens alike
         index.topics = frozenset(o.consumer_settings.topics)
     if consumer_settings is None and follower is None and o.refresh_interval > 0:

@@ -422,12 +422,18 @@ def test_a_reader_elsewhere_serves_a_new_generation_once_it_has_caught_up(
         finally:
             nw.reader.close()
             nw.close()
-        # a rebuild behind that no consumer follows is served after the grace period
+        # a rebuild behind that no consumer follows is served after the grace period;
+        # not by an index a consumer elsewhere follows (it switches once caught up)
         build(ix.path, REWRITE, base, {f"{TOPIC}:0": 2})
         monkeypatch.setattr(index_module, "SWAP_GRACE", 0.2)
         elsewhere.refresh()
         assert elsewhere.position == {f"{TOPIC}:0": 6}
         time.sleep(0.3)
+        elsewhere.follows_consumer = True
+        assert not elsewhere.refresh()
+        assert elsewhere.position == {f"{TOPIC}:0": 6}
+        assert elsewhere.check("user:y", "group:a")
+        elsewhere.follows_consumer = False
         assert elsewhere.refresh()
         assert elsewhere.position == {f"{TOPIC}:0": 2}
         assert not elsewhere.check("user:y", "group:a")
