@@ -126,6 +126,12 @@ class Bridge:
                     f"{saved.get('topic')!r}, not {topic!r}"
                 )
             token = saved["token"]
+            if start_token is not None and start_token != token:
+                raise InvalidInput(
+                    f"--start-token {start_token!r} is not where the bridge's checkpoint "
+                    f"{str(self.checkpoint)!r} stands ({token!r}): a bridge goes on from "
+                    "its checkpoint; to start from the token instead, remove the checkpoint"
+                )
         else:
             token = start_token or self._current_token()
         self._token = token
@@ -150,6 +156,13 @@ class Bridge:
             lambda: {"token": self._token},
             lambda: {SPICEDB_KEY: self._revision},
             backoff=backoff,
+        )
+        self.watch.remedy = (
+            f"the bridge stops here, its checkpoint {str(self.checkpoint)!r} before it. "
+            f"Rebuild the indexes that consume topic {topic!r} ('leopard build --from "
+            f"{source.name}', which prints the ZedToken it read at), then start the bridge "
+            "again from the earliest of those: remove the checkpoint and give "
+            "--start-token that ZedToken"
         )
 
     def _current_token(self) -> str:

@@ -105,6 +105,11 @@ class WatchSource(UpstreamSource):
             source, state_of, position_of, poll_timeout=poll_timeout, backoff=backoff, rng=rng
         )
         self.max_batch = max_batch
+        #: what a gap's message tells the operator to do (the bridge says its own)
+        self.remedy = (
+            f"rebuild the index ('leopard build --from {source.name}', or follow with "
+            "--rebuild-on-gap)"
+        )
         self._call: Any = None
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=100_000)
         self._stub = watch_service_pb2_grpc.WatchServiceStub(source.channel())
@@ -155,7 +160,7 @@ class WatchSource(UpstreamSource):
             raise InvalidInput(
                 "the index records no SpiceDB revision to watch from; build it with "
                 f"'leopard build --from {self.upstream.name}'"
-            )
+            )  # (a follower refuses such an index at its start: see _no_revision)
         request = watch_service_pb2.WatchRequest(
             optional_start_cursor=core_pb2.ZedToken(token=token), optional_update_kinds=_KINDS
         )
@@ -201,10 +206,9 @@ class WatchSource(UpstreamSource):
             revision = revision_number(decode_zedtoken(token).revision)
             if item.schema_updated:
                 failure = UpstreamGap(
-                    f"{self.upstream.name}: the schema changed at revision {token!r}; the "
-                    "index no longer reads relationships as SpiceDB does: rebuild it "
-                    f"('leopard build --from {self.upstream.name}', or follow with "
-                    "--rebuild-on-gap)"
+                    f"{self.upstream.name}: the schema changed at revision {token!r}; an "
+                    "index built before no longer reads relationships as SpiceDB does: "
+                    + self.remedy
                 )
                 break
             if item.updates:
@@ -244,8 +248,7 @@ class WatchSource(UpstreamSource):
                     stored,
                     f"{self.upstream.name} no longer has the changes after the index's "
                     f"revision {token!r} ({failure.details()}): it is older than "  # type: ignore[attr-defined]
-                    "SpiceDB's watch window; rebuild the index ('leopard build --from "
-                    f"{self.upstream.name}', or follow with --rebuild-on-gap)",
+                    "SpiceDB's watch window; " + self.remedy,
                 )
                 return
             details = failure.details() or ""  # type: ignore[attr-defined]
@@ -256,8 +259,7 @@ class WatchSource(UpstreamSource):
                     stored,
                     f"{self.upstream.name} is not the datastore the index followed "
                     f"({details}): SpiceDB restarted with a new datastore (its memory "
-                    "datastore starts empty); rebuild the index ('leopard build --from "
-                    f"{self.upstream.name}', or follow with --rebuild-on-gap)",
+                    "datastore starts empty); " + self.remedy,
                 )
                 return
             if code in _FATAL:
@@ -301,6 +303,12 @@ class SpiceDBFollower(UpstreamFollower):
         self.source = WatchSource(  # type: ignore[assignment]
             upstream, self._stored_state, self._stored_position, backoff=backoff
         )
+        if not rebuild_on_gap and not self._stored_state().get("token"):
+            meta = self._target().meta
+            self.close()
+            if index is None:
+                self.index.close()
+            raise InvalidInput(_no_revision(self.path, meta, upstream.name))
 
     @property
     def watch(self) -> WatchSource:
@@ -309,3 +317,18 @@ class SpiceDBFollower(UpstreamFollower):
     def bootstrap(self) -> str:
         report = bootstrap(self.path, self.upstream, max_shrink=None, wait=True)
         return f"revision {report.revision}, {report.relationships} relationships"
+
+
+def _no_revision(path: Path, meta: dict[str, Any], name: str) -> str:
+    """Why an index without a SpiceDB revision cannot follow ``name``'s Watch."""
+    if meta.get("shard"):
+        return (
+            f"{path} is a shard, built from files: it records no SpiceDB revision to "
+            "watch from ('leopard build --from' builds no shards). Shards follow SpiceDB "
+            "through 'leopard bridge' to a topic, consumed with --brokers (each shard's "
+            "build given the position its snapshot reflects there, --position)"
+        )
+    return (
+        f"{path} records no SpiceDB revision to watch from (it was built from files); "
+        f"build it with 'leopard build --from {name}'"
+    )

@@ -29,7 +29,7 @@ from typing import Any
 from ingest.settings import ConsumerSettings
 from leopard.core.index import Index
 from leopard.core.layers import SetReader
-from leopard.errors import InvalidInput
+from leopard.errors import InvalidInput, LeopardError
 from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG, LeopardService
 from leopard.http.schemas import DEFAULT_MAX_BATCH
 from leopard.http.siblings import PromptRefresher, WorkerHeader, counted_protocol
@@ -150,6 +150,9 @@ class ConsumerThread:
     def _run(self, on_change: Callable[[], None]) -> None:
         try:
             self.consumer.run()
+        except LeopardError as exc:  # a gap, a refusal: its message says it all
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("the consumer stopped: %s", exc)
         except BaseException as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("the consumer stopped")

@@ -33,7 +33,7 @@ from ingest.upstream.bridge import Bridge, read_checkpoint
 from ingest.upstream.headers import FROM, MARKER, REVISION, TOKEN
 from ingest.upstream.spicedb import SpiceDBSource, bootstrap
 from leopard.core.index import Index
-from leopard.errors import StreamGap
+from leopard.errors import InvalidInput, StreamGap, UpstreamGap
 from leopard.model.tokens import decode_token
 from leopard.model.zedtoken import SPICEDB_KEY, zedtoken_position
 
@@ -255,3 +255,32 @@ def test_bridge_command(broker: LocalBroker, topic: str, tmp_path: Path) -> None
         assert f"bridged spicedb:{front.target} to {topic}" in err
         with Index(path) as ix:
             assert ix.position[SPICEDB_KEY] == zedtoken_position(token.token)[SPICEDB_KEY]
+
+
+def test_a_schema_change_stops_the_bridge_saying_what_to_do(
+    broker: LocalBroker, topic: str, tmp_path: Path
+) -> None:
+    from authzed.api import v1
+
+    with SpiceDBFront(SCHEMA) as front:
+        front.write(["group:g0#member@user:u1"])
+        checkpoint = tmp_path / "bridge.json"
+        bridge = Bridge(SpiceDBSource(front.target), broker.bootstrap, topic, checkpoint)
+        running = Thread(bridge.run)
+        front.write(["group:g0#member@user:u2"])
+        front.client().WriteSchema(v1.WriteSchemaRequest(schema=SCHEMA + "\ndefinition extra {}\n"))
+        running.thread.join(30)
+        assert isinstance(running.error, UpstreamGap)
+        said = str(running.error)
+        assert "the schema changed at revision" in said
+        assert "the bridge stops here" in said and repr(str(checkpoint)) in said
+        assert f"consume topic {topic!r}" in said and "--start-token" in said
+        assert "--rebuild-on-gap" not in said  # the follower's advice, not the bridge's
+        saved = read_checkpoint(checkpoint)
+        assert saved is not None
+        # a start token other than the checkpoint's is refused, not ignored
+        other = front.write(["group:g0#member@user:u3"]).token
+        with pytest.raises(InvalidInput, match=r"--start-token .* remove the checkpoint"):
+            Bridge(
+                SpiceDBSource(front.target), broker.bootstrap, topic, checkpoint, start_token=other
+            )

@@ -220,7 +220,7 @@ def test_watching_from_before_a_schema_change_is_a_gap(front: SpiceDBFront, tmp_
     bootstrap(path, SpiceDBSource(front.target))
     _too_old(path)
     follower = SpiceDBFollower(path, SpiceDBSource(front.target))
-    with pytest.raises(UpstreamGap, match=r"the schema changed at revision 'Gh.*rebuild it"):
+    with pytest.raises(UpstreamGap, match=r"the schema changed at revision 'Gh.*rebuild the index"):
         follower.run()
     with Index(path) as ix:  # stored: readers refuse tokens past it, naming the gap
         assert SPICEDB_KEY in ix.reader.source_state.get("gaps", {})

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from support.openfga_replay import OpenFGAReplay
 from support.spicedb_front import SpiceDBFront, missing_reason
 from world import SCHEMA, random_relationship
 
+from ingest.kafka.local_broker import free_port
 from ingest.upstream.openfga import OpenFGASource, bootstrap_openfga
 from ingest.upstream.spicedb import SpiceDBSource, bootstrap
 from leopard.model.tokens import decode_token
@@ -117,3 +120,29 @@ def test_serve_source_follows_an_openfga_store(tmp_path: Path) -> None:
             assert wait_until(member)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) in (0, -signal.SIGTERM)
+
+
+def test_an_index_without_a_revision_is_refused_at_the_start(tmp_path: Path) -> None:
+    """An index built from files records no SpiceDB revision: ``serve --source`` and
+    ``follow`` refuse it before serving, in one line naming it (a shard: saying how
+    shards follow SpiceDB), not with a traceback once serving."""
+    snapshot = tmp_path / "t.txt"
+    snapshot.write_text("group:g0#member@user:u1\n")
+    leopard = [sys.executable, "-m", "leopard"]
+    plain, sharded = tmp_path / "ix", tmp_path / "sharded"
+    for argv in (["--index", str(plain)], ["--index", str(sharded), "--shards", "2"]):
+        subprocess.run([*leopard, "build", str(snapshot), *argv], check=True, capture_output=True)
+    with SpiceDBFront(SCHEMA) as front:
+        source = f"spicedb:{front.target}"
+        runs = [
+            (["serve", "--index", str(plain), "--port", str(free_port())], "built from files"),
+            (["follow", "--index", str(plain)], "built from files"),
+            (["serve", "--index", str(sharded / "shard-0"), "--port", str(free_port())], "a shard"),
+        ]
+        for argv, why in runs:
+            done = subprocess.run(
+                [*leopard, *argv, "--source", source], capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode != 0, done.stderr
+            assert "records no SpiceDB revision" in done.stderr and why in done.stderr
+            assert "Traceback" not in done.stderr, done.stderr
