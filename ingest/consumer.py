@@ -117,6 +117,12 @@ class ChangeConsumer:
         # until it has caught up
         self._pending: Successor | None = None
 
+    def upstream_head(self, timeout: float) -> dict[str, int] | None:
+        """The head of a followed upstream as of now (SpiceDB's revision), or None
+        when the source cannot be asked (a Kafka topic's head comes with fetches)."""
+        head = getattr(self.source, "head", None)
+        return None if head is None else head(timeout)
+
     def _target(self) -> SetReader:
         """The reader the writer applies to: the pending generation, else the served."""
         return self._pending.reader if self._pending is not None else self.index.reader

@@ -42,13 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-from authzed.api.v1 import schema_service_pb2, schema_service_pb2_grpc
-
 from ingest.codecs import decode_message, encode_native, message_key
 from ingest.kafka.client import KafkaError, KafkaProducer, KafkaTimeoutError
 from ingest.upstream.headers import FROM, MARKER, REVISION, TOKEN
-from ingest.upstream.spicedb import CALL_TIMEOUT, SpiceDBSource, upstream_error
+from ingest.upstream.spicedb import SpiceDBSource
 from ingest.upstream.watch import WatchSource
 from leopard.errors import BrokerError, InvalidInput, UpstreamError
 from leopard.model.zedtoken import SPICEDB_KEY, decode_zedtoken, revision_number
@@ -166,16 +163,7 @@ class Bridge:
         )
 
     def _current_token(self) -> str:
-        stub = schema_service_pb2_grpc.SchemaServiceStub(self.upstream.channel())
-        try:
-            answer = stub.ReadSchema(
-                schema_service_pb2.ReadSchemaRequest(),
-                metadata=self.upstream.metadata(),
-                timeout=CALL_TIMEOUT,
-            )
-        except grpc.RpcError as exc:
-            raise upstream_error(self.upstream, "ReadSchema", exc) from None
-        return str(answer.read_at.token)
+        return self.upstream.head_token()
 
     def _partition_count(self, brokers: str) -> int:
         try:

@@ -139,6 +139,20 @@ class SpiceDBSource:
             return [("authorization", f"Bearer {self.key}")]
         return []
 
+    def head_token(self, timeout: float | None = None) -> str:
+        """The ZedToken of SpiceDB's head revision, as of now: ReadSchema's ``read_at``
+        (SpiceDB reads the schema at its head); UpstreamError if it does not answer."""
+        stub = schema_service_pb2_grpc.SchemaServiceStub(self.channel())
+        try:
+            answer = stub.ReadSchema(
+                schema_service_pb2.ReadSchemaRequest(),
+                metadata=self.metadata(),
+                timeout=CALL_TIMEOUT if timeout is None else timeout,
+            )
+        except grpc.RpcError as exc:
+            raise upstream_error(self, "ReadSchema", exc) from None
+        return str(answer.read_at.token)
+
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()

@@ -140,6 +140,12 @@ class WatchSource(UpstreamSource):
     def lag(self) -> dict[str, int]:
         return {SPICEDB_KEY: self._queue.qsize()} if self.connected else {}
 
+    def head(self, timeout: float) -> dict[str, int]:
+        """SpiceDB's head revision as of now: what a fully consistent answer must have
+        applied (the Watch may not have sent it yet). UpstreamError if not answered."""
+        token = self.upstream.head_token(timeout)
+        return {SPICEDB_KEY: revision_number(decode_zedtoken(token).revision)}
+
     def rewind(self) -> None:
         """Drop what was received and not applied; the Watch restarts from the stored
         token at the next poll."""

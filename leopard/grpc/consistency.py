@@ -42,7 +42,7 @@ import grpc
 
 from leopard.core.freshness import POLL, wait_steps
 from leopard.core.index import Index
-from leopard.errors import InvalidInput, StaleIndex
+from leopard.errors import InvalidInput, StaleIndex, UpstreamError
 from leopard.grpc.status import Refusal
 from leopard.model.tokens import decode_token, encode_token, reached
 
@@ -146,7 +146,12 @@ class StreamHead:
 
     def as_of(self, moment: float, timeout: float) -> dict[str, int] | None:
         """The head as of ``moment`` (``time.monotonic()``); None if the consumer has
-        not polled twice since within ``timeout`` seconds."""
+        not polled twice since within ``timeout`` seconds. A followed SpiceDB is asked
+        its head revision instead (its Watch may not have sent the latest changes yet);
+        UpstreamError if it does not answer."""
+        upstream = self.consumer.upstream_head(timeout)
+        if upstream is not None:
+            return upstream
         with self._done:
             if self._done.wait_for(lambda: self._starts[0] >= moment, timeout):
                 return dict(self._head)
@@ -195,7 +200,12 @@ class Freshness:
         if self.head is None:
             return  # no stream followed here: the current version is the freshest
         asked = time.monotonic()
-        head = self.head.as_of(asked, self.max_wait)
+        try:
+            head = self.head.as_of(asked, self.max_wait)
+        except UpstreamError as exc:
+            raise Refusal(
+                grpc.StatusCode.UNAVAILABLE, f"fully consistent: the head is not known: {exc}"
+            ) from None
         if head is None:
             raise Refusal(
                 grpc.StatusCode.UNAVAILABLE,

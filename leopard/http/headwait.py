@@ -12,7 +12,9 @@ beyond what it applied (``stats.lag``, from the high watermarks the broker sent)
 2. read the applied position and that lag together (twice, a moment apart, until
    neither moved), and wait, like ``at_least``, for position + lag.
 
-Without a consumer in the process there is no stream to look at, and the index
+A followed SpiceDB is asked its head revision instead (``ReadSchema``'s ``read_at``): its
+Watch may not have sent the latest changes yet, so what was received says nothing of
+them. Without a consumer in the process there is no stream to look at, and the index
 answers at once. A consumer that stopped, or a head not reached within the wait, is
 ``StaleIndex`` (503) with the version reached.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 
 from leopard.core.index import Index
-from leopard.errors import StaleIndex
+from leopard.errors import StaleIndex, UpstreamError
 from leopard.http.freshness import Waits
 from leopard.http.types import RunningConsumer
 from leopard.model.tokens import encode_token, reached
@@ -56,6 +58,15 @@ async def wait_for_head(
                 f"{what} within {timeout:g} s (the index is at {index.version})", index.version
             )
 
+    try:  # a followed SpiceDB says its head; a Kafka topic's comes with fetches
+        asked = getattr(consumer, "upstream_head", None)  # (a stand-in may have none)
+        upstream = None if asked is None else await loop.run_in_executor(None, asked, timeout)
+    except UpstreamError as exc:
+        raise StaleIndex(f"the head of the stream is not known: {exc}", index.version) from None
+    if upstream is not None:
+        if not reached(index.position, upstream):
+            await waits.wait(encode_token(upstream), max(0.0, deadline - loop.time()))
+        return
     stats = consumer.stats
     seen = stats.lag
     fetched = 0

@@ -124,6 +124,9 @@ class ConsumerThread:
     def stats(self) -> Any:
         return self.consumer.stats
 
+    def upstream_head(self, timeout: float) -> dict[str, int] | None:
+        return self.consumer.upstream_head(timeout)
+
     @property
     def running(self) -> bool:
         thread = self._thread

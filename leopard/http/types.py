@@ -33,6 +33,10 @@ class RunningConsumer(Protocol):
     @property
     def error(self) -> str | None: ...  # why it stopped, if it failed
 
+    def upstream_head(self, timeout: float) -> dict[str, int] | None: ...  # a followed
+
+    # upstream's head now (SpiceDB's revision), None for a Kafka topic
+
     def start(self, on_change: Callable[[], None]) -> None: ...
 
     def stop(self) -> None: ...  # blocks until the batch in hand is persisted

@@ -16,6 +16,7 @@ nothing is honoured by the checkpoint Watch sends for its revision.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import subprocess
 import sys
@@ -37,6 +38,10 @@ from leopard.core.build import build_from_batches
 from leopard.core.incremental import DeltaWriter
 from leopard.core.index import Index
 from leopard.errors import StaleIndex, UpstreamGap
+from leopard.grpc.consistency import FULL, Freshness, StreamHead, Want
+from leopard.http.freshness import Waits
+from leopard.http.headwait import wait_for_head
+from leopard.http.server import ConsumerThread
 from leopard.model.config import Config
 from leopard.model.tokens import decode_token
 from leopard.model.zedtoken import SPICEDB_KEY, decode_zedtoken, encode_zedtoken, revision_number
@@ -386,3 +391,51 @@ def test_spicedb_api_waits_for_a_spicedb_write_token(front: SpiceDBFront, tmp_pa
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         finally:
             server.stop(grace=1.0)
+
+
+class _SlowWatch(SpiceDBFront):
+    """SpiceDB whose Watch sends each response half a second late, as a datastore
+    polled for changes does: a write is acknowledged before the Watch tells of it."""
+
+    def _streamed(self, method: str) -> Any:
+        inner = super()._streamed(method)
+        if not method.endswith("/Watch"):
+            return inner
+
+        def handle(request: bytes, context: Any) -> Any:
+            for raw in inner(request, context):
+                time.sleep(0.5)
+                yield raw
+
+        return handle
+
+
+def test_fully_consistent_waits_for_spicedbs_head_not_the_watch(tmp_path: Path) -> None:
+    """A fully consistent answer has every write SpiceDB acknowledged before the
+    request, though its Watch has not sent it yet: the follower asks SpiceDB its head."""
+    with _SlowWatch(SCHEMA) as front:
+        initial(front, random.Random(8))
+        path = tmp_path / "ix"
+        bootstrap(path, SpiceDBSource(front.target))
+        follower = SpiceDBFollower(path, SpiceDBSource(front.target))
+        fresh = Freshness(follower.index, max_wait=20, head=StreamHead(follower))
+        thread = threading.Thread(target=follower.run, daemon=True)
+        thread.start()
+        try:
+            for i in range(3):  # SpiceDB's API: fully_consistent
+                front.write([f"group:g{i}#member@user:fresh{i}"])
+                fresh.reach(Want(FULL))
+                assert follower.index.check(f"user:fresh{i}", f"group:g{i}#member")
+
+            async def higher() -> None:  # OpenFGA's API: HIGHER_CONSISTENCY
+                waits = Waits(follower.index)
+                waits.bind()
+                await wait_for_head(follower.index, waits, ConsumerThread(follower), 20)
+
+            for i in range(3, 5):
+                front.write([f"group:g{i}#member@user:fresh{i}"])
+                asyncio.run(higher())
+                assert follower.index.check(f"user:fresh{i}", f"group:g{i}#member")
+        finally:
+            follower.stop()
+            thread.join(30)
