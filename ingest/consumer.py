@@ -345,6 +345,7 @@ class ChangeConsumer:
         """Apply to a generation that compaction (or a rebuild) swapped in."""
         live = live_generation(self.path)
         if live == self._target().generation:
+            self._maybe_switch()  # one held back, without batches to bring it
             return
         log.info("new index generation %s; resuming from its position", live.name)
         self.writer.close()
@@ -360,8 +361,8 @@ class ChangeConsumer:
 
     def _maybe_switch(self) -> None:
         pending = self._pending
-        if pending is None or not pending.caught_up():
-            return
+        if pending is None or not pending.caught_up() or not self.index.may_serve(pending.reader):
+            return  # (a shard's new build: once the sharded index's manifest names it)
         self._pending = None
         self.index.switch_to(pending.reader)
         log.info("queries now read generation %s", pending.generation.name)

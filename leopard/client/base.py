@@ -46,6 +46,7 @@ from leopard.errors import (
     error_for_code,
 )
 from leopard.http.schemas import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT, MAX_PAGE
+from leopard.model.routing import SHARD_HEADER
 
 __all__ = ["Client", "MembersPage", "ServiceError", "Unauthorized"]
 
@@ -89,6 +90,9 @@ class Client:
         self.batch_size = batch_size
         #: the token of the last answer: the version it reflects (at least)
         self.last_token: str | None = None
+        #: what the server of the last answer said it is, when it is a shard server
+        #: (``Leopard-Shard``: ``k/n/build``); None from any other
+        self.last_shard: str | None = None
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
@@ -327,6 +331,7 @@ class Client:
                 if resp.will_close:
                     conn.close()
                     self._conn = None
+                self.last_shard = resp.getheader(SHARD_HEADER)
                 break
         return self._answer(method, url, resp.status, raw)
 

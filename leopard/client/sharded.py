@@ -22,7 +22,10 @@ partition of the change stream, so a token from ``leopard publish`` means the sa
 each. ``last_token`` is the answering shard's token, or after a fan-out the least of
 the shards' tokens. A shard that cannot be reached raises ``ShardUnavailable``
 naming it and its URL; any other error is the shard's own, raised as ``Client``
-raises it.
+raises it. Every answer is checked as the router checks it: a server that does not
+say it is shard K of N at the URL given for shard K (``Leopard-Shard``), or answers
+joined from shards of different builds, raise ``ShardUnavailable`` naming them
+(``leopard.model.routing.shard_problems``) instead of answering.
 
 Fan-outs run on a small thread pool (one thread per shard): each ``Client`` sends one
 request at a time over its keep-alive connection, so the shards work in parallel.
@@ -43,6 +46,7 @@ from leopard.model.routing import (
     least_token,
     merge_pages,
     shard_of,
+    shard_problems,
     shortest,
     split_by_shard,
 )
@@ -111,6 +115,7 @@ class ShardedClient:
             out = call(client)
         except ServiceError as exc:
             raise self._unreachable(k, exc) from exc
+        self._check([k])
         self.last_token = client.last_token
         return out
 
@@ -134,10 +139,18 @@ class ShardedClient:
                 error = error or exc
         if error is not None:
             raise error
+        self._check([k for k, _ in calls])
         tokens = [self.clients[k].last_token for k, _ in calls]
         if tokens and all(t is not None for t in tokens):
             self.last_token = least_token(t for t in tokens if t is not None)
         return out
+
+    def _check(self, ks: list[int]) -> None:
+        """ShardUnavailable unless the last answers of shards ``ks`` came from the shards
+        expected at their URLs, all of one build."""
+        problems = shard_problems(((k, self.clients[k].last_shard) for k in ks), self.urls)
+        if problems:
+            raise ShardUnavailable("; ".join(problems))
 
     def _unreachable(self, k: int, exc: ServiceError) -> ServiceError:
         if exc.status is None:  # no answer at all

@@ -59,6 +59,10 @@ class Index:
     #: that consumer switches to it, never after ``SWAP_GRACE`` (which would serve it
     #: behind what the consumer's process serves)
     follows_consumer: bool = False
+    #: whether a newer generation may be served in place of the one served (``served``,
+    #: ``newer``): for a shard of a sharded index served alone, the manifest's rule
+    #: (``leopard.core.sharded.ServedShard``); None: any generation caught up may
+    switch_gate: Callable[[SetReader, SetReader], bool] | None = None
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -148,14 +152,21 @@ class Index:
         old.listeners.clear()
         old.close()
 
+    def may_serve(self, newer: SetReader) -> bool:
+        """Whether ``newer`` may be served in place of the served generation, by the
+        ``switch_gate`` (any generation without one)."""
+        gate = self.switch_gate
+        return gate is None or gate(self._r, newer)
+
     def refresh(self, accept: Callable[[SetReader, SetReader], bool] | None = None) -> bool:
         """Pick up what another process applied or compacted; whether anything changed.
 
         A newer generation is served once it has caught up with this one, or after
         ``SWAP_GRACE`` seconds all the same (a rebuild that no consumer follows; not when
         ``follows_consumer``): see ``leopard.core.successor``; and once
-        ``accept(served, newer)`` says so, if given.
+        ``accept(served, newer)`` says so, if given (else the ``switch_gate``, if any).
         """
+        accept = accept if accept is not None else self.switch_gate
         live = live_generation(self.path)
         nxt = self._next
         if live == self._r.generation:

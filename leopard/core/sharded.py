@@ -23,6 +23,12 @@ last, so shards of two builds mean one is swapping them in (waited for, up to
 ``SWAP_WAIT`` seconds) or was stopped while doing so (refused: answers would mix two
 snapshots).
 
+Kept open, the shards switch to a new build together: ``ShardGate`` lets a shard
+serve a newer generation of another build only once the manifest names that build. A
+shard served alone (``leopard serve --shard K``) follows the same gate
+(``ServedShard``), says who it is (shard k of n, of which build: ``shard_label``), and
+why it is not to be joined with the others while its build is not the manifest's.
+
 This is the reference the routed servers are compared with, and what
 ``leopard.open_index`` returns for a sharded directory.
 """
@@ -37,11 +43,12 @@ from typing import Any
 from leopard.core.freshness import POLL
 from leopard.core.index import Index
 from leopard.core.layers import SetReader
-from leopard.errors import IndexNotFound, InvalidInput, StorageError
+from leopard.errors import IndexNotFound, InvalidInput, LeopardError, StorageError
 from leopard.model.routing import (
     asks_every_shard,
     least_position,
     merge_pages,
+    shard_label,
     shard_of,
     shortest,
     split_by_shard,
@@ -49,10 +56,119 @@ from leopard.model.routing import (
 from leopard.model.tokens import encode_token
 from leopard.store.manifest import ShardManifest, read_manifest
 
-__all__ = ["ShardedIndex", "least_position", "merge_pages", "open_any", "read_manifest"]
+__all__ = [
+    "ServedShard",
+    "ShardGate",
+    "ShardedIndex",
+    "least_position",
+    "merge_pages",
+    "open_any",
+    "read_manifest",
+]
 
 #: seconds an opening waits for a build swapping shards in to write its manifest
 SWAP_WAIT = 5.0
+
+
+class ShardGate:
+    """The rule of the shards of the sharded index at ``root``: a shard goes from the
+    generation it serves to a newer one of another build only once the manifest names
+    that build, which a sharded build writes after swapping every shard in; a
+    compaction (the same build) goes at once. ``manifest``: the last one read."""
+
+    def __init__(self, root: Path, manifest: ShardManifest | None) -> None:
+        self.root = root
+        self.manifest = manifest
+
+    def may_switch(self, served: SetReader, newer: SetReader) -> bool:
+        """Whether a shard may go from ``served`` to ``newer``: a compaction (the same
+        build), or a build whose shards are all swapped in (its manifest written)."""
+        build = _build_of(newer)
+        if build is None or build == _build_of(served):
+            return True
+        manifest = read_manifest(self.root)
+        if manifest is None or manifest.build != build:
+            return False
+        self.manifest = manifest
+        return True
+
+
+class ServedShard:
+    """A shard of a sharded index served alone, by an ``Index`` of its directory: its
+    ``switch_gate`` is the manifest's (``ShardGate``), ``label`` says which shard it
+    serves of which build, ``problem`` why its build is not to be joined with the
+    other shards', or a newer build is held back longer than ``SWAP_WAIT``. ``of``
+    makes one for an index that is a shard, else None."""
+
+    def __init__(self, index: Index, gate: ShardGate) -> None:
+        self.index = index
+        self.gate = gate
+        self._labelled: tuple[SetReader | None, str] = (None, "")
+        #: a newer generation held back by the gate: its build, and since when
+        self._held: tuple[str | None, float] | None = None
+        index.switch_gate = self._may_switch
+
+    def _may_switch(self, served: SetReader, newer: SetReader) -> bool:
+        """The gate's answer, remembering since when a build is held back."""
+        if self.gate.may_switch(served, newer):
+            self._held = None
+            return True
+        build = _build_of(newer)
+        if self._held is None or self._held[0] != build:
+            self._held = (build, time.monotonic())
+        return False
+
+    @classmethod
+    def of(cls, index: Index) -> ServedShard | None:
+        """The shard ``index`` is (its header names k of n), served with the gate of the
+        sharded index above it; None for an index that is no shard."""
+        if not index.reader.meta.get("shard"):
+            return None
+        root = index.path.resolve().parent
+        return cls(index, ShardGate(root, read_manifest(root)))
+
+    def label(self) -> str:
+        """``k/n/build`` of the generation served (``leopard.model.routing.shard_label``)."""
+        reader = self.index.reader
+        seen, label = self._labelled
+        if reader is not seen:
+            k, n, *build = reader.meta.get("shard") or [0, 0]
+            label = shard_label(int(k), int(n), build[0] if build else None)
+            self._labelled = (reader, label)
+        return label
+
+    def problem(self) -> str | None:
+        """Why this shard is not ready (for ``/readyz``): the manifest names another
+        build (one swapping its shards in, or stopped while doing so) or there is none,
+        or a newer build has been held back by the gate longer than ``SWAP_WAIT``; None
+        when all is well."""
+        k, n, build = self.label().split("/", 2)
+        where = f"shard {k} of {n} serves build {build}"
+        try:
+            manifest = read_manifest(self.gate.root)
+        except LeopardError as exc:
+            return f"{where}, and the sharded index's manifest cannot be read: {exc}"
+        if manifest is None:
+            return (
+                f"{where}, but {self.gate.root} holds no manifest (shards.json): a first "
+                "sharded build was stopped while swapping its shards in; build it again"
+            )
+        if manifest.build is not None and manifest.build != build:
+            return (
+                f"{where}, but the manifest of {self.gate.root} names build "
+                f"{manifest.build}: a sharded build is swapping its shards in, or was "
+                "stopped while doing so (then build the index again)"
+            )
+        held = self._held
+        if held is not None and time.monotonic() - held[1] > SWAP_WAIT:
+            return (
+                f"{where}, the manifest's, but build {held[0]} is swapped into "
+                f"{self.index.path} and held back for {time.monotonic() - held[1]:.0f} s "
+                "until the manifest names it: a sharded build was stopped while swapping "
+                "its shards in (build the index again); changes followed meanwhile are "
+                "not served"
+            )
+        return None
 
 
 class ShardedIndex:
@@ -66,7 +182,7 @@ class ShardedIndex:
             found = manifest if manifest is not None else read_manifest(self.path)
             if found is None:
                 raise IndexNotFound(f"no sharded index at {str(self.path)!r}: no shards.json")
-            self.manifest = found
+            self.gate = ShardGate(self.path, found)
             self.n = found.shards
             self.shards = []
             try:
@@ -145,20 +261,15 @@ class ShardedIndex:
         never some from one build and some from the other."""
         changed = False
         for ix in self.shards:
-            changed = ix.refresh(accept=self._may_switch) or changed
+            changed = ix.refresh(accept=self.gate.may_switch) or changed
         return changed
 
-    def _may_switch(self, served: SetReader, newer: SetReader) -> bool:
-        """Whether a shard may go from ``served`` to ``newer``: a compaction (the same
-        build), or a build whose shards are all swapped in (its manifest written)."""
-        build = _build_of(newer)
-        if build is None or build == _build_of(served):
-            return True
-        manifest = read_manifest(self.path)
-        if manifest is None or manifest.build != build:
-            return False
-        self.manifest = manifest
-        return True
+    @property
+    def manifest(self) -> ShardManifest:
+        """The manifest of the build the shards serve."""
+        manifest = self.gate.manifest
+        assert manifest is not None
+        return manifest
 
     def wait_for(self, token: str, timeout: float = 1.0, *, poll: float = POLL) -> str:
         """Return once every shard has applied ``token``; StaleIndex on time-out."""

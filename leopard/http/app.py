@@ -43,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from leopard.core.index import Index
+from leopard.core.sharded import ServedShard
 from leopard.errors import IndexNotFound, InvalidInput, StorageError
 from leopard.http import schemas as S
 from leopard.http.auth import BearerAuth
@@ -52,7 +53,8 @@ from leopard.http.handlers import Handlers
 from leopard.http.metrics import Collector, Metrics, registry
 from leopard.http.openapi import ROUTES, Route, openapi_document
 from leopard.http.peers import PEER_PREFIXES, Peers
-from leopard.http.types import Receive, RunningConsumer, Scope, Send
+from leopard.http.types import Message, Receive, RunningConsumer, Scope, Send
+from leopard.model.routing import SHARD_HEADER
 
 __all__ = ["DEFAULT_MAX_BODY", "DEFAULT_READY_LAG", "ROUTES", "LeopardService"]
 
@@ -68,6 +70,7 @@ DEFAULT_READY_LAG = 10_000
 _DAMAGE = (StorageError, IndexNotFound)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"})
 _JSON = b"application/json"
+_SHARD = SHARD_HEADER.lower().encode()
 
 Handler = Callable[[Scope, Receive], Awaitable[tuple[int, Any]]]
 
@@ -80,6 +83,11 @@ class LeopardService:
     Without one, ``refresh_interval`` > 0 makes the app pick up what another process
     applies or compacts, by calling ``Index.refresh`` in a worker thread that often
     (and faster while a request waits for ``at_least``).
+
+    ``shard``: the index is a shard of a sharded index, served alone
+    (``leopard.core.sharded.ServedShard``): every answer says which
+    (``Leopard-Shard: k/n/build``, for a router to check), and so does ``/readyz``,
+    not ready while the shard's build is not the one the manifest names.
     """
 
     def __init__(
@@ -94,6 +102,7 @@ class LeopardService:
         refresh_interval: float = 1.0,
         store_id: str | None = None,
         upstream_openfga: str | None = None,
+        shard: ServedShard | None = None,
     ) -> None:
         if max_body < 1 or max_batch < 1:
             raise InvalidInput(f"max_body and max_batch must be positive ({max_body}, {max_batch})")
@@ -104,6 +113,7 @@ class LeopardService:
         )
         self.index = index
         self.consumer = consumer
+        self.shard = shard
         self.metrics = Metrics()
         self.openapi = openapi_document(max_batch=max_batch, auth=auth_token is not None)
         self.waits = Waits(index)
@@ -122,6 +132,7 @@ class LeopardService:
             max_body=max_body,
             max_batch=max_batch,
             ready_max_lag=ready_max_lag,
+            shard=shard,
         )
         self._table: dict[str, dict[str, tuple[Route, Handler]]] = {}
         for r in ROUTES:
@@ -147,6 +158,9 @@ class LeopardService:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            shard = self.shard
+            if shard is not None:
+                send = _labelled(send, shard.label().encode())
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
@@ -268,3 +282,14 @@ class LeopardService:
             await self.refresher.stop()
         if self.consumer is not None:
             await asyncio.to_thread(self.consumer.stop)
+
+
+def _labelled(send: Send, label: bytes) -> Send:
+    """``send`` with ``Leopard-Shard: label`` on the answer."""
+
+    async def labelled(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), (_SHARD, label)]
+        await send(message)
+
+    return labelled

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from leopard.core.index import Index
+from leopard.core.sharded import ServedShard
 from leopard.http import schemas as S
 from leopard.http.freshness import Refresher, Waits
 from leopard.http.metrics import CollectorRegistry, render
@@ -64,8 +65,11 @@ class Handlers:
         max_body: int,
         max_batch: int,
         ready_max_lag: int,
+        shard: ServedShard | None = None,
     ) -> None:
         self.index = index
+        #: the index is a shard served alone: ``readiness`` names it and checks its build
+        self.shard = shard
         self.waits = waits
         self.consumer = consumer
         self.refresher = refresher
@@ -177,7 +181,8 @@ class Handlers:
         in, whose files are new) or the process restarts: a store that failed once
         seldom heals, and one that fails some queries and answers others should leave
         the rotation rather than flap in and out of it. A failing re-read of the index
-        (without a consumer) is reported while it fails.
+        (without a consumer) is reported while it fails. A shard served alone is not
+        ready while its build is not the one the sharded index's manifest names.
         """
         reasons: list[str] = []
         token = None
@@ -230,7 +235,13 @@ class Handlers:
                     f"the consumer is stopped at a gap in topic {topic!r} partition "
                     f"{partition}: {why}"
                 )
-        return S.ReadyResult(ready=not reasons, reasons=reasons, token=token, lag=lag)
+        label = None
+        if self.shard is not None:
+            label = self.shard.label()
+            problem = self.shard.problem()
+            if problem is not None:
+                reasons.append(problem)
+        return S.ReadyResult(ready=not reasons, reasons=reasons, token=token, lag=lag, shard=label)
 
     def index_failed(self, exc: BaseException) -> None:
         """Remember that the index failed while answering: ``readiness`` reports it."""

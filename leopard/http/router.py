@@ -22,6 +22,14 @@ every partition, so a write's token means the same to each). An answer from one
 shard carries that shard's token; a joined answer the least position of the shards'
 tokens (``least_token``), which every shard asked has reached.
 
+Shards checked: every shard server says which shard it serves, of which build
+(``Leopard-Shard: k/n/build`` on every answer). An answer from a server that is not
+shard K of N at the URL given for shard K (a wrong or mis-ordered ``--shard-url``
+list, an unsharded server), or answers to be joined from shards of different builds
+(a sharded build swapping them in, or stopped while doing so), are never passed on
+or joined: the router answers 503 ``shard_unavailable`` naming the URLs and what they
+said (``leopard.model.routing.shard_problems``), and ``/readyz`` says so.
+
 Errors are those of a shard server: what the router refuses itself (a bad query
 string, a body or batch too large, an unknown path, the bearer token) it refuses with
 the same parsing and the same answers; a shard's answer other than 200 (a 400 naming a
@@ -45,6 +53,7 @@ from urllib.parse import quote, urlencode
 
 import uvicorn
 
+from leopard.errors import ShardUnavailable
 from leopard.http import schemas as S
 from leopard.http.auth import BearerAuth
 from leopard.http.connections import ConnectionLimits
@@ -61,6 +70,7 @@ from leopard.model.routing import (
     least_token,
     merge_pages,
     shard_of,
+    shard_problems,
     shortest,
     split_by_shard,
 )
@@ -226,6 +236,14 @@ class RouterService:
 
     # -- one shard, or all of them ---------------------------------------------------------
 
+    def _checked(self, answers: Sequence[ShardAnswer]) -> Sequence[ShardAnswer]:
+        """``answers``, once each came from the shard asked, all of one build;
+        ShardUnavailable naming every one that did not."""
+        problems = shard_problems(((a.shard, a.label) for a in answers), self.links.urls)
+        if problems:
+            raise ShardUnavailable("; ".join(problems))
+        return answers
+
     def _owner(self, params: dict[str, str]) -> int | None:
         """The one shard to ask about the subject of ``params``; None: every shard."""
         subject = params.get("subject")
@@ -246,8 +264,9 @@ class RouterService:
         k = self._owner(params)
         if k is not None:
             a = await self.links.get(k, self._target(scope), _wait(params))
+            self._checked([a])
             return (a.status, a.body), []
-        answers = await self.links.get_all(self._target(scope), _wait(params))
+        answers = self._checked(await self.links.get_all(self._target(scope), _wait(params)))
         refused = _first_refusal(answers)
         if refused is not None:
             return (refused.status, refused.body), []
@@ -294,7 +313,7 @@ class RouterService:
             if key in params:
                 sent[key] = params[key]
         target = "/v1/members?" + urlencode(sent, quote_via=quote, safe="")
-        answers = await self.links.get_all(target, _wait(params))
+        answers = self._checked(await self.links.get_all(target, _wait(params)))
         refused = _first_refusal(answers)
         if refused is not None:
             return refused.status, refused.body
@@ -308,7 +327,7 @@ class RouterService:
 
     async def get_version(self, scope: Scope, receive: Receive) -> Answer:
         params = query_params(scope)
-        answers = await self.links.get_all(self._target(scope), _wait(params))
+        answers = self._checked(await self.links.get_all(self._target(scope), _wait(params)))
         refused = _first_refusal(answers)
         if refused is not None:
             return refused.status, refused.body
@@ -345,6 +364,7 @@ class RouterService:
         answers = await asyncio.gather(
             *(self.links.post(k, "/v1/check", b, wait) for k, b in zip(ks, bodies, strict=True))
         )
+        self._checked(answers)
         refused = _first_refusal(answers)
         if refused is not None:
             return refused.status, refused.body
@@ -364,18 +384,21 @@ class RouterService:
         return 200, S.HealthResult().model_dump_json().encode()
 
     async def get_ready(self, scope: Scope, receive: Receive) -> Answer:
-        """Ready when every shard is: each shard's reasons, named by shard and URL."""
+        """Ready when every shard is, and each is the shard expected at its URL, all of
+        one build: each shard's reasons, named by shard and URL."""
         found = await asyncio.gather(
             *(self.links.get(k, "/readyz") for k in range(self.n)), return_exceptions=True
         )
         reasons: list[str] = []
         tokens: list[str] = []
         lags: list[int] = []
+        labels: list[tuple[int, str | None]] = []
         for k, a in enumerate(found):
             where = f"shard {k} at {self.links.urls[k]}"
             if isinstance(a, BaseException):
                 reasons.append(str(a) if isinstance(a, Exception) else f"{where}: {a!r}")
                 continue
+            labels.append((k, a.label))
             try:
                 data = json.loads(a.body)
                 reasons += [f"{where}: {r}" for r in data.get("reasons", [])]
@@ -387,6 +410,7 @@ class RouterService:
                     lags.append(int(data["lag"]))
             except (ValueError, TypeError, AttributeError):
                 reasons.append(f"{where}: answered HTTP {a.status} without a readiness report")
+        reasons += shard_problems(labels, self.links.urls)
         token = least_token(tokens) if len(tokens) == self.n else None
         ready = S.ReadyResult(
             ready=not reasons, reasons=reasons, token=token, lag=sum(lags) if lags else None

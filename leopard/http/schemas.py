@@ -266,6 +266,11 @@ class ReadyResult(_Model):
         description="Messages the consumer is behind, summed over partitions (null "
         "without a consumer or before its first fetch)."
     )
+    shard: str | None = Field(
+        default=None,
+        description="A shard server's shard: `k/n/build` (shard k of n, of that build), as "
+        "its `Leopard-Shard` header on every answer; null from any other server.",
+    )
 
 
 class ErrorBody(_Model):

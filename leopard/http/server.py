@@ -29,6 +29,7 @@ from typing import Any
 from ingest.settings import ConsumerSettings
 from leopard.core.index import Index
 from leopard.core.layers import SetReader
+from leopard.core.sharded import ServedShard
 from leopard.errors import InvalidInput, LeopardError
 from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG, LeopardService
 from leopard.http.schemas import DEFAULT_MAX_BATCH
@@ -357,6 +358,8 @@ def _serve(o: _Options, worker: Worker | None) -> None:
     # worker 0's consumer switches to a rebuilt generation once it has caught up with
     # the stream: the other workers follow it then, not after a grace of their own
     index.follows_consumer = worker is not None and worker.wake_fd is not None
+    # a shard of a sharded index: switches build when the manifest does, says which it is
+    shard = ServedShard.of(index)
     if o.consumer_settings is not None:  # every worker: they answer tokens alike
         index.topics = frozenset(o.consumer_settings.topics)
     if consumer_settings is None and follower is None and o.refresh_interval > 0:
@@ -388,6 +391,7 @@ def _serve(o: _Options, worker: Worker | None) -> None:
             refresh_interval=o.refresh_interval,
             store_id=o.store_id,
             upstream_openfga=o.upstream_openfga,
+            shard=shard,
         )
         served: Any = app
         if worker is not None:

@@ -9,9 +9,10 @@ it); the standard library's ``http.client`` would need a thread per request in f
 
 A shard that cannot be reached, or does not answer in time, raises
 ``ShardUnavailable`` naming the shard and its URL: the router answers 503. A shard's
-own answer, whatever its status, is returned as it came, for the router to pass on or
-to merge. Every request is a read, so one that meets a connection the shard closed
-while it idled is sent again once on a new one.
+own answer, whatever its status, is returned as it came (with the shard its server says
+it is: ``SHARD_HEADER``), for the router to check, and to pass on or to merge. Every
+request is a read, so one that meets a connection the shard closed while it idled is
+sent again once on a new one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from leopard.errors import InvalidInput, ShardUnavailable
+from leopard.model.routing import SHARD_HEADER
 
 try:
     import aiohttp
@@ -43,11 +45,13 @@ KEEPALIVE = 4.0
 
 @dataclass(frozen=True)
 class ShardAnswer:
-    """A shard's answer as it came: status and body (JSON)."""
+    """A shard's answer as it came: status and body (JSON), and the ``SHARD_HEADER``
+    its server sent (``k/n/build``; None without one)."""
 
     shard: int
     status: int
     body: bytes
+    label: str | None = None
 
 
 def check_shard_url(url: str, k: int) -> str:
@@ -130,7 +134,8 @@ class ShardLinks:
                 async with session.request(
                     method, url, data=body, headers=headers, timeout=timeout
                 ) as resp:
-                    return ShardAnswer(k, resp.status, await resp.read())
+                    body = await resp.read()
+                    return ShardAnswer(k, resp.status, body, resp.headers.get(SHARD_HEADER))
             except aiohttp.ServerDisconnectedError:
                 if attempt == 0:
                     continue  # closed while idle, as the request went out: once more

@@ -14,7 +14,10 @@ shard servers (``leopard.http.router``) and the Python client given the shards' 
   members, such as wildcards, are on every shard);
 * ``least_position`` / ``least_token``: a version every shard has reached;
 * ``split_by_shard``: which shards a batch of checks goes to, pair by pair;
-* ``shortest``: of the chains several shards explain, the one one index would tell.
+* ``shortest``: of the chains several shards explain, the one one index would tell;
+* ``shard_label`` / ``shard_problems``: who a shard server says it is (``SHARD_HEADER``
+  on every answer: shard k of n, of which build), and why answers said to come from
+  given shards cannot be joined (another shard, or another build, than expected).
 """
 
 from __future__ import annotations
@@ -27,16 +30,22 @@ from typing import TypeVar
 from leopard.model.tokens import decode_token, encode_token
 
 __all__ = [
+    "SHARD_HEADER",
     "asks_every_shard",
     "least_position",
     "least_token",
     "merge_pages",
+    "shard_label",
     "shard_of",
+    "shard_problems",
     "shortest",
     "split_by_shard",
 ]
 
 T = TypeVar("T")
+
+#: the header of every answer of a shard server: ``k/n/build`` (``shard_label``)
+SHARD_HEADER = "Leopard-Shard"
 
 
 def shard_of(subject: str, shards: int) -> int:
@@ -103,3 +112,46 @@ def shortest(chains: Iterable[tuple[Sequence[str], T]]) -> T | None:
         if best is None or key < (best[0], best[1]):
             best = (key[0], key[1], answer)
     return None if best is None else best[2]
+
+
+def shard_label(k: int, n: int, build: str | None) -> str:
+    """What a shard server says it is: shard ``k`` of ``n``, of ``build`` ('-': a build
+    without an id)."""
+    return f"{k}/{n}/{build or '-'}"
+
+
+def shard_problems(found: Iterable[tuple[int, str | None]], urls: Sequence[str]) -> list[str]:
+    """Why the answers of ``found`` (each: the shard asked, and the ``SHARD_HEADER`` its
+    server sent, None without one) cannot be joined as shards of one index of
+    ``len(urls)`` shards, shard K served at ``urls[K]``: a server that is not shard K of
+    N (a wrong or mis-ordered list of URLs, an unsharded server), or shards of two
+    builds (a sharded build swapping them in, or stopped while doing so). [] when they
+    can."""
+    n = len(urls)
+    problems: list[str] = []
+    builds: dict[str, list[int]] = {}
+    for k, label in found:
+        where = f"shard {k} at {urls[k]}"
+        parts = (label or "").split("/", 2)
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+            problems.append(
+                f"{where} does not say which shard it serves (no {SHARD_HEADER} header): "
+                f"it is not 'leopard serve --shard {k}' of a sharded index"
+            )
+        elif (int(parts[0]), int(parts[1])) != (k, n):
+            problems.append(
+                f"{where} serves shard {parts[0]} of {parts[1]}, not shard {k} of {n}: "
+                "the shard URLs do not match the shard servers"
+            )
+        else:
+            builds.setdefault(parts[2], []).append(k)
+    if len(builds) > 1:
+        told = "; ".join(
+            f"{', '.join(f'shard {k} at {urls[k]}' for k in ks)} of build {b}"
+            for b, ks in builds.items()
+        )
+        problems.append(
+            f"the shards answer from different builds ({told}): a sharded build is swapping "
+            "them in, or was stopped while doing so (then build the index again)"
+        )
+    return problems
