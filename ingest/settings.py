@@ -54,6 +54,16 @@ class KafkaSettings:
                     raise InvalidInput(
                         f"{option} {name!r} is no Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
                     )
+        # a dead letter written to a consumed topic is read again, fails again, and is
+        # written again, without end
+        dead = [self.dlq_topic] if self.dlq_topic else [f"{t}.dlq" for t in self.topics]
+        for name in dead:
+            if name in self.topics:
+                said = "--dlq-topic" if self.dlq_topic else "the dead-letter topic (default)"
+                raise InvalidInput(
+                    f"{said} {name!r} is also consumed (--topic): dead letters would be "
+                    "read back and dead-lettered again without end; name another"
+                )
         if self.on_gap not in ON_GAP:
             raise InvalidInput(f"--on-gap {self.on_gap!r} is not one of {', '.join(ON_GAP)}")
 

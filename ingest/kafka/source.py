@@ -293,10 +293,17 @@ class KafkaSource:
         for tp in partitions:
             self._verify.pop(tp, None)
             key = partition_key(tp.topic, tp.partition)
-            if key in self.stopped:
-                consumer.pause(tp)
-                continue
             stored = position.get(key)
+            if key in self.stopped:
+                # paused, but given a position all the same: the client resets any
+                # assigned partition without one, paused or not, and with no reset
+                # policy every poll then fails (the other partitions stall with it)
+                consumer.pause(tp)
+                if stored is None:
+                    consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, stored)
+                continue
             if stored is None:  # nothing applied yet: the whole log is to be read
                 consumer.seek_to_beginning(tp)
                 consumer.resume(tp)

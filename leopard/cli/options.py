@@ -223,7 +223,7 @@ def broker_options(fn: F) -> F:
         multiple=True,
         required=True,
         envvar="LEOPARD_TOPIC",
-        help="Change topic (repeatable; default: $LEOPARD_TOPIC).",
+        help="Change topic (consume: repeatable; publish: exactly one; default: $LEOPARD_TOPIC).",
     )(fn)
     return click.option(
         "--brokers",

@@ -36,6 +36,7 @@ from ingest.kafka.client import KafkaAdminClient, KafkaConsumer, KafkaProducer, 
 from ingest.kafka.deadletters import DeadLetters
 from ingest.kafka.local_broker import LocalBroker, create_topic, free_port
 from ingest.kafka.publish import publish
+from ingest.kafka.source import KafkaSource
 from ingest.settings import ConsumerSettings
 from leopard.core.index import Index
 from leopard.errors import BrokerError, StaleIndex
@@ -341,3 +342,45 @@ def test_a_killed_broker_under_serve_turns_readiness_off_within_10_s(
         assert any("broker" in reason for reason in answer.json["reasons"])
         metrics = parse_metrics(call(url, "GET", "/metrics").body.decode())
         assert metrics["leopard_consumer_broker_up"] == [({}, 0.0)]
+
+
+def test_a_partition_stopped_at_a_gap_does_not_stall_the_others_after_a_rebalance(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """A partition stopped at a gap is paused; when the group assigns it again (any
+    rebalance), it must still be given a position, or the client fails every poll for
+    it and the healthy partitions stall with it."""
+    topic = f"gapped-{time.monotonic_ns()}"
+    create_topic(broker.bootstrap, topic, partitions=2)
+    # the index applied up to offset 5 of partition 0, whose log is empty: a gap
+    source = KafkaSource(settings(broker.bootstrap, topic), lambda: {f"{topic}:0": 5})
+    try:
+        deadline = time.monotonic() + 30
+        while f"{topic}:0" not in source.stopped and time.monotonic() < deadline:
+            source.poll()
+        assert f"{topic}:0" in source.stopped
+        # a member joins the group and leaves: the partitions are assigned anew twice
+        other = KafkaConsumer(
+            bootstrap_servers=broker.bootstrap,
+            group_id=source.settings.group_id,
+            enable_auto_commit=False,
+        )
+        other.subscribe([topic])
+        until = time.monotonic() + 20
+        while not other.assignment() and time.monotonic() < until:
+            other.poll(timeout_ms=100)
+            source.poll()
+        assert other.assignment()
+        other.close()
+        for _ in range(30):  # the source's next polls take the partitions back
+            source.poll()
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        value = encode_native(Change("touch", parse_tuple("group:a#member@user:p1")))
+        producer.send(topic, value=value, partition=1).get(10)
+        producer.close()
+        got: list[Any] = []
+        while not got and time.monotonic() < deadline + 20:
+            got = source.poll().messages
+        assert [(m.partition, m.offset) for m in got] == [(1, 0)]
+    finally:
+        source.close()
