@@ -83,6 +83,8 @@ class CrossChecks(DerivedChecks):
             self.rset = self.resource_ids(plan, groups, overlay.group_names)
         self.closures(n_groups)
         self.edges(n_groups, n_subjects)
+        if config is not None:
+            self.support_bits(config, [*groups, *overlay.group_names])
         self.subjects(n_groups, n_subjects)
         if config is not None and plan is not None:
             self.derived_edges(plan, config, [*groups, *overlay.group_names], n_subjects)
@@ -189,6 +191,25 @@ class CrossChecks(DerivedChecks):
                 gid, nested, other = split_support_key(key)
                 if other not in sets["child" if nested else "g2m"].get(gid, _EMPTY):
                     self.bad("support", key, "a mask for an edge that does not exist")
+
+    def support_bits(self, config: Config, names: list[str]) -> None:
+        """Every support mask names only relations that feed its set: one bit per
+        source of a set fed by several (a bit past them would keep an edge whose
+        tuples are all gone), no mask at all for a set fed by one."""
+        allowed: dict[int, int] = {}
+        for key, mask in self.support.items():
+            gid = split_support_key(key)[0]
+            bits = allowed.get(gid)
+            if bits is None:
+                obj, _, rel = names[gid].rpartition("#") if gid < len(names) else ("", "", "")
+                n = len(config.sources(obj.partition(":")[0], rel)) if ":" in obj else 0
+                bits = allowed[gid] = (1 << n) - 1 if n > 1 else 0
+            if mask & ~bits:
+                self.bad(
+                    "support",
+                    key,
+                    f"a mask naming relations its set is not fed by (bits {mask & ~bits:#x})",
+                )
 
     def mirror(self, family: str, want: dict[int, BitMap], what: str) -> None:
         got = self.sets[family]

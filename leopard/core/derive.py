@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from leopard.model.edges import relation_refusal
 from leopard.model.plan import Plan
 
 __all__ = ["SchemaRows", "subject_kinds"]
@@ -92,9 +93,14 @@ class SchemaRows:
         keys = pc.binary_join_element_wise(rows["rns"], rows["rel"], "#")
         for item in pc.value_counts(keys).to_pylist():
             reason = f"{item['values']} {why}"
-            why_not = self.plan.why_not(*item["values"].split("#", 1))
-            if why_not and why == "is not an indexed relation":
-                reason += f" ({why_not})"
+            namespace, relation = item["values"].split("#", 1)
+            stored = self.plan.schema.relation(namespace, relation)
+            if stored is not None and not stored.types and why == "is not an indexed relation":
+                reason = str(relation_refusal(self.plan.schema, namespace, relation))  # computed
+            else:
+                why_not = self.plan.why_not(namespace, relation)
+                if why_not and why == "is not an indexed relation":
+                    reason += f" ({why_not})"
             self.skipped[reason] += item["counts"]
 
     def _direct(self, type_name: str, relation: str, rows: pa.Table) -> int:

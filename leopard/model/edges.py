@@ -9,7 +9,7 @@ tuple keeps an edge another relation still feeds.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from leopard.model.config import Config
 from leopard.model.names import RelationTuple
@@ -79,20 +79,30 @@ def schema_refusal(config: Config, t: RelationTuple) -> str | None:
     plan = config.plan
     if plan is None:
         return None
-    schema = plan.schema
-    rel = schema.relation(t.resource_type, t.relation)
-    if rel is None:
-        if t.resource_type not in schema.types:
-            return f"the schema defines no type {t.resource_type!r}"
-        return f"the schema defines no relation {t.relation!r} on {t.resource_type!r}"
-    if not rel.types:
-        return f"{t.resource_type}#{t.relation} stores no tuples (it is computed)"
+    refused = relation_refusal(plan.schema, t.resource_type, t.relation)
+    if refused is not None:
+        return refused
+    rel = plan.schema.relation(t.resource_type, t.relation)
+    assert rel is not None
     kind = _subject_kind(t)
     for allowed in rel.types:
         base = allowed.type + (":*" if allowed.wildcard else "")
         if (base if allowed.relation is None else f"{base}#{allowed.relation}") == kind:
             return None
     return f"{t.resource_type}#{t.relation} does not allow subjects of type {kind}"
+
+
+def relation_refusal(schema: Any, namespace: str, relation: str) -> str | None:
+    """Why ``schema`` stores no tuple of ``namespace#relation``, whatever its subject:
+    a type or relation it does not define, or one computed (a permission)."""
+    rel = schema.relation(namespace, relation)
+    if rel is None:
+        if namespace not in schema.types:
+            return f"the schema defines no type {namespace!r}"
+        return f"the schema defines no relation {relation!r} on {namespace!r}"
+    if not rel.types:
+        return f"{namespace}#{relation} stores no tuples (it is computed)"
+    return None
 
 
 def _subject_kind(t: RelationTuple) -> str:

@@ -527,3 +527,24 @@ def test_damage_that_deserializing_finds(small: Path, family: str, ids: int) -> 
             with pytest.raises(StorageError) as info:
                 ask()
             assert str(info.value) == str(was.value)
+
+
+def test_a_support_mask_naming_no_source_of_its_set_is_found_by_verify(tmp_path: Path) -> None:
+    """A mask's bits are the relations feeding its set (here two: member, manager): a
+    bit past them would keep the edge once every tuple of it is gone, and compaction
+    would then drop it, so answers would change with no change applied."""
+    lines = ["group:eng#member@user:alice", "group:eng#manager@user:bob"]
+    path = tmp_path / "idx"
+    leopard.build_index([lines], path, REWRITE)
+    assert verify_index(path).ok
+    key = support_key(group_id(path, "group:eng#member"), False, subject_id(path, "user:bob"))
+    assert value_of(base_dir(path), key, "support") == (2).to_bytes(8, "little")
+    put(base_dir(path), "support", key, (2 | 1 << 40).to_bytes(8, "little"))
+    problems = verify_index(path).problems
+    assert problems == [
+        damaged(
+            path,
+            f"support key 0x{key.hex()}",
+            "a mask naming relations its set is not fed by (bits 0x10000000000)",
+        )
+    ]

@@ -108,6 +108,9 @@ def test_the_report_names_what_is_not_indexed_and_what_was_skipped(
     }
     assert report.skipped == {"doc#viewer does not allow subjects of type folder": 1}
     assert report.tuples_indexed == len(TUPLES) - 1
+    # a write to a permission is named as one (the permission itself is indexed)
+    report = leopard.build_index([[*TUPLES, "doc:x#view@user:bob"]], tmp_path / "p", schema=zed)
+    assert report.skipped["doc#view stores no tuples (it is computed)"] == 1
     assert report.derived_edges > 0
 
 
