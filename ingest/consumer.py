@@ -73,6 +73,8 @@ class ConsumerStats:
     last_batch_seconds: float = 0.0
     lag: dict[str, int] = field(default_factory=dict)
     broker_up: bool = True
+    #: while the source is unreachable: why, as the last failure said it
+    outage: str | None = None
     #: partitions stopped at a gap: "topic:partition" -> what the gap is
     gaps: dict[str, str] = field(default_factory=dict)
     gap_events: int = 0  # gaps found, stopped at or gone on from
@@ -196,14 +198,17 @@ class ChangeConsumer:
         return self.stats
 
     def _outage(self, exc: Exception | str) -> None:
-        if self.stats.broker_up:
-            log.warning("change source unavailable (%s); retrying with backoff", exc)
-            self.stats.broker_up = False
+        said = str(exc)
+        if self.stats.broker_up or said != self.stats.outage:  # once per distinct cause
+            log.warning("change source unavailable (%s); retrying with backoff", said)
+        self.stats.broker_up = False
+        self.stats.outage = said
 
     def _up(self) -> None:
         if not self.stats.broker_up:
             log.warning("change source reachable again; resuming")
             self.stats.broker_up = True
+            self.stats.outage = None
 
     def _poll_once(self) -> int:
         batch = self.source.poll()

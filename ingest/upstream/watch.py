@@ -228,6 +228,8 @@ class WatchSource(UpstreamSource):
                 raise (
                     failure
                     if isinstance(failure, UpstreamError)
+                    else upstream_error(self.upstream, "Watch", failure)
+                    if isinstance(failure, grpc.RpcError)
                     else UpstreamError(
                         f"{self.upstream.name}: the Watch stream ended; reconnecting"
                     )

@@ -219,7 +219,11 @@ class Handlers:
                     else "the consumer is not running"
                 )
             elif not getattr(stats, "broker_up", True):
-                reasons.append("the broker is unreachable (the consumer is retrying)")
+                cause = getattr(stats, "outage", None)
+                reasons.append(
+                    "the change source (broker or upstream) is unreachable (the consumer is "
+                    "retrying)" + (f": {cause}" if cause else "")
+                )
             elif lag is None:
                 reasons.append(
                     "the consumer has not fetched from its partitions yet "

@@ -114,6 +114,8 @@ def test_server_stopped_and_restarted_on_the_same_datastore(tmp_path: Path) -> N
                 before = follower.watch.reconnects
                 token = churn(front, rng, rels, 15)  # SpiceDB takes writes meanwhile
                 time.sleep(outage)
+                if outage > 1:  # a reconnection was refused meanwhile: said, with why
+                    assert until(lambda: "UNAVAILABLE" in (follower.stats.outage or ""))
                 with pytest.raises(StaleIndex):
                     ix.wait_for(token.token, timeout=0)
                 front.resume()
