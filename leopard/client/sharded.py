@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from leopard.client.base import Client, MembersPage
-from leopard.errors import InvalidInput, ServiceError, ShardUnavailable
+from leopard.errors import InvalidInput, LeopardError, ServiceError, ShardUnavailable
 from leopard.http.schemas import DEFAULT_MAX_BATCH, DEFAULT_PAGE, MAX_PAGE
 from leopard.model.routing import (
     asks_every_shard,
@@ -115,6 +115,9 @@ class ShardedClient:
             out = call(client)
         except ServiceError as exc:
             raise self._unreachable(k, exc) from exc
+        except LeopardError:
+            self._check([k])  # a refusal of a server that is not shard k: that first
+            raise
         self._check([k])
         self.last_token = client.last_token
         return out
@@ -130,14 +133,17 @@ class ShardedClient:
         futures = [self._pool.submit(call, self.clients[k]) for k, call in calls]
         out: list[T] = []
         error: BaseException | None = None
+        refused: list[int] = []
         for (k, _), f in zip(calls, futures, strict=True):
             try:
                 out.append(f.result())
             except ServiceError as exc:
                 error = error or self._unreachable(k, exc)
             except BaseException as exc:
+                refused += [k] if isinstance(exc, LeopardError) else []
                 error = error or exc
         if error is not None:
+            self._check(refused)  # refusals of servers that are not the shards asked: that first
             raise error
         self._check([k for k, _ in calls])
         tokens = [self.clients[k].last_token for k, _ in calls]

@@ -36,6 +36,7 @@ from leopard.model.config import Config
 from leopard.model.names import (
     PLAIN_SUBJECT_RE,
 )
+from leopard.model.routing import Placement
 from leopard.model.setcodec import held_meets
 from leopard.store.layout import gkey
 
@@ -63,6 +64,9 @@ class Index:
     #: ``newer``): for a shard of a sharded index served alone, the manifest's rule
     #: (``leopard.core.sharded.ServedShard``); None: any generation caught up may
     switch_gate: Callable[[SetReader, SetReader], bool] | None = None
+    #: for a shard served alone (``ServedShard``), what it refuses: a plain subject of
+    #: another shard; None (any other index, a ``ShardedIndex``'s shards): nothing
+    placement: Placement | None = None
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -268,6 +272,8 @@ class Index:
         """Whether ``subject`` is in ``group``, directly or through nested groups."""
         # After warm(), held sets answer without the lock (``held_meets``, in C); an
         # answer read across a batch's install (the reader's epoch moved) is dropped.
+        if self.placement is not None:
+            self.placement.own(subject)
         c = self._c
         if c.subjects is not None and held_meets is not None:
             r = c.reader
@@ -353,6 +359,8 @@ class Index:
         less per pair than a read each.
         """
         pairs = list(pairs)
+        if self.placement is not None:
+            self.placement.own_pairs(pairs)
         with self._lock:
             if self._c.subjects is not None:
                 try:
@@ -387,6 +395,8 @@ class Index:
         refused, as ``check`` refuses a name it does not know)."""
         if type is not None and (problem := self.config.lookup_problem(type, permission)):
             raise InvalidInput(problem)
+        if self.placement is not None:
+            self.placement.own(subject)
         with self._lock:
             names = self._groups_of(subject)
         if type is not None:
@@ -438,6 +448,8 @@ class Index:
         With ``steps``, each set of the chain comes with what its edge came from (a
         stored tuple, or a schema's rewrite), and the subject ends the chain.
         """
+        if self.placement is not None:
+            self.placement.own(subject)
         with self._lock:
             gid = self._group_id(group)
             kind, sgid, key = self._parse_subject(subject)

@@ -26,8 +26,10 @@ snapshots).
 Kept open, the shards switch to a new build together: ``ShardGate`` lets a shard
 serve a newer generation of another build only once the manifest names that build. A
 shard served alone (``leopard serve --shard K``) follows the same gate
-(``ServedShard``), says who it is (shard k of n, of which build: ``shard_label``), and
-why it is not to be joined with the others while its build is not the manifest's.
+(``ServedShard``), says who it is (shard k of n, of which build: ``shard_label``),
+why it is not to be joined with the others while its build is not the manifest's, and
+refuses what it cannot answer alone (``Placement``: a plain subject placed on another
+shard, whose direct sets it does not hold; the members of a set asked by a peer's API).
 
 This is the reference the routed servers are compared with, and what
 ``leopard.open_index`` returns for a sharded directory.
@@ -45,6 +47,7 @@ from leopard.core.index import Index
 from leopard.core.layers import SetReader
 from leopard.errors import IndexNotFound, InvalidInput, LeopardError, StorageError
 from leopard.model.routing import (
+    Placement,
     asks_every_shard,
     least_position,
     merge_pages,
@@ -93,12 +96,13 @@ class ShardGate:
         return True
 
 
-class ServedShard:
+class ServedShard(Placement):
     """A shard of a sharded index served alone, by an ``Index`` of its directory: its
     ``switch_gate`` is the manifest's (``ShardGate``), ``label`` says which shard it
     serves of which build, ``problem`` why its build is not to be joined with the
-    other shards', or a newer build is held back longer than ``SWAP_WAIT``. ``of``
-    makes one for an index that is a shard, else None."""
+    other shards', or a newer build is held back longer than ``SWAP_WAIT``. It is the
+    index's ``placement``: the index refuses a plain subject placed on another shard
+    (``Placement.own``). ``of`` makes one for an index that is a shard, else None."""
 
     def __init__(self, index: Index, gate: ShardGate) -> None:
         self.index = index
@@ -107,6 +111,7 @@ class ServedShard:
         #: a newer generation held back by the gate: its build, and since when
         self._held: tuple[str | None, float] | None = None
         index.switch_gate = self._may_switch
+        index.placement = self
 
     def _may_switch(self, served: SetReader, newer: SetReader) -> bool:
         """The gate's answer, remembering since when a build is held back."""
@@ -126,6 +131,11 @@ class ServedShard:
             return None
         root = index.path.resolve().parent
         return cls(index, ShardGate(root, read_manifest(root)))
+
+    def where(self) -> tuple[int, int]:
+        """(k, n) of the generation served: it is shard k of n."""
+        k, n, _ = self.label().split("/", 2)
+        return int(k), int(n)
 
     def label(self) -> str:
         """``k/n/build`` of the generation served (``leopard.model.routing.shard_label``)."""

@@ -197,6 +197,11 @@ class Lookups(Answering):
             )
         if resource.object_id == "*":
             return iter(())  # as SpiceDB answers it
+        if self.index.placement is not None:  # a shard served alone
+            if self.upstream is not None:
+                raise Forward()
+            what = f"LookupSubjects of {resource.object_type}:{resource.object_id}#{perm}"
+            raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, self.index.placement.alone(what))
         freshness = self.freshness
         freshness.reach(want)
         group = group_name(resource.object_type, resource.object_id, perm)

@@ -232,6 +232,8 @@ class AuthZen:
             prefix = self._type(body.subject, "subject") + ":"
         except _Unknown as exc:
             return Reply.of(Z.SubjectSearchResponse(**self._nothing(exc)))
+        if self.index.placement is not None:  # a shard served alone
+            raise _bad(self.index.placement.alone(f"the subject search of {group}"))
         found: list[str] = []
         cursor = after if after is not None else prefix
         while len(found) <= limit:

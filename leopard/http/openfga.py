@@ -346,6 +346,8 @@ class OpenFga:
                     f"ListUsers for usersets ({wanted.type}#{wanted.relation}) is not answered "
                     "from the index, which lists the leaf subjects of a set"
                 )
+            if self.index.placement is not None:  # a shard served alone
+                raise Unanswerable(self.index.placement.alone(f"ListUsers of {group}"))
         except Unanswerable as why:
             return await self._elsewhere(request, why)
         await self._consistent(body.consistency)

@@ -1,7 +1,7 @@
 """Answering across shards: which shard a subject is asked on, and how answers join.
 
-Pure and light (the standard library and ``leopard.model.tokens``, no pyarrow or
-numpy), because three places route queries the same way and one of them must stay
+Pure and light (the standard library, ``leopard.errors`` and ``leopard.model.tokens``,
+no pyarrow or numpy), because three places route queries the same way and one of them must stay
 light: ``leopard.core.sharded.ShardedIndex`` in one process, the router in front of
 shard servers (``leopard.http.router``) and the Python client given the shards' URLs
 (``leopard.client.sharded``), which may load nothing heavy.
@@ -17,7 +17,9 @@ shard servers (``leopard.http.router``) and the Python client given the shards' 
 * ``shortest``: of the chains several shards explain, the one one index would tell;
 * ``shard_label`` / ``shard_problems``: who a shard server says it is (``SHARD_HEADER``
   on every answer: shard k of n, of which build), and why answers said to come from
-  given shards cannot be joined (another shard, or another build, than expected).
+  given shards cannot be joined (another shard, or another build, than expected);
+* ``Placement``: what a shard served alone refuses, as it cannot answer it alone (a
+  plain subject placed on another shard; a question every shard answers in part).
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
+from leopard.errors import InvalidInput
 from leopard.model.tokens import decode_token, encode_token
 
 __all__ = [
     "SHARD_HEADER",
+    "Placement",
     "asks_every_shard",
     "least_position",
     "least_token",
@@ -155,3 +159,51 @@ def shard_problems(found: Iterable[tuple[int, str | None]], urls: Sequence[str])
             "them in, or was stopped while doing so (then build the index again)"
         )
     return problems
+
+
+#: what a refusal of a shard served alone tells to do instead
+_INSTEAD = "ask the router (leopard serve --route) or open the sharded index"
+
+
+class Placement:
+    """What an index that is shard ``k`` of ``n`` shards, served alone, cannot answer
+    (``Index.placement``; ``leopard.core.sharded.ServedShard``): a question about a
+    plain subject placed on another shard, whose direct sets it does not hold
+    (``own``), and one that every shard answers in part (``alone`` says why). A userset or a
+    wildcard subject is asked here (every shard holds the graph and the wildcards;
+    the router asks every shard about a userset and joins the answers)."""
+
+    def where(self) -> tuple[int, int]:
+        """(k, n): this index is shard k of n."""
+        raise NotImplementedError
+
+    def own(self, subject: object) -> None:
+        """InvalidInput naming ``subject``, its shard and this one when it is a plain
+        subject placed on another shard; a name that is no subject is left to the
+        index, which refuses it as usual."""
+        if type(subject) is not str or "#" in subject or ":" not in subject:
+            return
+        if subject.endswith(":*"):
+            return  # wildcards are on every shard
+        k, n = self.where()
+        at = shard_of(subject, n)
+        if at != k:
+            raise InvalidInput(
+                f"{subject} is placed on shard {at} of {n}, this index is shard {k}: " + _INSTEAD
+            )
+
+    def own_pairs(self, pairs: Iterable[object]) -> None:
+        """``own`` for the subject of each ``(subject, group)`` pair."""
+        for pair in pairs:
+            if isinstance(pair, (tuple, list)) and len(pair) == 2:
+                self.own(pair[0])
+
+    def alone(self, what: str) -> str:
+        """Why ``what`` (a question whose answer every shard holds in part, such as the
+        members of a set) cannot be answered by this shard alone."""
+        k, n = self.where()
+        return (
+            f"{what} needs every shard of this sharded index ({n} shards), and this index "
+            f"is shard {k} served alone: open the sharded index (leopard.open_index) or ask "
+            "the router's GET /v1/members (leopard serve --route)"
+        )
