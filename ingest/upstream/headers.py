@@ -11,8 +11,9 @@ the last revision seen on each partition (persisted in the source state under
 ``STATE``) and moves the index's position under ``SPICEDB_KEY`` to their minimum,
 in the write batch of the changes. The index's tokens then carry SpiceDB's revision,
 and a ZedToken is waited for as with ``leopard follow``. A record at or below the
-revision the index already has (the snapshot of ``build --from``, or a change the bridge
-sent again after a restart) is not applied again.
+revision the index already has (the snapshot of ``build --from``), or older than one its
+partition already carried (a change the bridge sent again, after a send it could not
+confirm or a restart), is not applied again.
 
 Every record of one run of the bridge also carries ``FROM``: the revision the run
 started after (its checkpoint's, ``--start-token``'s, or SpiceDB's current one). A
@@ -71,14 +72,20 @@ class BridgedRevisions:
         self.seen = True
         key = f"{message.topic}:{message.partition}"
         self._check_start(key, found.get(FROM), message)
-        self.revisions[key] = max(self.revisions.get(key, -1), revision)
+        prior = self.revisions.get(key, -1)
+        self.revisions[key] = max(prior, revision)
         if MARKER in found:
             try:
                 self.partitions[message.topic] = int(found[MARKER])
             except (TypeError, ValueError):  # no value, or not a count: not ours
                 pass
             return False
-        return revision > self.applied
+        # A record older than one this partition already carried was sent again (the
+        # bridge publishing from its checkpoint after a send it could not confirm, or
+        # restarted from an older one): it was applied in its turn, and applied again
+        # after the later changes of its tuple it would undo them. (Records of the
+        # partition's latest revision are taken: a revision has several changes.)
+        return revision > self.applied and revision >= prior
 
     def _check_start(self, key: str, start: bytes | None, message: Any) -> None:
         """Refuse a record of a bridge run that started after both where this

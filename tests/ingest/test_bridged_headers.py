@@ -112,3 +112,25 @@ def test_a_run_is_not_checked_without_a_revision_to_hold_it_to() -> None:
     assert not seen.take(run(100, 100, partition=0, marker=True))
     assert seen.take(run(150, 160, partition=1))
     assert seen.take(record(0, [(REVISION, b"170")]))  # a bridge that does not say
+
+
+def test_a_change_sent_again_after_later_ones_is_not_applied_again() -> None:
+    """The bridge publishes again from its checkpoint when a send is not confirmed: a
+    partition may then carry a tuple's touch and delete, then the touch again (before
+    every partition's marker moved the index's revision past it). Applied again, the
+    touch would undo the delete that follows it in SpiceDB's order."""
+    seen = revisions(applied=100)
+    sent = [  # (revision, op) on partition 0, the second pass sent again
+        (101, "touch"), (102, "delete"), (102, "marker"),
+        (101, "touch"), (102, "delete"), (102, "marker"),
+        (103, "touch"), (103, "touch-other"),
+    ]  # fmt: skip
+    taken = []
+    for rev, op in sent:
+        headers = [(REVISION, str(rev).encode())] + ([(MARKER, b"1")] if op == "marker" else [])
+        if seen.take(record(0, headers)):
+            taken.append((rev, op))
+    # the second touch of 101 is not applied again; the latest revision's changes all are
+    assert taken == [(101, "touch"), (102, "delete"), (102, "delete"), (103, "touch"),
+                     (103, "touch-other")]  # fmt: skip
+    assert seen.through() == 103
