@@ -47,7 +47,7 @@ from leopard.core.incremental import DeltaWriter, collector_paused
 from leopard.core.index import Index
 from leopard.core.layers import SetReader
 from leopard.core.successor import Successor, live_generation
-from leopard.errors import BrokerError, DecodeError
+from leopard.errors import BrokerError, DecodeError, UpstreamError
 from leopard.model.edges import schema_refusal
 from leopard.model.names import RelationTuple, format_tuple
 
@@ -123,7 +123,12 @@ class ChangeConsumer:
         """The head of a followed upstream as of now (SpiceDB's revision), or None
         when the source cannot be asked (a Kafka topic's head comes with fetches)."""
         head = getattr(self.source, "head", None)
-        return None if head is None else head(timeout)
+        if head is None:
+            return None
+        stopped = getattr(self.source, "fatal", None)
+        if stopped is not None:  # a gap, a refusal: it applies nothing more
+            raise UpstreamError(f"the follower has stopped: {stopped}")
+        return head(timeout)  # type: ignore[no-any-return]
 
     def _target(self) -> SetReader:
         """The reader the writer applies to: the pending generation, else the served."""

@@ -58,6 +58,7 @@ async def wait_for_head(
                 f"{what} within {timeout:g} s (the index is at {index.version})", index.version
             )
 
+    check_time("the change consumer is not running")  # (a stopped one: said at once)
     try:  # a followed SpiceDB says its head; a Kafka topic's comes with fetches
         asked = getattr(consumer, "upstream_head", None)  # (a stand-in may have none)
         upstream = None if asked is None else await loop.run_in_executor(None, asked, timeout)

@@ -65,6 +65,7 @@ from leopard.http.server import fit_connections, listen, uvicorn_config
 from leopard.http.shardlinks import ShardAnswer, ShardLinks
 from leopard.http.types import Receive, Scope, Send
 from leopard.model.routing import (
+    MIXED_BUILDS,
     asks_every_shard,
     least_position,
     least_token,
@@ -78,6 +79,10 @@ from leopard.model.routing import (
 __all__ = ["RouterService", "serve_router"]
 
 log = logging.getLogger("leopard.http")
+
+#: how long a join of shards' answers of two builds (each shard switches build at its
+#: own next refresh after a rebuild) is asked again before it is refused (seconds)
+JOIN_WAIT = 2.0
 
 Answer = tuple[int, bytes]
 _JSON = b"application/json"
@@ -236,6 +241,21 @@ class RouterService:
 
     # -- one shard, or all of them ---------------------------------------------------------
 
+    async def _joined(
+        self, ask: Callable[[], Awaitable[Sequence[ShardAnswer]]]
+    ) -> Sequence[ShardAnswer]:
+        """Every shard's answer (``ask``), once of one build: after a rebuild each shard
+        switches at its next refresh, so a join of two builds is asked again for up to
+        ``JOIN_WAIT`` s before it is refused (as ``_checked``)."""
+        deadline = time.monotonic() + JOIN_WAIT
+        while True:
+            answers = await ask()
+            problems = shard_problems(((a.shard, a.label) for a in answers), self.links.urls)
+            mixed = len(problems) == 1 and problems[0].startswith(MIXED_BUILDS)
+            if not mixed or time.monotonic() > deadline:
+                return self._checked(answers)  # (a wrong shard at a URL: refused at once)
+            await asyncio.sleep(0.05)
+
     def _checked(self, answers: Sequence[ShardAnswer]) -> Sequence[ShardAnswer]:
         """``answers``, once each came from the shard asked, all of one build;
         ShardUnavailable naming every one that did not."""
@@ -266,7 +286,8 @@ class RouterService:
             a = await self.links.get(k, self._target(scope), _wait(params))
             self._checked([a])
             return (a.status, a.body), []
-        answers = self._checked(await self.links.get_all(self._target(scope), _wait(params)))
+        target = self._target(scope)
+        answers = await self._joined(lambda: self.links.get_all(target, _wait(params)))
         refused = _first_refusal(answers)
         if refused is not None:
             return (refused.status, refused.body), []
@@ -313,7 +334,7 @@ class RouterService:
             if key in params:
                 sent[key] = params[key]
         target = "/v1/members?" + urlencode(sent, quote_via=quote, safe="")
-        answers = self._checked(await self.links.get_all(target, _wait(params)))
+        answers = await self._joined(lambda: self.links.get_all(target, _wait(params)))
         refused = _first_refusal(answers)
         if refused is not None:
             return refused.status, refused.body
@@ -327,7 +348,8 @@ class RouterService:
 
     async def get_version(self, scope: Scope, receive: Receive) -> Answer:
         params = query_params(scope)
-        answers = self._checked(await self.links.get_all(self._target(scope), _wait(params)))
+        target = self._target(scope)
+        answers = await self._joined(lambda: self.links.get_all(target, _wait(params)))
         refused = _first_refusal(answers)
         if refused is not None:
             return refused.status, refused.body
@@ -361,10 +383,11 @@ class RouterService:
             )
             for k in ks
         ]
-        answers = await asyncio.gather(
-            *(self.links.post(k, "/v1/check", b, wait) for k, b in zip(ks, bodies, strict=True))
+        answers = await self._joined(
+            lambda: asyncio.gather(
+                *(self.links.post(k, "/v1/check", b, wait) for k, b in zip(ks, bodies, strict=True))
+            )
         )
-        self._checked(answers)
         refused = _first_refusal(answers)
         if refused is not None:
             return refused.status, refused.body

@@ -33,6 +33,7 @@ from leopard.errors import InvalidInput
 from leopard.model.tokens import decode_token, encode_token
 
 __all__ = [
+    "MIXED_BUILDS",
     "SHARD_HEADER",
     "Placement",
     "asks_every_shard",
@@ -124,6 +125,10 @@ def shard_label(k: int, n: int, build: str | None) -> str:
     return f"{k}/{n}/{build or '-'}"
 
 
+#: how ``shard_problems`` begins the problem of answers of two builds
+MIXED_BUILDS = "the shards answer from different builds"
+
+
 def shard_problems(found: Iterable[tuple[int, str | None]], urls: Sequence[str]) -> list[str]:
     """Why the answers of ``found`` (each: the shard asked, and the ``SHARD_HEADER`` its
     server sent, None without one) cannot be joined as shards of one index of
@@ -155,7 +160,7 @@ def shard_problems(found: Iterable[tuple[int, str | None]], urls: Sequence[str])
             for b, ks in builds.items()
         )
         problems.append(
-            f"the shards answer from different builds ({told}): a sharded build is swapping "
+            f"{MIXED_BUILDS} ({told}): a sharded build is swapping "
             "them in, or was stopped while doing so (then build the index again)"
         )
     return problems

@@ -39,6 +39,7 @@ from leopard.core.incremental import DeltaWriter
 from leopard.core.index import Index
 from leopard.errors import StaleIndex, UpstreamGap
 from leopard.grpc.consistency import FULL, Freshness, StreamHead, Want
+from leopard.grpc.status import Refusal
 from leopard.http.freshness import Waits
 from leopard.http.headwait import wait_for_head
 from leopard.http.server import ConsumerThread
@@ -413,13 +414,20 @@ class _SlowWatch(SpiceDBFront):
 def test_fully_consistent_waits_for_spicedbs_head_not_the_watch(tmp_path: Path) -> None:
     """A fully consistent answer has every write SpiceDB acknowledged before the
     request, though its Watch has not sent it yet: the follower asks SpiceDB its head."""
+    from authzed.api import v1
+
     with _SlowWatch(SCHEMA) as front:
         initial(front, random.Random(8))
         path = tmp_path / "ix"
         bootstrap(path, SpiceDBSource(front.target))
         follower = SpiceDBFollower(path, SpiceDBSource(front.target))
         fresh = Freshness(follower.index, max_wait=20, head=StreamHead(follower))
-        thread = threading.Thread(target=follower.run, daemon=True)
+
+        def follow() -> None:
+            with pytest.raises(UpstreamGap):  # the schema change below stops it
+                follower.run()
+
+        thread = threading.Thread(target=follow, daemon=True)
         thread.start()
         try:
             for i in range(3):  # SpiceDB's API: fully_consistent
@@ -427,15 +435,26 @@ def test_fully_consistent_waits_for_spicedbs_head_not_the_watch(tmp_path: Path) 
                 fresh.reach(Want(FULL))
                 assert follower.index.check(f"user:fresh{i}", f"group:g{i}#member")
 
+            running = ConsumerThread(follower)
+            running._thread = thread  # the follower as the server runs it
+
             async def higher() -> None:  # OpenFGA's API: HIGHER_CONSISTENCY
                 waits = Waits(follower.index)
                 waits.bind()
-                await wait_for_head(follower.index, waits, ConsumerThread(follower), 20)
+                await wait_for_head(follower.index, waits, running, 20)
 
             for i in range(3, 5):
                 front.write([f"group:g{i}#member@user:fresh{i}"])
                 asyncio.run(higher())
                 assert follower.index.check(f"user:fresh{i}", f"group:g{i}#member")
+            # a follower stopped (here by a schema change) is said at once, not waited on
+            changed = SCHEMA + "\ndefinition extra {}"
+            front.client().WriteSchema(v1.WriteSchemaRequest(schema=changed))
+            thread.join(30)
+            started = time.monotonic()
+            with pytest.raises(Refusal, match="the follower has stopped: .*schema changed"):
+                fresh.reach(Want(FULL))
+            assert time.monotonic() - started < 5
         finally:
             follower.stop()
             thread.join(30)

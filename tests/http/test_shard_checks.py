@@ -11,6 +11,7 @@ every shard serves the new build it answers again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -19,12 +20,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from support.http import call, leopard_serve, q, wait_until
 
 import leopard
 from leopard.client import ShardedClient, ShardUnavailable
+from leopard.http.router import RouterService
+from leopard.http.shardlinks import ShardAnswer
 from leopard.model.routing import shard_of
 from leopard.store.manifest import read_manifest
 
@@ -194,3 +198,29 @@ def test_shards_of_two_builds_are_refused_until_all_serve_the_new_one(tmp_path: 
         assert wait_until(lambda: call(r, "GET", "/readyz").status == 200)
         with ShardedClient(urls) as sc:
             assert sc.members_of("group:new") == sorted(USERS)
+
+
+def test_a_join_of_two_builds_is_asked_again_while_shards_switch() -> None:
+    """After a rebuild each shard server switches at its own next refresh: a join that
+    finds two builds is asked again (up to JOIN_WAIT) before it is refused; a wrong
+    shard at a URL is refused at once."""
+    router = RouterService.__new__(RouterService)  # its joining alone, without servers
+    router.links = SimpleNamespace(urls=["http://a", "http://b"])  # type: ignore[assignment]
+    labels = iter([("0/2/old", "1/2/new"), ("0/2/new", "1/2/new")])
+    asked: list[int] = []
+
+    async def ask() -> list[ShardAnswer]:
+        asked.append(1)
+        return [ShardAnswer(k, 200, b"{}", label) for k, label in enumerate(next(labels))]
+
+    answers = asyncio.run(router._joined(ask))
+    assert len(asked) == 2 and [a.label for a in answers] == ["0/2/new", "1/2/new"]
+
+    async def wrong() -> list[ShardAnswer]:
+        asked.append(1)
+        return [ShardAnswer(0, 200, b"{}", "1/2/new"), ShardAnswer(1, 200, b"{}", "0/2/new")]
+
+    asked.clear()
+    with pytest.raises(ShardUnavailable, match="not shard 0 of 2"):
+        asyncio.run(router._joined(wrong))
+    assert len(asked) == 1
