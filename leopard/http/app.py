@@ -160,7 +160,7 @@ class LeopardService:
         if kind == "http":
             shard = self.shard
             if shard is not None:
-                send = _labelled(send, shard.label().encode())
+                send = _labelled(send, shard.label)
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
@@ -284,12 +284,14 @@ class LeopardService:
             await asyncio.to_thread(self.consumer.stop)
 
 
-def _labelled(send: Send, label: bytes) -> Send:
-    """``send`` with ``Leopard-Shard: label`` on the answer."""
+def _labelled(send: Send, label: Callable[[], str]) -> Send:
+    """``send`` with ``Leopard-Shard: label()`` on the answer, read as it starts: the
+    build that answered (a request that waited may be answered by a newer one than the
+    build served when it came)."""
 
     async def labelled(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", ()), (_SHARD, label)]
+            message["headers"] = [*message.get("headers", ()), (_SHARD, label().encode())]
         await send(message)
 
     return labelled
