@@ -374,29 +374,11 @@ def test_max_shrink_and_nothing_indexed_are_counted_over_every_shard(tmp_path: P
         assert not ix.check("user:alice", "group:all")
 
 
-_KILL_AFTER_SHARD_0 = """
-import os, signal, sys
-import leopard
-from leopard.store.generations import IndexDir
-
-real = IndexDir.publish
-
-
-def publish(self, tmp):
-    out = real(self, tmp)
-    if self.path.name == "shard-0":  # kill -9 between two shards' swaps
-        os.kill(os.getpid(), signal.SIGKILL)
-    return out
-
-
-IndexDir.publish = publish
-leopard.build_index([sys.argv[2]], sys.argv[1], shards=2)
-"""
-
-
 def _killed_between_swaps(root: Path, snapshot: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", _KILL_AFTER_SHARD_0, str(root), str(snapshot)], check=False
+        [sys.executable, "-m", "support.killswap", str(root), str(snapshot)],
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],  # tests/, where support is
     )
     assert done.returncode == -signal.SIGKILL
 

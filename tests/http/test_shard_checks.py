@@ -37,30 +37,12 @@ USERS = [f"user:u{i}" for i in range(12)]
 
 pytestmark = pytest.mark.slow
 
-_KILL_AFTER_SHARD_0 = """
-import os, signal, sys
-import leopard
-from leopard.store.generations import IndexDir
-
-real = IndexDir.publish
-
-
-def publish(self, tmp):
-    out = real(self, tmp)
-    if self.path.name == "shard-0":  # kill -9 between two shards' swaps
-        os.kill(os.getpid(), signal.SIGKILL)
-    return out
-
-
-IndexDir.publish = publish
-leopard.build_index([sys.argv[2]], sys.argv[1], shards=int(sys.argv[3]))
-"""
-
 
 def _killed_between_swaps(root: Path, snapshot: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", _KILL_AFTER_SHARD_0, str(root), str(snapshot), str(SHARDS)],
+        [sys.executable, "-m", "support.killswap", str(root), str(snapshot), str(SHARDS)],
         check=False,
+        cwd=Path(__file__).resolve().parents[1],  # tests/, where support is
     )
     assert done.returncode == -signal.SIGKILL
 
