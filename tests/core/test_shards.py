@@ -13,9 +13,6 @@ keeps it a shard) are run here on sharded builds of 1 to 4 shards.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, precondition, rule
 from support.index_model import TOPIC, Model, compare_all
+from support.killswap import killed_between_swaps
 from support.oracle import Oracle
 from support.strategies import Graph, graphs
 from test_incremental import IncrementalMachine
@@ -374,15 +372,6 @@ def test_max_shrink_and_nothing_indexed_are_counted_over_every_shard(tmp_path: P
         assert not ix.check("user:alice", "group:all")
 
 
-def _killed_between_swaps(root: Path, snapshot: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "support.killswap", str(root), str(snapshot)],
-        check=False,
-        cwd=Path(__file__).resolve().parents[1],  # tests/, where support is
-    )
-    assert done.returncode == -signal.SIGKILL
-
-
 def test_shards_of_two_builds_are_refused_and_a_retry_mends_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -396,7 +385,7 @@ def test_shards_of_two_builds_are_refused_and_a_retry_mends_them(
     new.write_text("".join(f"group:b#member@user:u{i}\n" for i in range(40)))
     root = tmp_path / "ix"
     leopard.build_index([old], root, shards=2)
-    _killed_between_swaps(root, new)
+    killed_between_swaps(root, new)
     with pytest.raises(StorageError, match="are of two builds .*stopped while doing so"):
         leopard.open_index(root)
     leopard.build_index([new], root, shards=2)
@@ -404,7 +393,7 @@ def test_shards_of_two_builds_are_refused_and_a_retry_mends_them(
         assert all(ix.check(f"user:u{i}", "group:b#member") for i in range(40))
         assert not any(ix.check(f"user:u{i}", "group:a#member") for i in range(40))
     first = tmp_path / "first"
-    _killed_between_swaps(first, new)
+    killed_between_swaps(first, new)
     assert read_manifest(first) is None
     leopard.build_index([new], first, shards=2)  # over what the killed one left
     with leopard.open_index(first) as ix:
@@ -461,7 +450,7 @@ def test_an_open_index_refreshed_during_a_swap_answers_from_one_build(tmp_path: 
     everyone = [f"user:u{i}" for i in range(40)]
     with leopard.open_index(root) as ix:
         assert sorted(ix.members_of("group:a#member")) == sorted(everyone)
-        _killed_between_swaps(root, new)  # shard 0 of the new build, shard 1 of the old
+        killed_between_swaps(root, new)  # shard 0 of the new build, shard 1 of the old
         ix.refresh()
         assert sorted(ix.members_of("group:a#member")) == sorted(everyone)
         assert ix.members_of("group:b#member") == []

@@ -14,9 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 from support.http import call, leopard_serve, q, wait_until
+from support.killswap import killed_between_swaps
 
 import leopard
 from leopard.client import ShardedClient, ShardUnavailable
@@ -36,15 +34,6 @@ SHARDS = 3
 USERS = [f"user:u{i}" for i in range(12)]
 
 pytestmark = pytest.mark.slow
-
-
-def _killed_between_swaps(root: Path, snapshot: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "support.killswap", str(root), str(snapshot), str(SHARDS)],
-        check=False,
-        cwd=Path(__file__).resolve().parents[1],  # tests/, where support is
-    )
-    assert done.returncode == -signal.SIGKILL
 
 
 def _snapshots(tmp_path: Path) -> tuple[Path, Path]:
@@ -134,7 +123,7 @@ def test_a_shard_server_switches_build_only_once_the_manifest_names_it(tmp_path:
     target = "/v1/check?" + q(subject=u, group="group:new")
     with shard_servers(root, [0]) as (url,):
         assert call(url, "GET", target).json["member"] is False
-        _killed_between_swaps(root, new)
+        killed_between_swaps(root, new, SHARDS)
         time.sleep(1.5)  # many refreshes
         a = call(url, "GET", target)
         assert a.json["member"] is False  # still the old build
@@ -155,7 +144,7 @@ def test_shards_of_two_builds_are_refused_until_all_serve_the_new_one(tmp_path: 
     old, new = _snapshots(tmp_path)
     root = tmp_path / "ix"
     leopard.build_index([old], root, shards=SHARDS)
-    _killed_between_swaps(root, new)
+    killed_between_swaps(root, new, SHARDS)
     members = "/v1/members?" + q(group="group:new")
     with shard_servers(root) as urls, router(urls) as r:
         a = call(r, "GET", members)
