@@ -24,7 +24,7 @@ from leopard.errors import StaleIndex
 from leopard.model.tokens import reached, wanted_position
 from leopard.model.zedtoken import SPICEDB_KEY
 
-__all__ = ["wait_steps", "unreachable", "POLL"]
+__all__ = ["wait_steps", "unreachable", "followed_elsewhere", "POLL"]
 
 #: the longest pause between two looks at the position, woken or not
 POLL = 0.05
@@ -120,4 +120,22 @@ def unreachable(
     return (
         f"version {token} asks for {', '.join(map(_named, foreign))} ({asked}), which "
         f"this index has applied nothing of (it follows {follows})"
+    )
+
+
+def followed_elsewhere(position: Collection[str], gaps: Collection[str]) -> str | None:
+    """Why a fully consistent read (gRPC ``fully_consistent``, OpenFGA's
+    ``HIGHER_CONSISTENCY``) cannot be answered by a server that applies no change stream
+    itself, or None when it can: an index whose position names a stream (``position``
+    and ``gaps`` are its keys) is kept fresh by some other process, or by none, and its
+    current version says nothing of what that stream holds beyond it. An index built
+    from files, followed by nothing, is its own head."""
+    streams = sorted({_stream(k) for k in (*position, *gaps)})
+    if not streams:
+        return None
+    return (
+        f"the index follows {', '.join(map(_named, streams))}, and this server does not "
+        "apply that stream itself (a separate leopard follow or consume does, or none), "
+        "so it cannot know the stream's head; serve the index with the follower in the "
+        "same process (--source, or --brokers and --topic)"
     )

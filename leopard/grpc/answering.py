@@ -21,13 +21,22 @@ from typing import Any
 
 import grpc
 
-from leopard.core.freshness import unreachable
+from leopard.core.freshness import followed_elsewhere, unreachable
 from leopard.core.index import Index
 from leopard.errors import InvalidInput
-from leopard.grpc.consistency import AT_LEAST, INVALID_REVISION, Foreign, Freshness, Want
+from leopard.grpc.consistency import (
+    AT_LEAST,
+    EXACT,
+    FULL,
+    INVALID_REVISION,
+    Foreign,
+    Freshness,
+    Want,
+)
 from leopard.grpc.forward import Upstream, for_upstream
 from leopard.grpc.names import Catalog
 from leopard.grpc.status import Refusal
+from leopard.model.tokens import encode_token
 from leopard.model.zedtoken import SPICEDB_KEY, zedtoken_position
 
 __all__ = ["Answering", "Forward"]
@@ -61,16 +70,34 @@ class Answering:
         """The request's consistency. A SpiceDB ZedToken as ``at_least_as_fresh`` is
         waited for when the index follows SpiceDB (its version carries the revision);
         any other token not of this index goes to SpiceDB, or is refused as SpiceDB
-        refuses garbage."""
+        refuses garbage. A SpiceDB ZedToken as ``at_exact_snapshot`` is answered when it
+        names the revision the index is at. ``fully_consistent`` at an index that
+        follows a stream this server does not apply goes to SpiceDB, or is refused
+        (``followed_elsewhere``)."""
         try:
-            return Want.of(request)
+            want = Want.of(request)
         except Foreign as foreign:
             token = foreign.args[0] if foreign.args else ""
             if self._follows_spicedb(request, token):
-                return Want(AT_LEAST, token)
+                which = request.consistency.WhichOneof("requirement")
+                if which == "at_least_as_fresh":
+                    return Want(AT_LEAST, token)
+                return Want(EXACT, encode_token(zedtoken_position(token)))
             if self.upstream is not None:
                 raise Forward() from None
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, self._foreign(token)) from None
+        if want.kind == FULL and self.freshness.head is None:
+            index = self.index
+            why = followed_elsewhere(index.position, index.gaps)
+            if why is not None:
+                if self.upstream is not None:
+                    raise Forward()
+                raise Refusal(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"fully consistent: {why}, or start Leopard with --upstream-spicedb "
+                    "HOST:PORT to have SpiceDB answer fully consistent requests",
+                )
+        return want
 
     def _foreign(self, token: str) -> str:
         """SpiceDB's words for a token that is no revision it has; for a genuine
@@ -82,12 +109,17 @@ class Answering:
             return INVALID_REVISION
         index = self.index
         why = unreachable(token, wanted, {*index.position, *index.gaps}, index.topics)
-        if why is None:  # it follows SpiceDB: a snapshot of SpiceDB's own is not ours
+        if why is None and SPICEDB_KEY in index.gaps:
+            why = f"the index stopped following SpiceDB at a gap: {index.gaps[SPICEDB_KEY]}"
+        if why is None:
             return INVALID_REVISION
         return f"{INVALID_REVISION}: {why}; or start Leopard with --upstream-spicedb HOST:PORT"
 
     def _follows_spicedb(self, request: Any, token: str) -> bool:
-        if request.consistency.WhichOneof("requirement") != "at_least_as_fresh":
+        """Whether ``token`` is a SpiceDB ZedToken, asked as ``at_least_as_fresh`` or
+        ``at_exact_snapshot`` of an index whose version carries SpiceDB's revision."""
+        which = request.consistency.WhichOneof("requirement")
+        if which not in ("at_least_as_fresh", "at_exact_snapshot"):
             return False
         if SPICEDB_KEY not in self.index.position:
             return False

@@ -16,13 +16,18 @@ carries the index's version token in ``ZedToken.token`` (``v1.…``). A request'
     wait, as long in all, until the index has applied the change stream's head as of
     the request: the high watermarks of a fetch the consumer in this process sent
     after the request came (``StreamHead``), so every change acknowledged before it
-    is applied. Without a consumer in the process there is no stream to be behind:
-    the current version. Not reached in time: ``UNAVAILABLE``, naming both.
+    is applied. Not reached in time: ``UNAVAILABLE``, naming both. Without a consumer
+    in the process, an index built from files is its own head (the current version);
+    one whose version names a stream (kept fresh by a separate ``leopard follow`` or
+    ``consume``, or by none) cannot know that stream's head: the request goes to the
+    SpiceDB behind Leopard, or is ``UNAVAILABLE`` saying why
+    (``leopard.core.freshness.followed_elsewhere``).
 ``at_exact_snapshot``
-    answered when it is the current version, otherwise ``OUT_OF_RANGE`` as SpiceDB
-    refuses a snapshot its datastore cannot read (``invalid revision: revision has
-    expired`` for an older version, ``... revision was invalid`` for one not
-    reached), naming both: the index keeps no past versions.
+    answered when it is the current version (or, at an index that follows SpiceDB, a
+    ZedToken of SpiceDB's naming the revision the index is at), otherwise
+    ``OUT_OF_RANGE`` as SpiceDB refuses a snapshot its datastore cannot read
+    (``invalid revision: revision has expired`` for an older version, ``... revision
+    was invalid`` for one not reached), naming both: the index keeps no past versions.
 
 A token that is no Leopard version (garbage, or a real SpiceDB's) is ``Foreign``:
 forwarded to the SpiceDB behind Leopard when there is one, which understands its own
@@ -46,7 +51,16 @@ from leopard.errors import InvalidInput, StaleIndex, UpstreamError
 from leopard.grpc.status import Refusal
 from leopard.model.tokens import decode_token, encode_token, reached
 
-__all__ = ["AT_LEAST", "Foreign", "Freshness", "StreamHead", "Want", "INVALID_REVISION"]
+__all__ = [
+    "AT_LEAST",
+    "EXACT",
+    "FULL",
+    "Foreign",
+    "Freshness",
+    "StreamHead",
+    "Want",
+    "INVALID_REVISION",
+]
 
 INVALID_REVISION = "invalid revision requested"  # SpiceDB's words for a garbage ZedToken
 

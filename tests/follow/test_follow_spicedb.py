@@ -44,8 +44,14 @@ from leopard.http.freshness import Waits
 from leopard.http.headwait import wait_for_head
 from leopard.http.server import ConsumerThread
 from leopard.model.config import Config
-from leopard.model.tokens import decode_token
-from leopard.model.zedtoken import SPICEDB_KEY, decode_zedtoken, encode_zedtoken, revision_number
+from leopard.model.tokens import decode_token, encode_token
+from leopard.model.zedtoken import (
+    SPICEDB_KEY,
+    decode_zedtoken,
+    encode_zedtoken,
+    revision_number,
+    zedtoken_position,
+)
 
 _MISSING = missing_reason()
 pytestmark = [
@@ -392,6 +398,56 @@ def test_spicedb_api_waits_for_a_spicedb_write_token(front: SpiceDBFront, tmp_pa
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         finally:
             server.stop(grace=1.0)
+
+
+def test_spicedb_api_answers_a_spicedb_snapshot_of_the_revision_it_is_at(
+    front: SpiceDBFront, tmp_path: Path
+) -> None:
+    """``at_exact_snapshot`` with SpiceDB's own ZedToken, at an index that follows
+    SpiceDB: answered when it names the revision the index is at (as SpiceDB answers
+    it), refused as SpiceDB refuses a revision it no longer keeps when it names an
+    older one, naming both, never as garbage."""
+    from authzed.api import v1
+
+    from leopard.grpc.server import GrpcOptions, GrpcServer
+
+    initial(front, random.Random(6))
+    path = tmp_path / "ix"
+    bootstrap(path, SpiceDBSource(front.target))
+    run = Running(path, front)
+    server = GrpcServer(run.follower.index, GrpcOptions(port=0, max_wait=15.0))
+    target = server.start()
+
+    def ask(token: v1.ZedToken) -> Any:
+        return v1.InsecureClient(target, "unused").CheckPermission(
+            v1.CheckPermissionRequest(
+                resource=v1.ObjectReference(object_type="group", object_id="g0"),
+                permission="member",
+                subject=v1.SubjectReference(
+                    object=v1.ObjectReference(object_type="user", object_id="snap")
+                ),
+                consistency=v1.Consistency(at_exact_snapshot=token),
+            )
+        )
+
+    try:
+        older = front.write(["group:g1#member@user:before-snap"])
+        token = front.write(["group:g0#member@user:snap"])
+        run.follower.index.wait_for(encode_token(zedtoken_position(token.token)), 15)
+        revision = decode_token(run.follower.index.version)[SPICEDB_KEY]
+        mine = v1.ZedToken(token=encode_zedtoken(str(revision)))
+        answer = ask(mine)
+        assert answer.permissionship == v1.CheckPermissionResponse.PERMISSIONSHIP_HAS_PERMISSION
+        assert answer.checked_at.token == run.follower.index.version
+        with pytest.raises(grpc.RpcError) as refused:
+            ask(older)
+        assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert "revision has expired" in refused.value.details()
+        assert run.follower.index.version in refused.value.details()
+    finally:
+        server.stop(grace=1.0)
+        run.stop()
+    assert run.error is None
 
 
 class _SlowWatch(SpiceDBFront):

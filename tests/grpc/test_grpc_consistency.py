@@ -10,8 +10,11 @@ position. Then:
   ``max_wait``, and is answered as soon as a change brings the index there; not
   reached in time it is refused as SpiceDB refuses a revision it does not have
   (compared with SpiceDB embedded, given a ZedToken of its own from the future);
-* ``fully_consistent`` without a stream in the process is the current version (with
-  one, ``test_grpc_serve.py`` follows a real broker);
+* ``fully_consistent`` of an index built from files, which follows no stream, is the
+  current version; of this one, whose stream this server does not apply (the
+  ``DeltaWriter`` stands for a consumer in another process), it is UNAVAILABLE saying
+  why, never the current version passed off as the head (with a consumer in the
+  process, ``test_grpc_serve.py`` follows a real broker);
 * ``at_exact_snapshot`` is answered at the current version and refused, with SpiceDB's
   code, for any other;
 * a ZedToken that is no version at all is INVALID_ARGUMENT, as in SpiceDB.
@@ -31,7 +34,7 @@ from typing import Any
 import grpc
 import pytest
 from authzed.api import v1
-from docs_world import SCHEMA, LeopardGrpc, tuples
+from docs_world import SCHEMA, LeopardGrpc, build, tuples
 from support.spicedb_front import SpiceDBFront, missing_reason
 
 import leopard
@@ -327,14 +330,32 @@ def test_a_version_not_reached_is_refused_with_spicedb_code(hasty: World) -> Non
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_fully_consistent_without_a_stream_is_the_current_version(
-    world: World, method: str
+def test_fully_consistent_of_an_index_that_follows_no_stream_is_the_current_version(
+    tmp_path: Path, method: str
 ) -> None:
     full = v1.Consistency(fully_consistent=True)
-    version = world.apply("+" + CHANGE)
-    started = time.monotonic()
-    assert ASK[method](world.client, full) == (True, version)
-    assert time.monotonic() - started < 1.0
+    with LeopardGrpc(build(tmp_path, [*tuples(), CHANGE])) as leo:
+        started = time.monotonic()
+        assert ASK[method](leo.client(), full) == (True, leo.index.version)
+        assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_fully_consistent_of_a_stream_applied_elsewhere_is_refused_saying_why(
+    world: World, method: str
+) -> None:
+    """The index follows ``changes``, applied by a writer that is not this server's
+    consumer (as ``leopard follow`` or ``consume`` in another process): this server
+    cannot know the stream's head, so the current version is no fully consistent
+    answer."""
+    full = v1.Consistency(fully_consistent=True)
+    world.apply("+" + CHANGE)
+    refused = refusal(lambda: ASK[method](world.client, full))
+    assert refused.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    details = refused.details()  # type: ignore[attr-defined]
+    assert "follows topic 'changes'" in details
+    assert "this server does not apply that stream" in details
+    assert "--upstream-spicedb" in details
 
 
 # -- at_exact_snapshot -----------------------------------------------------------------------

@@ -21,6 +21,8 @@ from docs_world import DOCS, FOLDERS, GROUPS, SCHEMA, USERS, LeopardGrpc, build,
 from google.protobuf import struct_pb2
 from support.spicedb_front import SpiceDBFront, missing_reason
 
+import leopard
+
 _MISSING = missing_reason()
 pytestmark = [
     pytest.mark.spicedb,
@@ -327,6 +329,37 @@ def test_the_upstream_gets_its_own_key_and_the_callers_headers(tmp_path: Path) -
     assert len(recorder.seen) == 1  # the refused call never went on
     assert recorder.seen[0]["authorization"] == "Bearer back-door"
     assert recorder.seen[0]["x-request-id"] == "abc"
+
+
+def test_fully_consistent_of_a_stream_applied_elsewhere_goes_to_the_upstream(
+    tmp_path: Path,
+) -> None:
+    """An index that follows a stream no consumer in this server applies cannot know the
+    stream's head: a fully consistent check goes to the SpiceDB behind Leopard, which
+    can; one that may be answered at the current version does not."""
+    recorder = _Recorder()
+    upstream = grpc.server(futures.ThreadPoolExecutor(2))
+    upstream.add_generic_rpc_handlers((recorder,))
+    port = upstream.add_insecure_port("127.0.0.1:0")
+    upstream.start()
+    path = tmp_path / "idx"
+    (tmp_path / "docs.zed").write_text(SCHEMA)
+    leopard.build_index([tuples()], path, schema=tmp_path / "docs.zed", position={"changes:0": 3})
+    question = {
+        "resource": obj("doc", DOCS[0]),
+        "permission": "view",
+        "subject": subj("user", USERS[0]),
+    }
+    try:
+        with LeopardGrpc(path, upstream=f"127.0.0.1:{port}") as leo:
+            client = leo.client()
+            client.CheckPermission(v1.CheckPermissionRequest(**question))
+            assert recorder.seen == []  # answered by the index
+            full = v1.Consistency(fully_consistent=True)
+            client.CheckPermission(v1.CheckPermissionRequest(**question, consistency=full))
+    finally:
+        upstream.stop(None)
+    assert len(recorder.seen) == 1
 
 
 def test_an_upstream_that_is_down_is_unavailable_naming_it(tmp_path: Path) -> None:

@@ -319,6 +319,31 @@ def test_higher_consistency_sees_what_was_published_before(
             assert DOCS[3] in client.list_objects(request, higher).objects
 
 
+def test_higher_consistency_of_a_stream_applied_elsewhere_is_refused_saying_why(
+    tmp_path: Path,
+) -> None:
+    """An index that follows a stream (here built at a position of one) served by a
+    server that does not apply it (a separate ``leopard consume`` or ``follow`` keeps
+    it fresh, or none does): the server cannot know the stream's head, so
+    ``HIGHER_CONSISTENCY`` is a 503 saying why, not the current version passed off as
+    the head; ``MINIMIZE_LATENCY`` is answered."""
+    (tmp_path / "model.fga").write_text(MODEL)
+    index = tmp_path / "idx"
+    leopard.build_index([TUPLES], index, schema=tmp_path / "model.fga", position={"changes:0": 7})
+    question = {"tuple_key": {"user": USERS[0], "relation": "member", "object": GROUPS[0]}}
+    with leopard_serve("--index", str(index)) as (url, _):
+        store = default_store_id(index)
+        higher = call(url, "POST", f"/stores/{store}/check",
+                      json.dumps({**question, "consistency": "HIGHER_CONSISTENCY"}))  # fmt: skip
+        assert higher.status == 503, higher.body
+        said = higher.json["message"]
+        assert "follows topic 'changes'" in said
+        assert "this server does not apply that stream" in said
+        quick = call(url, "POST", f"/stores/{store}/check",
+                     json.dumps({**question, "consistency": "MINIMIZE_LATENCY"}))  # fmt: skip
+        assert quick.status == 200, quick.body
+
+
 def test_expand_needs_an_upstream(fga: OpenFgaClient) -> None:
     with pytest.raises(NotFoundException) as exc:
         fga.expand(ClientExpandRequest(relation="viewer", object=DOCS[0]))
