@@ -17,7 +17,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, AliasGenerator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 __all__ = [
@@ -73,7 +81,9 @@ def _both_names(name: str) -> AliasChoices | str:
 
 
 class _Request(BaseModel):
-    """A request, or a part of one: both names of a field, unknown fields ignored."""
+    """A request, or a part of one: both names of a field, unknown fields ignored, and a
+    field given as ``null`` read as not given, as protojson reads it (the Go SDK, and so
+    the ``fga`` command, sends ``"contextual_tuples": {"tuple_keys": null}``)."""
 
     model_config = ConfigDict(
         extra="ignore",
@@ -81,6 +91,16 @@ class _Request(BaseModel):
         populate_by_name=True,
         alias_generator=AliasGenerator(validation_alias=_both_names),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_unset(cls, data: Any) -> Any:
+        # protojson: JSON null is a field's default, for every field but a
+        # google.protobuf.Value (none here: a condition's context is a Struct, whose
+        # values are left as they are)
+        if isinstance(data, dict) and None in data.values():
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
 
 # -- requests -------------------------------------------------------------------------
@@ -96,7 +116,7 @@ class TupleKey(_Request):
 
 
 class ContextualTupleKeys(_Request):
-    tuple_keys: list[TupleKey] = Field(max_length=100)
+    tuple_keys: list[TupleKey] = Field(default_factory=list, max_length=100)
 
 
 class CheckRequestTupleKey(_Request):

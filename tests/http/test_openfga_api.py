@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -342,6 +343,32 @@ def test_higher_consistency_of_a_stream_applied_elsewhere_is_refused_saying_why(
         quick = call(url, "POST", f"/stores/{store}/check",
                      json.dumps({**question, "consistency": "MINIMIZE_LATENCY"}))  # fmt: skip
         assert quick.status == 200, quick.body
+
+
+def test_the_fga_command_checks_and_lists_through_leopard(
+    served: str, store_id: str, oracle: dict[str, Any]
+) -> None:
+    """OpenFGA's own command line (its Go SDK) against the index: its bodies carry
+    ``"contextual_tuples": {"tuple_keys": null}``, which OpenFGA's gateway reads as no
+    tuples; so does Leopard, and the answers are OpenFGA's engine's."""
+    fga = fga_binary()
+    assert fga is not None
+    where = ["--store-id", store_id, "--api-url", served]
+    asked = 0
+    for (user, relation, obj), allowed in list(oracle["checks"].items())[::97]:
+        out = subprocess.run([fga, "query", "check", user, relation, obj, *where],
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["allowed"] is allowed, (user, relation, obj)
+        asked += 1
+    assert asked >= 5
+    user, relation, kind = next(iter(oracle["list_objects"]))
+    out = subprocess.run([fga, "query", "list-objects", user, relation, kind, *where],
+                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert sorted(json.loads(out.stdout)["objects"]) == sorted(
+        oracle["list_objects"][(user, relation, kind)]
+    )
 
 
 def test_expand_needs_an_upstream(fga: OpenFgaClient) -> None:
