@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from importlib import metadata
 from typing import Any
 
 import click
@@ -90,15 +91,36 @@ def _unavailable(name: str, exc: ModuleNotFoundError) -> click.Command:
     )
 
 
+def installed_version() -> str:
+    """The installed distribution's version; what runs from a checkout that is not
+    installed says so instead."""
+    try:
+        return metadata.version("leopard-index")
+    except metadata.PackageNotFoundError:
+        return "unknown (this checkout is not installed: pip install -e .)"
+
+
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    # which codec of stored sets is in use (setup.py builds the compiled one)
+    codec = "compiled" if COMPILED else "Python"
+    click.echo(f"{ctx.find_root().info_name}, version {installed_version()} ({codec} set codec)")
+    ctx.exit()
+
+
 @click.group(
     cls=LazyGroup,
     lazy_commands=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(
-    package_name="leopard-index",
-    # which codec of stored sets is in use (setup.py builds the compiled one)
-    message=f"%(prog)s, version %(version)s ({'compiled' if COMPILED else 'Python'} set codec)",
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
 )
 def main() -> None:
     """Leopard: a group membership index with precomputed nested-group closures.

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -534,6 +535,19 @@ def test_top_level_help_and_version() -> None:
     assert ok("-h") == out
     assert "version" in ok("--version")
     assert "(compiled set codec)" in ok("--version")  # setup.py built leopard.model._sets
+
+
+def test_the_version_of_a_checkout_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from a checkout without the distribution installed, ``--version`` says so in
+    one line, not a traceback."""
+
+    def missing(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", missing)
+    out = ok("--version")
+    assert "version unknown (this checkout is not installed" in out
+    assert out.count("\n") == 1
 
 
 def test_help_in_a_real_process() -> None:
