@@ -464,3 +464,19 @@ def test_a_spicedb_zedtoken_says_the_index_holds_no_revision(world: World, metho
     assert said.startswith("invalid revision requested: "), said
     assert "is a SpiceDB ZedToken" in said and "holds no SpiceDB revision" in said, said
     assert "--upstream-spicedb" in said, said
+
+
+def test_a_spicedb_token_after_the_spicedb_stream_stopped_at_a_gap_names_the_gap() -> None:
+    """An index whose SpiceDB stream stopped at a gap holds no SpiceDB revision in its
+    version any more: a SpiceDB ZedToken is then refused naming the gap, not with
+    SpiceDB's bare words for garbage."""
+    from types import SimpleNamespace
+
+    from leopard.grpc.answering import Answering
+
+    stopped = "SpiceDB's Watch cannot resume from revision 7 (the datastore was replaced)"
+    index = SimpleNamespace(position={}, gaps={"spicedb": stopped}, topics=())
+    answering = Answering(index, None, None)  # type: ignore[arg-type]
+    said = answering._foreign(encode_zedtoken("5"))
+    assert said.startswith("invalid revision requested: ")
+    assert "stopped following SpiceDB at a gap" in said and stopped in said
