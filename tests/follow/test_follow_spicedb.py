@@ -340,6 +340,36 @@ def test_build_from_and_follow_commands(front: SpiceDBFront, tmp_path: Path) -> 
     assert "followed spicedb:" in err
 
 
+def _served_follower(front: SpiceDBFront, tmp_path: Path, seed: int) -> tuple[Any, Any, str]:
+    """An index of ``front``'s random relationships, following it in this process and
+    served over gRPC: the follower, the server and its address."""
+    from leopard.grpc.server import GrpcOptions, GrpcServer
+
+    initial(front, random.Random(seed))
+    path = tmp_path / "ix"
+    bootstrap(path, SpiceDBSource(front.target))
+    run = Running(path, front)
+    server = GrpcServer(run.follower.index, GrpcOptions(port=0, max_wait=15.0))
+    return run, server, server.start()
+
+
+def _g0_member(target: str, user: str, consistency: Any) -> Any:
+    """CheckPermission of ``user`` in group:g0#member, asked of the gRPC server at
+    ``target`` with ``consistency``."""
+    from authzed.api import v1
+
+    return v1.InsecureClient(target, "unused").CheckPermission(
+        v1.CheckPermissionRequest(
+            resource=v1.ObjectReference(object_type="group", object_id="g0"),
+            permission="member",
+            subject=v1.SubjectReference(
+                object=v1.ObjectReference(object_type="user", object_id=user)
+            ),
+            consistency=consistency,
+        )
+    )
+
+
 def test_spicedb_api_waits_for_a_spicedb_write_token(front: SpiceDBFront, tmp_path: Path) -> None:
     """Read your own write through Leopard's SpiceDB API: the ZedToken SpiceDB gave a
     write, as ``at_least_as_fresh``, is waited for while the index follows SpiceDB;
@@ -350,26 +380,11 @@ def test_spicedb_api_waits_for_a_spicedb_write_token(front: SpiceDBFront, tmp_pa
     from leopard.api import build_index
     from leopard.grpc.server import GrpcOptions, GrpcServer
 
-    initial(front, random.Random(5))
-    path = tmp_path / "ix"
-    bootstrap(path, SpiceDBSource(front.target))
-    run = Running(path, front)
-    server = GrpcServer(run.follower.index, GrpcOptions(port=0, max_wait=15.0))
-    target = server.start()
+    run, server, target = _served_follower(front, tmp_path, 5)
     try:
-        client = v1.InsecureClient(target, "unused")
         for user in ("fresh1", "fresh2", "fresh3"):
             token = front.write([f"group:g0#member@user:{user}"])
-            answer = client.CheckPermission(
-                v1.CheckPermissionRequest(
-                    resource=v1.ObjectReference(object_type="group", object_id="g0"),
-                    permission="member",
-                    subject=v1.SubjectReference(
-                        object=v1.ObjectReference(object_type="user", object_id=user)
-                    ),
-                    consistency=v1.Consistency(at_least_as_fresh=token),
-                )
-            )
+            answer = _g0_member(target, user, v1.Consistency(at_least_as_fresh=token))
             assert answer.permissionship == v1.CheckPermissionResponse.PERMISSIONSHIP_HAS_PERMISSION
             wanted = revision_number(decode_zedtoken(token.token).revision)
             assert decode_token(answer.checked_at.token)[SPICEDB_KEY] >= wanted
@@ -385,16 +400,7 @@ def test_spicedb_api_waits_for_a_spicedb_write_token(front: SpiceDBFront, tmp_pa
         target = server.start()
         try:
             with pytest.raises(grpc.RpcError) as refused:
-                v1.InsecureClient(target, "unused").CheckPermission(
-                    v1.CheckPermissionRequest(
-                        resource=v1.ObjectReference(object_type="group", object_id="g0"),
-                        permission="member",
-                        subject=v1.SubjectReference(
-                            object=v1.ObjectReference(object_type="user", object_id="fresh1")
-                        ),
-                        consistency=v1.Consistency(at_least_as_fresh=token),
-                    )
-                )
+                _g0_member(target, "fresh1", v1.Consistency(at_least_as_fresh=token))
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         finally:
             server.stop(grace=1.0)
@@ -409,26 +415,10 @@ def test_spicedb_api_answers_a_spicedb_snapshot_of_the_revision_it_is_at(
     older one, naming both, never as garbage."""
     from authzed.api import v1
 
-    from leopard.grpc.server import GrpcOptions, GrpcServer
-
-    initial(front, random.Random(6))
-    path = tmp_path / "ix"
-    bootstrap(path, SpiceDBSource(front.target))
-    run = Running(path, front)
-    server = GrpcServer(run.follower.index, GrpcOptions(port=0, max_wait=15.0))
-    target = server.start()
+    run, server, target = _served_follower(front, tmp_path, 6)
 
     def ask(token: v1.ZedToken) -> Any:
-        return v1.InsecureClient(target, "unused").CheckPermission(
-            v1.CheckPermissionRequest(
-                resource=v1.ObjectReference(object_type="group", object_id="g0"),
-                permission="member",
-                subject=v1.SubjectReference(
-                    object=v1.ObjectReference(object_type="user", object_id="snap")
-                ),
-                consistency=v1.Consistency(at_exact_snapshot=token),
-            )
-        )
+        return _g0_member(target, "snap", v1.Consistency(at_exact_snapshot=token))
 
     try:
         older = front.write(["group:g1#member@user:before-snap"])
