@@ -36,7 +36,7 @@ from leopard.grpc.consistency import (
 from leopard.grpc.forward import Upstream, for_upstream
 from leopard.grpc.names import Catalog
 from leopard.grpc.status import Refusal
-from leopard.model.tokens import encode_token
+from leopard.model.tokens import decode_token
 from leopard.model.zedtoken import SPICEDB_KEY, zedtoken_position
 
 __all__ = ["Answering", "Forward"]
@@ -82,7 +82,7 @@ class Answering:
                 which = request.consistency.WhichOneof("requirement")
                 if which == "at_least_as_fresh":
                     return Want(AT_LEAST, token)
-                return Want(EXACT, encode_token(zedtoken_position(token)))
+                return self._spicedb_snapshot(token)
             if self.upstream is not None:
                 raise Forward() from None
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, self._foreign(token)) from None
@@ -98,6 +98,27 @@ class Answering:
                     "HOST:PORT to have SpiceDB answer fully consistent requests",
                 )
         return want
+
+    def _spicedb_snapshot(self, token: str) -> Want:
+        """``at_exact_snapshot`` of SpiceDB's ZedToken ``token`` at an index that follows
+        SpiceDB: answered at the index's current version when the revision is the one
+        the index is at (its version may hold a bridged topic's offsets too); otherwise
+        the SpiceDB behind Leopard answers it, or it is refused as SpiceDB refuses a
+        snapshot it does not keep, naming both revisions."""
+        wanted = zedtoken_position(token)[SPICEDB_KEY]
+        version, position = self.index.version, decode_token(self.index.version)
+        at = position.get(SPICEDB_KEY)
+        if at == wanted:
+            return Want(EXACT, version)
+        if self.upstream is not None:
+            raise Forward()
+        why = "revision has expired" if at is not None and at > wanted else "revision was invalid"
+        raise Refusal(
+            grpc.StatusCode.OUT_OF_RANGE,
+            f"invalid revision: {why}: at_exact_snapshot {token} names SpiceDB revision "
+            f"{wanted}, and the index is at {at} (version {version}); Leopard answers at "
+            "its current revision only, or start it with --upstream-spicedb HOST:PORT",
+        )
 
     def _foreign(self, token: str) -> str:
         """SpiceDB's words for a token that is no revision it has; for a genuine

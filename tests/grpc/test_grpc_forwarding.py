@@ -22,6 +22,7 @@ from google.protobuf import struct_pb2
 from support.spicedb_front import SpiceDBFront, missing_reason
 
 import leopard
+from leopard.model.zedtoken import encode_zedtoken
 
 _MISSING = missing_reason()
 pytestmark = [
@@ -360,6 +361,54 @@ def test_fully_consistent_of_a_stream_applied_elsewhere_goes_to_the_upstream(
     finally:
         upstream.stop(None)
     assert len(recorder.seen) == 1
+
+
+def test_a_spicedb_snapshot_the_index_is_not_at_goes_to_the_upstream(tmp_path: Path) -> None:
+    """``at_exact_snapshot`` with SpiceDB's ZedToken at an index that follows SpiceDB
+    (its version holding a bridged topic's offsets too): the revision the index is at
+    is answered from the index; any other goes to the SpiceDB behind Leopard, which
+    keeps its past revisions, and without one is refused naming both revisions."""
+    recorder = _Recorder()
+    upstream = grpc.server(futures.ThreadPoolExecutor(2))
+    upstream.add_generic_rpc_handlers((recorder,))
+    port = upstream.add_insecure_port("127.0.0.1:0")
+    upstream.start()
+    path = tmp_path / "idx"
+    (tmp_path / "docs.zed").write_text(SCHEMA)
+    position = {"spicedb": 50, "bridged:0": 7}
+    leopard.build_index([tuples()], path, schema=tmp_path / "docs.zed", position=position)
+
+    def ask(client: Any, revision: int) -> Any:
+        snapshot = v1.Consistency(
+            at_exact_snapshot=v1.ZedToken(token=encode_zedtoken(str(revision)))
+        )
+        return client.CheckPermission(
+            v1.CheckPermissionRequest(
+                resource=obj("doc", DOCS[0]),
+                permission="view",
+                subject=subj("user", USERS[0]),
+                consistency=snapshot,
+            )
+        )
+
+    try:
+        with LeopardGrpc(path, upstream=f"127.0.0.1:{port}") as leo:
+            answer = ask(leo.client(), 50)
+            assert answer.checked_at.token == leo.index.version
+            assert recorder.seen == []  # answered by the index
+            ask(leo.client(), 49)
+            ask(leo.client(), 51)
+    finally:
+        upstream.stop(None)
+    assert len(recorder.seen) == 2
+    with LeopardGrpc(path) as leo:
+        assert ask(leo.client(), 50).checked_at.token == leo.index.version
+        for revision, why in ((49, "revision has expired"), (51, "revision was invalid")):
+            with pytest.raises(grpc.RpcError) as refused:
+                ask(leo.client(), revision)
+            assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE  # type: ignore[attr-defined]
+            said = refused.value.details()  # type: ignore[attr-defined]
+            assert why in said and f"SpiceDB revision {revision}" in said and "at 50" in said
 
 
 def test_an_upstream_that_is_down_is_unavailable_naming_it(tmp_path: Path) -> None:
