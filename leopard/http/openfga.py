@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from leopard.core.freshness import followed_elsewhere
 from leopard.core.index import Index
 from leopard.errors import InvalidInput, InvalidSchema
 from leopard.http import openfga_schemas as F
@@ -237,6 +238,7 @@ class OpenFga:
         try:
             self._plain(body, body.contextual_tuples, body.context)
             subject, group = self._target(tk.user, tk.relation, tk.object)
+            self._fresh_here(body.consistency)
         except Unanswerable as why:
             return await self._elsewhere(request, why)
         await self._consistent(body.consistency)
@@ -255,6 +257,7 @@ class OpenFga:
             )
         try:
             self._plain(body, None, None)
+            self._fresh_here(body.consistency)
         except Unanswerable as why:
             return await self._elsewhere(request, why)
         targets: dict[str, tuple[str, str]] = {}
@@ -325,6 +328,7 @@ class OpenFga:
         try:
             self._plain(body, body.contextual_tuples, body.context)
             self._target(body.user, body.relation, f"{body.type}:_")
+            self._fresh_here(body.consistency)
         except Unanswerable as why:
             return await self._elsewhere(request, why)
         await self._consistent(body.consistency)
@@ -348,6 +352,7 @@ class OpenFga:
                 )
             if self.index.placement is not None:  # a shard served alone
                 raise Unanswerable(self.index.placement.alone(f"ListUsers of {group}"))
+            self._fresh_here(body.consistency)
         except Unanswerable as why:
             return await self._elsewhere(request, why)
         await self._consistent(body.consistency)
@@ -431,6 +436,25 @@ class OpenFga:
                 f"relation {otype}#{relation} is not indexed: {config.why_not(otype, relation)}"
             )
         return user, f"{obj}#{relation}"
+
+    def _fresh_here(self, consistency: str) -> None:
+        """Return when this server may answer ``consistency``. ``HIGHER_CONSISTENCY`` at
+        an index that follows a stream no consumer here applies cannot be: Unanswerable
+        (to the upstream) with ``--upstream-openfga``, else a 503 saying why."""
+        index = self.index
+        if consistency != "HIGHER_CONSISTENCY" or self.consumer is not None:
+            return
+        why = None if index.follows_consumer else followed_elsewhere(index.position, index.gaps)
+        if why is None:
+            return
+        if self.upstream is not None:
+            raise Unanswerable(f"HIGHER_CONSISTENCY: {why}")
+        raise FgaError(
+            503,
+            "unavailable",
+            f"HIGHER_CONSISTENCY: {why}, or start leopard serve with --upstream-openfga URL "
+            "to forward such requests to OpenFGA",
+        )
 
     async def _consistent(self, consistency: str) -> None:
         if consistency == "HIGHER_CONSISTENCY":

@@ -338,6 +338,8 @@ def test_higher_consistency_of_a_stream_applied_elsewhere_is_refused_saying_why(
                       json.dumps({**question, "consistency": "HIGHER_CONSISTENCY"}))  # fmt: skip
         assert higher.status == 503, higher.body
         said = higher.json["message"]
+        assert higher.json["code"] == "unavailable"
+        assert "--upstream-openfga" in said
         assert "follows topic 'changes'" in said
         assert "this server does not apply that stream" in said
         quick = call(url, "POST", f"/stores/{store}/check",

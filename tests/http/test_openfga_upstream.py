@@ -107,6 +107,8 @@ EXCHANGES = [
              _json({"allowed": False, "resolution": ""})),
     Exchange("POST", "/check", lambda b: b.get("authorization_model_id") == OTHER_MODEL, 200,
              _json({"allowed": True, "resolution": ""})),
+    Exchange("POST", "/check", lambda b: b.get("consistency") == "HIGHER_CONSISTENCY", 200,
+             _json({"allowed": True, "resolution": ""})),
     # BatchCheckResponse {result: map<correlation_id, BatchCheckSingleResult>}
     Exchange("POST", "/batch-check", lambda b: True, 200,
              _json({"result": {"c1": {"allowed": True}, "c2": {"allowed": False}}})),
@@ -284,6 +286,29 @@ def test_check_goes_upstream_for_what_the_index_cannot_answer(
     assert fga.check(plain, other_model).allowed is True
     assert len(upstream.received) == 4
     assert all(r.path == f"/stores/{STORE}/check" for r in upstream.received)
+
+
+def test_higher_consistency_of_a_stream_applied_elsewhere_goes_upstream(
+    tmp_path: Path, upstream: Replay
+) -> None:
+    """An index that follows a stream no consumer in this server applies cannot know the
+    stream's head: a ``HIGHER_CONSISTENCY`` check goes to OpenFGA, which can; without
+    the consistency it is answered from the index."""
+    (tmp_path / "model.fga").write_text(MODEL)
+    index = tmp_path / "idx"
+    leopard.build_index([TUPLES], index, schema=tmp_path / "model.fga", position={"changes:0": 4})
+    args = ("--index", str(index), "--store-id", STORE, "--upstream-openfga", upstream.url)
+    key = {"user": "user:carl", "relation": "viewer", "object": "doc:d1"}
+    with leopard_serve(*args) as (url, _):
+        upstream.received.clear()
+        a = call(url, "POST", f"/stores/{STORE}/check", json.dumps({"tuple_key": key}))
+        assert (a.status, a.json["allowed"]) == (200, False)  # the index: carl is no viewer
+        assert upstream.received == []
+        higher = json.dumps({"tuple_key": key, "consistency": "HIGHER_CONSISTENCY"})
+        a = call(url, "POST", f"/stores/{STORE}/check", higher)
+        assert (a.status, a.json["allowed"]) == (200, True)
+        assert a.headers["x-leopard-answered-by"] == "upstream"
+        assert len(upstream.received) == 1
 
 
 def test_an_upstream_error_comes_back_as_it_came(served: str, upstream: Replay) -> None:
