@@ -307,12 +307,27 @@ class _Recorder(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(answer)
 
 
-def test_the_upstream_gets_its_own_key_and_the_callers_headers(tmp_path: Path) -> None:
+def _recording_upstream() -> tuple[_Recorder, grpc.Server, int]:
+    """A started upstream that records what reaches it: the recorder, the server (stop
+    it) and its port."""
     recorder = _Recorder()
     upstream = grpc.server(futures.ThreadPoolExecutor(2))
     upstream.add_generic_rpc_handlers((recorder,))
     port = upstream.add_insecure_port("127.0.0.1:0")
     upstream.start()
+    return recorder, upstream, port
+
+
+def _index_following(tmp_path: Path, position: dict[str, int]) -> Path:
+    """The docs world built at ``position``, as an index that follows a stream."""
+    path = tmp_path / "idx"
+    (tmp_path / "docs.zed").write_text(SCHEMA)
+    leopard.build_index([tuples()], path, schema=tmp_path / "docs.zed", position=position)
+    return path
+
+
+def test_the_upstream_gets_its_own_key_and_the_callers_headers(tmp_path: Path) -> None:
+    recorder, upstream, port = _recording_upstream()
     try:
         options = {"upstream": f"127.0.0.1:{port}", "upstream_preshared_key": "back-door",
                    "preshared_key": "front-door"}  # fmt: skip
@@ -338,14 +353,8 @@ def test_fully_consistent_of_a_stream_applied_elsewhere_goes_to_the_upstream(
     """An index that follows a stream no consumer in this server applies cannot know the
     stream's head: a fully consistent check goes to the SpiceDB behind Leopard, which
     can; one that may be answered at the current version does not."""
-    recorder = _Recorder()
-    upstream = grpc.server(futures.ThreadPoolExecutor(2))
-    upstream.add_generic_rpc_handlers((recorder,))
-    port = upstream.add_insecure_port("127.0.0.1:0")
-    upstream.start()
-    path = tmp_path / "idx"
-    (tmp_path / "docs.zed").write_text(SCHEMA)
-    leopard.build_index([tuples()], path, schema=tmp_path / "docs.zed", position={"changes:0": 3})
+    recorder, upstream, port = _recording_upstream()
+    path = _index_following(tmp_path, {"changes:0": 3})
     question = {
         "resource": obj("doc", DOCS[0]),
         "permission": "view",
@@ -368,15 +377,8 @@ def test_a_spicedb_snapshot_the_index_is_not_at_goes_to_the_upstream(tmp_path: P
     (its version holding a bridged topic's offsets too): the revision the index is at
     is answered from the index; any other goes to the SpiceDB behind Leopard, which
     keeps its past revisions, and without one is refused naming both revisions."""
-    recorder = _Recorder()
-    upstream = grpc.server(futures.ThreadPoolExecutor(2))
-    upstream.add_generic_rpc_handlers((recorder,))
-    port = upstream.add_insecure_port("127.0.0.1:0")
-    upstream.start()
-    path = tmp_path / "idx"
-    (tmp_path / "docs.zed").write_text(SCHEMA)
-    position = {"spicedb": 50, "bridged:0": 7}
-    leopard.build_index([tuples()], path, schema=tmp_path / "docs.zed", position=position)
+    recorder, upstream, port = _recording_upstream()
+    path = _index_following(tmp_path, {"spicedb": 50, "bridged:0": 7})
 
     def ask(client: Any, revision: int) -> Any:
         snapshot = v1.Consistency(
