@@ -78,9 +78,8 @@ class Answering:
             want = Want.of(request)
         except Foreign as foreign:
             token = foreign.args[0] if foreign.args else ""
-            if self._follows_spicedb(request, token):
-                which = request.consistency.WhichOneof("requirement")
-                if which == "at_least_as_fresh":
+            if self._follows_spicedb(token):  # at_least_as_fresh or at_exact_snapshot
+                if request.consistency.WhichOneof("requirement") == "at_least_as_fresh":
                     return Want(AT_LEAST, token)
                 return self._spicedb_snapshot(token)
             if self.upstream is not None:
@@ -136,12 +135,9 @@ class Answering:
             return INVALID_REVISION
         return f"{INVALID_REVISION}: {why}; or start Leopard with --upstream-spicedb HOST:PORT"
 
-    def _follows_spicedb(self, request: Any, token: str) -> bool:
-        """Whether ``token`` is a SpiceDB ZedToken, asked as ``at_least_as_fresh`` or
-        ``at_exact_snapshot`` of an index whose version carries SpiceDB's revision."""
-        which = request.consistency.WhichOneof("requirement")
-        if which not in ("at_least_as_fresh", "at_exact_snapshot"):
-            return False
+    def _follows_spicedb(self, token: str) -> bool:
+        """Whether ``token`` is a SpiceDB ZedToken and the index's version carries
+        SpiceDB's revision."""
         if SPICEDB_KEY not in self.index.position:
             return False
         try:

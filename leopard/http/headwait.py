@@ -14,19 +14,17 @@ beyond what it applied (``stats.lag``, from the high watermarks the broker sent)
 
 A followed SpiceDB is asked its head revision instead (``ReadSchema``'s ``read_at``): its
 Watch may not have sent the latest changes yet, so what was received says nothing of
-them. Without a consumer in the process, an index built from files is its own head and
-answers at once, as does a worker of ``serve --workers`` beside the one that applies
-the stream; an index whose version names a stream that no consumer here applies (a
-separate ``leopard follow`` or ``consume`` keeps it fresh, or none does) cannot know
-its head and is ``StaleIndex`` (503), saying so. A consumer that stopped, or a head
-not reached within the wait, is ``StaleIndex`` (503) with the version reached.
+them. Without a consumer in the process there is no head to wait for here: the caller
+has decided already that the index may answer at once (``OpenFga._fresh_here``: one
+built from files, or a worker of ``serve --workers`` beside the one that applies the
+stream). A consumer that stopped, or a head not reached within the wait, is
+``StaleIndex`` (503) with the version reached.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from leopard.core.freshness import followed_elsewhere
 from leopard.core.index import Index
 from leopard.errors import StaleIndex, UpstreamError
 from leopard.http.freshness import Waits
@@ -46,9 +44,6 @@ async def wait_for_head(
 ) -> None:
     """Return once ``index`` has applied the head of its stream as of the call."""
     if consumer is None:
-        why = None if index.follows_consumer else followed_elsewhere(index.position, index.gaps)
-        if why is not None:
-            raise StaleIndex(f"HIGHER_CONSISTENCY: {why}", index.version)
         return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
