@@ -39,10 +39,14 @@ from leopard.grpc.status import Refusal
 from leopard.model.tokens import decode_token
 from leopard.model.zedtoken import SPICEDB_KEY, zedtoken_position
 
-__all__ = ["Answering", "Forward"]
+__all__ = ["NOT_REACHED", "Answering", "Forward"]
 
 #: the methods whose answers Leopard forwards when it cannot give them
 PERMISSIONS = "/authzed.api.v1.PermissionsService/"
+
+
+#: what ``Freshness.reach`` refuses with when the index is behind what a request asks
+NOT_REACHED = (grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAVAILABLE)
 
 
 class Forward(Exception):
@@ -97,6 +101,18 @@ class Answering:
                     "HOST:PORT to have SpiceDB answer fully consistent requests",
                 )
         return want
+
+    def reach(self, want: Want) -> None:
+        """Return once the index may answer ``want`` (``Freshness.reach``). A version the
+        index has not reached within the wait (an ``at_least_as_fresh`` token, or the
+        change stream's head for ``fully_consistent``) goes to the SpiceDB behind
+        Leopard when there is one, which has it, rather than failing the request."""
+        try:
+            self.freshness.reach(want)
+        except Refusal as stale:
+            if self.upstream is not None and stale.code in NOT_REACHED:
+                raise Forward() from None
+            raise
 
     def _spicedb_snapshot(self, token: str) -> Want:
         """``at_exact_snapshot`` of SpiceDB's ZedToken ``token`` at an index that follows

@@ -29,6 +29,10 @@ carries the index's version token in ``ZedToken.token`` (``v1.…``). A request'
     (``invalid revision: revision has expired`` for an older version, ``... revision
     was invalid`` for one not reached), naming both: the index keeps no past versions.
 
+A version not reached within the wait (``at_least_as_fresh``, ``fully_consistent``)
+goes to the SpiceDB behind Leopard when there is one (``Answering.reach``): it has
+that version, and answers rather than failing the request.
+
 A token that is no Leopard version (garbage, or a real SpiceDB's) is ``Foreign``:
 forwarded to the SpiceDB behind Leopard when there is one, which understands its own
 tokens, and refused as SpiceDB refuses garbage (``INVALID_ARGUMENT invalid revision

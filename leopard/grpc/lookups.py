@@ -134,7 +134,7 @@ class Lookups(Answering):
         if sid == "*":
             raise wildcard("lookup resources on wildcard", "subject.object_id")
         freshness = self.freshness
-        freshness.reach(want)
+        self.reach(want)
         with self.index.lock:
             version = freshness.exact(want)
             names = self.index.groups_of(subject_name(subject), type=rtype, permission=perm)
@@ -203,7 +203,7 @@ class Lookups(Answering):
             what = f"LookupSubjects of {resource.object_type}:{resource.object_id}#{perm}"
             raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, self.index.placement.alone(what))
         freshness = self.freshness
-        freshness.reach(want)
+        self.reach(want)
         group = group_name(resource.object_type, resource.object_id, perm)
         with self.index.lock:
             version = freshness.exact(want)

@@ -30,7 +30,7 @@ from authzed.api.v1 import core_pb2, debug_pb2
 from authzed.api.v1 import permission_service_pb2 as pb
 from authzed.api.v1.permission_service_pb2_grpc import PermissionsServiceServicer
 
-from leopard.grpc.answering import Forward
+from leopard.grpc.answering import NOT_REACHED, Forward
 from leopard.grpc.consistency import AT_LEAST
 from leopard.grpc.forward import for_upstream
 from leopard.grpc.lookups import Lookups
@@ -144,7 +144,7 @@ class Permissions(Lookups, PermissionsServiceServicer):
         if subject.object.object_id == "*":
             raise wildcard("check on wildcard subject", "subject.object_id")
         freshness = self.freshness
-        freshness.reach(want)
+        self.reach(want)
         index = self.index
         started = time.perf_counter_ns()
         with index.lock:
@@ -199,6 +199,9 @@ class Permissions(Lookups, PermissionsServiceServicer):
         try:
             freshness.reach(want)
         except Refusal as stale:
+            if self.upstream is not None and stale.code in NOT_REACHED:
+                # not reached in time: SpiceDB has that version, and answers every item
+                return self.forward("CheckBulkPermissions", request, context)
             if want.kind != AT_LEAST or stale.code != grpc.StatusCode.OUT_OF_RANGE:
                 raise  # a version no wait reaches fails the request, as SpiceDB's garbage
             # SpiceDB answers a revision it does not have with every item's own

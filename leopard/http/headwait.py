@@ -15,10 +15,11 @@ beyond what it applied (``stats.lag``, from the high watermarks the broker sent)
 A followed SpiceDB is asked its head revision instead (``ReadSchema``'s ``read_at``): its
 Watch may not have sent the latest changes yet, so what was received says nothing of
 them. Without a consumer in the process there is no head to wait for here: the caller
-has decided already that the index may answer at once (``OpenFga._fresh_here``: one
+has decided already that the index may answer at once (``OpenFga._consistent``: one
 built from files, or a worker of ``serve --workers`` beside the one that applies the
 stream). A consumer that stopped, or a head not reached within the wait, is
-``StaleIndex`` (503) with the version reached.
+``StaleIndex`` with the version reached: the OpenFGA behind Leopard answers the request
+when there is one, else it is a 503.
 """
 
 from __future__ import annotations

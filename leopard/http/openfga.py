@@ -35,7 +35,7 @@ from typing import Any
 
 from leopard.core.freshness import followed_elsewhere
 from leopard.core.index import Index
-from leopard.errors import InvalidInput, InvalidSchema
+from leopard.errors import InvalidInput, InvalidSchema, StaleIndex
 from leopard.http import openfga_schemas as F
 from leopard.http.errors import HttpError, error_answer
 from leopard.http.freshness import Waits
@@ -238,10 +238,9 @@ class OpenFga:
         try:
             self._plain(body, body.contextual_tuples, body.context)
             subject, group = self._target(tk.user, tk.relation, tk.object)
-            self._fresh_here(body.consistency)
+            await self._consistent(body.consistency)
         except Unanswerable as why:
             return await self._elsewhere(request, why)
-        await self._consistent(body.consistency)
         return Reply(200, _ALLOWED[self.index.check(subject, group)])
 
     async def batch_check(self, request: PeerRequest) -> Reply:
@@ -257,7 +256,7 @@ class OpenFga:
             )
         try:
             self._plain(body, None, None)
-            self._fresh_here(body.consistency)
+            await self._consistent(body.consistency)
         except Unanswerable as why:
             return await self._elsewhere(request, why)
         targets: dict[str, tuple[str, str]] = {}
@@ -276,7 +275,6 @@ class OpenFga:
                 failed[cid] = F.CheckError(input_error=why.code, message=self._refusal(why))
             except FgaError as exc:
                 failed[cid] = F.CheckError(input_error=exc.code, message=str(exc))
-        await self._consistent(body.consistency)
         result = {c: F.BatchCheckSingleResult(error=e) for c, e in failed.items()}
         for cid, error, allowed in self._check_all(targets):
             result[cid] = F.BatchCheckSingleResult(allowed=allowed, error=error)
@@ -328,10 +326,9 @@ class OpenFga:
         try:
             self._plain(body, body.contextual_tuples, body.context)
             self._target(body.user, body.relation, f"{body.type}:_")
-            self._fresh_here(body.consistency)
+            await self._consistent(body.consistency)
         except Unanswerable as why:
             return await self._elsewhere(request, why)
-        await self._consistent(body.consistency)
         tail = len(body.relation) + 1
         found = self.index.groups_of(body.user, type=body.type, permission=body.relation)
         return [name[:-tail] for name in found]
@@ -352,10 +349,9 @@ class OpenFga:
                 )
             if self.index.placement is not None:  # a shard served alone
                 raise Unanswerable(self.index.placement.alone(f"ListUsers of {group}"))
-            self._fresh_here(body.consistency)
+            await self._consistent(body.consistency)
         except Unanswerable as why:
             return await self._elsewhere(request, why)
-        await self._consistent(body.consistency)
         prefix = wanted.type + ":"
         users = []
         for name in self.index.members_of(group):
@@ -437,16 +433,23 @@ class OpenFga:
             )
         return user, f"{obj}#{relation}"
 
-    def _fresh_here(self, consistency: str) -> None:
-        """Return when this server may answer ``consistency``. ``HIGHER_CONSISTENCY`` at
-        an index that follows a stream no consumer here applies cannot be: Unanswerable
-        (to the upstream) with ``--upstream-openfga``, else a 503 saying why."""
+    async def _consistent(self, consistency: str) -> None:
+        """Return when this server may answer ``consistency``. ``HIGHER_CONSISTENCY``
+        waits for the head of the stream the consumer here applies; at an index that
+        follows a stream no consumer here applies, or a head not reached in time, it is
+        Unanswerable (to the upstream) with ``--upstream-openfga``, else a 503 saying why."""
         index = self.index
-        if consistency != "HIGHER_CONSISTENCY" or self.consumer is not None:
+        if consistency != "HIGHER_CONSISTENCY":
             return
         why = None if index.follows_consumer else followed_elsewhere(index.position, index.gaps)
-        if why is None:
-            return
+        if self.consumer is not None or why is None:
+            try:
+                await wait_for_head(index, self.waits, self.consumer)  # (no consumer: now)
+                return
+            except StaleIndex as exc:
+                if self.upstream is None:
+                    raise
+                raise Unanswerable(f"HIGHER_CONSISTENCY: {exc}") from None
         if self.upstream is not None:
             raise Unanswerable(f"HIGHER_CONSISTENCY: {why}")
         raise FgaError(
@@ -455,10 +458,6 @@ class OpenFga:
             f"HIGHER_CONSISTENCY: {why}, or start leopard serve with --upstream-openfga URL "
             "to forward such requests to OpenFGA",
         )
-
-    async def _consistent(self, consistency: str) -> None:
-        if consistency == "HIGHER_CONSISTENCY":
-            await wait_for_head(self.index, self.waits, self.consumer)
 
     def _refusal(self, why: Unanswerable) -> str:
         return (

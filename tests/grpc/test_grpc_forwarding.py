@@ -413,6 +413,55 @@ def test_a_spicedb_snapshot_the_index_is_not_at_goes_to_the_upstream(tmp_path: P
             assert why in said and f"SpiceDB revision {revision}" in said and "at 50" in said
 
 
+def test_a_version_not_reached_in_time_goes_to_the_upstream(tmp_path: Path) -> None:
+    """``at_least_as_fresh`` of a revision the index has not applied within the wait
+    (its follower behind, or stopped): the SpiceDB behind Leopard, which issued the
+    token, answers it (checks, bulk checks, lookups) instead of the request failing;
+    without an upstream it is OUT_OF_RANGE, as before. A token the index has reached
+    is answered from the index."""
+    recorder, upstream, port = _recording_upstream()
+    path = _index_following(tmp_path, {"spicedb": 50})
+    token = encode_zedtoken("60")  # a write SpiceDB made that the index has not seen
+    ahead = v1.Consistency(at_least_as_fresh=v1.ZedToken(token=token))
+    reached = v1.Consistency(at_least_as_fresh=v1.ZedToken(token=encode_zedtoken("50")))
+    question = {
+        "resource": obj("doc", DOCS[0]),
+        "permission": "view",
+        "subject": subj("user", USERS[0]),
+    }
+    bulk = v1.CheckBulkPermissionsRequest(
+        items=[v1.CheckBulkPermissionsRequestItem(**question)], consistency=ahead
+    )
+    lookup = v1.LookupResourcesRequest(
+        resource_object_type="doc",
+        permission="view",
+        subject=subj("user", USERS[0]),
+        consistency=ahead,
+    )
+    try:
+        with LeopardGrpc(path, upstream=f"127.0.0.1:{port}", max_wait=0.2) as leo:
+            client = leo.client()
+            answer = client.CheckPermission(
+                v1.CheckPermissionRequest(**question, consistency=reached)
+            )
+            assert answer.checked_at.token == leo.index.version
+            assert recorder.seen == []  # answered by the index
+            client.CheckPermission(v1.CheckPermissionRequest(**question, consistency=ahead))
+            assert len(recorder.seen) == 1
+            client.CheckBulkPermissions(bulk)
+            assert len(recorder.seen) == 2
+            list(client.LookupResources(lookup))
+            assert len(recorder.seen) == 3
+    finally:
+        upstream.stop(None)
+    with LeopardGrpc(path, max_wait=0.2) as leo:
+        with pytest.raises(grpc.RpcError) as refused:
+            leo.client().CheckPermission(v1.CheckPermissionRequest(**question, consistency=ahead))
+        assert refused.value.code() == grpc.StatusCode.OUT_OF_RANGE  # type: ignore[attr-defined]
+        pairs = leo.client().CheckBulkPermissions(bulk).pairs
+        assert pairs[0].error.code == grpc.StatusCode.OUT_OF_RANGE.value[0]
+
+
 def test_an_upstream_that_is_down_is_unavailable_naming_it(tmp_path: Path) -> None:
     with LeopardGrpc(build(tmp_path), upstream="127.0.0.1:1") as leo:
         with pytest.raises(grpc.RpcError) as failed:

@@ -48,6 +48,7 @@ from openfga_sdk.sync import OpenFgaClient
 from support.http import call, leopard_serve
 
 import leopard
+from ingest.kafka.local_broker import free_port
 
 STORE = "01HZX3Q1A2B3C4D5E6F7G8H9JK"
 MODEL = """\
@@ -307,6 +308,31 @@ def test_higher_consistency_of_a_stream_applied_elsewhere_goes_upstream(
         higher = json.dumps({"tuple_key": key, "consistency": "HIGHER_CONSISTENCY"})
         a = call(url, "POST", f"/stores/{STORE}/check", higher)
         assert (a.status, a.json["allowed"]) == (200, True)
+        assert a.headers["x-leopard-answered-by"] == "upstream"
+        assert len(upstream.received) == 1
+
+
+def test_higher_consistency_whose_head_is_not_reached_in_time_goes_upstream(
+    tmp_path: Path, upstream: Replay
+) -> None:
+    """A server whose own consumer cannot reach the head of its stream in time (here its
+    broker does not answer, so no fetch ever tells the head): a ``HIGHER_CONSISTENCY``
+    check goes to OpenFGA, which has every change, instead of failing with a 503."""
+    (tmp_path / "model.fga").write_text(MODEL)
+    index = tmp_path / "idx"
+    leopard.build_index([TUPLES], index, schema=tmp_path / "model.fga")
+    nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
+    args = ("--index", str(index), "--store-id", STORE, "--upstream-openfga", upstream.url,
+            "--brokers", nowhere, "--topic", "changes")  # fmt: skip
+    key = {"user": "user:carl", "relation": "viewer", "object": "doc:d1"}
+    with leopard_serve(*args) as (url, _):
+        upstream.received.clear()
+        a = call(url, "POST", f"/stores/{STORE}/check", json.dumps({"tuple_key": key}))
+        assert (a.status, a.json["allowed"]) == (200, False)  # the index: carl is no viewer
+        assert upstream.received == []
+        higher = json.dumps({"tuple_key": key, "consistency": "HIGHER_CONSISTENCY"})
+        a = call(url, "POST", f"/stores/{STORE}/check", higher)
+        assert (a.status, a.json["allowed"]) == (200, True), a.body
         assert a.headers["x-leopard-answered-by"] == "upstream"
         assert len(upstream.received) == 1
 

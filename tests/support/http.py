@@ -190,9 +190,13 @@ def leopard_serve(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     )
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()
+        said = ""  # warnings may come first (a broker that does not answer yet, say)
+        while (line := proc.stderr.readline()).startswith("leopard: warning:"):
+            said += line
         m = re.search(r"on (http://\S+?)[,\s]", line + " ")
-        assert m, f"no URL in {line!r}; {proc.stderr.read() if proc.poll() is not None else ''}"
+        assert m, (
+            f"no URL in {said + line!r}; {proc.stderr.read() if proc.poll() is not None else ''}"
+        )
         yield m.group(1), proc
     finally:
         if proc.poll() is None:
