@@ -99,6 +99,14 @@ def applied(path: Path) -> tuple[str, int]:
     return stats["generation"], stats["position"].get(SPICEDB_KEY, -1)
 
 
+def _until_past(path: Path, stored: tuple[str, int], proc: subprocess.Popen[bytes]) -> None:
+    """Wait (up to a minute) until the follower ``proc`` has stored a revision other
+    than ``stored``."""
+    deadline = time.monotonic() + 60
+    while applied(path) == stored and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def never_back(stored: list[tuple[str, int]]) -> bool:
     """Whether the stored revision only goes back where a compaction swapped in a
     generation: the new base holds the position its compaction read, which the
@@ -122,8 +130,12 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> N
                 # (its child process dies with it; one that swapped in just before
                 # the kill leaves the position its compaction read)
                 proc = follow(path, target, *(("--compact-threshold", "40") if i % 2 else ()))
-                # a second or more to start (imports), then it catches up and applies
-                time.sleep(rng.uniform(0.8, 3.5))
+                if i % 3:  # once it has applied something (starting may be slow on a
+                    # loaded machine), a random moment later
+                    _until_past(path, revisions[-1], proc)
+                    time.sleep(rng.uniform(0.0, 2.0))
+                else:  # a second or more to start (imports), then it catches up, applies
+                    time.sleep(rng.uniform(0.8, 3.5))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(30)
                 assert proc.stderr is not None
