@@ -12,10 +12,20 @@ from dataclasses import dataclass, field
 from ingest.codecs import CODECS
 from leopard.errors import InvalidInput
 
-__all__ = ["KafkaSettings", "ConsumerSettings", "ON_GAP", "parse_codec_options"]
+__all__ = ["KafkaSettings", "ConsumerSettings", "ON_GAP", "check_topic", "parse_codec_options"]
 
 #: Kafka's rule for topic names (the local broker does not enforce it)
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def check_topic(option: str, name: str) -> None:
+    """InvalidInput naming ``option`` when ``name`` is no Kafka topic name."""
+    if not _TOPIC_RE.fullmatch(name) or name in (".", ".."):
+        raise InvalidInput(
+            f"{option} {name!r} is no Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
+        )
+
+
 #: what a consumer may do at a gap in a partition (see ``KafkaSettings.on_gap``)
 ON_GAP = ("stop", "earliest")
 
@@ -50,10 +60,8 @@ class KafkaSettings:
             raise InvalidInput("at least one --topic is needed")
         for option, names in (("--topic", self.topics), ("--dlq-topic", [self.dlq_topic])):
             for name in names:
-                if name is not None and (not _TOPIC_RE.fullmatch(name) or name in (".", "..")):
-                    raise InvalidInput(
-                        f"{option} {name!r} is no Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
-                    )
+                if name is not None:
+                    check_topic(option, name)
         # a dead letter written to a consumed topic is read again, fails again, and is
         # written again, without end
         dead = [self.dlq_topic] if self.dlq_topic else [f"{t}.dlq" for t in self.topics]

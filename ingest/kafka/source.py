@@ -135,6 +135,7 @@ class KafkaSource:
         self._committed_at = 0.0
         self._verify: dict[TopicPartition, list[int]] = {}  # anchors to find again
         self._unchecked: set[TopicPartition] = set()  # positioned, log not checked yet
+        self._told_elsewhere: set[str] = set()  # topics said to start where nothing named
         #: partitions stopped at a gap (``on_gap="stop"``): partition -> description
         self.stopped: dict[str, str] = {}
         self._gaps: list[Gap] = []  # found since the loop last asked
@@ -305,12 +306,29 @@ class KafkaSource:
                     consumer.seek(tp, stored)
                 continue
             if stored is None:  # nothing applied yet: the whole log is to be read
+                self._tell_elsewhere(tp.topic, position)
                 consumer.seek_to_beginning(tp)
                 consumer.resume(tp)
             else:
                 consumer.pause(tp)
                 consumer.seek(tp, stored)
                 self._unchecked.add(tp)
+
+    def _tell_elsewhere(self, topic: str, position: dict[str, int]) -> None:
+        """Warn, once a topic, when the index is positioned in other topics and not in
+        ``topic`` (``build --position`` naming another, say): it is read from its start."""
+        if topic in self._told_elsewhere:
+            return
+        others = sorted({k.rpartition(":")[0] for k in position if ":" in k})
+        if others and topic not in others:
+            self._told_elsewhere.add(topic)
+            log.warning(
+                "the index's position names topic(s) %s, not %r: reading %r from its "
+                "beginning (a typo in 'leopard build --position'?)",
+                ", ".join(map(repr, others)),
+                topic,
+                topic,
+            )
 
     def _check_logs(self) -> None:
         """For partitions just positioned: does the log still hold the stored offset?

@@ -11,6 +11,7 @@ import signal
 
 import click
 
+from ingest.settings import check_topic
 from ingest.upstream.bridge import Bridge
 from leopard.cli.bootstrap import spicedb_source
 from leopard.cli.options import fail_cleanly, upstream_options
@@ -76,6 +77,7 @@ def bridge(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    check_topic("--topic", topic)
     source = spicedb_source(source_text, source_key, source_tls)
     runner = Bridge(source, brokers, topic, checkpoint, start_token=start_token)
     for sig in (signal.SIGTERM, signal.SIGINT):

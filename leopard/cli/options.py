@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import click
 
 from ingest.codecs import CODECS
-from ingest.settings import ON_GAP, ConsumerSettings, parse_codec_options
+from ingest.settings import ON_GAP, ConsumerSettings, check_topic, parse_codec_options
 from leopard.errors import InvalidInput, LeopardError
 
 __all__ = [
@@ -134,6 +134,7 @@ def parse_position(text: str | None) -> dict[str, int]:
             raise InvalidInput(
                 f"--position: {item!r} is not topic:partition=offset (e.g. changes:0=1500)"
             )
+        check_topic(f"--position {item!r}: the topic", topic)
         at, number = int(offset), int(part)
         if at > _MAX_OFFSET:
             raise InvalidInput(f"--position: {item!r}: the offset must be 0 to {_MAX_OFFSET}")

@@ -15,6 +15,7 @@ from ingest.consumer import ChangeConsumer, ConsumerStats
 from ingest.kafka.probe import broker_answers
 from ingest.kafka.publish import parse_change_lines, result_json
 from ingest.kafka.publish import publish as run_publish
+from ingest.settings import check_topic
 from leopard.cli.options import (
     broker_options,
     consumer_options,
@@ -57,8 +58,8 @@ def consume(
     Resumes from the offsets stored in the index (a fresh index starts where
     'leopard build --position' said, else at the beginning). Each batch and its
     offsets are written together, so a crash loses or doubles nothing. SIGTERM
-    finishes the batch in hand and exits. Brokers that do not answer at the start
-    are an error; an outage later is retried with backoff (and logged once).
+    finishes the batch in hand and exits. Brokers that do not answer, at the start
+    (said once) or later, are retried with backoff until they do.
 
     \b
     Example:
@@ -128,6 +129,7 @@ def publish(source: str, brokers: str, topics: tuple[str, ...], as_json: bool) -
     """
     if len(topics) != 1:
         raise click.UsageError("publish writes to exactly one --topic")
+    check_topic("--topic", topics[0])
     if source == "-":
         changes = list(parse_change_lines(sys.stdin.buffer, "<stdin>"))
     else:

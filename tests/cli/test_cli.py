@@ -313,10 +313,12 @@ def test_position_is_recorded(tmp_path: Path, org: Path) -> None:
     ok("build", org, "--index", idx, "--position", "topic:0=5,other:1=7")
     stats = json.loads(ok("stats", "--index", idx, "--json"))
     assert stats["position"] == {"topic:0": 5, "other:1": 7}
-    # a topic name may itself hold ':'; spaces around items are tolerated
-    ok("build", org, "--index", idx, "--position", "ns:changes:2=10, b:0=0")
+    # spaces around items are tolerated; a topic is named as Kafka allows (no ':')
+    ok("build", org, "--index", idx, "--position", "ns.changes:2=10, b:0=0")
     stats = json.loads(ok("stats", "--index", idx, "--json"))
-    assert stats["position"] == {"ns:changes:2": 10, "b:0": 0}
+    assert stats["position"] == {"ns.changes:2": 10, "b:0": 0}
+    msg = fails("build", org, "--index", idx, "--position", "ns:changes:2=10")
+    assert "the topic 'ns:changes' is no Kafka topic name" in msg
     # repeated, every one is kept (not the last alone); a partition given twice is refused
     ok("build", org, "--index", idx, "--position", "t:0=5", "--position", "t:1=7,u:0=1")
     stats = json.loads(ok("stats", "--index", idx, "--json"))

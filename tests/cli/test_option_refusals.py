@@ -11,8 +11,8 @@ from click.testing import CliRunner, Result
 from leopard.cli import main
 
 
-def cli(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
+def cli(*args: str | Path, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
 
 
 @pytest.fixture
@@ -93,4 +93,25 @@ def test_a_topic_kafka_would_refuse_is_refused_at_the_start(
     result = cli("consume", "--index", index, "--brokers", "127.0.0.1:1", *extra)
     assert result.exit_code == 1, (result.output, result.exception)
     assert result.stderr.startswith(f"Error: {said}"), result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [(["publish", "--brokers", "127.0.0.1:1", "--topic", "bad topic"],
+      "--topic 'bad topic' is no Kafka topic name"),
+     (["publish", "--brokers", "127.0.0.1:1", "--topic", "t" * 250], "is no Kafka topic name"),
+     (["bridge", "--source", "spicedb:127.0.0.1:1", "--brokers", "127.0.0.1:1",
+       "--topic", "a/b", "--checkpoint", "cp.json"], "--topic 'a/b' is no Kafka topic name"),
+     (["build", "-", "--index", "new-idx", "--position", "a b:0=5"],
+      "--position 'a b:0=5': the topic 'a b' is no Kafka topic name")],
+)  # fmt: skip
+def test_every_command_refuses_a_topic_kafka_would_refuse(
+    args: list[str], said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """publish, bridge and build --position as consume: one line, before any work."""
+    monkeypatch.chdir(tmp_path)
+    result = cli(*args, input="+group:eng#member@user:alice\n")
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert result.stderr.startswith("Error: ") and said in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1

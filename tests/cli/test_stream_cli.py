@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.kafka.local_broker import free_port
+from ingest.kafka.local_broker import LocalBroker, free_port
 
 CHANGES = b"+group:eng#member@user:d1\n+group:eng#member@user:d\xff2\n"
 
@@ -88,3 +88,37 @@ def test_brokers_that_do_not_answer_at_the_start_are_said_once_and_retried(
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_a_position_in_another_topic_is_said_when_the_consumed_one_starts_over(
+    broker: LocalBroker, topic: str, tmp_path: Path
+) -> None:
+    """An index built at a position of a topic the consumer does not read (a typo in
+    ``build --position``): it reads its topic from the start, and says so, naming both."""
+    snapshot = tmp_path / "t.txt"
+    snapshot.write_text("group:eng#member@user:alice\n")
+    index = tmp_path / "idx"
+    typo = "x" + topic
+    built = leopard("build", snapshot, "--index", index, "--position", f"{typo}:0=2")
+    assert built.returncode == 0, built.stderr
+    change = b"+group:eng#member@user:bob\n"
+    assert (
+        leopard("publish", "--brokers", broker.bootstrap, "--topic", topic, stdin=change).returncode
+        == 0
+    )
+    consumed = leopard(
+        "consume",
+        "--index",
+        index,
+        "--brokers",
+        broker.bootstrap,
+        "--topic",
+        topic,
+        "--idle-exit",
+        "2",
+    )
+    said = consumed.stderr.decode()
+    assert consumed.returncode == 0, said
+    assert f"names topic(s) {typo!r}, not {topic!r}: reading {topic!r} from its beginning" in said
+    assert said.count("names topic(s)") == 1
+    assert leopard("check", "user:bob", "group:eng", "--index", index).stdout == b"true\n"
