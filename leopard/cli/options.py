@@ -165,25 +165,41 @@ def _size(n: int) -> str:
 def format_report(r: dict[str, Any], index_dir: str) -> str:
     """A build report (of ``build``, ``compact`` or ``stats``) as aligned lines."""
     lines = [f"built {index_dir} in {r['seconds']:.2f} s"]
+    shards = r.get("shards") or 0
+    # a sharded build's report adds the shards' counts (combine_reports): said so
+    summed = f" (summed over the {shards} shards)" if shards else ""
+    one = " (the most of one shard)" if shards else ""
     rows = [
         ("tuples read", f"{r['tuples_read']:,}"),
-        ("indexed", f"{r['tuples_indexed']:,}"),
+        *(
+            (
+                (
+                    "shards",
+                    f"{shards}; {r.get('replicated', 0):,} tuples (userset or wildcard "
+                    "subjects) are on every shard, and count on each",
+                ),
+            )
+            if shards
+            else ()
+        ),
+        ("indexed", f"{r['tuples_indexed']:,}{summed}"),
         *(
             (("duplicates", f"{r['duplicates']:,} of those (each indexed once)"),)
             if r.get("duplicates")
             else ()
         ),
         ("rejected (invalid)", f"{r['rejected']:,}"),
-        ("skipped", f"{sum(r['skipped'].values()):,}"),
-        ("groups", f"{r['groups']:,}"),
-        ("subjects", f"{r['subjects']:,}"),
+        ("skipped", f"{sum(r['skipped'].values()):,}{one}"),
+        ("groups", f"{r['groups']:,}{one}"),
+        ("subjects", f"{r['subjects']:,}{summed}"),
         ("nested edges", f"{r['nested_edges']:,}"),
         ("derived edges", f"{r.get('derived_edges', 0):,}"),
         ("wildcards", f"{r['wildcards']:,}"),
         ("opaque usersets", f"{r['opaque_usersets']:,}"),
         (
             "largest group",
-            f"{r['largest_group']} ({r['largest_group_members']:,} members)"
+            f"{r['largest_group']} ({r['largest_group_members']:,} members"
+            + (" on one shard: its members are spread over the shards)" if shards else ")")
             if r["largest_group"]
             else "-",
         ),

@@ -6,6 +6,7 @@ index (``compact``, ``verify``, ``consume``) say it is sharded and how to name a
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,13 @@ def test_a_sharded_index_is_queried_as_one_and_named_where_one_index_is_needed(
     ok("build", src, "--index", one)
     out = ok("build", src, "--index", sharded, "--shards", "3")
     assert "tuples read" in out
+    # its report says which counts add the shards' (the 3 replicated tuples count on
+    # each) and which figures are one shard's, not the whole index's
+    rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in out.splitlines()[1:13])
+    assert rows["shards"].startswith("3; 3 tuples (userset or wildcard subjects)"), out
+    assert rows["indexed"] == f"{len(LINES) + 2 * 3} (summed over the 3 shards)", out
+    assert "on one shard: its members are spread over the shards" in rows["largest group"]
+    assert "summed" not in ok("build", src, "--index", one)
     for args in (
         ("check", "user:u07", "group:all"),
         ("check", "user:s03", "group:eng"),
