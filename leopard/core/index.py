@@ -392,8 +392,11 @@ class Index:
         ``permission``, only those of that type and relation or permission (SpiceDB's
         LookupResources: ``groups_of("user:anne", type="doc", permission="view")``; no
         indexed set of that name, or a type the schema or configuration does not know:
-        refused, as ``check`` refuses a name it does not know)."""
-        if type is not None and (problem := self.config.lookup_problem(type, permission)):
+        refused, as ``check`` refuses a name it does not know; ``permission`` alone, one
+        that a type defining it does not index, too)."""
+        if (type, permission) != (None, None) and (
+            problem := self.config.lookup_problem(type, permission)
+        ):
             raise InvalidInput(problem)
         if self.placement is not None:
             self.placement.own(subject)

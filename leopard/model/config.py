@@ -227,10 +227,13 @@ class Config(BaseModel):
         sets = ", ".join(self.sets_of(namespace)) or "none"
         return f"is not an indexed set (sets of {namespace!r}: {sets})"
 
-    def lookup_problem(self, type: str, permission: str | None = None) -> str | None:
+    def lookup_problem(self, type: str | None, permission: str | None = None) -> str | None:
         """Why the sets of ``type`` (and ``permission``) cannot be looked up: a type the
         schema does not define, or that no configured set is of, or a relation that is
-        no indexed set; None when they can (a typo must not pass for "none")."""
+        no indexed set; None when they can (a typo must not pass for "none"). Without a
+        type, ``permission`` must be an indexed set of every type that defines it."""
+        if type is None:
+            return None if permission is None else self._permission_problem(permission)
         if permission is not None:
             if self.is_set(type, permission):
                 return None
@@ -244,6 +247,28 @@ class Config(BaseModel):
             return None  # the default configuration has a set in every namespace
         namespaces = {s.namespace: None for s in self.sets}
         return f"namespace {type!r} has no indexed set (namespaces with sets: {_some(namespaces)})"
+
+    def _permission_problem(self, permission: str) -> str | None:
+        """Why ``permission`` of any type cannot be looked up: no type has it as a set,
+        or one that defines it does not index it (its objects would be left out)."""
+        plan = self.plan
+        if plan is not None:
+            types = [t for t, d in plan.schema.types.items() if permission in d.relations]
+            where = "no type of the schema defines"
+        elif self.sets is None:
+            types = [] if permission != DEFAULT_RELATION else ["*"]
+            where = f"the default configuration indexes {DEFAULT_RELATION!r} alone, not"
+        else:
+            types = sorted({s.namespace for s in self.sets if s.relation == permission})
+            where = "no configured set is of"
+        if not types:
+            return f"{where} {permission!r}"
+        refused = [t for t in types if t != "*" and not self.is_set(t, permission)]
+        if not refused:
+            return None
+        t, indexed = refused[0], [t for t in types if t not in refused]
+        hint = f" (indexed of {_some(indexed)}: name the type)" if indexed else ""
+        return f"{t}#{permission} {self.not_a_set(t, permission)}{hint}"
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(by_alias=True, exclude_none=True), sort_keys=True)

@@ -164,6 +164,14 @@ def test_a_query_on_a_set_not_indexed_names_it_and_why(tmp_path: Path, zed: Path
             ix.groups_of("user:anne", type="doc", permission="view_ok")
         with pytest.raises(InvalidInput, match=r"doc#nope is not indexed"):
             ix.groups_of("user:anne", type="doc", permission="nope")
+        # without a type too: a "no" would hide every doc where the exclusion holds
+        with pytest.raises(InvalidInput, match=r"doc#view_ok is not indexed: uses an exclusion"):
+            ix.groups_of("user:anne", permission="view_ok")
+        with pytest.raises(InvalidInput, match=r"no type of the schema defines 'nope'"):
+            ix.groups_of("user:anne", permission="nope")
+        by_type = [ix.groups_of("user:anne", type=t, permission="view") for t in ("doc", "folder")]
+        assert ix.groups_of("user:anne", permission="view") == sorted(by_type[0] + by_type[1])
+        assert by_type[0] and by_type[1]
         with pytest.raises(InvalidInput, match=r"doc#view_ok is not indexed: uses an exclusion"):
             ix.check("user:anne", "doc:d1#view_ok")
         with pytest.raises(InvalidInput, match=r"doc#nope is not indexed: the type 'doc' has"):
