@@ -157,23 +157,21 @@ def list_families(path: Path | str) -> list[str]:
 
 
 def open_shared(
-    path: Path,
-    what: str,
-    *,
-    cache_bytes: int,
-    secondary: str | None = None,
-    strict: bool = False,
+    path: Path, what: str, *, cache_bytes: int, secondary: str | None = None, strict: bool = False
 ) -> RocksDB | None:
     """A database another process writes, opened read-only (or as a ``secondary``);
     None while it does not exist with every family yet. ``what`` names it in errors."""
     for attempt in range(_READ_ATTEMPTS):
         if not (path / "CURRENT").exists():
+            _unless_written(path, what, "its CURRENT file is missing")
             return None
         try:
             # A writer opening the database for the first time creates it before its
             # column families; until they all exist it has written nothing, and a
             # read-only open naming them all would fail.
-            if not set(list_families(path)).issuperset(FAMILIES):
+            missing = sorted(set(FAMILIES) - set(list_families(path)))
+            if missing:
+                _unless_written(path, what, f"it lacks the column families {missing}")
                 return None
             return RocksDB(
                 path, read_only=True, cache_bytes=cache_bytes, secondary=secondary, strict=strict
@@ -192,6 +190,17 @@ def open_shared(
 
 
 _READ_ATTEMPTS = 6  # about 0.3 s of retries in all
+
+
+def _unless_written(path: Path, what: str, lack: str) -> None:
+    """StorageError unless the database at ``path``, which ``lack``s what a finished one
+    has, holds no data yet (a writer creating it): read as absent, its data would vanish."""
+    data = [p.name for p in [*path.glob("*.sst"), *log_files(path)] if p.stat().st_size]
+    if data:
+        raise StorageError(
+            f"{what} at {str(path)!r} is damaged: {lack}, though it holds data "
+            f"({', '.join(sorted(data)[:3])}); restore it from a backup or rebuild the index"
+        )
 
 
 def log_files(path: Path | str) -> list[Path]:

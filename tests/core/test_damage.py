@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from pyroaring import BitMap
+from rocksdict import Options, Rdict
 from support.damage import (
     GROUPS_OF,
     base_dir,
@@ -452,6 +453,28 @@ def test_a_name_of_a_group_added_lost_from_the_delta_is_an_error(small: Path) ->
         f"index at {small} is damaged: name of group 5 in {delta}: "
         "the names of groups added skip group 4"
     )
+
+
+@pytest.mark.parametrize("damage", ["its CURRENT file is missing", "it lacks the column"])
+def test_a_delta_that_lost_what_every_created_one_has_is_an_error(small: Path, damage: str) -> None:
+    """Not read as a delta a writer has not created yet: every change applied since
+    the build would vanish from the answers, the version with them."""
+    delta = _with_delta(small)
+    if damage.startswith("its CURRENT"):
+        (delta / "CURRENT").unlink()
+    else:
+        raw = Options(raw_mode=True)
+        families = {f: Options(raw_mode=True) for f in Rdict.list_cf(str(delta), raw)}
+        families.pop("default")
+        db = Rdict(str(delta), options=raw, column_families=families)
+        db.drop_column_family("dsupport")
+        db.close()
+    with pytest.raises(StorageError) as info:
+        Index(small)
+    said = str(info.value)
+    assert said.startswith(f"the incremental layer at {str(delta)!r} is damaged: {damage}"), said
+    assert "though it holds data" in said
+    assert said in " ".join(verify_index(small).problems)
 
 
 def test_a_damaged_set_of_the_delta_names_the_delta(small: Path) -> None:
