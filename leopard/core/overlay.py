@@ -86,7 +86,11 @@ def load_overlay(db: RocksDB, overlay: Overlay, *, index: Path, first_group: int
         if (raw := db.get(key)) is not None:
             overlay.position = decode_position(raw)
         key = NEXT_SUBJECT_KEY
-        overlay.next_subject = None if (raw := db.get(key)) is None else decode_int(raw)
+        if (raw := db.get(key)) is None and overlay.sets.get("sname"):
+            # every batch writes it: without it the next new subject would take an id
+            # a subject of the layer holds
+            raise BadValue("it is missing, though the layer has added subjects")
+        overlay.next_subject = None if raw is None else decode_int(raw)
         key = SEQ_KEY
         overlay.seq = decode_int(db.get(key))
         key = SOURCE_STATE_KEY

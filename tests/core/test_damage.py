@@ -477,6 +477,20 @@ def test_a_delta_that_lost_what_every_created_one_has_is_an_error(small: Path, d
     assert said in " ".join(verify_index(small).problems)
 
 
+def test_a_delta_that_lost_its_subject_counter_is_an_error(small: Path) -> None:
+    """Read as absent, the next new subject would take the id of one the layer added
+    (user:zed), and members_of would name the one for the other."""
+    delta = _with_delta(small)
+    with writable(delta) as db:
+        db.raw.delete(b"next_subject")
+    with pytest.raises(StorageError) as info:
+        Index(small)
+    assert str(info.value) == (
+        f"index at {small} is damaged: next_subject in {delta}: "
+        "it is missing, though the layer has added subjects"
+    )
+
+
 def test_a_damaged_set_of_the_delta_names_the_delta(small: Path) -> None:
     delta = _with_delta(small)
     put(delta, "m2g", b"user:zed", m2g_value(4, BitMap())[:3])
