@@ -347,11 +347,18 @@ class ShardedIndex:
 
 
 def open_any(path: str | Path) -> Index | ShardedIndex:
-    """The index at ``path``: a ``ShardedIndex`` where a manifest says it is sharded."""
+    """The index at ``path``: a ``ShardedIndex`` where a manifest says it is sharded; a
+    shard of one opened alone refuses what it cannot answer alone (``ServedShard``)."""
     manifest = read_manifest(path)
     if manifest is not None:
         return ShardedIndex(path, manifest)
-    return Index(path)
+    index = Index(path)
+    try:
+        ServedShard.of(index)
+    except BaseException:
+        index.close()
+        raise
+    return index
 
 
 def _build_of(reader: SetReader) -> str | None:

@@ -15,6 +15,7 @@ from test_cli import fails, ok
 
 import leopard
 from leopard.cli import build as cli_build
+from leopard.model.routing import shard_of
 
 LINES = [
     "group:all#member@group:eng#member",
@@ -61,6 +62,28 @@ def test_a_sharded_index_is_queried_as_one_and_named_where_one_index_is_needed(
     with leopard.open_index(sharded) as ix, leopard.open_index(one) as whole:
         assert ix.members_of("group:all") == whole.members_of("group:all")
     assert "--shards" in fails("build", src, "--index", tmp_path / "x", "--shards", "0")
+
+
+def test_a_shard_opened_alone_refuses_what_it_cannot_answer_alone(tmp_path: Path) -> None:
+    """``--index DIR/shard-K`` (which verify and consume ask for) or ``open_index`` of a
+    shard: a subject placed on another shard is refused, naming both shards, not
+    answered "no"; the members of a set, which every shard holds in part, too."""
+    src = tmp_path / "org.txt"
+    src.write_text("\n".join(LINES) + "\n")
+    sharded = tmp_path / "sharded"
+    ok("build", src, "--index", sharded, "--shards", "3")
+    with leopard.open_index(sharded) as whole:
+        assert whole.check("user:u07", "group:all")
+    home = shard_of("user:u07", 3)
+    other = (home + 1) % 3
+    assert ok("check", "user:u07", "group:all", "--index", sharded / f"shard-{home}") == "true\n"
+    said = fails("check", "user:u07", "group:all", "--index", sharded / f"shard-{other}")
+    assert f"user:u07 is placed on shard {home} of 3, this index is shard {other}" in said
+    with leopard.open_index(sharded / f"shard-{other}") as alone:
+        with pytest.raises(leopard.LeopardError, match="is placed on shard"):
+            alone.check("user:u07", "group:all")
+    said = fails("members", "group:all", "--index", sharded / f"shard-{home}")
+    assert "needs every shard of this sharded index (3 shards)" in said
 
 
 def test_max_shrink_and_the_empty_refusal_hold_for_a_sharded_build(tmp_path: Path) -> None:

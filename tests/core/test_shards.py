@@ -205,7 +205,9 @@ def test_a_shard_compacted_stays_a_shard_and_skips_other_shards_changes(tmp_path
         report = w.apply([("touch", parse_tuple("group:sales#member@user:zed"))], {"t:0": 1})
         w.close()
         assert report.other_shard == 1 and report.member_changes == 0
-        assert not shard.check("user:zed", "group:sales")
+        with pytest.raises(InvalidInput, match=f"user:zed is placed on shard {k} of 2"):
+            shard.check("user:zed", "group:sales")  # opened alone: not a silent "no"
+        assert "user:zed" not in shard.members_of("group:sales")
         assert shard.position == {"t:0": 1}  # the position advances all the same
     with leopard.open_index(tmp_path / "ix" / f"shard-{k}") as shard:
         w = DeltaWriter(shard.reader)
