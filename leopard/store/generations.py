@@ -368,6 +368,12 @@ def refuse_shrink(
             what += f" (it indexes {before:,} tuples)"
         why = why or f"the snapshots hold no tuple to index ({read:,} records read)"
         raise InvalidInput(f"refusing to {what}: {why}; {force}")
+    if live and before is None:  # lost or damaged: no guard would hold
+        raise InvalidInput(
+            f"refusing to replace the live index at {where!r}: the build report of its live "
+            "generation (build-report.json) is missing or unreadable, so how many tuples "
+            f"it holds is not known (--max-shrink); {force}"
+        )
     if before is not None and before > 0 and before - indexed > max_shrink * before:
         lost = 100 * (before - indexed) / before
         raise InvalidInput(

@@ -157,6 +157,25 @@ def test_max_shrink_70_accepts_a_60_percent_loss(tmp_path: Path, index: Path) ->
     assert "75% fewer" in refused(snapshot(tmp_path, "ten.txt", 10), "--index", index)
 
 
+@pytest.mark.parametrize("damage", ["missing", "garbled"])
+def test_a_live_index_whose_report_is_lost_is_not_replaced_unasked(
+    tmp_path: Path, index: Path, damage: str
+) -> None:
+    """The guard counts the live generation's build report: lost, no count would
+    hold, so a build is refused until --force (it replaced 100 tuples with 1)."""
+    report = (index / "CURRENT").resolve() / "build-report.json"
+    if damage == "missing":
+        report.unlink()
+    else:
+        report.write_text("{garbage")
+    one = snapshot(tmp_path, "one.txt", 1)
+    said = refused(one, "--index", index)
+    assert "the build report of its live generation (build-report.json) is missing" in said
+    assert "--force" in said and len(members(index)) == 100
+    built(one, "--index", index, "--force")
+    assert len(members(index)) == 1
+
+
 def test_compaction_is_exempt(tmp_path: Path, index: Path) -> None:
     ix = Index(index)
     writer = DeltaWriter(ix.reader)
