@@ -36,7 +36,12 @@ __all__ = ["consume", "publish"]
 @index_option
 @broker_options
 @consumer_options
-@click.option("--idle-exit", type=float, help="Exit after this many seconds without messages.")
+@click.option(
+    "--idle-exit",
+    type=float,
+    help="Exit after this many seconds without messages (status 1 if a partition is stopped "
+    "at a gap).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every batch.")
 @fail_cleanly
 def consume(
@@ -109,6 +114,9 @@ def consume(
         f"version {consumer.index.version}",
         err=True,
     )
+    if stats.gaps:  # the index is behind those partitions: no success to report
+        stopped = "; ".join(f"{p}: {why}" for p, why in sorted(stats.gaps.items()))
+        raise InvalidInput(f"partitions stopped at a gap, applied no further: {stopped}")
 
 
 @click.command()

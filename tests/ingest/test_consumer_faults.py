@@ -19,6 +19,8 @@ refusal, never a silent skip.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -177,6 +179,15 @@ def test_a_recreated_topic_grown_past_the_stored_offset_is_caught_by_the_anchor(
     assert list(stats.gaps) == [f"{topic}:0"]
     assert "is not the one applied there" in stats.gaps[f"{topic}:0"]
     expect(path, first)  # offsets 20-49 of the new log were not taken for the old log's
+    # a job that runs 'consume --idle-exit' is told: no exit status 0 with a stopped partition
+    done = subprocess.run(
+        [sys.executable, "-m", "leopard", "consume", "--index", str(path), "--brokers",
+         broker.bootstrap, "--topic", topic, "--idle-exit", "2"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: partitions stopped at a gap, applied no further: {topic}:0: ")
 
 
 def test_the_same_log_resumes_past_its_anchor(broker: LocalBroker, tmp_path: Path) -> None:
