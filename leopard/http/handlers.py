@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from leopard.core.index import Index
 from leopard.core.sharded import ServedShard
+from leopard.errors import StaleIndex
 from leopard.http import schemas as S
 from leopard.http.freshness import Refresher, Waits
 from leopard.http.metrics import CollectorRegistry, render
@@ -85,7 +86,15 @@ class Handlers:
 
     async def _fresh(self, q: S.Freshness) -> None:
         if q.at_least is not None:
-            await self.waits.wait(q.at_least, q.max_wait)
+            try:
+                await self.waits.wait(q.at_least, q.max_wait)
+            except StaleIndex as stale:
+                consumer = self.consumer  # stopped: that, not the token, is what to mend
+                if consumer is None or consumer.running or not consumer.error:
+                    raise
+                raise StaleIndex(
+                    f"the change consumer has stopped ({consumer.error}): {stale}", stale.current
+                ) from None
 
     def _check_body(self, token: str, member: bool) -> bytes:
         """The JSON of ``CheckResult(member=member, token=token)``."""

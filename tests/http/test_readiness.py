@@ -20,6 +20,7 @@ import leopard
 from leopard.core.index import Index
 from leopard.errors import IndexNotFound, LeopardError, StorageError
 from leopard.http.app import LeopardService
+from leopard.model.tokens import encode_token
 
 CHECK = "/v1/check?subject=user:alice&group=group:eng"
 
@@ -169,6 +170,26 @@ def test_readyz_reports_a_broker_out_of_reach_and_a_gap(index_dir_for_consumer: 
             consumer.stats.broker_up = True
             consumer.stats.gaps = {}
             assert ready(base) == (200, [])
+
+
+def test_a_token_not_reached_because_the_consumer_stopped_says_so(
+    index_dir_for_consumer: Path,
+) -> None:
+    """The 503 of ``at_least`` names the consumer's failure (a full disk, say), not only
+    the partition the index has applied nothing of, which reads as a wrong token."""
+    consumer = _Consumer(broker_up=True)
+    token = encode_token({"changes:0": 5})
+    with leopard.open_index(index_dir_for_consumer) as ix:
+        with running_server(LeopardService(ix, consumer=consumer)) as base:
+            asked = f"{CHECK}&at_least={token}&max_wait=0.1"
+            running = call(base, "GET", asked)
+            assert running.status == 503 and "consumer has stopped" not in running.body.decode()
+            consumer.running, consumer.error = False, "StorageError: no space left on device"
+            stopped = call(base, "GET", asked)
+            assert stopped.status == 503, stopped.body
+            said = stopped.body.decode()
+            assert "the change consumer has stopped (StorageError: no space left" in said
+            assert f"has not reached version {token}" in said
 
 
 def test_a_consumer_without_gap_stats_still_reports(index_dir_for_consumer: Path) -> None:
