@@ -51,7 +51,7 @@ from leopard.http.errors import ClientGone, HttpError, error_answer
 from leopard.http.freshness import Refresher, Waits
 from leopard.http.handlers import Handlers
 from leopard.http.metrics import Collector, Metrics, registry
-from leopard.http.openapi import ROUTES, Route, openapi_document
+from leopard.http.openapi import ROUTES, Route, allow_headers, openapi_document
 from leopard.http.peers import PEER_PREFIXES, Peers
 from leopard.http.types import Message, Receive, RunningConsumer, Scope, Send
 from leopard.model.routing import SHARD_HEADER
@@ -153,7 +153,7 @@ class LeopardService:
             max_batch=max_batch,
             index_failed=self.handlers.index_failed,
         )
-        self._allow = {p: ", ".join(sorted(m)).encode() for p, m in self._table.items()}
+        self._allow = allow_headers(self._table)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -185,7 +185,7 @@ class LeopardService:
                     404, "not_found", f"no route {path!r}; the routes are listed at /openapi.json"
                 )
             endpoint = path
-            op = ops.get(method)
+            op = ops.get("GET" if method == "HEAD" else method)
             if op is None:
                 raise HttpError(
                     405,
@@ -221,7 +221,7 @@ class LeopardService:
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
         self.metrics.observe(
             endpoint,
             method if method in _METHODS else "other",  # any token is a method: bound the labels

@@ -20,7 +20,7 @@ from leopard.http.openfga_schemas import OpenFgaError
 from leopard.http.peer_routes import AUTHZEN_ROUTES, OPENFGA_ROUTES
 from leopard.http.route import Route
 
-__all__ = ["ROUTES", "Route", "openapi_document"]
+__all__ = ["ROUTES", "Route", "allow_headers", "openapi_document"]
 
 
 _READ_ERRORS = (400, 414, 503)
@@ -102,6 +102,15 @@ ROUTES: tuple[Route, ...] = (
     *OPENFGA_ROUTES,
     *AUTHZEN_ROUTES,
 )
+
+
+def allow_headers(table: dict[str, dict[str, Any]]) -> dict[str, bytes]:
+    """The ``Allow`` header of each path of a method table (path -> method -> op): its
+    methods, and HEAD wherever GET (RFC 9110 9.1: probes and balancers use it)."""
+    return {
+        path: ", ".join(sorted({*ops, *(("HEAD",) if "GET" in ops else ())})).encode()
+        for path, ops in table.items()
+    }
 
 
 def _parameter_schema(prop: dict[str, Any]) -> dict[str, Any]:

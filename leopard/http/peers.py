@@ -81,7 +81,7 @@ class _Endpoint:
         self.max_body = max_body
         self.failed = failed
         self.rest = rest  # what answers another method on this path (the upstream)
-        self._allow = route.method.encode()
+        self._allow = (route.method + (", HEAD" if route.method == "GET" else "")).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.route
@@ -89,13 +89,16 @@ class _Endpoint:
         request = PeerRequest(scope, receive, scope.get("path_params", {}), self.max_body)
         handler = self.handler
         try:
-            if scope["method"] != route.method and self.rest is not None:
+            method = scope["method"]
+            if method == "HEAD" and route.method == "GET":  # as GET, without its body
+                method = "GET"
+            if method != route.method and self.rest is not None:
                 handler = self.rest
-            elif scope["method"] != route.method:
+            elif method != route.method:
                 raise HttpError(
                     405,
                     "method_not_allowed",
-                    f"{scope['method']} is not allowed on {route.path} (allowed: {route.method})",
+                    f"{method} is not allowed on {route.path} (allowed: {self._allow.decode()})",
                     headers=[(b"allow", self._allow)],
                 )
             reply = await handler(request)
@@ -120,7 +123,9 @@ async def send_reply(reply: Reply, scope: Scope, send: Send) -> None:
     if isinstance(body, bytes):
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
         return
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     async for chunk in body:

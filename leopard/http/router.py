@@ -59,7 +59,7 @@ from leopard.http.auth import BearerAuth
 from leopard.http.connections import ConnectionLimits
 from leopard.http.errors import ClientGone, HttpError, error_answer
 from leopard.http.metrics import Collector, Metrics, registry, render
-from leopard.http.openapi import ROUTES, openapi_document
+from leopard.http.openapi import ROUTES, allow_headers, openapi_document
 from leopard.http.parsing import batch_within, check_batch, query, query_params, read_body
 from leopard.http.server import fit_connections, listen, uvicorn_config
 from leopard.http.shardlinks import ShardAnswer, ShardLinks
@@ -168,7 +168,7 @@ class RouterService:
         self._table: dict[str, dict[str, Callable[[Scope, Receive], Awaitable[Answer]]]] = {}
         for (method, path), name in _HANDLERS.items():
             self._table.setdefault(path, {})[method] = getattr(self, name)
-        self._allow = {p: ", ".join(sorted(m)).encode() for p, m in self._table.items()}
+        self._allow = allow_headers(self._table)
 
     # -- ASGI ----------------------------------------------------------------------------
 
@@ -205,7 +205,7 @@ class RouterService:
                     "listed at /openapi.json",
                 )
             endpoint = path
-            handler = ops.get(method)
+            handler = ops.get("GET" if method == "HEAD" else method)
             if handler is None:
                 raise HttpError(
                     405,
@@ -231,7 +231,7 @@ class RouterService:
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
         self.metrics.observe(
             endpoint,
             method if method in _METHODS else "other",

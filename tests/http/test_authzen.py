@@ -558,7 +558,7 @@ def test_the_well_known_configuration(served: str, world: World) -> None:
     assert proxied["search_action_endpoint"] == "http://pdp.example.com:8443" + ACTIONS
     a = post(served, WELL_KNOWN, {})
     assert a.status == 405 and a.headers["content-type"].startswith("text/plain")
-    assert a.headers["allow"] == "GET"
+    assert a.headers["allow"] == "GET, HEAD"
 
 
 # -- bad input: a 400 with the message as text, never a 5xx ---------------------------------

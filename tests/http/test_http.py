@@ -254,7 +254,7 @@ ERRORS = [
     ("POST", "/v1/check", "x" * (MAX_BODY + 1), 413, "body_too_large", f"{MAX_BODY:,}"),
     ("GET", "/v1/nope", None, 404, "not_found", "'/v1/nope'"),
     ("GET", "/", None, 404, "not_found", "/openapi.json"),
-    ("DELETE", "/v1/check", None, 405, "method_not_allowed", "GET, POST"),
+    ("DELETE", "/v1/check", None, 405, "method_not_allowed", "GET, HEAD, POST"),
     ("POST", "/v1/groups", "{}", 405, "method_not_allowed", "GET"),
     ("PUT", "/healthz", None, 405, "method_not_allowed", "GET"),
 ]  # fmt: skip
@@ -275,6 +275,32 @@ def test_errors_name_the_bad_value(
     assert detail in a.json["detail"], a.json["detail"]
     if status == 405:
         assert a.headers["allow"] in a.json["detail"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/check?subject=user:a&group=group:eng",
+     "/.well-known/authzen-configuration", "/stores"],
+)  # fmt: skip
+def test_head_is_answered_wherever_get_is(base: str, target: str) -> None:
+    """RFC 9110 9.1: as GET, its headers and no body (probes and balancers use HEAD); the
+    connection stays usable for the next request."""
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("GET", target)
+        got = conn.getresponse()
+        body = got.read()
+        conn.request("HEAD", target)
+        head = conn.getresponse()
+        assert (head.status, head.read()) == (got.status, b"")
+        if target != "/metrics":  # (which counts the GET just made)
+            assert head.getheader("content-length") == str(len(body))
+        assert head.getheader("content-type") == got.getheader("content-type")
+        conn.request("GET", "/healthz")  # nothing of a body left on the connection
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
 
 
 def test_body_limit_holds_without_content_length(base: str) -> None:
