@@ -85,7 +85,8 @@ def csv_records(lines: Iterable[str], name: str, *, ends: bool = False) -> Itera
             raise InvalidInput(
                 f"{name}: the CSV header has no column {col!r} (expected "
                 f"{','.join(_CSV_REQUIRED + _CSV_OPTIONAL)}; the condition columns "
-                f"are optional), got {','.join(columns)!r}"
+                f"are optional), got {len(columns)} column(s) {columns!r}"
+                + (" (one quoted field?)" if len(columns) == 1 and "," in columns[0] else "")
             )
     width = len(columns)
     needed = 1 + max(index[c] for c in _CSV_REQUIRED)

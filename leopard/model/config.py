@@ -310,7 +310,7 @@ def load_config(path: str | Path | None) -> Config:
     except OSError as exc:
         raise InvalidConfig(f"cannot read config {str(p)!r}: {exc.strerror}") from exc
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(raw.decode("utf-8-sig"))  # a BOM is read past, as in snapshots
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidConfig(f"{p}: not valid TOML: {exc}") from exc
     try:

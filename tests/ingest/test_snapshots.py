@@ -411,6 +411,16 @@ def test_csv_bad_header(tmp_path: Path) -> None:
     assert "'user_relation'" in str(info.value)
 
 
+def test_csv_header_of_one_quoted_field_shows_its_columns(tmp_path: Path) -> None:
+    """Some exporters quote the whole header: the error shows the one column read, not a
+    text that looks like the header expected."""
+    header = "user_type,user_id,user_relation,relation,object_type,object_id"
+    path = write(tmp_path / "snap.csv", f'"{header}"\nuser,b,,member,group,a\n')
+    with pytest.raises(InvalidInput) as info:
+        list(read_snapshots([path]))
+    assert f"got 1 column(s) [{header!r}] (one quoted field?)" in str(info.value)
+
+
 def test_csv_error_line(tmp_path: Path) -> None:
     path = write(
         tmp_path / "snap.csv",

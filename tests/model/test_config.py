@@ -179,6 +179,14 @@ def test_not_utf8(tmp_path: Path) -> None:
     assert "not valid TOML" in config_error(tmp_path, b"\xff\xfe garbage")
 
 
+def test_a_byte_order_mark_is_read_past(tmp_path: Path) -> None:
+    """As in snapshots: an editor that writes one does not make the file unreadable."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'[[sets]]\nnamespace = "team"\nrelation = "member"\n')
+    config = load_config(path)
+    assert config.is_set("team", "member") and not config.is_set("group", "member")
+
+
 def test_unknown_key_names_its_location(tmp_path: Path) -> None:
     msg = config_error(tmp_path, '[[sets]]\nnamespace = "group"\nrelatoin = "member"\n')
     assert "sets[0].relatoin: is not a known key" in msg
