@@ -292,6 +292,13 @@ def build(
     only_sets = _only_sets(only)
     if rejects and not skip_invalid:
         raise click.UsageError("--rejects needs --skip-invalid")
+    if rejects:
+        at, index_at = os.path.realpath(rejects), os.path.realpath(index_dir)
+        if at == index_at or at.startswith(index_at + os.sep):
+            raise click.UsageError(
+                f"--rejects {rejects!r} is the index directory {index_dir!r} or in it: name "
+                "the rejects file another way"
+            )
     pos = parse_position(position)
     total = sum(os.path.getsize(s) for s in snapshots if s != "-" and os.path.isfile(s))
     show = sys.stderr.isatty() and total > 0 and not as_json

@@ -13,6 +13,9 @@ from leopard.cli.options import fail_cleanly, json_option
 from leopard.errors import InvalidInput
 from leopard.gen import (
     DOCS_MAX_DEPTH,
+    MAX_DEPTH_LIMIT,
+    MAX_TUPLES,
+    MIN_TUPLES,
     SHAPES,
     OrgSpec,
     config_toml,
@@ -28,7 +31,14 @@ _ORG_MAX_DEPTH = 15
 
 
 @click.command()
-@click.option("-n", "--tuples", type=int, default=100_000, show_default=True, help="Tuple count.")
+@click.option(
+    "-n",
+    "--tuples",
+    type=click.IntRange(MIN_TUPLES, MAX_TUPLES),
+    default=100_000,
+    show_default=True,
+    help="Tuple count.",
+)
 @click.option(
     "--out", required=True, metavar="FILE", help="Output file (.gz compresses; - for stdout)."
 )
@@ -48,7 +58,7 @@ _ORG_MAX_DEPTH = 15
 @click.option("--no-rewrites", is_flag=True, help="Only 'member' tuples, no 'manager' (org).")
 @click.option(
     "--max-depth",
-    type=int,
+    type=click.IntRange(1, MAX_DEPTH_LIMIT),
     help=f"Deepest nesting: of groups (org, default {_ORG_MAX_DEPTH}) or of folders "
     f"(docs, default {DOCS_MAX_DEPTH}).",
 )

@@ -115,3 +115,21 @@ def test_every_command_refuses_a_topic_kafka_would_refuse(
     assert result.exit_code == 1, (result.output, result.exception)
     assert result.stderr.startswith("Error: ") and said in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_gen_sizes_out_of_range_are_usage_errors_naming_the_option() -> None:
+    said = usage_error("gen", "-n", "10", "--out", "x.txt")
+    assert "Invalid value for '-n' / '--tuples': 10 is not in the range 1000<=x<=" in said
+    said = usage_error("gen", "--max-depth", "0", "--out", "x.txt")
+    assert "Invalid value for '--max-depth': 0 is not in the range 1<=x<=64" in said
+
+
+@pytest.mark.parametrize("rejects", ["same", "same/rejects.txt"])
+def test_rejects_in_the_index_directory_is_refused_before_any_file_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rejects: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("r.txt").write_text("group:eng#member@user:a\n")
+    said = usage_error("build", "r.txt", "--index", "same", "--skip-invalid", "--rejects", rejects)
+    assert f"--rejects {rejects!r} is the index directory 'same' or in it" in said
+    assert not Path("same").exists()  # (an empty file was left where the index was to be)
