@@ -53,6 +53,7 @@ import base64
 import bisect
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -72,6 +73,8 @@ M = TypeVar("M", bound=BaseModel)
 _JSON = b"application/json"
 #: a single decision's answer, as ``Decision`` serializes it (the hot path skips pydantic)
 _DECISIONS = (b'{"decision":false}', b'{"decision":true}')
+#: a Host header the discovery document may name: host or [IPv6], and a port
+_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?")
 
 
 def _bad(message: str) -> HttpError:
@@ -361,6 +364,8 @@ class AuthZen:
         if host is None:
             server = scope.get("server") or ("localhost", None)
             host = (f"{server[0]}:{server[1]}" if server[1] else server[0]).encode()
+        elif not _HOST.fullmatch(host):  # reflected into every endpoint's URL
+            raise _bad(f"the Host header {host.decode('latin-1')!r} is no host[:port]")
         base = f"{scope.get('scheme', 'http')}://{host.decode('latin-1')}"
         access = base + "/access/v1"
         return Reply.of(

@@ -556,6 +556,12 @@ def test_the_well_known_configuration(served: str, world: World) -> None:
     proxied = call(served, "GET", WELL_KNOWN, headers={"Host": "pdp.example.com:8443"}).json
     assert proxied["policy_decision_point"] == "http://pdp.example.com:8443"
     assert proxied["search_action_endpoint"] == "http://pdp.example.com:8443" + ACTIONS
+    # a Host that is no host[:port] is not reflected into the endpoints' URLs
+    for host in ('"><x y', "pdp.example.com/evil", "a b"):
+        a = call(served, "GET", WELL_KNOWN, headers={"Host": host})
+        assert a.status == 400 and "is no host[:port]" in a.body.decode(), (host, a.body)
+    v6 = call(served, "GET", WELL_KNOWN, headers={"Host": "[::1]:8080"}).json
+    assert v6["policy_decision_point"] == "http://[::1]:8080"
     a = post(served, WELL_KNOWN, {})
     assert a.status == 405 and a.headers["content-type"].startswith("text/plain")
     assert a.headers["allow"] == "GET, HEAD"
