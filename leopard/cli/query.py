@@ -15,7 +15,6 @@ import click
 
 from leopard.cli.options import fail_cleanly, format_report, index_option, json_option, need_index
 from leopard.core.sharded import open_any
-from leopard.errors import InvalidInput
 
 __all__ = ["check", "explain", "groups", "members", "stats"]
 
@@ -119,9 +118,6 @@ def members(
       leopard members group:eng --limit 100 --after user:u000099
     """
     with open_any(need_index(index_path)) as ix:
-        placement = getattr(ix, "placement", None)  # one shard holds a part of them
-        if placement is not None:
-            raise InvalidInput(placement.alone(f"listing the members of {group}"))
         _emit(ix.members_of(group, limit=limit, after=after), as_json, "\n".join)
 
 

@@ -425,8 +425,12 @@ class Index:
         """Every leaf subject in the group, transitively, sorted by name.
 
         Paginate with ``after``: the next page starts after that subject name. A
-        wildcard member appears as ``ns:*``.
+        wildcard member appears as ``ns:*``. A shard opened alone refuses (each shard
+        holds a part of them); a shard server answers its part, for the router.
         """
+        placement = self.placement
+        if placement is not None and not placement.partial_members:
+            raise InvalidInput(placement.alone(f"listing the members of {group}"))
         with self._lock:
             return self._members_of(group, limit, after)
 

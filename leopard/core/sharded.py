@@ -354,7 +354,9 @@ def open_any(path: str | Path) -> Index | ShardedIndex:
         return ShardedIndex(path, manifest)
     index = Index(path)
     try:
-        ServedShard.of(index)
+        shard = ServedShard.of(index)
+        if shard is not None:
+            shard.partial_members = False  # no router merges its part here
     except BaseException:
         index.close()
         raise

@@ -178,6 +178,10 @@ class Placement:
     wildcard subject is asked here (every shard holds the graph and the wildcards;
     the router asks every shard about a userset and joins the answers)."""
 
+    #: whether ``members_of`` answers this shard's part (a shard server: the router
+    #: merges the parts), or refuses (a shard opened alone, ``open_any``)
+    partial_members: bool = True
+
     def where(self) -> tuple[int, int]:
         """(k, n): this index is shard k of n."""
         raise NotImplementedError

@@ -82,6 +82,8 @@ def test_a_shard_opened_alone_refuses_what_it_cannot_answer_alone(tmp_path: Path
     with leopard.open_index(sharded / f"shard-{other}") as alone:
         with pytest.raises(leopard.LeopardError, match="is placed on shard"):
             alone.check("user:u07", "group:all")
+        with pytest.raises(leopard.LeopardError, match="needs every shard"):
+            alone.members_of("group:all")
     said = fails("members", "group:all", "--index", sharded / f"shard-{home}")
     assert "needs every shard of this sharded index (3 shards)" in said
 
