@@ -233,8 +233,12 @@ class Bridge:
         token = batch.state[SPICEDB_KEY]["token"]
         revision = batch.position[SPICEDB_KEY]
         try:
-            futures = self._send(batch, revision)
-            acknowledged = self._acknowledged(futures, revision)
+            acknowledged = self._acknowledged(self._send(batch, revision), revision)
+            if acknowledged:
+                # the markers only once every change is in the log: a producer that gave
+                # up on a change could otherwise still write a marker after it, and the
+                # consumers would pass the revision, skipping the change published again
+                acknowledged = self._acknowledged(self._send_markers(revision), revision)
         except KafkaError as exc:
             self.watch.rewind()
             if exc.retriable:
@@ -250,7 +254,7 @@ class Bridge:
             self.stats.broker_up = True
 
     def _send(self, batch: Any, revision: int) -> list[Any]:
-        """Hand the poll's changes and a marker per partition to the producer."""
+        """Hand the poll's changes to the producer."""
         futures = []
         for m in batch.messages:
             decoded = decode_message("spicedb", m.value)
@@ -279,6 +283,11 @@ class Bridge:
                 )
                 self.stats.changes += 1
             self.stats.revisions += 1
+        return futures
+
+    def _send_markers(self, revision: int) -> list[Any]:
+        """Hand the producer a marker of ``revision`` for every partition."""
+        futures = []
         # Partitions added while the bridge runs get keyed changes (the producer routes
         # by its fresh metadata) and must get markers too: a marker that counted fewer
         # would let a consumer pass this revision before reading the new partition.
