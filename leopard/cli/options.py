@@ -171,17 +171,6 @@ def format_report(r: dict[str, Any], index_dir: str) -> str:
     one = " (the most of one shard)" if shards else ""
     rows = [
         ("tuples read", f"{r['tuples_read']:,}"),
-        *(
-            (
-                (
-                    "shards",
-                    f"{shards}; {r.get('replicated', 0):,} tuples (userset or wildcard "
-                    "subjects) are on every shard, and count on each",
-                ),
-            )
-            if shards
-            else ()
-        ),
         ("indexed", f"{r['tuples_indexed']:,}{summed}"),
         *(
             (("duplicates", f"{r['duplicates']:,} of those (each indexed once)"),)
@@ -207,6 +196,9 @@ def format_report(r: dict[str, Any], index_dir: str) -> str:
         ("cycles collapsed", f"{r['cycles_collapsed']:,} ({r['groups_in_cycles']:,} groups)"),
         ("bytes on disk", f"{r['bytes_on_disk']:,}"),
     ]
+    if shards:
+        every = f"{r.get('replicated', 0):,} tuples (userset or wildcard subjects)"
+        rows.insert(1, ("shards", f"{shards}; {every} are on every shard, and count on each"))
     if r.get("memory_budget"):
         spilled = r.get("spilled_rows", 0)
         rows.append(

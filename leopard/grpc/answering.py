@@ -39,14 +39,14 @@ from leopard.grpc.status import Refusal
 from leopard.model.tokens import decode_token
 from leopard.model.zedtoken import SPICEDB_KEY, zedtoken_position
 
-__all__ = ["NOT_REACHED", "Answering", "Forward"]
+__all__ = ["Answering", "Forward"]
 
 #: the methods whose answers Leopard forwards when it cannot give them
 PERMISSIONS = "/authzed.api.v1.PermissionsService/"
 
 
 #: what ``Freshness.reach`` refuses with when the index is behind what a request asks
-NOT_REACHED = (grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAVAILABLE)
+_NOT_REACHED = (grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAVAILABLE)
 
 
 class Forward(Exception):
@@ -110,7 +110,7 @@ class Answering:
         try:
             self.freshness.reach(want)
         except Refusal as stale:
-            if self.upstream is not None and stale.code in NOT_REACHED:
+            if self.upstream is not None and stale.code in _NOT_REACHED:
                 raise Forward() from None
             raise
 

@@ -30,7 +30,7 @@ from authzed.api.v1 import core_pb2, debug_pb2
 from authzed.api.v1 import permission_service_pb2 as pb
 from authzed.api.v1.permission_service_pb2_grpc import PermissionsServiceServicer
 
-from leopard.grpc.answering import NOT_REACHED, Forward
+from leopard.grpc.answering import Forward
 from leopard.grpc.consistency import AT_LEAST
 from leopard.grpc.forward import for_upstream
 from leopard.grpc.lookups import Lookups
@@ -197,11 +197,10 @@ class Permissions(Lookups, PermissionsServiceServicer):
         freshness = self.freshness
         version: str | None = None
         try:
-            freshness.reach(want)
+            self.reach(want)
+        except Forward:  # not reached in time: SpiceDB has that version, answers every item
+            return self.forward("CheckBulkPermissions", request, context)
         except Refusal as stale:
-            if self.upstream is not None and stale.code in NOT_REACHED:
-                # not reached in time: SpiceDB has that version, and answers every item
-                return self.forward("CheckBulkPermissions", request, context)
             if want.kind != AT_LEAST or stale.code != grpc.StatusCode.OUT_OF_RANGE:
                 raise  # a version no wait reaches fails the request, as SpiceDB's garbage
             # SpiceDB answers a revision it does not have with every item's own

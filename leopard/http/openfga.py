@@ -441,15 +441,16 @@ class OpenFga:
         index = self.index
         if consistency != "HIGHER_CONSISTENCY":
             return
-        why = None if index.follows_consumer else followed_elsewhere(index.position, index.gaps)
-        if self.consumer is not None or why is None:
+        if self.consumer is not None:
             try:
-                await wait_for_head(index, self.waits, self.consumer)  # (no consumer: now)
-                return
+                return await wait_for_head(index, self.waits, self.consumer)
             except StaleIndex as exc:
                 if self.upstream is None:
                     raise
                 raise Unanswerable(f"HIGHER_CONSISTENCY: {exc}") from None
+        why = None if index.follows_consumer else followed_elsewhere(index.position, index.gaps)
+        if why is None:
+            return  # no stream followed: the current version is the head
         if self.upstream is not None:
             raise Unanswerable(f"HIGHER_CONSISTENCY: {why}")
         raise FgaError(
