@@ -402,9 +402,8 @@ def serve_command(
             linger_ms=linger_ms,
         )
     if workers is None:
-        # With a stream, /readyz and /metrics about the consumer are worker 0's alone
-        # (and OpenFGA's HIGHER_CONSISTENCY waits only there): one process keeps them
-        # the server's unless more are asked for.
+        # With a stream, /readyz and /metrics about the consumer are worker 0's alone:
+        # one process keeps them the server's unless more are asked for.
         workers = 1 if settings is not None or follower is not None else default_workers()
     elif workers > 1 and (settings is not None or follower is not None) and not refresh_interval:
         raise click.UsageError(

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -50,6 +50,8 @@ from leopard.http.auth import BearerAuth
 from leopard.http.errors import ClientGone, HttpError, error_answer
 from leopard.http.freshness import Refresher, Waits
 from leopard.http.handlers import Handlers
+from leopard.http.headlink import HeadTeller
+from leopard.http.headwait import HeadOf, consumer_head
 from leopard.http.metrics import Collector, Metrics, registry
 from leopard.http.openapi import ROUTES, Route, allow_headers, openapi_document
 from leopard.http.peers import PEER_PREFIXES, Peers
@@ -88,6 +90,11 @@ class LeopardService:
     (``leopard.core.sharded.ServedShard``): every answer says which
     (``Leopard-Shard: k/n/build``, for a router to check), and so does ``/readyz``,
     not ready while the shard's build is not the one the manifest names.
+
+    ``head``: for a worker of ``serve --workers`` beside the one that applies the
+    stream, the way to that stream's head (``leopard.http.headlink.HeadLink``);
+    ``tell_head``: for the worker that applies it, the sockets on which the others
+    ask (see ``leopard.http.headlink``).
     """
 
     def __init__(
@@ -103,6 +110,8 @@ class LeopardService:
         store_id: str | None = None,
         upstream_openfga: str | None = None,
         shard: ServedShard | None = None,
+        head: HeadOf | None = None,
+        tell_head: Sequence[int] = (),
     ) -> None:
         if max_body < 1 or max_batch < 1:
             raise InvalidInput(f"max_body and max_batch must be positive ({max_body}, {max_batch})")
@@ -146,7 +155,7 @@ class LeopardService:
             index,
             self.waits,
             [r for r in ROUTES if r.face != "leopard"],
-            consumer=consumer,
+            head=consumer_head(index, consumer) if consumer is not None else head,
             store_id=store_id,
             upstream_openfga=upstream_openfga,
             max_body=max_body,
@@ -154,6 +163,11 @@ class LeopardService:
             index_failed=self.handlers.index_failed,
         )
         self._allow = allow_headers(self._table)
+        self._teller = (
+            HeadTeller(tell_head, consumer_head(index, consumer))
+            if tell_head and consumer is not None
+            else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -273,6 +287,8 @@ class LeopardService:
         self.waits.bind()
         if self.consumer is not None:
             self.consumer.start(self.waits.wake_threadsafe)
+            if self._teller is not None:
+                self._teller.start()
         elif self.refresher is not None:
             self.refresher.start()
 
@@ -280,6 +296,8 @@ class LeopardService:
         """Stop the refresher, and the consumer after the batch in hand (it persists it)."""
         if self.refresher is not None:
             await self.refresher.stop()
+        if self._teller is not None:
+            self._teller.stop()
         if self.consumer is not None:
             await asyncio.to_thread(self.consumer.stop)
 

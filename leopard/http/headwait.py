@@ -14,17 +14,19 @@ beyond what it applied (``stats.lag``, from the high watermarks the broker sent)
 
 A followed SpiceDB is asked its head revision instead (``ReadSchema``'s ``read_at``): its
 Watch may not have sent the latest changes yet, so what was received says nothing of
-them. Without a consumer in the process there is no head to wait for here: the caller
-has decided already that the index may answer at once (``OpenFga._consistent``: one
-built from files, or a worker of ``serve --workers`` beside the one that applies the
-stream). A consumer that stopped, or a head not reached within the wait, is
-``StaleIndex`` with the version reached: the OpenFGA behind Leopard answers the request
-when there is one, else it is a 503.
+them. A worker of ``serve --workers`` beside the one that applies the stream asks that
+worker for the head (``leopard.http.headlink``) and waits for it here as the consumer's
+worker does. Without either there is no head to wait for: the caller has decided
+already what to do (``OpenFga._consistent``: an index built from files answers at
+once, one following a stream applied elsewhere refuses). A consumer that stopped, or a
+head not reached within the wait, is ``StaleIndex`` with the version reached: the
+OpenFGA behind Leopard answers the request when there is one, else it is a 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from leopard.core.index import Index
 from leopard.errors import StaleIndex, UpstreamError
@@ -32,7 +34,14 @@ from leopard.http.freshness import Waits
 from leopard.http.types import RunningConsumer
 from leopard.model.tokens import encode_token, reached
 
-__all__ = ["HEAD_WAIT", "wait_for_head"]
+__all__ = [
+    "HEAD_WAIT",
+    "HeadOf",
+    "consumer_head",
+    "reach_head",
+    "stream_head",
+    "wait_for_head",
+]
 
 #: how long a request with higher consistency may wait for the head (seconds)
 HEAD_WAIT = 3.0
@@ -40,12 +49,38 @@ _FETCHES = 3
 _LOOK = 0.005
 
 
+#: the head of a stream as of the call, asked within a timeout (seconds); StaleIndex
+#: when it cannot be known
+HeadOf = Callable[[float], Awaitable[dict[str, int]]]
+
+
+def consumer_head(index: Index, consumer: RunningConsumer) -> HeadOf:
+    """The head of the stream ``consumer`` applies to ``index`` (see ``stream_head``)."""
+    return lambda timeout: stream_head(index, consumer, timeout)
+
+
 async def wait_for_head(
     index: Index, waits: Waits, consumer: RunningConsumer | None, timeout: float = HEAD_WAIT
 ) -> None:
     """Return once ``index`` has applied the head of its stream as of the call."""
-    if consumer is None:
-        return
+    if consumer is not None:
+        await reach_head(index, waits, consumer_head(index, consumer), timeout)
+
+
+async def reach_head(
+    index: Index, waits: Waits, head_of: HeadOf, timeout: float = HEAD_WAIT
+) -> None:
+    """Return once ``index`` has applied the head ``head_of`` says, within ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    head = await head_of(timeout)
+    if not reached(index.position, head):
+        await waits.wait(encode_token(head), max(0.0, deadline - loop.time()))
+
+
+async def stream_head(index: Index, consumer: RunningConsumer, timeout: float) -> dict[str, int]:
+    """The positions ``index`` must reach to have applied the head of the stream that
+    ``consumer`` applies, as of the call (see the module)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
 
@@ -68,9 +103,7 @@ async def wait_for_head(
     except UpstreamError as exc:
         raise StaleIndex(f"the head of the stream is not known: {exc}", index.version) from None
     if upstream is not None:
-        if not reached(index.position, upstream):
-            await waits.wait(encode_token(upstream), max(0.0, deadline - loop.time()))
-        return
+        return upstream  # type: ignore[no-any-return]
     stats = consumer.stats
     seen = stats.lag
     fetched = 0
@@ -94,6 +127,4 @@ async def wait_for_head(
             index.version,
         )
     gaps = index.gaps  # stopped partitions: a version naming one is refused, not waited for
-    head = {p: position.get(p, 0) + n for p, n in lag.items() if p not in gaps}
-    if not reached(position, head):
-        await waits.wait(encode_token(head), max(0.0, deadline - loop.time()))
+    return {p: position.get(p, 0) + n for p, n in lag.items() if p not in gaps}

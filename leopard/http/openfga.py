@@ -39,10 +39,10 @@ from leopard.errors import InvalidInput, InvalidSchema, StaleIndex
 from leopard.http import openfga_schemas as F
 from leopard.http.errors import HttpError, error_answer
 from leopard.http.freshness import Waits
-from leopard.http.headwait import wait_for_head
+from leopard.http.headwait import HeadOf, reach_head
 from leopard.http.parsing import query_params, validate
 from leopard.http.reply import PeerRequest, Reply, parse_body
-from leopard.http.types import RunningConsumer, Scope
+from leopard.http.types import Scope
 from leopard.http.upstream import Upstream, UpstreamUnreachable
 from leopard.model.config import Config
 from leopard.model.schema import to_openfga_json
@@ -126,14 +126,14 @@ class OpenFga:
         index: Index,
         waits: Waits,
         *,
-        consumer: RunningConsumer | None = None,
+        head: HeadOf | None = None,
         store_id: str | None = None,
         upstream: Upstream | None = None,
         max_batch: int,
     ) -> None:
         self.index = index
         self.waits = waits
-        self.consumer = consumer
+        self.head = head  # the head of the stream applied to the index, when one is
         self.store_id = check_store_id(store_id) if store_id else default_store_id(index.path)
         self.upstream = upstream
         self.max_batch = max_batch
@@ -435,15 +435,15 @@ class OpenFga:
 
     async def _consistent(self, consistency: str) -> None:
         """Return when this server may answer ``consistency``. ``HIGHER_CONSISTENCY``
-        waits for the head of the stream the consumer here applies; at an index that
+        waits for the head of the stream this server applies (``head``); at an index that
         follows a stream no consumer here applies, or a head not reached in time, it is
         Unanswerable (to the upstream) with ``--upstream-openfga``, else a 503 saying why."""
         index = self.index
         if consistency != "HIGHER_CONSISTENCY":
             return
-        if self.consumer is not None:
+        if self.head is not None:
             try:
-                return await wait_for_head(index, self.waits, self.consumer)
+                return await reach_head(index, self.waits, self.head)
             except StaleIndex as exc:
                 if self.upstream is None:
                     raise

@@ -36,11 +36,12 @@ from leopard.errors import IndexNotFound, StorageError
 from leopard.http.authzen import AuthZen
 from leopard.http.errors import ClientGone, HttpError
 from leopard.http.freshness import Waits
+from leopard.http.headwait import HeadOf
 from leopard.http.openfga import OpenFga
 from leopard.http.peer_routes import AUTHZEN_PREFIXES, OPENFGA_PREFIX, PEER_PREFIXES
 from leopard.http.reply import PeerRequest, Reply
 from leopard.http.route import Route
-from leopard.http.types import Receive, RunningConsumer, Scope, Send
+from leopard.http.types import Receive, Scope, Send
 from leopard.http.upstream import Upstream
 
 try:
@@ -147,7 +148,7 @@ class Peers:
         waits: Waits,
         routes: Iterable[Route],
         *,
-        consumer: RunningConsumer | None = None,
+        head: HeadOf | None = None,
         store_id: str | None = None,
         upstream_openfga: str | None = None,
         max_body: int,
@@ -158,7 +159,7 @@ class Peers:
         self.openfga = OpenFga(
             index,
             waits,
-            consumer=consumer,
+            head=head,
             store_id=store_id,
             upstream=upstream,
             max_batch=max_batch,

@@ -32,6 +32,7 @@ from leopard.core.layers import SetReader
 from leopard.core.sharded import ServedShard
 from leopard.errors import InvalidInput, LeopardError
 from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG, LeopardService
+from leopard.http.headlink import HeadLink
 from leopard.http.schemas import DEFAULT_MAX_BATCH
 from leopard.http.siblings import PromptRefresher, WorkerHeader, counted_protocol
 from leopard.http.workers import MAX_WORKERS, Supervisor, Worker
@@ -372,6 +373,9 @@ def _serve(o: _Options, worker: Worker | None) -> None:
     gc.freeze()
     runner = None
     stops: list[Callable[[], None]] = []
+    link = None
+    if worker is not None and worker.head_fd is not None:
+        link = HeadLink(worker.head_fd, index)  # HIGHER_CONSISTENCY asks worker 0
     try:
         if consumer_settings is not None:
             runner = ConsumerThread(ChangeConsumer(o.index_path, consumer_settings, index=index))
@@ -392,6 +396,8 @@ def _serve(o: _Options, worker: Worker | None) -> None:
             store_id=o.store_id,
             upstream_openfga=o.upstream_openfga,
             shard=shard,
+            head=link,
+            tell_head=worker.tell_head if worker is not None and runner is not None else (),
         )
         served: Any = app
         if worker is not None:

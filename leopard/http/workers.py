@@ -22,6 +22,9 @@ Freshness: a token read from any worker is honoured by every worker. A worker as
 ``at_least`` a version it has not applied re-reads the index at once and then every
 ``POLL`` seconds, and worker 0 tells the others after every batch it applies (a byte
 on a pipe each), so a waiting request is answered as soon as the batch is on disk.
+A request for the head of the stream (OpenFGA's ``HIGHER_CONSISTENCY``) answered by
+another worker asks worker 0 where that head is, on a socket pair of its own
+(``leopard.http.headlink``), and waits until it has reached it.
 
 Lifecycle: SIGTERM or SIGINT to the supervisor is passed on to every worker as
 SIGTERM (uvicorn finishes what it serves, the consumer persists the batch in hand);
@@ -51,6 +54,7 @@ from dataclasses import dataclass, field
 from leopard.core.lifetime import die_with_parent
 from leopard.errors import InvalidInput, LeopardError, ServiceError
 from leopard.http import workerprocess as process
+from leopard.http.headlink import head_pair
 
 __all__ = [
     "MAX_WORKERS",
@@ -125,6 +129,11 @@ class Worker:
     wake_fd: int | None = None
     #: write ends of the followers' pipes (the consumer worker's)
     _wake: list[int] = field(default_factory=list)
+    #: this worker's end of the socket on which it asks the consumer worker for the
+    #: head of the stream (``leopard.http.headlink``)
+    head_fd: int | None = None
+    #: the consumer worker's ends of those sockets, one per other worker
+    tell_head: list[int] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -234,6 +243,7 @@ class Supervisor:
         self._signal_r = self._signal_w = -1
         self._held: socket.socket | None = None
         self._wakes: list[tuple[int, int]] = []  # a pipe per follower worker
+        self._heads: list[tuple[int, int]] = []  # a socket pair per follower worker
         self.connections = ConnectionCounts(count)
 
     # -- the supervisor ------------------------------------------------------------------
@@ -248,6 +258,7 @@ class Supervisor:
                 os.set_blocking(r, False)
                 os.set_blocking(w, False)
                 self._wakes.append((r, w))
+                self._heads.append(head_pair())
         self._selector = selectors.DefaultSelector()
         self._signal_r, self._signal_w = os.pipe()
         os.set_blocking(self._signal_r, False)
@@ -373,6 +384,8 @@ class Supervisor:
             _ready=ready_w,
             wake_fd=self._wakes[slot - 1][0] if self.consumer and slot > 0 else None,
             _wake=[w for _, w in self._wakes] if consumer else [],
+            head_fd=self._heads[slot - 1][1] if self.consumer and slot > 0 else None,
+            tell_head=[t for t, _ in self._heads] if consumer else [],
         )
         parent = os.getpid()
         sys.stdout.flush()
@@ -410,13 +423,19 @@ class Supervisor:
         if self._selector is not None:
             self._selector.close()
             self._selector = None
-        for fd in (self._signal_r, self._signal_w, *(fd for p in self._wakes for fd in p)):
+        for fd in (self._signal_r, self._signal_w, *self._pipes()):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._wakes = []
+        self._heads = []
         if self._held is not None:
             self._held.close()
             self._held = None
+
+    def _pipes(self) -> Iterator[int]:
+        """The descriptors between workers: wake-up pipes and head sockets."""
+        for pair in (*self._wakes, *self._heads):
+            yield from pair
 
     # -- a worker ------------------------------------------------------------------------
 
@@ -434,12 +453,11 @@ class Supervisor:
             die_with_parent()
             if os.getppid() != parent:  # the supervisor died before the line above
                 os._exit(1)
-            keep = {worker._ready, *worker._wake}
-            if worker.wake_fd is not None:
-                keep.add(worker.wake_fd)
+            keep = {worker._ready, *worker._wake, *worker.tell_head}
+            keep.update(fd for fd in (worker.wake_fd, worker.head_fd) if fd is not None)
             if self._selector is not None:
                 self._selector.close()
-            for fd in (self._signal_r, self._signal_w, *(fd for p in self._wakes for fd in p)):
+            for fd in (self._signal_r, self._signal_w, *self._pipes()):
                 if fd not in keep:
                     with contextlib.suppress(OSError):
                         os.close(fd)

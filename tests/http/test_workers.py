@@ -9,6 +9,7 @@ again, and the connection bound is the server's, not each worker's.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from support.http import (
 from ingest.codecs import Change
 from ingest.kafka.local_broker import LocalBroker
 from ingest.kafka.publish import publish
+from leopard.http.openfga import default_store_id
 from leopard.model.names import parse_tuple
 
 CHECK = "/v1/check?" + q(subject="user:alice", group="group:eng")
@@ -143,6 +145,46 @@ def test_a_token_from_one_worker_is_honoured_by_every_worker(
                 break
         assert reports[0]["lag"] == 0 and reports[1]["lag"] is None, reports
         assert reports[0]["token"] == reports[1]["token"]
+        stop(proc, workers | children(proc.pid))
+
+
+@pytest.mark.kafka
+def test_higher_consistency_is_honoured_by_every_worker(
+    broker: LocalBroker, topic: str, tmp_path: Path
+) -> None:
+    """OpenFGA's HIGHER_CONSISTENCY, no token: a change published just before the
+    request is seen by whichever worker answers. Worker 1 re-reads the index only every
+    60 s here, so without asking worker 0 for the stream's head it answers from what it
+    read last."""
+    idx = build_small_index(tmp_path / "idx")
+    args = ("--index", str(idx), "--brokers", broker.bootstrap, "--topic", topic)
+    store = default_store_id(idx)
+
+    def check(user: str) -> tuple[int, int, bool]:
+        body = {"tuple_key": {"user": user, "relation": "member", "object": "group:eng"},
+                "consistency": "HIGHER_CONSISTENCY"}  # fmt: skip
+        a = call(url, "POST", f"/stores/{store}/check", json.dumps(body))
+        assert a.status == 200, a.body
+        return worker_of(a.headers)[0], a.status, a.json["allowed"]
+
+    with leopard_serve(*args, "--workers", "2", "--refresh-interval", "60") as (url, proc):
+        workers = set(until_both(url, CHECK).values())
+        # both answer once worker 0's consumer has joined its group (a 503 before)
+        joined = wait_until(
+            lambda: call(url, "POST", f"/stores/{store}/check", json.dumps(
+                {"tuple_key": {"user": "user:alice", "relation": "member",
+                               "object": "group:eng"},
+                 "consistency": "HIGHER_CONSISTENCY"})).status == 200, 30)  # fmt: skip
+        assert joined
+        for n in range(3):
+            who = f"user:newbie{n}"
+            publish([Change("touch", parse_tuple(f"group:backend#member@{who}"))],
+                    broker.bootstrap, topic)  # fmt: skip
+            answered: dict[int, list[bool]] = {}
+            while len(answered) < 2:
+                slot, _, allowed = check(who)
+                answered.setdefault(slot, []).append(allowed)
+            assert answered == {s: [True] * len(v) for s, v in answered.items()}, answered
         stop(proc, workers | children(proc.pid))
 
 
