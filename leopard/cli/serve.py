@@ -30,8 +30,9 @@ from leopard.cli.options import (
 )
 from leopard.cli.route import shard_options
 from leopard.core.successor import live_generation
-from leopard.errors import LeopardError
+from leopard.errors import InvalidInput, LeopardError
 from leopard.http.app import DEFAULT_MAX_BODY, DEFAULT_READY_LAG
+from leopard.http.authzen import check_public_url
 from leopard.http.connections import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -310,6 +311,12 @@ def _grpc_companion(given: dict[str, Any], http_host: str) -> Companion | None:
     help="An OpenFGA server to forward what the index cannot answer to (contextual tuples, "
     "conditions, relations it does not hold); its store must have the same id.",
 )
+@click.option(
+    "--public-url",
+    metavar="URL",
+    help="The URL clients reach this server at (behind a proxy, say): the base of the "
+    "endpoints AuthZEN's discovery document names. Default: the request's Host.",
+)
 @grpc_options
 @click.option("--access-log", is_flag=True, help="Log every request.")
 @click.option("-v", "--verbose", is_flag=True, help="Log consumer batches and more.")
@@ -344,6 +351,7 @@ def serve_command(
     workers: int | None,
     store_id: str | None,
     upstream_openfga: str | None,
+    public_url: str | None,
     access_log: bool,
     verbose: bool,
     grpc: Companion | None = None,
@@ -416,6 +424,11 @@ def serve_command(
     store = check_store_id(store_id) if store_id else default_store_id(index_dir)
     if upstream_openfga:
         Upstream(upstream_openfga)  # a bad URL is refused now, not after opening the index
+    if public_url:
+        try:
+            public_url = check_public_url(public_url)
+        except InvalidInput as exc:
+            raise click.BadParameter(str(exc), param_hint="'--public-url'") from None
     limits = ConnectionLimits(
         max_header_bytes=max_header_bytes,
         header_timeout=header_timeout,
@@ -472,6 +485,7 @@ def serve_command(
         beside=[grpc] if grpc is not None else [],
         store_id=store,
         upstream_openfga=upstream_openfga,
+        public_url=public_url,
         follower=follower,
         workers=workers,
     )

@@ -56,17 +56,19 @@ import json
 import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
 from leopard.core.index import Index
+from leopard.errors import InvalidInput
 from leopard.http import authzen_schemas as Z
 from leopard.http.errors import HttpError, error_answer
 from leopard.http.parsing import describe
 from leopard.http.reply import PeerRequest, Reply, parse_body
 from leopard.http.types import Scope
 
-__all__ = ["AuthZen"]
+__all__ = ["AuthZen", "check_public_url"]
 
 Entity = Z.Subject | Z.SubjectFilter | Z.Resource | Z.ResourceFilter
 M = TypeVar("M", bound=BaseModel)
@@ -75,6 +77,30 @@ _JSON = b"application/json"
 _DECISIONS = (b'{"decision":false}', b'{"decision":true}')
 #: a Host header the discovery document may name: host or [IPv6], and a port
 _HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?")
+
+
+def check_public_url(url: str) -> str:
+    """``url`` without a trailing slash when it can be the base of the endpoints' URLs
+    (http or https, a host, no query, fragment or user); InvalidInput naming it if not."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is no number in range
+    except ValueError as exc:
+        raise InvalidInput(f"public URL {url!r} is no URL: {exc}") from None
+    why = None
+    if parts.scheme not in ("http", "https"):
+        why = "it must start with http:// or https://"
+    elif not parts.hostname:
+        why = "it names no host"
+    elif parts.query or parts.fragment or url.endswith(("?", "#")):
+        why = "it may not have a query or a fragment"
+    elif parts.username is not None:
+        why = "it may not name a user"
+    elif any(c.isspace() for c in url):
+        why = "it may not hold spaces"
+    if why is not None:
+        raise InvalidInput(f"public URL {url!r}: {why}")
+    return url.rstrip("/")
 
 
 def _bad(message: str) -> HttpError:
@@ -88,9 +114,11 @@ class _Unknown(Exception):
 class AuthZen:
     """The handlers of ``leopard.http.peer_routes.AUTHZEN_ROUTES`` over one index."""
 
-    def __init__(self, index: Index, *, max_batch: int) -> None:
+    def __init__(self, index: Index, *, max_batch: int, public_url: str | None = None) -> None:
         self.index = index
         self.max_batch = max_batch
+        # the base of the endpoints' URLs in the discovery document (else the request's)
+        self.public_url = check_public_url(public_url) if public_url else None
 
     # -- reading -----------------------------------------------------------------------
 
@@ -359,14 +387,7 @@ class AuthZen:
     # -- metadata and errors -----------------------------------------------------------
 
     async def configuration(self, request: PeerRequest) -> Reply:
-        scope = request.scope
-        host = request.header(b"host")
-        if host is None:
-            server = scope.get("server") or ("localhost", None)
-            host = (f"{server[0]}:{server[1]}" if server[1] else server[0]).encode()
-        elif not _HOST.fullmatch(host):  # reflected into every endpoint's URL
-            raise _bad(f"the Host header {host.decode('latin-1')!r} is no host[:port]")
-        base = f"{scope.get('scheme', 'http')}://{host.decode('latin-1')}"
+        base = self.public_url or self._base(request)
         access = base + "/access/v1"
         return Reply.of(
             Z.PdpMetadata(
@@ -378,6 +399,18 @@ class AuthZen:
                 search_action_endpoint=access + "/search/action",
             )
         )
+
+    @staticmethod
+    def _base(request: PeerRequest) -> str:
+        """The URL the request came to, from its Host header (checked)."""
+        scope = request.scope
+        host = request.header(b"host")
+        if host is None:
+            server = scope.get("server") or ("localhost", None)
+            host = (f"{server[0]}:{server[1]}" if server[1] else server[0]).encode()
+        elif not _HOST.fullmatch(host):  # reflected into every endpoint's URL
+            raise _bad(f"the Host header {host.decode('latin-1')!r} is no host[:port]")
+        return f"{scope.get('scheme', 'http')}://{host.decode('latin-1')}"
 
     def error_reply(self, exc: Exception, scope: Scope) -> Reply:
         """``exc`` as the specification's error: its status, the message as text."""

@@ -151,6 +151,7 @@ class Peers:
         head: HeadOf | None = None,
         store_id: str | None = None,
         upstream_openfga: str | None = None,
+        public_url: str | None = None,
         max_body: int,
         max_batch: int,
         index_failed: Failed = None,
@@ -164,7 +165,7 @@ class Peers:
             upstream=upstream,
             max_batch=max_batch,
         )
-        self.authzen = AuthZen(index, max_batch=max_batch)
+        self.authzen = AuthZen(index, max_batch=max_batch, public_url=public_url)
         self.max_body = max_body
         # the rest of OpenFGA's API, when there is an upstream to answer it
         rest = self.openfga.upstream_reply if upstream is not None else None

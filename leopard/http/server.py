@@ -257,6 +257,7 @@ def serve(
     on_listening: Callable[[str], None] | None = None,
     store_id: str | None = None,
     upstream_openfga: str | None = None,
+    public_url: str | None = None,
     beside: Sequence[Companion] = (),
     follower: Callable[[Index], ChangeConsumer] | None = None,
     workers: int = 1,
@@ -269,7 +270,9 @@ def serve(
     defaults without it). ``on_listening`` is called with the base URL once the port
     is bound (``port=0`` picks one). ``store_id`` is the OpenFGA store the index answers
     for (default: ``leopard.http.openfga.default_store_id``), ``upstream_openfga`` the
-    OpenFGA server that what the index cannot answer is forwarded to. Each of
+    OpenFGA server that what the index cannot answer is forwarded to, ``public_url``
+    the base of the URLs AuthZEN's discovery document names (default: the request's
+    Host). Each of
     ``beside`` (a ``Companion``, such as the gRPC server) is started on the same index
     and consumer before HTTP serves, and stopped after. ``follower`` makes, on the
     served index, the consumer of an upstream followed directly (``leopard serve
@@ -298,6 +301,7 @@ def serve(
         on_listening=on_listening,
         store_id=store_id,
         upstream_openfga=upstream_openfga,
+        public_url=public_url,
         beside=beside,
         follower=follower,
     )
@@ -340,6 +344,7 @@ class _Options:
     on_listening: Callable[[str], None] | None
     store_id: str | None
     upstream_openfga: str | None
+    public_url: str | None
     beside: Sequence[Companion]
     follower: Callable[[Index], ChangeConsumer] | None
 
@@ -395,6 +400,7 @@ def _serve(o: _Options, worker: Worker | None) -> None:
             refresh_interval=o.refresh_interval,
             store_id=o.store_id,
             upstream_openfga=o.upstream_openfga,
+            public_url=o.public_url,
             shard=shard,
             head=link,
             tell_head=worker.tell_head if worker is not None and runner is not None else (),

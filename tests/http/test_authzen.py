@@ -23,6 +23,8 @@ import base64
 import io
 import json
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -565,6 +567,33 @@ def test_the_well_known_configuration(served: str, world: World) -> None:
     a = post(served, WELL_KNOWN, {})
     assert a.status == 405 and a.headers["content-type"].startswith("text/plain")
     assert a.headers["allow"] == "GET, HEAD"
+
+
+def test_a_public_url_is_the_base_of_the_discovery_document(index_dir: Path) -> None:
+    """Behind a proxy the PEP reaches the PDP at another URL than the Host the server
+    sees: ``serve --public-url`` names it, whatever the request's Host says; a URL
+    that cannot be a base is refused at start, naming it."""
+    base = "https://authz.example.com/pdp"
+    with leopard_serve("--index", str(index_dir), "--public-url", base + "/") as (url, _):
+        meta = ok(call(url, "GET", WELL_KNOWN, headers={"Host": "10.0.0.7:8080"}))
+        assert meta["policy_decision_point"] == base
+        assert meta["access_evaluation_endpoint"] == base + EVALUATION
+        assert meta["search_action_endpoint"] == base + ACTIONS
+    for bad, why in (
+        ("ftp://authz.example.com", "must start with http:// or https://"),
+        ("https://", "names no host"),
+        ("https://authz.example.com/?x=1", "query or a fragment"),
+        ("https://admin@authz.example.com", "may not name a user"),
+        ("https://authz.example.com:99999", "is no URL"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "leopard", "serve", "--index", str(index_dir),
+             "--public-url", bad],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2, (bad, done.stderr)
+        assert "--public-url" in done.stderr and repr(bad) in done.stderr, done.stderr
+        assert why in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 # -- bad input: a 400 with the message as text, never a 5xx ---------------------------------
