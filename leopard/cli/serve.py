@@ -162,8 +162,8 @@ def _grpc_companion(given: dict[str, Any], http_host: str) -> Companion | None:
     )
     options.check()  # here, before workers fork: one line, said once
 
-    def start(index: Any, consumer: Any) -> Callable[[], None]:
-        server = GrpcServer(index, options, consumer=consumer)
+    def start(index: Any, consumer: Any, readiness: Callable[[], list[str]]) -> Callable[[], None]:
+        server = GrpcServer(index, options, consumer=consumer, readiness=readiness)
         address = server.start()
         tls = " over TLS" if options.tls_cert_path else ""
         key = ", preshared key required" if options.preshared_key else ""

@@ -7,17 +7,24 @@ the process and, when one runs here, the change consumer, whose batches wake
 ``at_least_as_fresh`` waits and whose high watermarks make ``fully_consistent``'s
 target (``leopard.grpc.consistency``).
 
-Beside SpiceDB's services it serves the standard ``grpc.health.v1.Health`` (every
-service SERVING while the server runs) and server reflection (``grpcurl`` lists
+Beside SpiceDB's services it serves the standard ``grpc.health.v1.Health`` and server
+reflection (``grpcurl`` lists
 and describes the API), both open without the preshared key, as health checks are.
+Health follows HTTP's ``/readyz`` (``readiness``, asked every ``HEALTH_INTERVAL``
+seconds): every service is SERVING while it is ready, NOT_SERVING while it is not (a
+stopped consumer, a gap in the stream, a broken index: answers that may be stale
+without bound), and the change is logged with the reasons.
 Without the ``[grpc]`` extra (grpcio, grpcio-health-checking, grpcio-reflection,
 authzed) this module does not import, with an error naming it.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +50,12 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installa
         name=exc.name,
     ) from exc
 
-__all__ = ["GrpcOptions", "GrpcServer"]
+__all__ = ["HEALTH_INTERVAL", "GrpcOptions", "GrpcServer"]
+
+log = logging.getLogger(__name__)
+
+#: how often health is set again from the server's readiness (seconds)
+HEALTH_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -133,10 +145,22 @@ def _unlistenable(host: str, port: int) -> str | None:
 
 
 class GrpcServer:
-    """SpiceDB's API over ``index`` (see the module docstring)."""
+    """SpiceDB's API over ``index`` (see the module docstring). ``readiness`` says why
+    the server is not ready (nothing when it is); without it, health is SERVING while
+    the server runs."""
 
-    def __init__(self, index: Index, options: GrpcOptions, *, consumer: Any = None) -> None:
+    def __init__(
+        self,
+        index: Index,
+        options: GrpcOptions,
+        *,
+        consumer: Any = None,
+        readiness: Callable[[], list[str]] | None = None,
+    ) -> None:
         self.options = options
+        self.readiness = readiness
+        self._watching = threading.Event()
+        self._serving: bool | None = None
         options.check()
         head = StreamHead(consumer) if consumer is not None else None
         freshness = Freshness(index, max_wait=options.max_wait, head=head)
@@ -201,12 +225,38 @@ class GrpcServer:
     def start(self) -> str:
         """Serve; the address served (``host:port``)."""
         self.server.start()
-        for name in self._names:
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._set_health()
+        if self.readiness is not None:
+            threading.Thread(target=self._watch, name="leopard-grpc-health", daemon=True).start()
         return self.address
+
+    def _set_health(self) -> None:
+        reasons = []
+        if self.readiness is not None:
+            try:
+                reasons = self.readiness()
+            except Exception as exc:  # health must be said, whatever failed
+                reasons = [f"readiness could not be read: {type(exc).__name__}: {exc}"]
+        serving = not reasons
+        if serving == self._serving:
+            return
+        if self._serving is not None:  # a change, not the state at start
+            if serving:
+                log.warning("gRPC health: SERVING again")
+            else:
+                log.warning("gRPC health: NOT_SERVING: %s", "; ".join(reasons))
+        self._serving = serving
+        status = health_pb2.HealthCheckResponse
+        for name in self._names:
+            self.health.set(name, status.SERVING if serving else status.NOT_SERVING)
+
+    def _watch(self) -> None:
+        while not self._watching.wait(HEALTH_INTERVAL):
+            self._set_health()
 
     def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, let those under way finish for ``grace`` seconds, close."""
+        self._watching.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         self.close_upstream()

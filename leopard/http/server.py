@@ -86,10 +86,11 @@ STOP_TIMEOUT = 60.0
 FD_MARGIN = 64
 
 
-#: a server started beside HTTP (the gRPC one): called with the served index and the
-#: consumer (None without a stream) once both exist, before HTTP serves; returns what
-#: stops it, called once HTTP has stopped and before the index closes
-Companion = Callable[[Index, "ChangeConsumer | None"], Callable[[], None]]
+#: a server started beside HTTP (the gRPC one): called with the served index, the
+#: consumer (None without a stream) and why the server is not ready (``/readyz``'s
+#: reasons, none when it is) once they exist, before HTTP serves; returns what stops
+#: it, called once HTTP has stopped and before the index closes
+Companion = Callable[[Index, "ChangeConsumer | None", Callable[[], list[str]]], Callable[[], None]]
 
 
 class SharedIndex(Index):
@@ -388,8 +389,6 @@ def _serve(o: _Options, worker: Worker | None) -> None:
             runner = ConsumerThread(follower(index))
         if runner is not None and worker is not None:
             _tell_siblings(runner.consumer, worker)
-        for companion in o.beside if lead else ():
-            stops.append(companion(index, runner.consumer if runner is not None else None))
         app = LeopardService(
             index,
             consumer=runner,
@@ -405,6 +404,9 @@ def _serve(o: _Options, worker: Worker | None) -> None:
             head=link,
             tell_head=worker.tell_head if worker is not None and runner is not None else (),
         )
+        for companion in o.beside if lead else ():
+            consumer = runner.consumer if runner is not None else None
+            stops.append(companion(index, consumer, lambda: app.handlers.readiness().reasons))
         served: Any = app
         if worker is not None:
             if app.refresher is not None:

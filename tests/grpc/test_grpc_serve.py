@@ -34,6 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from support.http import call, wait_until
 
 from ingest.codecs import Change
 from ingest.kafka.local_broker import LocalBroker
@@ -330,6 +331,39 @@ def test_tokens_of_published_changes_and_full_consistency(
                 consistency=full))  # fmt: skip
             assert checked.checked_at.token == later.token
             time.sleep(0.1 * (n % 3))  # idle gaps of different lengths
+
+
+@pytest.mark.spicedb
+def test_health_follows_readiness(tmp_path: Path) -> None:
+    """The standard health service is what gRPC deployments probe (Kubernetes, Envoy):
+    SERVING while the server is ready, NOT_SERVING once it is not. Here the follower of
+    SpiceDB stops at a schema change (its answers would be stale without bound): HTTP's
+    /readyz and gRPC's health both say so, and the change is logged with the reason."""
+    from support.spicedb_front import SpiceDBFront
+
+    from ingest.upstream.spicedb import SpiceDBSource, bootstrap
+
+    with SpiceDBFront(SCHEMA) as front:
+        front.write(tuples()[:200])
+        index = tmp_path / "idx"
+        bootstrap(index, SpiceDBSource(front.target))
+        with leopard_serve("--index", str(index), "--source", f"spicedb:{front.target}") as served:
+            channel = grpc.insecure_channel(served.target)
+            ready = lambda: call(served.url, "GET", "/readyz").status == 200  # noqa: E731
+            assert wait_until(ready, 30)
+            assert wait_until(lambda: serving(channel), 10)
+            front.client().WriteSchema(
+                v1.WriteSchemaRequest(schema=SCHEMA + "\ndefinition extra {}\n")
+            )
+            assert wait_until(lambda: not ready(), 30)
+            assert wait_until(lambda: not serving(channel), 10)
+            channel.close()
+            served.proc.send_signal(signal.SIGTERM)
+            served.proc.wait(20)
+            assert served.proc.stderr is not None
+            said = served.proc.stderr.read()
+            assert "gRPC health: NOT_SERVING: the consumer has stopped" in said, said
+            assert "the schema changed" in said
 
 
 # -- option errors ----------------------------------------------------------------------------
