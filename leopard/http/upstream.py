@@ -82,21 +82,25 @@ class Upstream:
                 text = value.decode("latin-1")
                 headers[key] = f"{headers[key]}, {text}" if key in headers else text
         body = await request.body() if request.method not in ("GET", "HEAD") else None
-        status, ctype, data = await asyncio.to_thread(
+        status, ctype, data, encoding = await asyncio.to_thread(
             self._call, request.method, self._prefix + target, headers, body
         )
-        return Reply(status, data, ctype, headers=[ANSWERED_BY])
+        # the client's Accept-Encoding went on: a body the upstream (or a proxy before
+        # it) compressed comes back saying so
+        said = [(b"content-encoding", encoding.encode("latin-1"))] if encoding else []
+        return Reply(status, data, ctype, headers=[ANSWERED_BY, *said])
 
     def _call(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None
-    ) -> tuple[int, str, bytes]:
+    ) -> tuple[int, str, bytes, str | None]:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         conn = cls(self._host, self._port, timeout=self.timeout)
         try:
             conn.request(method, target, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
-            return resp.status, resp.getheader("content-type") or "application/json", data
+            ctype = resp.getheader("content-type") or "application/json"
+            return resp.status, ctype, data, resp.getheader("content-encoding")
         except TimeoutError:
             raise UpstreamUnreachable(
                 f"the upstream OpenFGA at {self.url} did not answer within {self.timeout:g} s"

@@ -17,6 +17,7 @@ and ``CreateStore`` answers a ``CreateStoreResponse``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -192,6 +193,9 @@ class Replay:
 
             def _answer(self, status: int, body: bytes, ctype: str) -> None:
                 self.send_response(status)
+                if "gzip" in self.headers.get("Accept-Encoding", ""):  # as proxies compress
+                    body = gzip.compress(body)
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -262,6 +266,24 @@ def test_a_request_goes_on_unchanged(served: str, upstream: Replay) -> None:
     assert got.headers["authorization"] == "Bearer app-token"
     assert got.headers["x-trace"] == "t-1" and got.headers["content-type"] == JSON
     assert got.headers["host"] != urlsplit_host(served)
+
+
+def test_a_compressed_answer_says_so(served: str, upstream: Replay) -> None:
+    """The client's Accept-Encoding goes on with the rest: an answer the upstream
+    compressed reaches the client as gzip, labelled so (it came as plain JSON, which
+    curl --compressed, requests and Go's net/http could not parse)."""
+    body = (
+        b'{"tuple_key": {"user": "user:carl", "relation": "viewer", "object": "doc:d1"},'
+        b' "contextual_tuples": {"tuple_keys": [{"user": "user:carl", "relation": "owner", '
+        b'"object": "doc:d1"}]}}'
+    )
+    for accept, encoded in (("gzip, deflate", True), ("identity", False)):
+        headers = {"Content-Type": JSON, "Accept-Encoding": accept}
+        a = call(served, "POST", f"/stores/{STORE}/check", body, headers)
+        assert a.headers["x-leopard-answered-by"] == "upstream"
+        assert a.headers.get("content-encoding") == ("gzip" if encoded else None)
+        data = gzip.decompress(a.body) if encoded else a.body
+        assert json.loads(data) == {"allowed": True, "resolution": ""}
 
 
 def urlsplit_host(url: str) -> str:
