@@ -102,16 +102,27 @@ class Answering:
                 )
         return want
 
-    def reach(self, want: Want) -> None:
+    def reach(self, want: Want, *, cursor: bool = False) -> None:
         """Return once the index may answer ``want`` (``Freshness.reach``). A version the
         index has not reached within the wait (an ``at_least_as_fresh`` token, or the
         change stream's head for ``fully_consistent``) goes to the SpiceDB behind
-        Leopard when there is one, which has it, rather than failing the request."""
+        Leopard when there is one, which has it, rather than failing the request; but
+        not a request holding a cursor Leopard gave (``cursor``), which SpiceDB cannot
+        read: that is refused as without an upstream, saying so."""
         try:
             self.freshness.reach(want)
         except Refusal as stale:
             if self.upstream is not None and stale.code in _NOT_REACHED:
-                raise Forward() from None
+                if not cursor:
+                    raise Forward() from None
+                raise Refusal(
+                    stale.code,
+                    f"{stale.message}; the request holds a cursor Leopard gave, which the "
+                    "SpiceDB behind it cannot read: ask again, or start the lookup again "
+                    "without the cursor to have SpiceDB answer it",
+                    stale.reason,
+                    stale.metadata,
+                ) from None
             raise
 
     def _spicedb_snapshot(self, token: str) -> Want:

@@ -134,7 +134,7 @@ class Lookups(Answering):
         if sid == "*":
             raise wildcard("lookup resources on wildcard", "subject.object_id")
         freshness = self.freshness
-        self.reach(want)
+        self.reach(want, cursor=after is not None)
         with self.index.lock:
             version = freshness.exact(want)
             names = self.index.groups_of(subject_name(subject), type=rtype, permission=perm)

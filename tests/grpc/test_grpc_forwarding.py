@@ -452,6 +452,19 @@ def test_a_version_not_reached_in_time_goes_to_the_upstream(tmp_path: Path) -> N
             assert len(recorder.seen) == 2
             list(client.LookupResources(lookup))
             assert len(recorder.seen) == 3
+            # a next page holding Leopard's cursor stays here: SpiceDB cannot read it
+            lookup.consistency.CopyFrom(reached)
+            lookup.optional_limit = 1
+            [first] = client.LookupResources(lookup)
+            lookup.consistency.CopyFrom(ahead)
+            lookup.optional_cursor.CopyFrom(first.after_result_cursor)
+            with pytest.raises(grpc.RpcError) as kept:
+                list(client.LookupResources(lookup))
+            assert kept.value.code() == grpc.StatusCode.OUT_OF_RANGE  # type: ignore[attr-defined]
+            said = kept.value.details()  # type: ignore[attr-defined]
+            assert "the request holds a cursor Leopard gave" in said, said
+            assert "without the cursor" in said
+            assert len(recorder.seen) == 3
     finally:
         upstream.stop(None)
     with LeopardGrpc(path, max_wait=0.2) as leo:
