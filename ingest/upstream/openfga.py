@@ -41,6 +41,7 @@ from leopard.core.build import BuildReport, build_from_batches
 from leopard.errors import DecodeError, InvalidInput, InvalidTuple, UpstreamError
 from leopard.model.config import Config, SchemaSource
 from leopard.model.names import RelationTuple, parse_openfga
+from leopard.model.zedtoken import OPENFGA_KEY
 
 __all__ = [
     "OPENFGA_KEY",
@@ -53,8 +54,6 @@ __all__ = [
 
 log = logging.getLogger("leopard.upstream")
 
-#: the index's position and source-state section of a followed OpenFGA store
-OPENFGA_KEY = "openfga"
 #: tuples a Read page asks for (OpenFGA allows 1 to 100)
 READ_PAGE = 100
 #: changes a ReadChanges page asks for (OpenFGA's default is 50, its maximum 100)

@@ -1,20 +1,19 @@
 """OpenFGA's HTTP API over the index, so that an application using an OpenFGA SDK keeps
 working against ``leopard serve``.
 
-The server answers for one store, the index: its id is ``--store-id`` or one derived
-from the index's directory (``default_store_id``), and its authorization model is the
-index's OpenFGA schema (``to_openfga_json``), with an id derived from its content.
-OpenFGA's names map onto Leopard's directly: a check of ``user`` ``relation``
-``object`` asks whether ``user`` is in the set ``object#relation``; ListObjects is
-``Index.groups_of(user, type=, permission=)``, ListUsers ``Index.members_of``.
+One store, the index: its id is ``--store-id`` or one derived from the index's
+directory (``default_store_id``); its model is the index's OpenFGA schema, with the id
+OpenFGA gave it (an index built from a store) or one derived from its content. A check
+of ``user`` ``relation`` ``object`` asks whether ``user`` is in the set
+``object#relation``; ListObjects is ``Index.groups_of``, ListUsers ``Index.members_of``.
 
 What the index cannot answer exactly (``Unanswerable``): contextual tuples, a
-``context`` for conditions, an ``authorization_model_id`` other than the index's, a
-relation the index does not hold, ListUsers for usersets and Expand. Such a request
-goes unchanged to ``--upstream-openfga`` when given (``leopard.http.upstream``),
-else it is refused with a 400 saying why (Expand: 404 ``unimplemented``). In a batch
-check, an item the index cannot answer is an error of that item, unless there is an
-upstream: then the whole batch goes there.
+``context`` for conditions, another ``authorization_model_id``, a relation the index
+does not hold, ListUsers for usersets and Expand. Such a request goes unchanged to
+``--upstream-openfga`` when given (``leopard.http.upstream``; so do the listing of
+models and a model not the index's), else it is a 400 saying why (Expand: 404
+``unimplemented``). In a batch check, an item the index cannot answer is an error of
+that item, unless there is an upstream: then the whole batch goes there.
 
 Errors are OpenFGA's ``{"code", "message"}``: the status comes from the one table of
 ``leopard.errors`` (through ``leopard.http.errors.error_answer``), the code is OpenFGA's
@@ -46,6 +45,7 @@ from leopard.http.types import Scope
 from leopard.http.upstream import Upstream, UpstreamUnreachable
 from leopard.model.config import Config
 from leopard.model.schema import to_openfga_json
+from leopard.model.zedtoken import OPENFGA_KEY
 
 __all__ = [
     "FgaError",
@@ -82,6 +82,14 @@ def ulid_of(data: bytes) -> str:
 def default_store_id(index_path: str | Path) -> str:
     """The store id of an index when ``--store-id`` is not given: stable for its directory."""
     return ulid_of(b"leopard-store:" + str(Path(index_path).resolve()).encode())
+
+
+def _ulid(given: str, what: str) -> str:
+    """``given`` (a path parameter) when it is a ULID, else OpenFGA's 400 naming it."""
+    if not _ULID.fullmatch(given):
+        why = "a ULID (26 characters of 0-9 and A-Z without I, L, O, U) is expected"
+        raise FgaError(400, "validation_error", f"invalid {what} {given[:80]!r}: {why}")
+    return given
 
 
 def check_store_id(store_id: str) -> str:
@@ -137,7 +145,7 @@ class OpenFga:
         self.store_id = check_store_id(store_id) if store_id else default_store_id(index.path)
         self.upstream = upstream
         self.max_batch = max_batch
-        self._model: tuple[Config | None, F.AuthorizationModel | None] = (None, None)
+        self._model: tuple[Config | None, Any, F.AuthorizationModel | None] = (None, None, None)
 
     # -- the store and its model -----------------------------------------------------
 
@@ -154,31 +162,26 @@ class OpenFga:
         )
 
     def model(self) -> F.AuthorizationModel | None:
-        """The index's OpenFGA model with its id (None without an OpenFGA schema)."""
+        """The index's OpenFGA model (None without an OpenFGA schema); its id is OpenFGA's
+        for an index built from a store (applications pin it), else derived from it."""
         config = self.index.config
-        if self._model[0] is not config:
-            plan = config.plan
-            found = None
+        given = self.index.reader.source_state.get(OPENFGA_KEY, {}).get("model_id")
+        if self._model[0] is not config or self._model[1] != given:
+            plan, found = config.plan, None
             if plan is not None and plan.schema.dialect == "openfga":
                 try:
                     data = to_openfga_json(plan.schema)
                 except InvalidSchema:
                     data = None
                 if data is not None:
-                    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-                    found = F.AuthorizationModel(id=ulid_of(text.encode()), **data)
-            self._model = (config, found)
-        return self._model[1]
+                    mid = given if isinstance(given, str) and _ULID.fullmatch(given) else None
+                    text = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+                    found = F.AuthorizationModel(id=mid or ulid_of(text), **data)
+            self._model = (config, given, found)
+        return self._model[2]
 
     def _store_of(self, request: PeerRequest) -> None:
-        given = request.params["store_id"]
-        if not _ULID.fullmatch(given):
-            raise FgaError(
-                400,
-                "validation_error",
-                f"invalid store_id {given[:80]!r}: a ULID (26 characters of 0-9 and A-Z "
-                "without I, L, O, U) is expected",
-            )
+        given = _ulid(request.params["store_id"], "store_id")
         if given != self.store_id:
             raise FgaError(404, "store_id_not_found", f"Store ID {given!r} not found")
 
@@ -195,6 +198,8 @@ class OpenFga:
 
     async def read_authorization_models(self, request: PeerRequest) -> Reply:
         self._store_of(request)
+        if self.upstream is not None:  # the store's models, as OpenFGA lists them
+            return await self.upstream_reply(request)
         q: F.PageParams = validate(query_params(request.scope), F.PageParams)
         self._no_token(q.continuation_token)
         model = self.model()
@@ -206,16 +211,11 @@ class OpenFga:
 
     async def read_authorization_model(self, request: PeerRequest) -> Reply:
         self._store_of(request)
-        wanted = request.params["id"]
-        if not _ULID.fullmatch(wanted):
-            raise FgaError(
-                400,
-                "validation_error",
-                f"invalid id {wanted[:80]!r}: a ULID (26 characters of 0-9 and A-Z without "
-                "I, L, O, U) is expected",
-            )
+        wanted = _ulid(request.params["id"], "id")
         model = self.model()
         if model is None or model.id != wanted:
+            if self.upstream is not None:
+                return await self.upstream_reply(request)
             raise FgaError(
                 400,
                 "authorization_model_not_found",

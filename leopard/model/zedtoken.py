@@ -34,6 +34,7 @@ from typing import NamedTuple
 from leopard.errors import InvalidInput
 
 __all__ = [
+    "OPENFGA_KEY",
     "SPICEDB_KEY",
     "ZedToken",
     "decode_zedtoken",
@@ -44,6 +45,8 @@ __all__ = [
 
 #: the position key under which an index keeps the SpiceDB revision it has applied
 SPICEDB_KEY = "spicedb"
+#: the index's position and source-state section of a followed OpenFGA store
+OPENFGA_KEY = "openfga"
 
 _INTEGER = re.compile(r"[0-9]{1,20}")
 _HLC = re.compile(r"([0-9]{1,19})\.([0-9]{1,10})")

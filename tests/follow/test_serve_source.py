@@ -10,6 +10,7 @@ an OpenFGA store the same way (the local replay of OpenFGA's API).
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -120,6 +121,33 @@ def test_serve_source_follows_an_openfga_store(tmp_path: Path) -> None:
             assert wait_until(member)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) in (0, -signal.SIGTERM)
+
+
+def test_the_model_id_is_the_one_openfga_gave(tmp_path: Path) -> None:
+    """Applications pin the model id OpenFGA gave (``authorization_model_id`` in every
+    request): an index built from a store serves its model under that id and answers
+    requests naming it, where a derived id made them all 'not found'. A model written
+    after the build is another model: named, it is refused (no upstream here)."""
+    with OpenFGAReplay(OPENFGA_MODEL) as store:
+        store.write(["group:g0#member@user:u0", "folder:f0#viewer@group:g0#member"])
+        given = store.models[-1]["id"]
+        path = tmp_path / "ix"
+        bootstrap_openfga(path, OpenFGASource(store.url, store.store_id))
+        later = store.write_model(OPENFGA_MODEL + "type extra\n")
+        with leopard_serve("--index", str(path), "--store-id", store.store_id) as (url, _):
+            base = f"/stores/{store.store_id}"
+            listed = call(url, "GET", base + "/authorization-models").json
+            assert [m["id"] for m in listed["authorization_models"]] == [given], listed
+            read = call(url, "GET", f"{base}/authorization-models/{given}")
+            assert read.status == 200 and read.json["authorization_model"]["id"] == given
+            for model, status in ((given, 200), (later, 400)):
+                asked = {"tuple_key": {"user": "user:u0", "relation": "view",
+                                       "object": "folder:f0"},
+                         "authorization_model_id": model}  # fmt: skip
+                a = call(url, "POST", base + "/check", json.dumps(asked))
+                assert a.status == status, a.body
+            assert a.json["code"] == "authorization_model_not_found"
+            assert given in a.json["message"]
 
 
 def test_an_index_without_a_revision_is_refused_at_the_start(tmp_path: Path) -> None:

@@ -50,6 +50,8 @@ from support.http import call, leopard_serve
 
 import leopard
 from ingest.kafka.local_broker import free_port
+from leopard.http.freshness import Waits
+from leopard.http.openfga import OpenFga
 
 STORE = "01HZX3Q1A2B3C4D5E6F7G8H9JK"
 MODEL = """\
@@ -223,11 +225,16 @@ def upstream() -> Iterator[Replay]:
         yield replay
 
 
+#: the index the served fixture built
+_INDEX: list[Path] = []
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, upstream: Replay) -> Iterator[str]:
     work = tmp_path_factory.mktemp("upstream")
     (work / "model.fga").write_text(MODEL)
     leopard.build_index([TUPLES], work / "idx", schema=work / "model.fga")
+    _INDEX[:] = [work / "idx"]
     args = ("--index", str(work / "idx"), "--store-id", STORE, "--upstream-openfga", upstream.url)
     with leopard_serve(*args) as (url, _):
         yield url
@@ -396,6 +403,30 @@ def test_lists_and_expand_go_upstream(fga: OpenFgaClient, upstream: Replay) -> N
     assert tree.root.name == "doc:d1#viewer" and len(tree.root.union.nodes) == 2
     paths = [r.path.rsplit("/", 1)[1] for r in upstream.received]
     assert paths == ["list-objects", "streamed-list-objects", "list-users", "expand"]
+
+
+def test_the_stores_models_are_the_upstreams(served: str, upstream: Replay) -> None:
+    """With an upstream, the listing of models and a model other than the index's are
+    OpenFGA's (a model written through Leopard was 'not found' by the next read); the
+    index's own model is read from the index."""
+    upstream.received.clear()
+    models = f"/stores/{STORE}/authorization-models"
+    other = models + "/01JABCDEFGHJKMNPQRSTVWXYZ0"
+    for target in (models + "?page_size=5", other):
+        a = call(served, "GET", target)
+        assert a.headers["x-leopard-answered-by"] == "upstream", target
+    assert [(r.method, r.path) for r in upstream.received] == [
+        ("GET", models + "?page_size=5"),
+        ("GET", other),
+    ]
+    upstream.received.clear()
+    with OpenFgaClient(ClientConfiguration(api_url=served, store_id=STORE)) as client:
+        with leopard.open_index(_INDEX[0]) as index:
+            ours = OpenFga(index, Waits(index), max_batch=1).model()
+        assert ours is not None
+        read = client.read_authorization_model({"authorization_model_id": ours.id})
+        assert read.authorization_model.id == ours.id
+    assert upstream.received == []
 
 
 def test_the_rest_of_openfgas_api_goes_upstream(fga: OpenFgaClient, upstream: Replay) -> None:
