@@ -119,8 +119,13 @@ def _row(
     fields: dict[str, tuple[str, Any]] = {}
     for part, default in DEBEZIUM_COLUMNS.items():
         column = options.get(part, default)
-        # The subject relation column may be absent or null: a plain subject.
-        value = row.get(column) if part == "subject_relation" else _column(row, column, where)
+        # The subject relation may be null (a plain subject), and its column absent from
+        # a table of plain subjects: unless the options name it, which is then a column
+        # the row must have (a misspelt one read every userset as a plain subject).
+        if part == "subject_relation" and part not in options:
+            value = row.get(column)
+        else:
+            value = _column(row, column, where)
         # Integer id columns arrive as JSON numbers.
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)

@@ -552,6 +552,20 @@ def test_debezium_column_mapping() -> None:
     assert decode("debezium", value, options=options) == [Change("touch", ENG_OPS, JAN_1)]
 
 
+def test_debezium_a_subject_relation_column_named_must_be_in_the_row() -> None:
+    """Named by the options, the subject relation column is one the row must have (null
+    in it is a plain subject): misspelt, it read every userset row as a plain subject."""
+    nested = {"oid": "eng", "rel": "member", "st": "group", "sid": "ops", "user_rel": "member"}
+    options = {"resource_id": "oid", "relation": "rel", "subject_type": "st",
+               "subject_id": "sid", "subject_relation": "user_relation"}  # fmt: skip
+    value = envelope("c", None, {"ns": "group", **nested})
+    with pytest.raises(DecodeError, match="row has no column 'user_relation'"):
+        decode("debezium", value, options={"resource_type": "ns", **options})
+    plain = envelope("c", None, {"ns": "group", **nested, "user_relation": None})
+    [change] = decode("debezium", plain, options={"resource_type": "ns", **options})
+    assert str(change.tuple) == "group:eng#member@group:ops"
+
+
 def test_debezium_tuple_column() -> None:
     value = envelope("u", {"id": 1, "t": str(ENG_ALICE)}, {"id": 1, "t": str(ENG_OPS)})
     assert decode("debezium", value, options={"tuple_column": "t"}) == [
