@@ -39,6 +39,7 @@ from pathlib import Path
 from ingest.codecs import decode_message
 from ingest.codecs.fields import Change, Op
 from ingest.kafka.deadletters import ItemMessage
+from ingest.kafka.sharing import Sharing
 from ingest.kafka.source import Batch, Gap, KafkaSource, Message
 from ingest.settings import ConsumerSettings
 from ingest.upstream.headers import BridgedRevisions
@@ -77,6 +78,9 @@ class ConsumerStats:
     outage: str | None = None
     #: partitions stopped at a gap: "topic:partition" -> what the gap is
     gaps: dict[str, str] = field(default_factory=dict)
+    #: partitions of the topics the consumer group gave another member (see
+    #: ``ingest.kafka.sharing``): "topic:partition" -> why
+    elsewhere: dict[str, str] = field(default_factory=dict)
     gap_events: int = 0  # gaps found, stopped at or gone on from
 
     def total_lag(self) -> int:
@@ -118,6 +122,13 @@ class ChangeConsumer:
         # after a generation switch: the writer applies to it, queries do not see it
         # until it has caught up
         self._pending: Successor | None = None
+        self._sharing: Sharing | None = None
+
+    def _share(self) -> Sharing | None:
+        """The watch over the group's split of the topics (a Kafka source's alone)."""
+        if self._sharing is None and isinstance(self.source, KafkaSource):
+            self._sharing = Sharing(self.source.held_elsewhere, self.settings.group_id)
+        return self._sharing
 
     def upstream_head(self, timeout: float) -> dict[str, int] | None:
         """The head of a followed upstream as of now (SpiceDB's revision), or None
@@ -196,6 +207,9 @@ class ChangeConsumer:
                     # (a second here, three with Kafka's default rebalance delay).
                     idle_since = time.monotonic()
                 elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                    sharing = self._share()
+                    if sharing is not None:  # at the end, a split of any age is said
+                        self.stats.elsewhere = sharing.why(sharing.held())
                     break
                 self._maybe_compact()
         finally:
@@ -238,6 +252,9 @@ class ChangeConsumer:
                     f"no answer to a metadata request within {self.settings.probe_timeout:g} s"
                 )
         self.stats.lag = self.source.lag()
+        sharing = self._share()
+        if sharing is not None:
+            self.stats.elsewhere = sharing.look()
         self.stats.gaps = dict(self.source.stopped)
         if batch.messages and self.on_batch is not None:
             self.on_batch(self.stats)

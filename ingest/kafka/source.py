@@ -1,12 +1,10 @@
 """The Kafka source of change messages: polling, positions, gaps, dead letters, liveness.
 
-The loop that applies changes (``ingest.consumer``) knows nothing of Kafka: it asks
-the source for the next batch of messages, hands undecodable ones back as dead
-letters, and persists the batch's position (per ``topic:partition``, the next offset
-to read) and its resume state with the changes. The source positions every
-partition it is assigned at the offsets the index holds, on start and after every
-rebalance, whatever the group's committed offsets say; it commits offsets to the
-group only so that lag shows in the usual tools.
+The loop that applies changes (``ingest.consumer``) knows nothing of Kafka: it asks the
+source for the next batch, hands undecodable messages back as dead letters, and persists
+the batch's position (per ``topic:partition``, the next offset to read). Each partition
+assigned is positioned at the offset the index holds, on start and after every
+rebalance; offsets are committed to the group only so that lag shows in the usual tools.
 
 **Gaps are never skipped.** A partition's log may no longer hold what the index
 applied up to: the broker restarted empty or the topic was recreated (the stored
@@ -30,7 +28,8 @@ failure the loop rewinds to the stored offsets (``rewind``) instead of polling o
 from where the fetch had got to.
 
 **A silent broker is noticed**: while no records come, an ApiVersions request bounded
-by ``probe_timeout`` is sent every ``probe_interval`` seconds (``probe``).
+by ``probe_timeout`` is sent every ``probe_interval`` seconds (``probe``); **and so is
+a group that splits the topics' partitions** with another index (``held_elsewhere``).
 
 Every kafka-python error is re-raised here as ``BrokerError``, the one boundary.
 """
@@ -56,6 +55,7 @@ from ingest.kafka.client import (
 )
 from ingest.kafka.deadletters import DeadLetters, Message
 from ingest.kafka.probe import broker_answers, require_brokers
+from ingest.kafka.sharing import held_elsewhere
 from ingest.settings import KafkaSettings
 from leopard.errors import BrokerError
 
@@ -109,13 +109,10 @@ def anchor_of(message: Message) -> list[int]:
 
 
 class KafkaSource:
-    """Batches of messages from Kafka topics, positioned where the index says.
-
-    ``position_of`` gives the stored position (next offset per partition),
-    ``anchors_of`` the stored anchors (``[offset, digest]`` of the last record applied
-    per partition) and ``gaps_of`` the gaps found earlier and not yet resolved
-    (partition -> description), all read from the index each time.
-    """
+    """Batches of messages from Kafka topics, positioned where the index says: read
+    from the index each time, ``position_of`` gives the stored position, ``anchors_of``
+    the anchors (``[offset, digest]`` of the last record applied per partition) and
+    ``gaps_of`` the gaps found earlier and not yet resolved (partition -> description)."""
 
     def __init__(
         self,
@@ -415,6 +412,9 @@ class KafkaSource:
         gaps, self._gaps = self._gaps, []
         return gaps
 
+    def held_elsewhere(self) -> list[str]:  # partitions the group gave another member
+        return held_elsewhere(self._consumer, self.settings.topics)
+
     def lag(self) -> dict[str, int]:
         """Messages behind the high watermark of the last fetch, per assigned partition.
 
@@ -487,7 +487,7 @@ class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, owner: KafkaSource) -> None:
         self.owner = owner
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
+    def on_partitions_revoked(self, revoked: Any) -> None:  # nothing to do
         pass
 
     def on_partitions_assigned(self, assigned: Any) -> None:

@@ -15,6 +15,7 @@ from ingest.consumer import ChangeConsumer, ConsumerStats
 from ingest.kafka.probe import broker_answers
 from ingest.kafka.publish import parse_change_lines, result_json
 from ingest.kafka.publish import publish as run_publish
+from ingest.kafka.sharing import split
 from ingest.settings import check_topic
 from leopard.cli.options import (
     broker_options,
@@ -117,6 +118,8 @@ def consume(
     if stats.gaps:  # the index is behind those partitions: no success to report
         stopped = "; ".join(f"{p}: {why}" for p, why in sorted(stats.gaps.items()))
         raise InvalidInput(f"partitions stopped at a gap, applied no further: {stopped}")
+    if stats.elsewhere:  # so is it behind these, for good
+        raise InvalidInput(split(settings.group_id, stats.elsewhere))
 
 
 @click.command()

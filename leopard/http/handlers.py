@@ -242,6 +242,13 @@ class Handlers:
                 reasons.append(
                     f"the consumer is {lag:,} messages behind (bound {self.ready_max_lag:,})"
                 )
+            for key, why in sorted(dict(getattr(stats, "elsewhere", None) or {}).items()):
+                topic, _, partition = str(key).rpartition(":")
+                reasons.append(
+                    f"the consumer does not read topic {topic!r} partition {partition}, "
+                    f"{why}: its changes are not applied here; give each index its own "
+                    "--group-id"
+                )
             for key, why in sorted(dict(getattr(stats, "gaps", None) or {}).items()):
                 topic, _, partition = str(key).rpartition(":")
                 reasons.append(

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,54 @@ def test_a_position_in_another_topic_is_said_when_the_consumed_one_starts_over(
     assert f"names topic(s) {typo!r}, not {topic!r}: reading {topic!r} from its beginning" in said
     assert said.count("names topic(s)") == 1
     assert leopard("check", "user:bob", "group:eng", "--index", index).stdout == b"true\n"
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_shards_sharing_a_consumer_group_are_told_they_miss_partitions(
+    broker: LocalBroker, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """Two shards of an index consumed with one --group-id: Kafka splits the topic's
+    partitions between the two consumers, and each shard misses the changes of the
+    other's partitions for good. Each ``consume --idle-exit`` that ended split says so
+    and ends with status 1 (both ended 0, their indexes silently behind)."""
+    topic = new_topic(partitions=2)
+    lines = [f"group:g{i}#member@user:u{i}" for i in range(40)]
+    (tmp_path / "t.txt").write_text("\n".join(lines) + "\n")
+    built = leopard("build", tmp_path / "t.txt", "--index", tmp_path / "ix", "--shards", "2")
+    assert built.returncode == 0, built.stderr
+    changes = "".join(f"+group:g{i}#member@user:new{i}\n" for i in range(40)).encode()
+    published = leopard("publish", "--brokers", broker.bootstrap, "--topic", topic, stdin=changes)
+    assert published.returncode == 0, published.stderr
+    consumers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "leopard",
+                "consume",
+                "--index",
+                str(tmp_path / "ix" / f"shard-{k}"),
+                "--brokers",
+                broker.bootstrap,
+                "--topic",
+                topic,
+                "--group-id",
+                "shared",
+                "--idle-exit",
+                "12",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in (0, 1)
+    ]
+    ended = [(c.wait(180), c.communicate()[1]) for c in consumers]
+    split = [said for status, said in ended if status == 1]
+    assert split, ended
+    for said in split:
+        assert "consumer group 'shared' gave partitions" in said, said
+        assert f"{topic}:" in said and "give each index (each shard) its own --group-id" in said
+    for status, said in ended:
+        assert status in (0, 1) and "Traceback" not in said, said
