@@ -48,7 +48,7 @@ from leopard.core.incremental import DeltaWriter, collector_paused
 from leopard.core.index import Index
 from leopard.core.layers import SetReader
 from leopard.core.successor import Successor, live_generation
-from leopard.errors import BrokerError, DecodeError, UpstreamError
+from leopard.errors import BrokerError, DecodeError, StreamGap, UpstreamError
 from leopard.model.edges import schema_refusal
 from leopard.model.names import RelationTuple, format_tuple
 
@@ -275,6 +275,8 @@ class ChangeConsumer:
             except DecodeError as exc:
                 dead.append((m, str(exc)))
                 continue
+            except StreamGap as exc:  # nothing of the batch is applied: stopped here again
+                raise StreamGap(f"{m.topic}:{m.partition} offset {m.offset}: {exc}") from None
             if refusal is None:
                 for c in decoded.changes:
                     changes.append((c.op, c.tuple))

@@ -34,7 +34,7 @@ from ingest.codecs.fields import Change, Decoded, Rejected, load_json
 from ingest.codecs.native import decode_native, decode_plain, encode_native, message_key
 from ingest.codecs.openfga import decode_openfga
 from ingest.codecs.spicedb import decode_spicedb
-from leopard.errors import DecodeError, InvalidInput
+from leopard.errors import DecodeError, InvalidInput, StreamGap
 
 __all__ = [
     "CODECS",
@@ -100,8 +100,8 @@ def decode_message(format: str, value: bytes | None, *, options: dict | None = N
         decoded = _DECODERS[format](load_json(value), opts)
     except DecodeError as exc:
         raise DecodeError(f"{format} event: {exc}") from None
-    except MemoryError:
-        raise  # the machine's state, not the message's
+    except (MemoryError, StreamGap):
+        raise  # the machine's state, not the message's; a stream that must stop here
     except Exception as exc:  # a message no codec rule foresaw
         log.error("%s event not decodable (%s: %s)", format, type(exc).__name__, exc)
         raise DecodeError(

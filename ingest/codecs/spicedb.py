@@ -2,8 +2,10 @@
 
 Each update is ``{"operation", "relationship": {"resource", "relation", "subject"}}``;
 fields come under their protobuf-JSON (camelCase) or proto (snake_case) names, enums
-by name or by number. A checkpoint (``isCheckpoint``) or schema-change response holds
-no update, only the revision it brings the stream to. SpiceDB's HTTP gateway streams
+by name or by number. A checkpoint (``isCheckpoint``) holds no update, only the revision
+it brings the stream to. A schema-change response (``schemaUpdated``) stops the stream
+(``StreamGap``), as it stops ``leopard follow``: an index built before reads the
+relationships after it as the old schema did. SpiceDB's HTTP gateway streams
 each response as ``{"result": {...}}`` and a failure as ``{"error": {"code",
 "message"}}``: the first is unwrapped, the second is a malformed message naming the
 error. An update that cannot be applied (caveated, expiring, malformed) is refused on
@@ -30,7 +32,7 @@ from ingest.codecs.fields import (
     show,
     snake,
 )
-from leopard.errors import DecodeError
+from leopard.errors import DecodeError, StreamGap
 from leopard.model.names import RelationTuple
 
 __all__ = ["decode_spicedb"]
@@ -55,6 +57,12 @@ def decode_spicedb(doc: dict[str, Any], options: dict[str, str]) -> Decoded:
     """The changes of one Watch response, in order, and its refused updates."""
     doc = _unwrap(doc)
     through = _through(doc)
+    if doc.get("schemaUpdated", doc.get("schema_updated")) is True:
+        raise StreamGap(
+            f"the schema changed at revision {through!r}: an index built before no longer "
+            "reads relationships as SpiceDB does; rebuild it from SpiceDB (leopard build "
+            "--from spicedb:...) and consume on from its revision"
+        )
     updates = doc.get("updates")
     if updates is None:
         # Protobuf JSON omits an empty list: a checkpoint response has only the token.

@@ -47,6 +47,7 @@ from ingest.kafka.client import KafkaConsumer, KafkaProducer, OffsetAndMetadata,
 from ingest.kafka.local_broker import LocalBroker, create_topic
 from leopard.core.compact import compact
 from leopard.core.index import Index
+from leopard.errors import StreamGap
 from leopard.model.names import RelationTuple, format_tuple, parse_tuple
 from leopard.model.tokens import encode_token, reached
 from leopard.store.generations import IndexDir
@@ -418,6 +419,32 @@ def test_each_format_end_to_end(fmt: str, broker: LocalBroker, topic: str, tmp_p
     assert stats.changes == len(stream)
     assert position_of(path) == pub.highwater()
     assert_matches(path, model_of(snap, stream))
+
+
+def test_a_spicedb_schema_change_stops_the_stream_at_it(
+    broker: LocalBroker, topic: str, tmp_path: Path
+) -> None:
+    """A Watch response saying the schema changed, relayed to Kafka: the consumer stops
+    there, naming the message (``leopard follow`` stops at it too), rather than read on
+    under the old schema; again at every start, until the index is rebuilt."""
+    path = tmp_path / "ix"
+    build(path, CONFIG, ["group:g1#member@user:u1"], {f"{topic}:0": 0})
+    rng = random.Random(3)
+    before, after = (Change("touch", parse_tuple(f"group:g1#member@user:{u}")) for u in "ab")
+    token = {"changesThrough": {"token": "GhUKEzE3MDAwMDAwMDAwMDAwMDAwMDA="}}
+    docs = [
+        {"updates": [_spicedb(before, rng)], **token},
+        {"schemaUpdated": True, **token},
+        {"updates": [_spicedb(after, rng)], **token},
+    ]
+    produce(broker.bootstrap, topic, [(b"k", json.dumps(d).encode(), []) for d in docs])
+    for _ in range(2):
+        consumer = ChangeConsumer(path, settings(broker, topic, format="spicedb"))
+        with pytest.raises(StreamGap, match=rf"{topic}:0 offset 1: the schema changed"):
+            consumer.run(idle_exit=20)
+        with Index(path) as ix:
+            assert not ix.check("user:b", "group:g1")
+            assert ix.position[f"{topic}:0"] <= 1  # not past the schema change
 
 
 # -- bad data --------------------------------------------------------------------------
