@@ -85,10 +85,18 @@ def schema_refusal(config: Config, t: RelationTuple) -> str | None:
     rel = plan.schema.relation(t.resource_type, t.relation)
     assert rel is not None
     kind = _subject_kind(t)
+    traited = None  # the kind allowed only with a caveat or an expiration, which tuples lack
     for allowed in rel.types:
         base = allowed.type + (":*" if allowed.wildcard else "")
         if (base if allowed.relation is None else f"{base}#{allowed.relation}") == kind:
-            return None
+            if allowed.caveat is None and not allowed.expiration:
+                return None
+            traited = traited or allowed
+    if traited is not None:
+        return (
+            f"{t.resource_type}#{t.relation} allows subjects of type {kind} only as "
+            f"{traited}: a tuple without is refused, as SpiceDB refuses to write it"
+        )
     return f"{t.resource_type}#{t.relation} does not allow subjects of type {kind}"
 
 

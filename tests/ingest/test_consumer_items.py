@@ -161,9 +161,15 @@ def test_openfga_page_item_dead_lettered_alone(
         decode("openfga", record.value)
 
 
-SCHEMA = """definition user {}
+SCHEMA = """use expiration
+caveat is_weekday(day string) {
+    day != "sat"
+}
+definition user {}
 definition group {
     relation member: user | group#member
+    relation cmember: user with is_weekday
+    relation emember: user with expiration | group#member
 }
 definition doc {
     relation viewer: user | group#member
@@ -188,7 +194,14 @@ def test_changes_a_schema_refuses_are_dead_lettered_with_why(
         b"perm": ("doc:x1#view@user:alice", "doc#view stores no tuples (it is computed)"),
         b"subj": ("doc:x1#viewer@doc:d1", "doc#viewer does not allow subjects of type doc"),
         b"wild": ("doc:x1#viewer@user:*", "doc#viewer does not allow subjects of type user:*"),
-    }
+        # a tuple without the caveat or expiration a relation asks of its subjects
+        b"cav": ("group:g#cmember@user:alice", "group#cmember allows subjects of type user "
+                 "only as user with is_weekday: a tuple without is refused, as SpiceDB "
+                 "refuses to write it"),
+        b"exp": ("group:g#emember@user:alice", "group#emember allows subjects of type user "
+                 "only as user with expiration: a tuple without is refused, as SpiceDB "
+                 "refuses to write it"),
+    }  # fmt: skip
     good = ["doc:x1#viewer@user:bob", "group:g#member@user:carol", "doc:x1#viewer@group:g#member"]
 
     def touch(text: str) -> bytes:
@@ -198,7 +211,7 @@ def test_changes_a_schema_refuses_are_dead_lettered_with_why(
     messages += [(f"g{i}".encode(), touch(t), []) for i, t in enumerate(good)]
     pub = produce(broker.bootstrap, topic, messages)
     stats = consume_until(path, settings(broker, topic), pub.highwater())
-    assert (stats.refused, stats.dead_letters) == (5, 5)
+    assert (stats.refused, stats.dead_letters) == (7, 7)
     with Index(path) as ix:
         assert ix.position == pub.highwater()
         assert ix.check("user:bob", "doc:x1#view") and ix.check("user:carol", "doc:x1#view")
