@@ -37,6 +37,7 @@ from leopard.model.schema.ast import (
     Nil,
     Rewrite,
     Schema,
+    Self,
     This,
     Union,
 )
@@ -189,6 +190,8 @@ def _terms(rewrite: Rewrite, where: str) -> tuple[list[Rewrite], str | None]:
         return [], f"uses {rewrite.tupleset}.all({rewrite.relation}): not a union"
     if isinstance(rewrite, Nil):
         return [], None
+    if isinstance(rewrite, Self):
+        return [], "uses self (the object as its own subject): not indexed"
     return [rewrite], None
 
 

@@ -11,7 +11,8 @@ A schema is a set of object types (``TypeDef``), each with named relations
 * ``Arrow(t, r)``       relation ``r`` of every object the tupleset relation ``t``
                         points to (SpiceDB ``parent->view``, OpenFGA ``view from
                         parent``); ``all=True`` is SpiceDB's ``parent.all(view)``,
-* ``Union``, ``Intersection``, ``Exclusion`` of those, and ``Nil()`` (no subject).
+* ``Union``, ``Intersection``, ``Exclusion`` of those, ``Nil()`` (no subject) and
+  ``Self()`` (the object itself, SpiceDB's ``self``).
 
 Each parser keeps the shape its peer compiles the text to: SpiceDB flattens a union
 of unions into one (``a + (b + c)`` is ``Union(a, b, c)``), OpenFGA keeps the nesting
@@ -40,6 +41,7 @@ __all__ = [
     "Exclusion",
     "Intersection",
     "Nil",
+    "Self",
     "Relation",
     "Rewrite",
     "Schema",
@@ -163,7 +165,15 @@ class Nil:
     column: int | None = _pos()
 
 
-Rewrite = This | Computed | Arrow | Union | Intersection | Exclusion | Nil
+@dataclass(frozen=True)
+class Self:
+    """The object itself as its subject (SpiceDB's ``self``, after ``use self``)."""
+
+    line: int | None = _pos()
+    column: int | None = _pos()
+
+
+Rewrite = This | Computed | Arrow | Union | Intersection | Exclusion | Nil | Self
 
 
 def walk(rewrite: Rewrite) -> Iterator[Rewrite]:

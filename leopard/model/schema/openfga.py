@@ -44,6 +44,7 @@ from leopard.model.schema.ast import (
     Relation,
     Rewrite,
     Schema,
+    Self,
     SubjectType,
     This,
     TypeDef,
@@ -371,7 +372,13 @@ def _userset_json(schema: Schema, rewrite: Rewrite) -> dict[str, Any]:
                 "subtract": _userset_json(schema, rewrite.subtract),
             }
         }
-    what = "nil" if isinstance(rewrite, Nil) else "an arrow over all subjects"
+    what = (
+        "nil"
+        if isinstance(rewrite, Nil)
+        else "self"
+        if isinstance(rewrite, Self)
+        else "an arrow over all subjects"
+    )
     raise InvalidSchema(f"{schema.filename}: OpenFGA has no form for {what}")
 
 

@@ -22,9 +22,11 @@ from leopard.model.schema.ast import (
     Relation,
     Rewrite,
     Schema,
+    Self,
     SubjectType,
     This,
     Union,
+    walk,
 )
 from leopard.model.schema.spicedb import RELATION_RE, TYPE_RE, parse_spicedb
 
@@ -69,6 +71,13 @@ def _format_spicedb(schema: Schema) -> str:
         s.expiration for t in schema.types.values() for r in t.relations.values() for s in r.types
     ):
         parts.append("use expiration\n")
+    if any(
+        isinstance(node, Self)
+        for t in schema.types.values()
+        for r in t.relations.values()
+        for node in walk(r.rewrite)
+    ):
+        parts.append("use self\n")
     for cond in schema.condition_defs:
         params = ", ".join(f"{name} {type_}" for name, type_ in cond.parameters)
         parts.append(f"caveat {cond.name}({params}) {{\n  {cond.expression}\n}}\n")
@@ -106,6 +115,8 @@ def _zed(schema: Schema, rel: Relation, node: Rewrite) -> str:
         )
     if isinstance(node, Nil):
         return "nil"
+    if isinstance(node, Self):
+        return "self"
     if isinstance(node, (Union, Intersection)):
         op = " + " if isinstance(node, Union) else " & "
         return op.join(operand(c) for c in node.children)

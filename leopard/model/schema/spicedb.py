@@ -51,6 +51,7 @@ from leopard.model.schema.ast import (
     Relation,
     Rewrite,
     Schema,
+    Self,
     SubjectType,
     This,
     TypeDef,
@@ -175,8 +176,6 @@ class _Parser(TokenReader):
             )
         if started:
             raise self.error("'use' must come before any definition or caveat", use)
-        if flag.value == "self":
-            raise self.error("'use self' is not supported: Leopard has no 'self' expression")
         self.advance()
         self.keywords |= FLAGS[flag.value]
         self.end_of_statement(f"'use {flag.value}'")
@@ -335,8 +334,9 @@ class _Parser(TokenReader):
         if self.is_keyword("nil"):
             self.advance()
             return Nil(*_at(tok))
-        if self.is_keyword("self"):  # pragma: no cover - 'use self' is refused first
-            raise self.error("'self' is not supported")
+        if self.is_keyword("self"):  # (a keyword only after 'use self')
+            self.advance()
+            return Self(*_at(tok))
         if tok.kind != "ident" or tok.value in self.keywords:
             raise self.expected(f"a relation name, an arrow, 'nil' or '(' in {permission!r}")
         self.advance()

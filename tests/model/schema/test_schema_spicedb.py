@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from leopard.errors import InvalidConfig, InvalidSchema
+from leopard.model.plan import compile_schema
 from leopard.model.schema import (
     Arrow,
     Computed,
@@ -22,12 +23,14 @@ from leopard.model.schema import (
     Nil,
     Rewrite,
     Schema,
+    Self,
     SubjectType,
     This,
     Union,
     load_schema,
     parse_spicedb,
 )
+from leopard.model.schema.printers import format_spicedb
 
 DATA = Path(__file__).parent / "data"
 ZED = sorted(DATA.glob("*.zed"))
@@ -483,7 +486,6 @@ USER = "definition user {}\n"
             " import, partial, self, typechecking",
         ),
         (USER + "use expiration\n", "2:1: 'use' must come before any definition or caveat"),
-        ("use self\n", "1:5: 'use self' is not supported"),
         ('use import\nimport "other.zed"\n', "2:1: imports are not supported"),
         ('import "other.zed"\n', "1:1: imports are not supported"),
         ("partial p {}\n", "1:1: 'partial' needs 'use partial' at the top of the schema"),
@@ -504,6 +506,37 @@ def test_errors(text: str, expected: str) -> None:
 def test_a_self_expression_without_the_flag_is_a_relation_name() -> None:
     msg = error(USER + "definition doc {\n  permission view = self\n}")
     assert "'self' is not defined on 'doc'" in msg
+
+
+SELF = """use self
+definition user {
+    permission itself = self
+}
+definition group {
+    relation member: user | group#member
+    permission view = member + self
+}
+definition doc {
+    relation viewer: user | group#member
+    permission view = viewer
+}
+"""
+
+
+def test_self_is_parsed_printed_and_named_as_not_indexed() -> None:
+    """``use self`` (SpiceDB 1.54): the permissions using ``self`` are not indexed and
+    say why; the rest of the schema is (the whole schema was refused)."""
+    schema = parse_spicedb(SELF)
+    me = schema.relation("user", "itself")
+    assert me is not None and isinstance(me.rewrite, Self)
+    printed = format_spicedb(schema)
+    assert printed.startswith("use self\n") and "permission view = member + self" in printed
+    assert format_spicedb(parse_spicedb(printed)) == printed
+    plan = compile_schema(schema)
+    why = "uses self (the object as its own subject): not indexed"
+    assert plan.refused[("user", "itself")] == why
+    assert plan.refused[("group", "view")] == why
+    assert ("doc", "view") in plan.sets and ("group", "member") in plan.sets
 
 
 def test_the_error_names_the_file() -> None:
