@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ingest.codecs import CODECS
+from ingest.codecs import CODECS, check_codec_options
 from leopard.errors import InvalidInput
 
 __all__ = ["KafkaSettings", "ConsumerSettings", "ON_GAP", "check_topic", "parse_codec_options"]
@@ -93,6 +93,10 @@ class ConsumerSettings(KafkaSettings):
         super().__post_init__()
         if self.format not in CODECS:
             raise InvalidInput(f"--format {self.format!r} is not one of {', '.join(CODECS)}")
+        try:  # said at the start, not at the first message
+            check_codec_options(self.format, self.codec_options)
+        except InvalidInput as exc:
+            raise InvalidInput(f"--codec-option: {exc}") from None
 
 
 def parse_codec_options(items: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -43,6 +43,7 @@ __all__ = [
     "DecodeError",
     "Decoded",
     "Rejected",
+    "check_codec_options",
     "decode",
     "decode_message",
     "encode_native",
@@ -87,7 +88,7 @@ def decode_message(format: str, value: bytes | None, *, options: dict | None = N
     """
     if format not in _DECODERS:
         raise InvalidInput(f"unknown change format {format!r}; expected one of {CODECS}")
-    opts = _check_options(format, options)
+    opts = check_codec_options(format, options)
     if format == "native" and value:
         changes = decode_plain(value)
         if changes is not None:
@@ -113,7 +114,8 @@ def decode_message(format: str, value: bytes | None, *, options: dict | None = N
     return decoded
 
 
-def _check_options(format: str, options: dict | None) -> dict[str, str]:
+def check_codec_options(format: str, options: dict | None) -> dict[str, str]:
+    """The options of change format ``format``, checked (InvalidInput naming a bad one)."""
     if not options:
         return {}
     if format != "debezium":

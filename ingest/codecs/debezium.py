@@ -54,6 +54,12 @@ def check_options(options: dict) -> dict[str, str]:
     for name, column in options.items():
         if not isinstance(column, str) or not column:
             raise InvalidInput(f"debezium option {name!r} must name a column, not {column!r}")
+    beside = sorted(set(options) - {"tuple_column"})
+    if "tuple_column" in options and beside:
+        raise InvalidInput(
+            f"debezium option 'tuple_column' names the one column holding the whole tuple: "
+            f"{beside} would be ignored beside it; give one or the other"
+        )
     return dict(options)
 
 

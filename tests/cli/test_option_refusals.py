@@ -84,7 +84,12 @@ def test_an_empty_list_prints_no_line(index: Path, args: tuple[str, ...]) -> Non
      (["--topic", "t", "--dlq-topic", "dead/letters"], "--dlq-topic 'dead/letters' is no Kafka"),
      (["--topic", "t", "--dlq-topic", ".."], "--dlq-topic '..' is no Kafka topic name"),
      (["--topic", "t", "--topic", "u", "--dlq-topic", "u"], "--dlq-topic 'u' is also consumed"),
-     (["--topic", "t", "--topic", "t.dlq"], "the dead-letter topic (default) 't.dlq' is also")],
+     (["--topic", "t", "--topic", "t.dlq"], "the dead-letter topic (default) 't.dlq' is also"),
+     (["--topic", "t", "--codec-option", "subject_id=m"],
+      "--codec-option: the native change format takes no options, got ['subject_id']"),
+     (["--topic", "t", "--format", "debezium", "--codec-option", "tuple_column=t",
+       "--codec-option", "subject_id=m"],
+      "--codec-option: debezium option 'tuple_column' names the one column holding the whole")],
 )  # fmt: skip
 def test_a_topic_kafka_would_refuse_is_refused_at_the_start(
     index: Path, extra: list[str], said: str

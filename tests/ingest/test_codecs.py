@@ -566,6 +566,12 @@ def test_debezium_a_subject_relation_column_named_must_be_in_the_row() -> None:
     assert str(change.tuple) == "group:eng#member@group:ops"
 
 
+def test_debezium_tuple_column_is_refused_beside_column_options() -> None:
+    with pytest.raises(InvalidInput, match=r"'tuple_column' .*\['subject_id'\] would be ignored"):
+        decode("debezium", envelope("c", None, {"t": str(ENG_ALICE)}),
+               options={"tuple_column": "t", "subject_id": "member"})  # fmt: skip
+
+
 def test_debezium_tuple_column() -> None:
     value = envelope("u", {"id": 1, "t": str(ENG_ALICE)}, {"id": 1, "t": str(ENG_OPS)})
     assert decode("debezium", value, options={"tuple_column": "t"}) == [
