@@ -202,9 +202,10 @@ class ChangeConsumer:
                     # next poll (see ConsumerSettings.linger_ms). A backlog is read on
                     # without waiting.
                     self._stop.wait(self.settings.linger_ms / 1000)
-                if got or not self.source.assigned:
+                if got or (not self.source.assigned and not self.stats.elsewhere):
                     # Idle means nothing left to read, not still joining the group
-                    # (a second here, three with Kafka's default rebalance delay).
+                    # (a second here, three with Kafka's default rebalance delay); a
+                    # member the group gives nothing for good is idle (and says so).
                     idle_since = time.monotonic()
                 elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
                     sharing = self._share()

@@ -5,10 +5,11 @@ only. Two consumers that share a group id (two shards of an index given one
 ``--group-id``, two servers each with its own copy of an index) split the partitions
 between them, and each index misses the other's changes for good; nothing in Kafka
 refuses that. So the consumer looks: ``held_elsewhere`` names the partitions of its
-topics the group has not assigned to it. Right after a restart the group may still
-count the member that died until its session times out, and a rebalance moves
-partitions for a moment, so ``Sharing`` reports a split only once it has lasted
-``GRACE`` seconds; ``consume --idle-exit`` asks once more as it ends.
+topics the group has not assigned to it (every one, for a member given none: a topic of
+one partition and two members). Joining the group takes a moment, right after a restart
+the group may still count the member that died until its session times out, and a
+rebalance moves partitions for a moment, so ``Sharing`` reports a split only once it has
+lasted ``GRACE`` seconds; ``consume --idle-exit`` asks once more as it ends.
 """
 
 from __future__ import annotations
@@ -32,13 +33,12 @@ LOOK = 2.0
 
 def held_elsewhere(consumer: Any, topics: Iterable[str]) -> list[str]:
     """``topic:partition`` of each partition of ``topics`` the group did not assign to
-    ``consumer`` (a kafka-python consumer); none while it has no assignment at all
-    (still joining the group) or does not know a topic's partitions yet."""
+    ``consumer`` (a kafka-python consumer): all of them while it has none (joining the
+    group, or given nothing: more members than partitions); none before the consumer
+    exists or while it does not know a topic's partitions yet."""
     if consumer is None:
         return []
     assigned = consumer.assignment()
-    if not assigned:
-        return []
     out = []
     for topic in topics:
         for partition in sorted(consumer.partitions_for_topic(topic) or ()):

@@ -161,6 +161,7 @@ class GrpcServer:
         self.readiness = readiness
         self._watching = threading.Event()
         self._serving: bool | None = None
+        self._said_down = False  # NOT_SERVING was logged since the last SERVING
         options.check()
         head = StreamHead(consumer) if consumer is not None else None
         freshness = Freshness(index, max_wait=options.max_wait, head=head)
@@ -241,10 +242,12 @@ class GrpcServer:
         if serving == self._serving:
             return
         if self._serving is not None:  # a change, not the state at start
-            if serving:
-                log.warning("gRPC health: SERVING again")
-            else:
+            if not serving:
                 log.warning("gRPC health: NOT_SERVING: %s", "; ".join(reasons))
+                self._said_down = True
+            elif self._said_down:  # not the first SERVING after a start (a consumer's)
+                log.warning("gRPC health: SERVING again")
+                self._said_down = False
         self._serving = serving
         status = health_pb2.HealthCheckResponse
         for name in self._names:

@@ -363,6 +363,7 @@ def test_health_follows_readiness(tmp_path: Path) -> None:
             assert served.proc.stderr is not None
             said = served.proc.stderr.read()
             assert "gRPC health: NOT_SERVING: the consumer has stopped" in said, said
+            assert "SERVING again" not in said  # the first SERVING after start is no recovery
             assert "the schema changed" in said
 
 

@@ -172,7 +172,7 @@ def _dsl(schema: Schema, rel: Relation, node: Rewrite, first: bool) -> str:
         return op.join(operand(c, first and i == 0) for i, c in enumerate(node.children))
     if isinstance(node, Exclusion):
         return f"{operand(node.base, first)} but not {operand(node.subtract, False)}"
-    raise _no_dsl(schema, rel, "nil")
+    raise _no_dsl(schema, rel, "self" if isinstance(node, Self) else "nil")
 
 
 def _dsl_subject(schema: Schema, rel: Relation, subject: SubjectType) -> str:

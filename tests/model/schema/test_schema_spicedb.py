@@ -30,7 +30,7 @@ from leopard.model.schema import (
     load_schema,
     parse_spicedb,
 )
-from leopard.model.schema.printers import format_spicedb
+from leopard.model.schema.printers import format_openfga_dsl, format_spicedb
 
 DATA = Path(__file__).parent / "data"
 ZED = sorted(DATA.glob("*.zed"))
@@ -532,6 +532,8 @@ def test_self_is_parsed_printed_and_named_as_not_indexed() -> None:
     printed = format_spicedb(schema)
     assert printed.startswith("use self\n") and "permission view = member + self" in printed
     assert format_spicedb(parse_spicedb(printed)) == printed
+    with pytest.raises(InvalidSchema, match="'itself' has self, which OpenFGA's DSL cannot"):
+        format_openfga_dsl(schema)
     plan = compile_schema(schema)
     why = "uses self (the object as its own subject): not indexed"
     assert plan.refused[("user", "itself")] == why
