@@ -412,6 +412,15 @@ class RouterService:
         found = await asyncio.gather(
             *(self.links.get(k, "/readyz") for k in range(self.n)), return_exceptions=True
         )
+        # /readyz is open on the shards; a route that is not says whether they take
+        # the router's token (a refusal is ShardUnavailable, said below)
+        asked = await asyncio.gather(
+            *(self.links.get(k, "/v1/version") for k in range(self.n)), return_exceptions=True
+        )
+        found = [
+            b if isinstance(b, ShardUnavailable) and not isinstance(a, BaseException) else a
+            for a, b in zip(found, asked, strict=True)
+        ]
         reasons: list[str] = []
         tokens: list[str] = []
         lags: list[int] = []

@@ -99,6 +99,15 @@ class ShardLinks:
                 skip_auto_headers=("User-Agent",),
             )
 
+    def _token_hint(self) -> str:
+        sent = "Authorization" in self._headers
+        return (
+            "the router sends its --auth-token-file token to the shards, which take "
+            "another; give the router and the shards one token"
+            if sent
+            else "the shards require a bearer token; give the router theirs with --auth-token-file"
+        )
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -135,6 +144,11 @@ class ShardLinks:
                     method, url, data=body, headers=headers, timeout=timeout
                 ) as resp:
                     body = await resp.read()
+                    if resp.status in (401, 403):  # the router's token, not the client's
+                        raise ShardUnavailable(
+                            f"shard {k} at {self.urls[k]} refused the router's request "
+                            f"(HTTP {resp.status}): " + self._token_hint()
+                        )
                     return ShardAnswer(k, resp.status, body, resp.headers.get(SHARD_HEADER))
             except aiohttp.ServerDisconnectedError:
                 if attempt == 0:

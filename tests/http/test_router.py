@@ -254,6 +254,31 @@ def test_a_shard_down_is_a_503_naming_it(served: tuple[str, list[str], list]) ->
         assert sc.check(other, "group:eng") in (True, False)
 
 
+def test_shards_that_refuse_the_routers_token_are_unavailable_saying_why(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Shards that require a bearer token the router does not send (or another one)
+    refused every query through the router with their 401, which told the client its
+    own token was missing or wrong, while the router's /readyz said ready."""
+    shards_token, other = tmp_path / "shards.token", tmp_path / "other.token"
+    shards_token.write_text("the-shards-token-0123456789\n")
+    other.write_text("another-token-0123456789\n")
+    with cluster(built[1], "--auth-token-file", str(shards_token)) as (_, urls, _procs):
+        given = [a for k, u in enumerate(urls) for a in ("--shard-url", f"{k}={u}")]
+        for extra, said in (([], "the shards require a bearer token; give the router theirs"),
+                            (["--auth-token-file", str(other)], "which take another")):  # fmt: skip
+            with leopard_serve("--route", "--index", str(built[1]), *given, *extra) as (r, _):
+                headers = {"Authorization": "Bearer another-token-0123456789"} if extra else {}
+                a = call(r, "GET", "/v1/check?" + q(subject="user:u000001", group="group:eng"),
+                         headers=headers)  # fmt: skip
+                assert a.status == 503 and a.json["error"] == "shard_unavailable", a.body
+                assert "refused the router's request (HTTP 401)" in a.json["detail"]
+                assert said in a.json["detail"]
+                ready = call(r, "GET", "/readyz")
+                assert ready.status == 503, ready.body
+                assert any(said in reason for reason in ready.json["reasons"]), ready.json
+
+
 # -- changes through the broker ------------------------------------------------------------
 
 
