@@ -6,11 +6,14 @@ tuple, with ``REVISION`` (the SpiceDB revision, as a decimal number) and ``TOKEN
 ZedToken) in headers. After the changes of a poll it writes a *marker* to every
 partition of the topic: no value, ``REVISION`` and ``MARKER`` (the topic's partition
 count). A partition's records come in revision order, so once every partition has
-passed revision R, every change up to R has been consumed: ``BridgedRevisions`` keeps
-the last revision seen on each partition (persisted in the source state under
-``STATE``) and moves the index's position under ``SPICEDB_KEY`` to their minimum,
-in the write batch of the changes. The index's tokens then carry SpiceDB's revision,
-and a ZedToken is waited for as with ``leopard follow``. A record at or below the
+passed revision R, every change up to R has been consumed. A partition has passed R
+with its marker of R, or with a change of a later revision; a change of R takes it
+only past R - 1, since one revision's changes may be read in two batches.
+``BridgedRevisions`` keeps, per partition, the revision passed and the last one seen
+(persisted in the source state under ``STATE``), and moves the index's position under
+``SPICEDB_KEY`` to the least revision passed, in the write batch of the changes. The
+index's tokens then carry SpiceDB's revision, and a ZedToken is waited for as with
+``leopard follow``. A record at or below the
 revision the index already has (the snapshot of ``build --from``), or older than one its
 partition already carried (a change the bridge sent again, after a send it could not
 confirm or a restart), is not applied again.
@@ -40,7 +43,8 @@ REVISION = "leopard.upstream.revision"
 TOKEN = "leopard.upstream.token"
 MARKER = "leopard.upstream.marker"
 FROM = "leopard.upstream.from"
-#: the source-state section: {"revisions": {"topic:partition": rev}, "partitions": {topic: n}}
+#: the source-state section: {"revisions": {"topic:partition": last revision seen},
+#: "passed": {"topic:partition": revision passed}, "partitions": {topic: n}}
 STATE = "bridged"
 
 
@@ -53,6 +57,8 @@ class BridgedRevisions:
         # partitions the index has a position on (``build --position``, or read before)
         self.placed = {key for key in reader.position if key != SPICEDB_KEY}
         self.revisions: dict[str, int] = dict(stored.get("revisions") or {})
+        # (an index of an earlier release kept the last revision seen only)
+        self.passed: dict[str, int] = dict(stored.get("passed") or self.revisions)
         self.partitions: dict[str, int] = dict(stored.get("partitions") or {})
         self.seen = False
 
@@ -74,6 +80,11 @@ class BridgedRevisions:
         self._check_start(key, found.get(FROM), message)
         prior = self.revisions.get(key, -1)
         self.revisions[key] = max(prior, revision)
+        # a marker of R: the partition has every change up to R; a change of R: up to
+        # R - 1 (more changes of R may come in the next batch: were R taken as passed,
+        # the index's position would reach R, and they would be skipped as applied)
+        passed = revision if MARKER in found else revision - 1
+        self.passed[key] = max(self.passed.get(key, -1), passed)
         if MARKER in found:
             try:
                 self.partitions[message.topic] = int(found[MARKER])
@@ -133,7 +144,7 @@ class BridgedRevisions:
         revisions = []
         for topic, count in self.partitions.items():
             for partition in range(count):
-                revision = self.revisions.get(f"{topic}:{partition}")
+                revision = self.passed.get(f"{topic}:{partition}")
                 if revision is None:
                     return None
                 revisions.append(revision)
@@ -143,7 +154,14 @@ class BridgedRevisions:
         self, position: dict[str, int], state: dict[str, Any]
     ) -> tuple[dict[str, int], dict[str, Any]]:
         """The batch's position and source state with the revisions added."""
-        state = {**state, STATE: {"revisions": self.revisions, "partitions": self.partitions}}
+        state = {
+            **state,
+            STATE: {
+                "revisions": self.revisions,
+                "passed": self.passed,
+                "partitions": self.partitions,
+            },
+        }
         through = self.through()
         if through is not None and through > self.applied:
             position = {**position, SPICEDB_KEY: through}
