@@ -459,7 +459,7 @@ def serve_command(
         processes = f", {workers} workers" if workers > 1 else ""
         click.echo(
             f"leopard: serving {index_dir} on {url}{following}{auth}{processes} "
-            f"(OpenFGA store {store})",
+            f"(its OpenFGA API answers as store {store})",
             err=True,
         )
         if not token and host not in ("127.0.0.1", "localhost", "::1"):
