@@ -152,11 +152,13 @@ class LeopardService:
                     getattr(self.handlers, r.handler),
                 )
         # OpenFGA's and AuthZEN's routes, asked only for a path the table does not hold
+        # the head of the stream: the consumer's here, else worker 0's (``head``)
+        head = consumer_head(index, consumer) if consumer is not None else head
         self.peers = Peers(
             index,
             self.waits,
             [r for r in ROUTES if r.face != "leopard"],
-            head=consumer_head(index, consumer) if consumer is not None else head,
+            head=head,
             store_id=store_id,
             upstream_openfga=upstream_openfga,
             public_url=public_url,
@@ -165,11 +167,7 @@ class LeopardService:
             index_failed=self.handlers.index_failed,
         )
         self._allow = allow_headers(self._table)
-        self._teller = (
-            HeadTeller(tell_head, consumer_head(index, consumer))
-            if tell_head and consumer is not None
-            else None
-        )
+        self._teller = HeadTeller(tell_head, head) if tell_head and head is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

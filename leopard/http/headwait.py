@@ -40,7 +40,6 @@ __all__ = [
     "consumer_head",
     "reach_head",
     "stream_head",
-    "wait_for_head",
 ]
 
 #: how long a request with higher consistency may wait for the head (seconds)
@@ -57,14 +56,6 @@ HeadOf = Callable[[float], Awaitable[dict[str, int]]]
 def consumer_head(index: Index, consumer: RunningConsumer) -> HeadOf:
     """The head of the stream ``consumer`` applies to ``index`` (see ``stream_head``)."""
     return lambda timeout: stream_head(index, consumer, timeout)
-
-
-async def wait_for_head(
-    index: Index, waits: Waits, consumer: RunningConsumer | None, timeout: float = HEAD_WAIT
-) -> None:
-    """Return once ``index`` has applied the head of its stream as of the call."""
-    if consumer is not None:
-        await reach_head(index, waits, consumer_head(index, consumer), timeout)
 
 
 async def reach_head(

@@ -41,7 +41,7 @@ from leopard.errors import StaleIndex, UpstreamGap
 from leopard.grpc.consistency import FULL, Freshness, StreamHead, Want
 from leopard.grpc.status import Refusal
 from leopard.http.freshness import Waits
-from leopard.http.headwait import wait_for_head
+from leopard.http.headwait import consumer_head, reach_head
 from leopard.http.server import ConsumerThread
 from leopard.model.config import Config
 from leopard.model.tokens import decode_token, encode_token
@@ -487,7 +487,7 @@ def test_fully_consistent_waits_for_spicedbs_head_not_the_watch(tmp_path: Path) 
             async def higher() -> None:  # OpenFGA's API: HIGHER_CONSISTENCY
                 waits = Waits(follower.index)
                 waits.bind()
-                await wait_for_head(follower.index, waits, running, 20)
+                await reach_head(follower.index, waits, consumer_head(follower.index, running), 20)
 
             for i in range(3, 5):
                 front.write([f"group:g{i}#member@user:fresh{i}"])
